@@ -1,0 +1,211 @@
+"""Plain data shared by the planner, the executor and every runtime: containers, images, events."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+# Labels (or metadata) every runtime stores on the containers it makes for orchestr.
+# The planner reads actual state back from them, so a lost state file loses nothing.
+LABEL_PREFIX = "orchestr."
+L_NAMESPACE = "orchestr.namespace"
+L_SERVICE = "orchestr.service"
+L_REPLICA = "orchestr.replica"
+L_SPEC_HASH = "orchestr.spec-hash"
+L_DEPENDS_ON = "orchestr.depends-on"  # comma-separated service names, so deletes can be ordered without the spec
+L_ONEOFF = "orchestr.oneoff"  # set by `orchestr run`: never planned, never pruned
+
+
+class State(enum.StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    EXITED = "exited"
+
+
+class RestartPolicy(enum.StrEnum):
+    ALWAYS = "Always"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    cpus: float | None = None  # CPUs, e.g. 0.5
+    memory: int | None = None  # bytes; also caps swap
+    pids: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    type: str  # bind | volume | tmpfs
+    target: str
+    source: str | None = None  # host path (bind) or volume name (volume); None for tmpfs
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    container_port: int
+    host_port: int | None = None
+    protocol: str = "tcp"  # tcp | udp
+    host_ip: str = "0.0.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """Everything a runtime needs to create one container; resolved from a Service and a replica index."""
+
+    name: str  # orchestr's name within the namespace, e.g. web-0
+    namespace: str
+    image: str
+    labels: dict[str, str] = field(default_factory=dict)  # includes orchestr's ownership labels
+    command: tuple[str, ...] | None = None  # replaces entrypoint and cmd
+    args: tuple[str, ...] | None = None  # replaces cmd only
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    user: str | None = None
+    resources: Resources = Resources()
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    stop_grace_period: float = 10.0  # seconds
+    volumes: tuple[Volume, ...] = ()
+    ports: tuple[Port, ...] = ()
+    network: str = "bridge"  # bridge | host | none
+    init: bool = False
+    read_only: bool = False
+    tty: bool = False
+    interactive: bool = False  # keep stdin open (one-off runs)
+
+
+@dataclass(slots=True)
+class Container:
+    """A container as a runtime reports it."""
+
+    id: str  # the runtime's own id
+    name: str  # orchestr's name within the namespace, e.g. web-0
+    namespace: str
+    runtime: str
+    image: str
+    state: State
+    labels: dict[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
+    pid: int | None = None
+    ip: str | None = None
+    oom_killed: bool = False
+    created_at: str | None = None  # RFC 3339
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def service(self) -> str:
+        return self.labels.get(L_SERVICE, self.name)
+
+    @property
+    def replica(self) -> int:
+        try:
+            return int(self.labels.get(L_REPLICA, "0"))
+        except ValueError:
+            return -1
+
+    @property
+    def spec_hash(self) -> str:
+        return self.labels.get(L_SPEC_HASH, "")
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        raw = self.labels.get(L_DEPENDS_ON, "")
+        return tuple(s for s in raw.split(",") if s)
+
+    @property
+    def oneoff(self) -> bool:
+        return self.labels.get(L_ONEOFF) == "true"
+
+    def as_dict(self) -> dict:
+        """The shape `orchestr get -o json` prints."""
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "service": self.service,
+            "replica": self.replica,
+            "runtime": self.runtime,
+            "id": self.id,
+            "image": self.image,
+            "state": str(self.state),
+            "exitCode": self.exit_code,
+            "oomKilled": self.oom_killed,
+            "pid": self.pid,
+            "ip": self.ip,
+            "specHash": self.spec_hash,
+            "createdAt": self.created_at,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    stream: str  # stdout | stderr
+    data: bytes  # one line, newline included when the container wrote one
+    time: str | None = None  # RFC 3339, when the runtime records it
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A state change reported by a runtime's event stream."""
+
+    runtime: str
+    id: str
+    name: str
+    namespace: str
+    action: str  # create | start | die | oom | pause | unpause | stop | destroy
+    state: State | None = None
+    exit_code: int | None = None
+    time: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    id: str  # the image id (config digest), sha256:...
+    references: tuple[str, ...]  # name:tag and name@digest forms
+    size: int  # bytes, as the runtime counts it
+    created: str | None = None  # RFC 3339
+    digest: str | None = None  # manifest digest, when known
+    runtime: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "references": list(self.references),
+            "digest": self.digest,
+            "size": self.size,
+            "created": self.created,
+            "runtime": self.runtime,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    created_by: str
+    size: int
+    created: str | None = None
+    id: str | None = None  # layer digest, when the entry made a layer
+    comment: str | None = None
+    empty_layer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PullProgress:
+    """One progress report while an image is fetched; layer is None for whole-image messages."""
+
+    ref: str
+    layer: str | None
+    status: str  # e.g. "downloading", "extracting", "done", "exists"
+    current: int = 0
+    total: int | None = None
