@@ -6,7 +6,15 @@ No I/O, no clock, no randomness: the same inputs always give the same plan.
 from __future__ import annotations
 
 import enum
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from .model import L_ONEOFF, L_REPLICA, L_SERVICE, L_SPEC_HASH, Container, RestartPolicy, State
+
+if TYPE_CHECKING:
+    from .spec import Service
 
 
 class Kind(enum.StrEnum):
@@ -19,6 +27,10 @@ class Kind(enum.StrEnum):
     UNPAUSE = "unpause"
 
 
+# Actions that bring a service up; a service's up actions wait for those of the services it depends on.
+UP_KINDS = frozenset({Kind.CREATE, Kind.RECREATE, Kind.START, Kind.UNPAUSE, Kind.PAUSE})
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     kind: Kind
@@ -26,10 +38,11 @@ class Action:
     service: str
     replica: int
     name: str  # the container's orchestr name, <service>-<replica>
-    runtime: str
+    runtime: str  # where the action happens; for CREATE/RECREATE, where the new container goes
     container_id: str | None  # the existing container acted on; None for CREATE
     reason: str  # for people: "missing", "spec changed", "scaled down", "exited (Always)", ...
     after: tuple[int, ...] = ()  # indexes of actions in the same plan that must succeed first
+    old_runtime: str | None = None  # RECREATE across runtimes: the runtime holding container_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +57,236 @@ class Plan:
 
     def __iter__(self):
         return iter(self.actions)
+
+
+Key = tuple[str, str]  # (namespace, service)
+# One up step for a service: kind, replica, the container acted on, reason, and whether it
+# must wait for the step before it (PAUSE right after the START of the same container).
+_Step = tuple[Kind, int, Container | None, str, bool]
+
+
+def plan(
+    services: Sequence[Service],
+    actual: Sequence[Container],
+    *,
+    default_runtime: str,
+    prune: bool = False,
+    scope: Iterable[str] | None = None,
+) -> Plan:
+    """The actions that turn `actual` into `services`.
+
+    Containers are seen only in `scope` (the services' namespaces plus any given) and one-off
+    containers are never touched. Containers of undeclared services in scope are deleted only
+    with `prune`. A container that should be paused but is created or exited gets START then
+    PAUSE; an exited one that its restart policy leaves alone (a finished job) stays exited.
+    """
+    namespaces = {s.namespace for s in services}
+    if scope is not None:
+        namespaces.update(scope)
+
+    # Read the labels directly rather than through Container's properties: at ten thousand
+    # containers the property calls alone cost more than the rest of the plan. Replica labels
+    # stay strings here; the few containers left over are parsed below.
+    found: dict[tuple[str, str, str], Container] = {}
+    extra: dict[tuple[str, str, str], list[Container]] = {}  # further containers claiming one replica
+    for c in actual:
+        labels = c.labels
+        if c.namespace in namespaces and labels.get(L_ONEOFF) != "true":
+            at = (c.namespace, labels.get(L_SERVICE, c.name), labels.get(L_REPLICA, "0"))
+            if found.setdefault(at, c) is not c:
+                extra.setdefault(at, []).append(c)
+
+    ups: dict[Key, list[_Step]] = {}
+    duplicates: list[Container] = []
+    take = found.pop
+    running = State.RUNNING
+    for service in services:
+        spec = service.spec
+        ns = service.namespace
+        name = service.name
+        runtime = spec.runtime or default_runtime
+        paused = spec.paused
+        spec_hash = None
+        steps: list[_Step] = []
+        for i in range(spec.replicas):
+            at = (ns, name, str(i))
+            c = take(at, None)
+            if c is None:
+                steps.append((Kind.CREATE, i, None, "missing", False))
+                continue
+            if spec_hash is None:
+                spec_hash = service.spec_hash
+            if extra and at in extra:
+                candidates = [c, *extra.pop(at)]
+                c = _keeper(candidates, spec_hash, runtime, paused)
+                duplicates.extend(d for d in candidates if d is not c)
+            if c.runtime != runtime:
+                steps.append((Kind.RECREATE, i, c, "runtime changed", False))
+            elif c.labels.get(L_SPEC_HASH, "") != spec_hash:
+                steps.append((Kind.RECREATE, i, c, "spec changed", False))
+            elif c.state is not running or paused:
+                _converge(steps, i, c, spec.restart_policy, paused)
+        if steps:
+            ups[(ns, name)] = steps
+    if not (ups or found or extra or duplicates):
+        return Plan()
+
+    # Whatever no replica claimed: surplus of a declared service, or a service no longer declared.
+    declared: dict[Key, Service] = {(s.namespace, s.name): s for s in services}
+    surplus: defaultdict[Key, list[tuple[Container, str]]] = defaultdict(list)
+    pruned: list[tuple[Container, str]] = []
+    for c in [*found.values(), *(c for cs in extra.values() for c in cs)]:
+        key = (c.namespace, c.service)
+        if key in declared:
+            reason = "scaled down" if c.replica >= declared[key].spec.replicas else "bad replica label"
+            surplus[key].append((c, reason))
+        elif prune:
+            pruned.append((c, "not declared"))
+    for c in duplicates:
+        surplus[(c.namespace, c.service)].append((c, "duplicate"))
+    if not (ups or surplus or pruned):
+        return Plan()
+
+    actions: list[Action] = []
+    _add_deletes(actions, pruned)
+    for key in sorted(surplus):
+        actions.extend(_delete(c, reason, ()) for c, reason in sorted(surplus[key], key=_highest_first))
+    _add_ups(actions, declared, ups, default_runtime)
+    return Plan(tuple(actions))
+
+
+def plan_delete(targets: Iterable[Service | Key], actual: Sequence[Container]) -> Plan:
+    """Stop and delete every container of the given services (Service objects or (namespace, name)
+    keys), dependents before their dependencies; one-off containers stay."""
+    keys = {t if isinstance(t, tuple) else (t.namespace, t.name) for t in targets}
+    doomed = [(c, "deleted") for c in actual if (c.namespace, c.service) in keys and not c.oneoff]
+    actions: list[Action] = []
+    _add_deletes(actions, doomed)
+    return Plan(tuple(actions))
+
+
+def plan_delete_namespace(namespace: str, actual: Sequence[Container]) -> Plan:
+    """Stop and delete every container of a namespace, one-off containers included."""
+    actions: list[Action] = []
+    _add_deletes(actions, [(c, "namespace deleted") for c in actual if c.namespace == namespace])
+    return Plan(tuple(actions))
+
+
+def _converge(steps: list[_Step], i: int, c: Container, policy: RestartPolicy, paused: bool) -> None:
+    """Steps that take an up-to-date container from its state to running (or paused)."""
+    state = c.state
+    if state == State.CREATED:
+        steps.append((Kind.START, i, c, "created", False))
+    elif state == State.EXITED:
+        if policy == RestartPolicy.ALWAYS:
+            steps.append((Kind.START, i, c, "exited (Always)", False))
+        elif policy == RestartPolicy.ON_FAILURE and c.exit_code != 0:
+            steps.append((Kind.START, i, c, f"exited with code {c.exit_code} (OnFailure)", False))
+        else:
+            return  # a finished job: nothing to pause either
+    elif state == State.PAUSED:
+        if not paused:
+            steps.append((Kind.UNPAUSE, i, c, "paused", False))
+        return
+    if paused:
+        steps.append((Kind.PAUSE, i, c, "paused in spec", bool(steps) and steps[-1][2] is c))
+
+
+def _keeper(candidates: list[Container], spec_hash: str, runtime: str, paused: bool) -> Container:
+    """Of several containers for one replica, the one to keep: up to date first, then already in
+    the desired state, then running."""
+    desired = State.PAUSED if paused else State.RUNNING
+    return min(
+        candidates,
+        key=lambda c: (c.spec_hash != spec_hash or c.runtime != runtime, c.state != desired, c.state != State.RUNNING, c.id),
+    )
+
+
+def _highest_first(item: tuple[Container, str]) -> tuple[int, str]:
+    return -item[0].replica, item[0].id
+
+
+def _delete(c: Container, reason: str, after: tuple[int, ...]) -> Action:
+    return Action(Kind.DELETE, c.namespace, c.service, c.replica, c.name, c.runtime, c.id, reason, after)
+
+
+def _add_ups(actions: list[Action], declared: dict[Key, Service], ups: dict[Key, list[_Step]], default_runtime: str) -> None:
+    """Append up steps service by service, dependencies first. A service's actions wait for the
+    nearest up actions along its dependencies: those of a dependency, or, when that dependency has
+    none, whatever it would have waited for itself."""
+
+    def deps(key: Key) -> list[Key]:
+        ns = key[0]
+        return [(ns, d) for d in declared[key].spec.depends_on if (ns, d) in declared]
+
+    frontier: dict[Key, tuple[int, ...]] = {}
+    for key in _topological(sorted(declared), deps):
+        waits = tuple(sorted({i for d in deps(key) for i in frontier.get(d, ())}))
+        steps = ups.get(key)
+        if not steps:
+            frontier[key] = waits
+            continue
+        ns, name = key
+        spec = declared[key].spec
+        runtime = spec.runtime or default_runtime
+        own = []
+        for kind, i, c, reason, chained in steps:
+            after = (*waits, len(actions) - 1) if chained else waits
+            if kind == Kind.CREATE:
+                action = Action(kind, ns, name, i, f"{name}-{i}", runtime, None, reason, after)
+            else:
+                assert c is not None
+                old = c.runtime if c.runtime != runtime else None
+                action = Action(kind, ns, name, i, f"{name}-{i}", runtime, c.id, reason, after, old)
+            own.append(len(actions))
+            actions.append(action)
+        frontier[key] = tuple(own)
+
+
+def _add_deletes(actions: list[Action], doomed: list[tuple[Container, str]]) -> None:
+    """Append deletes service by service, each service's after those of the doomed services that
+    depend on it (read from the containers' own labels, so no spec is needed)."""
+    by_service: defaultdict[Key, list[tuple[Container, str]]] = defaultdict(list)
+    for c, reason in doomed:
+        by_service[(c.namespace, c.service)].append((c, reason))
+    dependents: defaultdict[Key, set[Key]] = defaultdict(set)
+    for key, items in by_service.items():
+        ns = key[0]
+        for c, _ in items:
+            for d in c.depends_on:
+                if (ns, d) in by_service and (ns, d) != key:
+                    dependents[(ns, d)].add(key)
+
+    done: dict[Key, list[int]] = {}
+    for key in _topological(sorted(by_service), lambda k: sorted(dependents.get(k, ()))):
+        after = tuple(sorted(i for d in dependents.get(key, ()) for i in done.get(d, ())))
+        done[key] = []
+        for c, reason in sorted(by_service[key], key=_highest_first):
+            done[key].append(len(actions))
+            actions.append(_delete(c, reason, after))
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def _topological(nodes: Iterable[K], edges: Callable[[K], Iterable[K]]) -> list[K]:
+    """Every node after the nodes its edges point to. Iterative (long chains are fine); a cycle is
+    broken at the edge that closes it, so callers never wait on something not yet placed."""
+    order: list[K] = []
+    seen: set[K] = set()
+    for root in nodes:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(edges(root)))]
+        while stack:
+            node, todo = stack[-1]
+            for nxt in todo:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, iter(edges(nxt))))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    return order

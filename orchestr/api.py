@@ -1,0 +1,295 @@
+"""The library: one Client that plans, applies, reads and drives containers on any runtime.
+
+The CLI is a thin layer over this; an anyio program uses it directly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from . import executor, planner
+from .config import Config
+from .errors import NotFound, OrchestrError, RuntimeUnavailable
+from .model import (
+    L_NAMESPACE,
+    L_ONEOFF,
+    L_REPLICA,
+    L_SERVICE,
+    Container,
+    ContainerSpec,
+    ExecResult,
+    LogLine,
+    RestartPolicy,
+)
+from .planner import Plan
+from .plugins import default_runtime_name, open_runtime
+from .runtime import ProgressCallback, Runtime
+from .state import Store
+
+OutcomeCallback = Callable[["executor.Outcome"], None]
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    plan: Plan
+    outcomes: list[executor.Outcome] = field(default_factory=list)
+    revision: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[executor.Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
+class Client:
+    """Entry point of the library. Use as `async with Client() as oc:`; runtimes are opened on first use."""
+
+    def __init__(self, *, state_dir: str | Path | None = None, runtime: str | None = None, concurrency: int = 8):
+        base = Config()
+        self.config = Config(
+            state_dir=Path(state_dir) if state_dir else base.state_dir,
+            default_runtime=runtime or base.default_runtime,
+            concurrency=concurrency,
+        )
+        self.store = Store(self.config.state_dir)
+        self._runtimes: dict[str, Runtime] = {}
+        self.warnings: list[str] = []  # runtimes that could not be read by get()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        runtimes, self._runtimes = self._runtimes, {}
+        for rt in runtimes.values():
+            with anyio.CancelScope(shield=True):
+                await rt.close()
+        self.store.close()
+
+    # -- runtimes -----------------------------------------------------------------------
+    @property
+    def default_runtime(self) -> str:
+        return default_runtime_name(self.config)
+
+    def runtime(self, name: str | None = None) -> Runtime:
+        """The runtime called name (default: the configured default), opened once per client."""
+        name = name or self.default_runtime
+        if name not in self._runtimes:
+            self._runtimes[name] = open_runtime(name, self.config)
+        return self._runtimes[name]
+
+    def _runtime_of(self, service) -> str:
+        return service.spec.runtime or self.default_runtime
+
+    async def _actual(self, runtime_names: Iterable[str], namespaces: set[str] | None) -> list[Container]:
+        found: list[Container] = []
+        names = sorted(set(runtime_names))
+
+        async def one(name: str) -> None:
+            rt = self.runtime(name)
+            if namespaces is not None and len(namespaces) == 1:
+                found.extend(await rt.list(next(iter(namespaces))))
+            else:
+                found.extend(c for c in await rt.list() if namespaces is None or c.namespace in namespaces)
+
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(one, name)
+        return found
+
+    # -- reconcile ----------------------------------------------------------------------
+    async def plan(self, services: Sequence, *, prune: bool = False, runtime: str | None = None) -> Plan:
+        """What apply would do, without doing it."""
+        default = runtime or self.default_runtime
+        namespaces = {s.namespace for s in services}
+        names = {s.spec.runtime or default for s in services} | set(self.store.runtimes_used())
+        actual = await self._actual(names, namespaces)
+        return planner.plan(services, actual, default_runtime=default, prune=prune)
+
+    async def apply(
+        self,
+        services: Sequence,
+        *,
+        prune: bool = False,
+        dry_run: bool = False,
+        runtime: str | None = None,
+        on_plan: Callable[[Plan], None] | None = None,
+        on_event: OutcomeCallback | None = None,
+        sources: Iterable[str] = (),
+    ) -> ApplyResult:
+        """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete."""
+        default = runtime or self.default_runtime
+        async with self.store.lock():
+            plan = await self.plan(services, prune=prune, runtime=default)
+            if on_plan is not None:
+                on_plan(plan)
+            if dry_run or not plan:
+                return ApplyResult(plan)
+            self.store.note_runtimes({s.spec.runtime or default for s in services})
+            rev = self.store.begin("apply", {s.namespace for s in services}, sources)
+            by_key = {(s.namespace, s.name): s for s in services}
+            pruned = {(a.namespace, a.service) for a in plan if a.kind is planner.Kind.DELETE} - set(by_key)
+            outcomes = await executor.execute(
+                plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event
+            )
+            self.store.record_services(rev, {k: _document(s) for k, s in by_key.items()}, removed=pruned)
+            result = ApplyResult(plan, outcomes, rev)
+            self.store.finish(rev, "converged" if result.ok else "failed")
+            return result
+
+    async def delete(
+        self,
+        services: Sequence = (),
+        *,
+        namespace: str | None = None,
+        on_event: OutcomeCallback | None = None,
+        sources: Iterable[str] = (),
+    ) -> ApplyResult:
+        """Delete the containers of services, or every container of a namespace (one-off runs included)."""
+        async with self.store.lock():
+            runtimes = set(self.store.runtimes_used()) | {self._runtime_of(s) for s in services}
+            namespaces = {namespace} if namespace else {s.namespace for s in services}
+            actual = await self._actual(runtimes, namespaces)
+            if namespace:
+                plan = planner.plan_delete_namespace(namespace, actual)
+            else:
+                plan = planner.plan_delete([(s.namespace, s.name) for s in services], actual)
+            rev = self.store.begin("delete", namespaces, sources)
+            by_key = {(s.namespace, s.name): s for s in services}
+            outcomes = await executor.execute(
+                plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event
+            )
+            removed = {(a.namespace, a.service) for a in plan} | set(by_key)
+            if namespace:
+                removed |= set(self.store.services(namespace))
+            self.store.record_services(rev, {}, removed=removed)
+            result = ApplyResult(plan, outcomes, rev)
+            self.store.finish(rev, "converged" if result.ok else "failed")
+            return result
+
+    def _runtimes_for(self, plan: Plan) -> dict[str, Runtime]:
+        return {name: self.runtime(name) for name in {a.runtime for a in plan}}
+
+    # -- reading ------------------------------------------------------------------------
+    async def get(self, namespace: str | None = None, *, runtime: str | None = None) -> list[Container]:
+        """Containers orchestr owns, from every runtime that holds some; unreachable runtimes go to .warnings."""
+        names = [runtime] if runtime else sorted(set(self.store.runtimes_used()) | {self.default_runtime})
+        found: list[Container] = []
+        self.warnings = []
+        for name in names:
+            try:
+                found.extend(await self.runtime(name).list(namespace))
+            except RuntimeUnavailable as exc:
+                if runtime or name == self.default_runtime and not self.store.runtimes_used():
+                    raise
+                self.warnings.append(f"runtime {name}: {exc}")
+        found.sort(key=lambda c: (c.namespace, c.service, c.replica, c.name))
+        return found
+
+    async def find(self, name: str, namespace: str = "default") -> tuple[Runtime, Container]:
+        """The container called name (e.g. web-0) in namespace, from whichever runtime holds it."""
+        for c in await self.get(namespace):
+            if c.name == name:
+                return self.runtime(c.runtime), c
+        raise NotFound(f"no container {name!r} in namespace {namespace!r} (see `orchestr get -n {namespace}`)")
+
+    async def logs(
+        self, name: str, namespace: str = "default", *, follow: bool = False, tail: int | None = None
+    ) -> AsyncIterator[LogLine]:
+        rt, c = await self.find(name, namespace)
+        async for line in rt.logs(c.id, follow=follow, tail=tail):
+            yield line
+
+    async def exec(self, name: str, argv: Sequence[str], namespace: str = "default", **kw) -> ExecResult:
+        rt, c = await self.find(name, namespace)
+        return await rt.exec(c.id, argv, **kw)
+
+    async def start(self, name: str, namespace: str = "default") -> None:
+        rt, c = await self.find(name, namespace)
+        await rt.start(c.id)
+
+    async def stop(self, name: str, namespace: str = "default", *, timeout: float = 10.0) -> None:
+        rt, c = await self.find(name, namespace)
+        await rt.stop(c.id, timeout=timeout)
+
+    async def pause(self, name: str, namespace: str = "default") -> None:
+        rt, c = await self.find(name, namespace)
+        await rt.pause(c.id)
+
+    async def unpause(self, name: str, namespace: str = "default") -> None:
+        rt, c = await self.find(name, namespace)
+        await rt.resume(c.id)
+
+    # -- one-off containers -------------------------------------------------------------
+    async def run(
+        self,
+        image: str,
+        command: Sequence[str] = (),
+        *,
+        name: str | None = None,
+        namespace: str = "default",
+        runtime: str | None = None,
+        remove: bool = False,
+        detach: bool = False,
+        env: dict[str, str] | None = None,
+        network: str | None = None,
+        output: Callable[[LogLine], None] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[Container, int | None]:
+        """Run a one-off container, as `docker run`. Returns the container and, unless detach, its exit code."""
+        rt_name = runtime or self.default_runtime
+        rt = self.runtime(rt_name)
+        name = name or f"run-{secrets.token_hex(4)}"
+        spec = ContainerSpec(
+            name=name,
+            namespace=namespace,
+            image=image,
+            labels={L_NAMESPACE: namespace, L_SERVICE: name, L_REPLICA: "0", L_ONEOFF: "true"},
+            command=tuple(command) or None,
+            env=dict(env or {}),
+            restart_policy=RestartPolicy.NEVER,
+            network=network or "bridge",
+        )
+        await rt.ensure_image(image, progress)
+        self.store.note_runtimes([rt_name])
+        container = await rt.create(spec)
+        try:
+            await rt.start(container.id)
+            if detach:
+                return await rt.inspect(container.id), None
+            if output is None:
+                code = await rt.wait(container.id)
+            else:
+                code = await _stream_until_exit(rt, container.id, output)
+            return await rt.inspect(container.id), code
+        finally:
+            if remove and not detach:
+                with anyio.CancelScope(shield=True):
+                    await rt.delete(container.id, force=True)
+
+
+async def _stream_until_exit(rt: Runtime, id: str, output: Callable[[LogLine], None]) -> int:
+    async for line in rt.logs(id, follow=True):
+        output(line)
+    return await rt.wait(id)
+
+
+def _document(service) -> dict:
+    """The applied document as plain JSON data, for the store's history."""
+    dump = getattr(service, "model_dump", None)
+    if dump is None:
+        return {"name": service.name, "namespace": service.namespace}
+    return dump(by_alias=True, mode="json", exclude_none=True)
+
+
+__all__ = ["ApplyResult", "Client", "OrchestrError"]

@@ -1,0 +1,156 @@
+"""The `orchestr` command: argument parsing and printing over orchestr.api; every error is one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_FAILED = 1  # an action or the container failed
+EXIT_ERROR = 2  # bad input, or orchestr could not do what was asked
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="orchestr", description="Declarative containers on one host: apply YAML specs to native, docker or plugin runtimes."
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--state-dir", metavar="DIR", help="state directory (env ORCHESTR_STATE_DIR)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def files(sp, required=True):
+        sp.add_argument("-f", "--filename", dest="files", action="append", required=required, metavar="FILE",
+                        help="spec file (repeatable; - for stdin)")
+
+    def ns(sp):
+        sp.add_argument("-n", "--namespace", default="default")
+
+    sp = sub.add_parser("apply", help="converge the runtimes to spec files")
+    files(sp)
+    sp.add_argument("--runtime", help="runtime for services that name none")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan, do nothing")
+    sp.add_argument("--prune", action="store_true", help="delete services of these namespaces the files omit")
+
+    sp = sub.add_parser("diff", help="print the plan; exit 0 if nothing would change, 1 if something would")
+    files(sp)
+    sp.add_argument("--runtime")
+    sp.add_argument("--prune", action="store_true")
+
+    sp = sub.add_parser("get", help="list containers")
+    sp.add_argument("-n", "--namespace", default="default")
+    sp.add_argument("-A", "--all-namespaces", action="store_true")
+    sp.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
+    sp.add_argument("--runtime", help="ask only this runtime")
+
+    sp = sub.add_parser("delete", help="delete the services of spec files, or a whole namespace")
+    files(sp, required=False)
+    sp.add_argument("-n", "--namespace")
+    sp.add_argument("--all", action="store_true", help="with -n: every container of the namespace")
+
+    sp = sub.add_parser("logs", help="print a container's output")
+    ns(sp)
+    sp.add_argument("name")
+    sp.add_argument("-f", "--follow", action="store_true")
+    sp.add_argument("--tail", type=int, metavar="N")
+    sp.add_argument("-t", "--timestamps", action="store_true")
+
+    sp = sub.add_parser("exec", help="run a command in a running container")
+    ns(sp)
+    sp.add_argument("name")
+    sp.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    sp.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("-u", "--user")
+
+    for verb, text in (("start", "start a container"), ("stop", "stop a container"),
+                       ("pause", "freeze a container"), ("unpause", "thaw a container")):
+        sp = sub.add_parser(verb, help=text)
+        ns(sp)
+        sp.add_argument("name")
+        if verb == "stop":
+            sp.add_argument("-t", "--time", type=float, default=10.0, help="grace period in seconds")
+
+    sp = sub.add_parser("run", help="run a one-off container, as `docker run`")
+    sp.add_argument("--rm", action="store_true", help="delete the container when it exits")
+    sp.add_argument("-d", "--detach", action="store_true")
+    sp.add_argument("--runtime")
+    sp.add_argument("--name")
+    sp.add_argument("-n", "--namespace", default="default")
+    sp.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--network", choices=["bridge", "host", "none"])
+    sp.add_argument("image")
+    sp.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD...")
+
+    sp = sub.add_parser("history", help="revisions applied to the state store")
+    sp.add_argument("-n", "--namespace")
+
+    sub.add_parser("plugins", help="the runtimes found and the package each came from")
+
+    img = sub.add_parser("images", help="manage a runtime's images").add_subparsers(
+        dest="images_command", metavar="COMMAND", required=True)
+
+    def image_cmd(name, text):
+        sp = img.add_parser(name, help=text)
+        sp.add_argument("--runtime")
+        return sp
+
+    image_cmd("pull", "fetch an image from its registry").add_argument("ref")
+    image_cmd("import", "load a docker-archive or OCI layout tarball").add_argument("path", type=Path)
+    sp = image_cmd("export", "write an image as an OCI layout tarball")
+    sp.add_argument("ref")
+    sp.add_argument("path", type=Path)
+    image_cmd("ls", "list images").add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    image_cmd("inspect", "show an image's config and layers").add_argument("ref")
+    image_cmd("history", "show how an image's layers were made").add_argument("ref")
+    sp = image_cmd("rm", "remove an image")
+    sp.add_argument("ref")
+    sp.add_argument("--force", action="store_true")
+    image_cmd("prune", "remove unused images and layers")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        import anyio
+
+        from . import commands
+
+        code = anyio.run(commands.run, args, backend="asyncio")
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException as exc:  # noqa: BLE001 - the one place errors become one line
+        code = _report(exc, args.debug)
+    sys.stdout.flush()
+    raise SystemExit(code)
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    from .errors import OrchestrError, SpecError
+
+    if isinstance(exc, SystemExit):
+        raise exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _report(exc.exceptions[0], debug)
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    if isinstance(exc, OrchestrError):
+        print(f"orchestr: {exc}", file=sys.stderr)
+        return EXIT_ERROR if isinstance(exc, SpecError) else EXIT_FAILED
+    if isinstance(exc, BrokenPipeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    print(f"orchestr: unexpected {type(exc).__name__}: {detail} (run with --debug for details)", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def dumps(value, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(value, indent=2)
+    import yaml
+
+    return yaml.safe_dump(value, sort_keys=False).rstrip("\n")

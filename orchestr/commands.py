@@ -1,0 +1,286 @@
+"""What each CLI command does, over orchestr.api; printing only, no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .api import ApplyResult, Client
+from .cli import EXIT_ERROR, EXIT_FAILED, dumps
+from .errors import OrchestrError
+from .executor import Outcome
+from .model import Container, LogLine
+from .planner import Action, Plan
+from .progress import PullPrinter
+
+
+async def run(args: argparse.Namespace) -> int:
+    handler = globals()[f"cmd_{args.command}"]
+    async with Client(state_dir=args.state_dir, runtime=getattr(args, "runtime", None)) as oc:
+        return await handler(oc, args)
+
+
+# -- reconcile ---------------------------------------------------------------------------
+def _load(files: Sequence[str]):
+    from .spec import load
+
+    return load(files)
+
+
+def _describe(a: Action) -> str:
+    return f"{a.kind.value:<9} {a.namespace}/{a.name:<24} {a.runtime:<8} ({a.reason})"
+
+
+def _print_plan(plan: Plan) -> None:
+    if not plan:
+        print("nothing to do: every service is as specified")
+        return
+    print(f"plan: {len(plan)} action{'s' * (len(plan) != 1)}")
+    for a in plan:
+        print(f"  {_describe(a)}")
+
+
+def _print_outcome(o: Outcome) -> None:
+    a = o.action
+    if o.ok:
+        print(f"  done     {a.kind.value} {a.namespace}/{a.name}", flush=True)
+    elif o.skipped:
+        print(f"  skipped  {a.kind.value} {a.namespace}/{a.name}: {o.error}", flush=True)
+    else:
+        print(f"  FAILED   {a.kind.value} {a.namespace}/{a.name}: {o.error}", flush=True)
+
+
+def _summary(result: ApplyResult) -> int:
+    if not result.plan:
+        return 0
+    failed = [o for o in result.outcomes if not o.ok and not o.skipped]
+    skipped = [o for o in result.outcomes if o.skipped]
+    done = len(result.outcomes) - len(failed) - len(skipped)
+    print(f"{done} done, {len(failed)} failed, {len(skipped)} skipped")
+    return 0 if result.ok else EXIT_FAILED
+
+
+async def cmd_apply(oc: Client, args) -> int:
+    services = _load(args.files)
+    if args.dry_run:
+        _print_plan(await oc.plan(services, prune=args.prune, runtime=args.runtime))
+        return 0
+    result = await oc.apply(
+        services, prune=args.prune, runtime=args.runtime, on_plan=_print_plan, on_event=_print_outcome,
+        sources=args.files,
+    )
+    return _summary(result)
+
+
+async def cmd_diff(oc: Client, args) -> int:
+    try:
+        plan = await oc.plan(_load(args.files), prune=args.prune, runtime=args.runtime)
+    except OrchestrError as exc:
+        print(f"orchestr: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    _print_plan(plan)
+    return 1 if plan else 0
+
+
+async def cmd_delete(oc: Client, args) -> int:
+    if args.files and (args.namespace or args.all):
+        raise OrchestrError("delete takes either -f FILE... or -n NAMESPACE --all, not both")
+    if args.files:
+        result = await oc.delete(_load(args.files), on_event=_print_outcome, sources=args.files)
+    elif args.namespace and args.all:
+        result = await oc.delete(namespace=args.namespace, on_event=_print_outcome)
+    else:
+        raise OrchestrError("delete needs -f FILE... or -n NAMESPACE --all")
+    if not result.plan:
+        print("nothing to delete")
+    return _summary(result)
+
+
+# -- reading -----------------------------------------------------------------------------
+TABLE = ("NAMESPACE", "NAME", "STATE", "RUNTIME", "IMAGE", "ID")
+WIDE = TABLE + ("PID", "IP", "EXIT", "SPEC-HASH", "CREATED")
+
+
+def _row(c: Container, wide: bool) -> tuple:
+    state = str(c.state)
+    if c.state == "exited":
+        state = f"exited ({c.exit_code}{', OOMKilled' if c.oom_killed else ''})"
+    row = (c.namespace, c.name, state, c.runtime, c.image, c.id[:12])
+    if wide:
+        row += (c.pid or "", c.ip or "", "" if c.exit_code is None else c.exit_code, c.spec_hash, c.created_at or "")
+    return row
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence]) -> None:
+    rows = [tuple(str(x) for x in r) for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for r in [tuple(header), *rows]:
+        print("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
+
+
+async def cmd_get(oc: Client, args) -> int:
+    containers = await oc.get(None if args.all_namespaces else args.namespace, runtime=args.runtime)
+    for warning in oc.warnings:
+        print(f"orchestr: warning: {warning}", file=sys.stderr)
+    if args.output in ("json", "yaml"):
+        print(dumps([c.as_dict() for c in containers], args.output))
+    elif not containers:
+        where = "any namespace" if args.all_namespaces else f"namespace {args.namespace!r}"
+        print(f"no containers in {where}", file=sys.stderr)
+    else:
+        wide = args.output == "wide"
+        print_table(WIDE if wide else TABLE, [_row(c, wide) for c in containers])
+    return 0
+
+
+def _write_line(line: LogLine, timestamps: bool = False) -> None:
+    out = sys.stdout.buffer if line.stream == "stdout" else sys.stderr.buffer
+    if timestamps and line.time:
+        out.write(line.time.encode() + b" ")
+    out.write(line.data)
+    out.flush()
+
+
+async def cmd_logs(oc: Client, args) -> int:
+    async for line in oc.logs(args.name, args.namespace, follow=args.follow, tail=args.tail):
+        _write_line(line, args.timestamps)
+    return 0
+
+
+def _env(pairs: Sequence[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OrchestrError(f"-e {pair!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
+async def cmd_exec(oc: Client, args) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise OrchestrError("exec needs a command: orchestr exec NAME -- CMD...")
+    result = await oc.exec(args.name, argv, args.namespace, env=_env(args.env) or None, user=args.user)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stderr.buffer.write(result.stderr)
+    return result.exit_code
+
+
+async def cmd_start(oc: Client, args) -> int:
+    await oc.start(args.name, args.namespace)
+    return 0
+
+
+async def cmd_stop(oc: Client, args) -> int:
+    await oc.stop(args.name, args.namespace, timeout=args.time)
+    return 0
+
+
+async def cmd_pause(oc: Client, args) -> int:
+    await oc.pause(args.name, args.namespace)
+    return 0
+
+
+async def cmd_unpause(oc: Client, args) -> int:
+    await oc.unpause(args.name, args.namespace)
+    return 0
+
+
+async def cmd_run(oc: Client, args) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    with PullPrinter() as progress:
+        container, code = await oc.run(
+            args.image, argv, name=args.name, namespace=args.namespace, runtime=args.runtime, remove=args.rm,
+            detach=args.detach, env=_env(args.env), network=args.network, output=_write_line, progress=progress,
+        )
+    if args.detach:
+        print(container.id)
+        return 0
+    if container.oom_killed:
+        print(f"orchestr: {container.name} was killed: out of memory", file=sys.stderr)
+    return code if code is not None else EXIT_FAILED
+
+
+async def cmd_history(oc: Client, args) -> int:
+    revisions = oc.store.revisions(args.namespace)
+    if not revisions:
+        print("no revisions yet", file=sys.stderr)
+        return 0
+    print_table(
+        ("REVISION", "APPLIED", "ACTION", "STATUS", "NAMESPACES", "FILES"),
+        [(r.id, r.applied_at, r.action, r.status, ",".join(r.namespaces), " ".join(r.sources)) for r in revisions],
+    )
+    return 0
+
+
+async def cmd_plugins(oc: Client, args) -> int:
+    from .plugins import runtimes
+
+    found = runtimes()
+    default = oc.default_runtime if found else ""
+    print_table(
+        ("RUNTIME", "PLUGIN", "PACKAGE", "DEFAULT"),
+        [(r.name, r.plugin, r.package, "*" if r.name == default else "") for r in found.values()],
+    )
+    return 0
+
+
+# -- images ------------------------------------------------------------------------------
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    return str(n)
+
+
+async def cmd_images(oc: Client, args) -> int:
+    rt = oc.runtime(args.runtime)
+    cmd = args.images_command
+    if cmd == "pull":
+        with PullPrinter() as progress:
+            image = await rt.pull(args.ref, progress)
+        print(f"{args.ref}: {image.digest or image.id}")
+    elif cmd == "import":
+        if not args.path.is_file():
+            raise OrchestrError(f"{args.path}: no such file")
+        with PullPrinter() as progress:
+            images = await rt.import_image(args.path, progress)
+        for image in images:
+            print(f"imported {', '.join(image.references) or image.id}")
+    elif cmd == "export":
+        export = getattr(rt, "export_image", None)
+        if export is None:
+            raise OrchestrError(f"the {rt.name} runtime cannot export images")
+        await export(args.ref, args.path)
+        print(f"exported {args.ref} to {args.path}")
+    elif cmd == "ls":
+        images = await rt.images()
+        if args.output != "table":
+            print(dumps([i.as_dict() for i in images], args.output))
+        else:
+            rows = []
+            for i in images:
+                refs = [r for r in i.references if "@" not in r] or ["<none>"]
+                rows += [(r, i.id.removeprefix("sha256:")[:12], i.created or "", _size(i.size)) for r in refs]
+            print_table(("REFERENCE", "IMAGE ID", "CREATED", "SIZE"), rows)
+    elif cmd == "inspect":
+        print(dumps([await rt.image_inspect(args.ref)], "json"))
+    elif cmd == "history":
+        rows = [
+            ((h.id or "<missing>").removeprefix("sha256:")[:12], h.created or "", (h.created_by or "")[:60],
+             _size(h.size), h.comment or "")
+            for h in await rt.image_history(args.ref)
+        ]
+        print_table(("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"), rows)
+    elif cmd == "rm":
+        await rt.image_remove(args.ref, force=args.force)
+        print(f"removed {args.ref}")
+    elif cmd == "prune":
+        removed = await rt.image_prune()
+        for item in removed:
+            print(f"removed {item}")
+        print(f"{len(removed)} removed")
+    return 0

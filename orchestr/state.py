@@ -1,0 +1,166 @@
+"""The embedded state store: applied specs with revision history, the runtimes in use, and the apply lock.
+
+Actual state always comes from the runtimes; the store only remembers what was asked for, so losing it
+loses history but never control of the containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+
+from .errors import OrchestrError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS revisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    applied_at TEXT NOT NULL,
+    action TEXT NOT NULL,           -- apply | delete
+    namespaces TEXT NOT NULL,       -- JSON list
+    sources TEXT NOT NULL,          -- JSON list of spec files
+    status TEXT NOT NULL            -- started | converged | failed
+);
+CREATE TABLE IF NOT EXISTS services (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    revision INTEGER NOT NULL REFERENCES revisions(id),
+    spec TEXT NOT NULL,             -- the applied document as JSON
+    PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS service_history (
+    revision INTEGER NOT NULL REFERENCES revisions(id),
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT                       -- NULL when the revision removed the service
+);
+CREATE TABLE IF NOT EXISTS runtimes_used (name TEXT PRIMARY KEY);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    id: int
+    applied_at: str
+    action: str
+    namespaces: list[str]
+    sources: list[str]
+    status: str
+
+
+class Store:
+    """One SQLite file under the state dir. Every write is one transaction, so a killed apply leaves it readable."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir)
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.state_dir / "state.db", isolation_level=None, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+            except (OSError, sqlite3.Error) as exc:
+                raise OrchestrError(f"state store {self.state_dir / 'state.db'}: {exc}") from exc
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @contextlib.asynccontextmanager
+    async def lock(self) -> AsyncIterator[None]:
+        """Serialises applies and deletes across processes; the kernel drops it if the holder dies."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state_dir / "apply.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                await anyio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX, abandon_on_cancel=True)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- revisions ----------------------------------------------------------------------
+    def begin(self, action: str, namespaces: Iterable[str], sources: Iterable[str]) -> int:
+        cur = self.db.execute(
+            "INSERT INTO revisions (applied_at, action, namespaces, sources, status) VALUES (?, ?, ?, ?, 'started')",
+            (_now(), action, json.dumps(sorted(set(namespaces))), json.dumps(list(sources))),
+        )
+        return int(cur.lastrowid)
+
+    def record_services(self, revision: int, specs: dict[tuple[str, str], dict], removed: Iterable[tuple[str, str]] = ()):
+        """Stores the applied documents of this revision; `removed` services are forgotten."""
+        db = self.db
+        with _transaction(db):
+            for (ns, name), doc in specs.items():
+                raw = json.dumps(doc, sort_keys=True)
+                old = db.execute("SELECT spec FROM services WHERE namespace=? AND name=?", (ns, name)).fetchone()
+                if old is None or old[0] != raw:
+                    db.execute("INSERT INTO service_history VALUES (?, ?, ?, ?)", (revision, ns, name, raw))
+                db.execute("INSERT OR REPLACE INTO services VALUES (?, ?, ?, ?)", (ns, name, revision, raw))
+            for ns, name in removed:
+                if db.execute("DELETE FROM services WHERE namespace=? AND name=?", (ns, name)).rowcount:
+                    db.execute("INSERT INTO service_history VALUES (?, ?, ?, NULL)", (revision, ns, name))
+
+    def finish(self, revision: int, status: str) -> None:
+        self.db.execute("UPDATE revisions SET status=? WHERE id=?", (status, revision))
+
+    def revisions(self, namespace: str | None = None, limit: int = 50) -> list[Revision]:
+        rows = self.db.execute(
+            "SELECT id, applied_at, action, namespaces, sources, status FROM revisions ORDER BY id DESC"
+        ).fetchall()
+        out = []
+        for row in rows:
+            rev = Revision(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), row[5])
+            if namespace is None or namespace in rev.namespaces:
+                out.append(rev)
+            if len(out) >= limit:
+                break
+        return out
+
+    def services(self, namespace: str | None = None) -> dict[tuple[str, str], dict]:
+        """The currently applied documents, by (namespace, name)."""
+        query, args = "SELECT namespace, name, spec FROM services", ()
+        if namespace is not None:
+            query, args = query + " WHERE namespace=?", (namespace,)
+        return {(ns, name): json.loads(spec) for ns, name, spec in self.db.execute(query, args)}
+
+    # -- runtimes -----------------------------------------------------------------------
+    def note_runtimes(self, names: Iterable[str]) -> None:
+        """Remembers which runtimes hold orchestr containers, so `get` asks only those."""
+        with _transaction(self.db):
+            self.db.executemany("INSERT OR IGNORE INTO runtimes_used VALUES (?)", [(n,) for n in set(names)])
+
+    def runtimes_used(self) -> list[str]:
+        return sorted(r[0] for r in self.db.execute("SELECT name FROM runtimes_used"))
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection):
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,116 @@
+"""The state store: revisions, applied documents, the cross-process apply lock, and surviving a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import anyio
+import pytest
+
+from orchestr.state import Store
+
+
+def test_revisions_and_services_roundtrip(tmp_path):
+    store = Store(tmp_path)
+    rev = store.begin("apply", ["shop"], ["shop.yaml"])
+    store.record_services(rev, {("shop", "web"): {"image": "a"}, ("shop", "db"): {"image": "b"}})
+    store.finish(rev, "converged")
+    rev2 = store.begin("apply", ["shop"], ["shop.yaml"])
+    store.record_services(rev2, {("shop", "web"): {"image": "c"}}, removed=[("shop", "db")])
+    store.finish(rev2, "failed")
+    store.close()
+
+    again = Store(tmp_path)
+    assert again.services() == {("shop", "web"): {"image": "c"}}
+    assert [(r.id, r.status) for r in again.revisions("shop")] == [(rev2, "failed"), (rev, "converged")]
+    assert again.revisions("other") == []
+    history = again.db.execute("SELECT revision, name, spec FROM service_history ORDER BY rowid").fetchall()
+    assert history == [
+        (rev, "web", '{"image": "a"}'),
+        (rev, "db", '{"image": "b"}'),
+        (rev2, "web", '{"image": "c"}'),
+        (rev2, "db", None),
+    ]
+
+
+def test_runtimes_used_are_remembered(tmp_path):
+    store = Store(tmp_path)
+    store.note_runtimes(["docker", "native", "docker"])
+    assert Store(tmp_path).runtimes_used() == ["docker", "native"]
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time, anyio
+    from orchestr.state import Store
+
+    async def main():
+        store = Store(sys.argv[1])
+        async with store.lock():
+            print("locked", flush=True)
+            time.sleep(float(sys.argv[2]))
+            print("unlocking", flush=True)
+
+    anyio.run(main)
+    """
+)
+
+
+@pytest.mark.anyio
+async def test_lock_serialises_processes(tmp_path):
+    """A second apply waits for the first; it never runs inside it."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "1.5"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    store = Store(tmp_path)
+    async with store.lock():
+        # The holder printed "unlocking" before releasing, so it must be there already.
+        assert holder.stdout.readline().strip() == "unlocking"
+    assert holder.wait(10) == 0
+
+
+@pytest.mark.anyio
+async def test_lock_is_released_when_the_holder_is_killed(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "600"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    with anyio.fail_after(30):
+        async with Store(tmp_path).lock():
+            pass
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from orchestr.state import Store
+    store = Store(sys.argv[1])
+    rev = store.begin("apply", ["ns"], [])
+    store.record_services(rev, {("ns", "web"): {"v": 1}})
+    db = store.db
+    db.execute("BEGIN IMMEDIATE")
+    for i in range(200000):
+        db.execute("INSERT INTO service_history VALUES (?, 'ns', ?, 'x')", (rev, f"junk{i}"))
+        if i == 1000:
+            print("writing", flush=True)
+    db.execute("COMMIT")
+    """
+)
+
+
+def test_a_killed_writer_leaves_a_readable_store(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    store = Store(tmp_path)
+    assert store.services() == {("ns", "web"): {"v": 1}}
+    # the uncommitted transaction is gone, and the store takes new writes
+    junk = store.db.execute("SELECT count(*) FROM service_history WHERE name LIKE 'junk%'").fetchone()[0]
+    assert junk == 0
+    rev = store.begin("apply", ["ns"], [])
+    store.finish(rev, "converged")
+    assert store.revisions()[0].status == "converged"
