@@ -42,6 +42,7 @@ class Volume:
     target: str
     source: str | None = None  # host path (bind) or volume name (volume); None for tmpfs
     read_only: bool = False
+    size: int | None = None  # bytes; tmpfs only
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,9 +60,9 @@ class Plan:
 
 
 Key = tuple[str, str]  # (namespace, service)
-# One up step for a service: kind, replica, the container acted on, reason, and whether it
-# must wait for the step before it (PAUSE right after the START of the same container).
-_Step = tuple[Kind, int, Container | None, str, bool]
+# One up step: the service, kind, replica, the container acted on, reason, and whether it must
+# wait for the step before it (PAUSE right after the START of the same container).
+_Step = tuple[Key, Kind, int, Container | None, str, bool]
 
 
 def plan(
@@ -80,39 +80,34 @@ def plan(
     with `prune`. A container that should be paused but is created or exited gets START then
     PAUSE; an exited one that its restart policy leaves alone (a finished job) stays exited.
     """
-    namespaces = {s.namespace for s in services}
-    if scope is not None:
-        namespaces.update(scope)
-
     # Read the labels directly rather than through Container's properties: at ten thousand
     # containers the property calls alone cost more than the rest of the plan. Replica labels
-    # stay strings here; the few containers left over are parsed below.
+    # stay strings here; the few containers left over are parsed below. Containers out of scope
+    # are indexed too but no service can claim them, and leftovers are filtered by scope.
     found: dict[tuple[str, str, str], Container] = {}
     extra: dict[tuple[str, str, str], list[Container]] = {}  # further containers claiming one replica
     for c in actual:
         labels = c.labels
-        if c.namespace in namespaces and labels.get(L_ONEOFF) != "true":
+        if labels.get(L_ONEOFF) != "true":
             at = (c.namespace, labels.get(L_SERVICE, c.name), labels.get(L_REPLICA, "0"))
             if found.setdefault(at, c) is not c:
                 extra.setdefault(at, []).append(c)
 
-    ups: dict[Key, list[_Step]] = {}
+    steps: list[_Step] = []
     duplicates: list[Container] = []
     take = found.pop
     running = State.RUNNING
     for service in services:
         spec = service.spec
-        ns = service.namespace
-        name = service.name
+        key = (service.namespace, service.name)
         runtime = spec.runtime or default_runtime
         paused = spec.paused
         spec_hash = None
-        steps: list[_Step] = []
         for i in range(spec.replicas):
-            at = (ns, name, str(i))
+            at = (*key, str(i))
             c = take(at, None)
             if c is None:
-                steps.append((Kind.CREATE, i, None, "missing", False))
+                steps.append((key, Kind.CREATE, i, None, "missing", False))
                 continue
             if spec_hash is None:
                 spec_hash = service.spec_hash
@@ -121,18 +116,17 @@ def plan(
                 c = _keeper(candidates, spec_hash, runtime, paused)
                 duplicates.extend(d for d in candidates if d is not c)
             if c.runtime != runtime:
-                steps.append((Kind.RECREATE, i, c, "runtime changed", False))
+                steps.append((key, Kind.RECREATE, i, c, "runtime changed", False))
             elif c.labels.get(L_SPEC_HASH, "") != spec_hash:
-                steps.append((Kind.RECREATE, i, c, "spec changed", False))
+                steps.append((key, Kind.RECREATE, i, c, "spec changed", False))
             elif c.state is not running or paused:
-                _converge(steps, i, c, spec.restart_policy, paused)
-        if steps:
-            ups[(ns, name)] = steps
-    if not (ups or found or extra or duplicates):
+                _converge(steps, key, i, c, spec.restart_policy, paused)
+    if not (steps or found or extra or duplicates):
         return Plan()
 
     # Whatever no replica claimed: surplus of a declared service, or a service no longer declared.
     declared: dict[Key, Service] = {(s.namespace, s.name): s for s in services}
+    namespaces = {ns for ns, _ in declared}.union(scope or ())
     surplus: defaultdict[Key, list[tuple[Container, str]]] = defaultdict(list)
     pruned: list[tuple[Container, str]] = []
     for c in [*found.values(), *(c for cs in extra.values() for c in cs)]:
@@ -140,18 +134,18 @@ def plan(
         if key in declared:
             reason = "scaled down" if c.replica >= declared[key].spec.replicas else "bad replica label"
             surplus[key].append((c, reason))
-        elif prune:
+        elif prune and c.namespace in namespaces:
             pruned.append((c, "not declared"))
     for c in duplicates:
         surplus[(c.namespace, c.service)].append((c, "duplicate"))
-    if not (ups or surplus or pruned):
+    if not (steps or surplus or pruned):
         return Plan()
 
     actions: list[Action] = []
     _add_deletes(actions, pruned)
     for key in sorted(surplus):
         actions.extend(_delete(c, reason, ()) for c, reason in sorted(surplus[key], key=_highest_first))
-    _add_ups(actions, declared, ups, default_runtime)
+    _add_ups(actions, declared, steps, default_runtime)
     return Plan(tuple(actions))
 
 
@@ -172,24 +166,27 @@ def plan_delete_namespace(namespace: str, actual: Sequence[Container]) -> Plan:
     return Plan(tuple(actions))
 
 
-def _converge(steps: list[_Step], i: int, c: Container, policy: RestartPolicy, paused: bool) -> None:
+def _converge(steps: list[_Step], key: Key, i: int, c: Container, policy: RestartPolicy, paused: bool) -> None:
     """Steps that take an up-to-date container from its state to running (or paused)."""
     state = c.state
+    started = True
     if state == State.CREATED:
-        steps.append((Kind.START, i, c, "created", False))
+        steps.append((key, Kind.START, i, c, "created", False))
     elif state == State.EXITED:
         if policy == RestartPolicy.ALWAYS:
-            steps.append((Kind.START, i, c, "exited (Always)", False))
+            steps.append((key, Kind.START, i, c, "exited (Always)", False))
         elif policy == RestartPolicy.ON_FAILURE and c.exit_code != 0:
-            steps.append((Kind.START, i, c, f"exited with code {c.exit_code} (OnFailure)", False))
+            steps.append((key, Kind.START, i, c, f"exited with code {c.exit_code} (OnFailure)", False))
         else:
             return  # a finished job: nothing to pause either
     elif state == State.PAUSED:
         if not paused:
-            steps.append((Kind.UNPAUSE, i, c, "paused", False))
+            steps.append((key, Kind.UNPAUSE, i, c, "paused", False))
         return
+    else:
+        started = False
     if paused:
-        steps.append((Kind.PAUSE, i, c, "paused in spec", bool(steps) and steps[-1][2] is c))
+        steps.append((key, Kind.PAUSE, i, c, "paused in spec", started))
 
 
 def _keeper(candidates: list[Container], spec_hash: str, runtime: str, paused: bool) -> Container:
@@ -210,10 +207,13 @@ def _delete(c: Container, reason: str, after: tuple[int, ...]) -> Action:
     return Action(Kind.DELETE, c.namespace, c.service, c.replica, c.name, c.runtime, c.id, reason, after)
 
 
-def _add_ups(actions: list[Action], declared: dict[Key, Service], ups: dict[Key, list[_Step]], default_runtime: str) -> None:
+def _add_ups(actions: list[Action], declared: dict[Key, Service], steps: list[_Step], default_runtime: str) -> None:
     """Append up steps service by service, dependencies first. A service's actions wait for the
     nearest up actions along its dependencies: those of a dependency, or, when that dependency has
     none, whatever it would have waited for itself."""
+    by_service: defaultdict[Key, list[_Step]] = defaultdict(list)
+    for step in steps:
+        by_service[step[0]].append(step)
 
     def deps(key: Key) -> list[Key]:
         ns = key[0]
@@ -222,24 +222,16 @@ def _add_ups(actions: list[Action], declared: dict[Key, Service], ups: dict[Key,
     frontier: dict[Key, tuple[int, ...]] = {}
     for key in _topological(sorted(declared), deps):
         waits = tuple(sorted({i for d in deps(key) for i in frontier.get(d, ())}))
-        steps = ups.get(key)
-        if not steps:
+        if key not in by_service:
             frontier[key] = waits
             continue
-        ns, name = key
-        spec = declared[key].spec
-        runtime = spec.runtime or default_runtime
+        runtime = declared[key].spec.runtime or default_runtime
         own = []
-        for kind, i, c, reason, chained in steps:
+        for (ns, name), kind, i, c, reason, chained in by_service[key]:
             after = (*waits, len(actions) - 1) if chained else waits
-            if kind == Kind.CREATE:
-                action = Action(kind, ns, name, i, f"{name}-{i}", runtime, None, reason, after)
-            else:
-                assert c is not None
-                old = c.runtime if c.runtime != runtime else None
-                action = Action(kind, ns, name, i, f"{name}-{i}", runtime, c.id, reason, after, old)
+            cid, old = (c.id, c.runtime if c.runtime != runtime else None) if c is not None else (None, None)
             own.append(len(actions))
-            actions.append(action)
+            actions.append(Action(kind, ns, name, i, f"{name}-{i}", runtime, cid, reason, after, old))
         frontier[key] = tuple(own)
 
 

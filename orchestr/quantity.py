@@ -1,4 +1,7 @@
-"""Parsing of the units specs and flags are written in: byte quantities, durations and CPU counts."""
+"""Parsing of the units specs and flags are written in: byte quantities, durations and CPU counts.
+
+A ValueError says what was expected; the caller adds what it got, in its own notation.
+"""
 
 from __future__ import annotations
 
@@ -22,17 +25,17 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def parse_quantity(value: str | int) -> int:
+def parse_quantity(value: object) -> int:
     """Bytes from a Kubernetes-style quantity: 64Mi, 1.5Gi, 512k, or a plain number of bytes."""
     if _is_number(value) and math.isfinite(value) and value == int(value) and value >= 0:
         return int(value)
     if isinstance(value, str) and (m := _QUANTITY.fullmatch(value.strip())):
         # Decimal keeps 1.1Gi exact; a fraction of a byte rounds up.
         return math.ceil(Decimal(m[1]) * _FACTORS[m[2] or ""])
-    raise ValueError(f"expected a quantity like 64Mi, got {value!r}")
+    raise ValueError("expected a quantity like 64Mi")
 
 
-def parse_duration(value: str | int | float) -> float:
+def parse_duration(value: object) -> float:
     """Seconds from a duration: 500ms, 10s, 1m30s, 2h, or a plain number of seconds."""
     if _is_number(value) and math.isfinite(value) and value >= 0:
         return float(value)
@@ -42,10 +45,10 @@ def parse_duration(value: str | int | float) -> float:
             return float(text)
         if _DURATION.fullmatch(text):
             return sum(float(n) * _SECONDS[unit] for n, unit in re.findall(_DURATION_PART, text))
-    raise ValueError(f"expected a duration like 10s, 1m30s or 500ms, got {value!r}")
+    raise ValueError("expected a duration like 10s, 1m30s or 500ms")
 
 
-def parse_cpus(value: str | int | float) -> float:
+def parse_cpus(value: object) -> float:
     """A number of CPUs from 0.5, 2 or millicpus like 500m; always more than zero."""
     cpus: float | None = None
     if _is_number(value) and math.isfinite(value):
@@ -57,5 +60,5 @@ def parse_cpus(value: str | int | float) -> float:
         elif text.endswith("m") and text[:-1].isdigit():
             cpus = int(text[:-1]) / 1000
     if cpus is None or cpus <= 0:
-        raise ValueError(f"expected a number of CPUs greater than 0 like 0.5 or 500m, got {value!r}")
+        raise ValueError("expected a number of CPUs greater than 0, like 0.5 or 500m")
     return cpus

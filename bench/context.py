@@ -1,0 +1,242 @@
+"""What every scenario shares: subprocesses with the venv first on PATH, test images, and probes for orchestr's runtimes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from harness import Skip
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "python").exists() else Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import mkimage  # noqa: E402
+
+IMAGE = "orchestr-bench/busybox:latest"
+CTR_NAMESPACE = "orchestr-bench"
+CTR_IMAGE = f"docker.io/{IMAGE}"  # containerd stores the normalised name
+# `sleep` as PID 1 ignores SIGTERM; the trap makes every tool's stop take the same short path.
+SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+
+
+class Context:
+    """One benchmark run: its temp dir, its clean-ups (run last-in first-out, even on failure), its images."""
+
+    def __init__(self, *, quick: bool, work: Path, stack: contextlib.ExitStack):
+        self.quick = quick
+        self.work = work
+        self.stack = stack
+        self.state_dir = work / "orchestr-state"
+        self.env = {
+            **os.environ,
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "ORCHESTR_STATE_DIR": str(self.state_dir),
+        }
+        self._cache: dict[str, object] = {}
+        self.networks: dict[str, tuple[str, str]] = {}  # runtime -> (network its services use, why not bridge)
+        self.notes: list[str] = []  # for the scenario being run; see note()
+        stack.callback(self._sweep)
+
+    # -- processes ----------------------------------------------------------------------
+    def sh(self, argv: Sequence[str | Path], *, timeout: float = 600, check: bool = True,
+           cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(a) for a in argv], capture_output=True, timeout=timeout, check=check,
+                              cwd=cwd, env=self.env, stdin=subprocess.DEVNULL)
+
+    def timed(self, argv: Sequence[str | Path], **kw) -> float:
+        t0 = time.perf_counter()
+        self.sh(argv, **kw)
+        return time.perf_counter() - t0
+
+    def orchestr(self, *args: str | Path) -> list[str]:
+        return [str(VENV_BIN / "orchestr"), *map(str, args)]
+
+    def tempdir(self, name: str) -> Path:
+        path = self.work / name
+        path.mkdir(parents=True, exist_ok=False)
+        return path
+
+    def once(self, key: str, make):
+        """make() the first time key is asked for; a Skip it raises is remembered too."""
+        if key not in self._cache:
+            try:
+                self._cache[key] = make()
+            except Skip as e:
+                self._cache[key] = e
+        value = self._cache[key]
+        if isinstance(value, Skip):
+            raise value
+        return value
+
+    # -- tools and images ---------------------------------------------------------------
+    def need(self, *binaries: str) -> None:
+        for b in binaries:
+            if not shutil.which(b, path=self.env["PATH"]):
+                raise Skip(f"{b} is not installed")
+
+    def archive(self) -> Path:
+        """A `docker save` archive of busybox-static, tagged IMAGE."""
+        def make() -> Path:
+            path = self.work / "busybox.tar"
+            mkimage.busybox_image(path, [IMAGE])
+            return path
+        return self.once("archive", make)
+
+    def docker_image(self) -> str:
+        """IMAGE, loaded into the Docker Engine (removed at the end)."""
+        def make() -> str:
+            self.need("docker")
+            if self.sh(["docker", "info", "--format", "{{.ServerVersion}}"], check=False).returncode:
+                raise Skip("the Docker Engine does not answer")
+            self.sh(["docker", "load", "-i", self.archive()])
+            self.stack.callback(self.sh, ["docker", "rmi", "-f", IMAGE], check=False)
+            return IMAGE
+        return self.once("docker-image", make)
+
+    def ctr_image(self) -> str:
+        """IMAGE, imported into containerd's namespace CTR_NAMESPACE (emptied and removed at the end)."""
+        def make() -> str:
+            self.need("ctr")
+            if self.sh(["ctr", "--connect-timeout", "2s", "version"], check=False).returncode:
+                raise Skip("containerd does not answer")
+            self.stack.callback(self.ctr_cleanup)
+            self.sh(["ctr", "-n", CTR_NAMESPACE, "images", "import", self.archive()])
+            return CTR_IMAGE
+        return self.once("ctr-image", make)
+
+    def ctr_cleanup(self) -> None:
+        ctr = ["ctr", "-n", CTR_NAMESPACE]
+        for task in self.sh([*ctr, "tasks", "ls", "-q"], check=False).stdout.decode().split():
+            self.sh([*ctr, "tasks", "kill", "-s", "SIGKILL", task], check=False)
+            self.sh([*ctr, "tasks", "delete", "-f", task], check=False)
+        for c in self.sh([*ctr, "containers", "ls", "-q"], check=False).stdout.decode().split():
+            self.sh([*ctr, "containers", "delete", c], check=False)
+        images = self.sh([*ctr, "images", "ls", "-q"], check=False).stdout.decode().split()
+        if images:
+            self.sh([*ctr, "images", "rm", "--sync", *images], check=False)
+        self.sh(["ctr", "namespaces", "remove", CTR_NAMESPACE], check=False)
+
+    # -- orchestr -----------------------------------------------------------------------
+    def orchestr_cli(self) -> None:
+        """The orchestr command starts; Skip otherwise."""
+        def make() -> bool:
+            if not (VENV_BIN / "orchestr").exists():
+                raise Skip(f"{VENV_BIN / 'orchestr'} is not installed")
+            proc = self.sh(self.orchestr("--help"), check=False, timeout=60)
+            if proc.returncode:
+                raise Skip(f"`orchestr --help` fails: {last_line(proc)}")
+            return True
+        self.once("orchestr-cli", make)
+
+    def orchestr_runtime(self, name: str) -> str:
+        """The image ref orchestr's runtime `name` runs IMAGE as; Skip while that runtime cannot run a container here."""
+        def make() -> str:
+            self.orchestr_cli()
+            installed = self.sh([VENV_BIN / "python", "-c", "import orchestr.plugins as p; print(*p.runtimes())"],
+                                check=False, timeout=60)
+            names = installed.stdout.decode().split()
+            if installed.returncode:
+                raise Skip(f"orchestr's plugins do not load: {last_line(installed)}")
+            if name not in names:
+                raise Skip(f"orchestr has no {name} runtime yet (runtimes: {', '.join(names) or 'none'})")
+            if name == "docker":
+                self.docker_image()
+            else:
+                self.stack.callback(self.sh, self.orchestr("images", "rm", "--runtime", name, "--force", IMAGE),
+                                    check=False)
+                proc = self.sh(self.orchestr("images", "import", "--runtime", name, self.archive()), check=False)
+                if proc.returncode:
+                    raise Skip(f"`orchestr images import --runtime {name}` fails: {last_line(proc)}")
+            problem = self._probe(name, "bridge")
+            if problem and name != "docker" and not self._probe(name, "none"):
+                # A runtime without bridge networking yet is still measured, on network none, and says so.
+                self.networks[name] = ("none", problem)
+            elif problem:
+                raise Skip(f"the {name} runtime cannot run a container here: {problem}")
+            return IMAGE
+        return self.once(f"runtime-{name}", make)
+
+    def _probe(self, runtime: str, network: str) -> str | None:
+        """Why runtime cannot run `true` on network, or None when it can."""
+        argv = self.orchestr("run", "--rm", "--runtime", runtime, "--network", network, "-n", "bench-probe", IMAGE,
+                             "true")
+        proc = self.sh(argv, check=False, timeout=120)
+        if proc.returncode == 0:
+            return None
+        self.orchestr_delete_namespace("bench-probe")
+        return last_line(proc)
+
+    def note(self, text: str) -> None:
+        """A remark for the scenario being run, printed under its table."""
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def orchestr_delete_namespace(self, namespace: str) -> None:
+        """Removes whatever orchestr left in namespace, through orchestr and, for docker, by label."""
+        self.sh(self.orchestr("delete", "-n", namespace, "--all"), check=False)
+        if shutil.which("docker"):
+            left = self.sh(["docker", "ps", "-aq", "--filter", f"label=orchestr.namespace={namespace}"],
+                           check=False).stdout.decode().split()
+            if left:
+                self.sh(["docker", "rm", "-f", *left], check=False)
+
+    def _sweep(self) -> None:
+        """Last clean-up before the temp dir goes: processes still using orchestr's state dir, and mounts under it."""
+        state = str(self.state_dir)
+        deadline = time.monotonic() + 10
+        while (left := _processes_mentioning(state)) and time.monotonic() < deadline:
+            time.sleep(0.2)  # supervisors exit on their own once their containers are gone
+        for pid in left:
+            print(f"warning: process {pid} still uses {state} after the benchmark; ending it", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        for mount in reversed(_mounts_under(str(self.work))):
+            print(f"warning: {mount} is still mounted after the benchmark; unmounting it", file=sys.stderr)
+            subprocess.run(["umount", "-l", mount], capture_output=True)
+
+    def portal(self):
+        """An event loop in a thread, for timing orchestr's async library from this synchronous harness."""
+        def make():
+            import anyio.from_thread
+
+            return self.stack.enter_context(anyio.from_thread.start_blocking_portal())
+        return self.once("portal", make)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def _mounts_under(root: str) -> list[str]:
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if p == root or p.startswith(root + "/")]
+
+
+def last_line(proc: subprocess.CompletedProcess) -> str:
+    text = (proc.stderr or proc.stdout or b"").decode(errors="replace").strip()
+    return text.splitlines()[-1] if text else f"exit status {proc.returncode}"
+
+
+@contextlib.contextmanager
+def workdir(keep: bool = False) -> Iterator[Path]:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="orchestr-bench-"))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,149 @@
+"""Scenario 1: create, start, wait for and delete one `true` container, sequentially, with every tool."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+
+from context import Context, mkimage
+from harness import Contender, Skip, compare
+
+ID = "lifecycle"
+TITLE = "Lifecycle of one `true` container"
+DESCRIPTION = (
+    "Create, start, wait for and delete a container running `true`, one after the other. "
+    "runc and crun run a prepared OCI bundle (busybox-static rootfs, `runc spec` with args [\"true\"]); "
+    "ctr runs the same image imported into containerd; docker and orchestr's docker runtime use the image "
+    "loaded into the Docker Engine."
+)
+NOTES = [
+    "runc, crun, ctr and orchestr native (`--network none`) give the container a network namespace with "
+    "loopback only; `docker run` and orchestr's docker runtime (default bridge) also attach it to a bridge.",
+    "crun 1.8 refuses hybrid cgroup hosts whose cgroup2 mount has controllers, so it runs in a private "
+    "mount namespace without /sys/fs/cgroup/unified, entered with `nsenter` (about 2 ms of the time).",
+]
+
+LIB = "orchestr native, library Client.run"
+CLI_NATIVE = "orchestr run --rm --runtime native --network none"
+CLI_DOCKER = "orchestr run --rm --runtime docker"
+
+
+def run(ctx: Context) -> list[dict]:
+    repeat, warmup = (2, 1) if ctx.quick else (15, 2)
+    contenders = [
+        Contender(LIB, lambda: library(ctx)),
+        Contender(CLI_NATIVE, lambda: cli(ctx, "native")),
+        Contender(CLI_DOCKER, lambda: cli(ctx, "docker")),
+        Contender("runc run (bundle)", lambda: oci(ctx, "runc"), versus=(LIB, CLI_NATIVE)),
+        Contender("crun run (bundle)", lambda: oci(ctx, "crun"), versus=(LIB, CLI_NATIVE)),
+        Contender("ctr run --rm", lambda: ctr(ctx), versus=(LIB, CLI_NATIVE)),
+        Contender("docker run --rm", lambda: docker(ctx), versus=(CLI_DOCKER,)),
+    ]
+    return compare("one `true` container", contenders, repeat=repeat, warmup=warmup)
+
+
+@contextlib.contextmanager
+def library(ctx: Context):
+    image = ctx.orchestr_runtime("native")
+    import orchestr
+
+    portal = ctx.portal()
+    with portal.wrap_async_context_manager(orchestr.Client(state_dir=ctx.state_dir, runtime="native")) as client:
+        def trial() -> float:
+            t0 = time.perf_counter()
+            _, code = portal.call(lambda: client.run(image, ["true"], namespace="bench-lifecycle", remove=True,
+                                                        network="none"))
+            elapsed = time.perf_counter() - t0
+            if code != 0:
+                raise RuntimeError(f"the container exited with {code}")
+            return elapsed
+        try:
+            yield trial
+        finally:
+            ctx.orchestr_delete_namespace("bench-lifecycle")
+
+
+@contextlib.contextmanager
+def cli(ctx: Context, runtime: str):
+    image = ctx.orchestr_runtime(runtime)
+    network = ["--network", "none"] if runtime == "native" else []
+    argv = ctx.orchestr("run", "--rm", "--runtime", runtime, *network, "-n", "bench-lifecycle", image, "true")
+    try:
+        yield lambda: ctx.timed(argv)
+    finally:
+        ctx.orchestr_delete_namespace("bench-lifecycle")
+
+
+def bundle(ctx: Context):
+    """An OCI bundle: busybox-static rootfs and `runc spec`'s config running `true` without a terminal."""
+    def make():
+        ctx.need("runc")
+        path = ctx.tempdir("bundle")
+        (path / "rootfs").mkdir()
+        layer = path / "layer.tar"
+        layer.write_bytes(mkimage.busybox_layer().bytes())
+        ctx.sh(["tar", "-xf", layer, "-C", path / "rootfs"])
+        layer.unlink()
+        ctx.sh(["runc", "spec"], cwd=path)
+        config = json.loads((path / "config.json").read_text())
+        config["process"]["args"] = ["true"]
+        config["process"]["terminal"] = False
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+        return path
+    return ctx.once("bundle", make)
+
+
+@contextlib.contextmanager
+def oci(ctx: Context, tool: str) -> Iterator:
+    ctx.need(tool)
+    path = bundle(ctx)
+    cid = f"orchestr-bench-{tool}-{os.getpid()}"
+    with private_mounts(ctx) if tool == "crun" else contextlib.nullcontext([]) as prefix:
+        argv = [*prefix, tool, "run", "--bundle", path, cid]
+        try:
+            yield lambda: ctx.timed(argv)
+        finally:
+            ctx.sh([tool, "delete", "-f", cid], check=False)
+
+
+@contextlib.contextmanager
+def private_mounts(ctx: Context) -> Iterator[list[str]]:
+    """A mount namespace without the cgroup2 mount of a hybrid host, held open by a sleeping process."""
+    ctx.need("unshare", "nsenter")
+    if not os.path.ismount("/sys/fs/cgroup/unified"):
+        yield []
+        return
+    holder = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         "umount /sys/fs/cgroup/unified && echo ready && exec sleep infinity"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        if holder.stdout.readline().strip() != b"ready":
+            raise Skip("cannot make a mount namespace without /sys/fs/cgroup/unified")
+        yield ["nsenter", "-t", str(holder.pid), "-m"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@contextlib.contextmanager
+def ctr(ctx: Context):
+    image = ctx.ctr_image()
+    cid = f"orchestr-bench-ctr-{os.getpid()}"
+    argv = ["ctr", "-n", "orchestr-bench", "run", "--rm", image, cid, "true"]
+    yield lambda: ctx.timed(argv)
+
+
+@contextlib.contextmanager
+def docker(ctx: Context):
+    image = ctx.docker_image()
+    name = f"orchestr-bench-lifecycle-{os.getpid()}"
+    try:
+        yield lambda: ctx.timed(["docker", "run", "--rm", "--name", name, image, "true"])
+    finally:
+        ctx.sh(["docker", "rm", "-f", name], check=False)

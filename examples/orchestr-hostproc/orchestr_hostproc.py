@@ -1,0 +1,354 @@
+"""An example orchestr runtime plugin: each container is a plain process on the host.
+
+THERE IS NO ISOLATION. No image is unpacked, no namespace, cgroup or network is made: the
+container's command runs on the host, as the user running orchestr, with the container's
+environment and working directory; image, user, resources, restart policy, volumes, ports and
+network are ignored. This module exists to show, in one readable file, what a runtime plugin
+implements: do not run anything with it that you would not run on the host by hand.
+
+Every container is a directory under <state dir>/hostproc/<id>/ holding record.json (what
+orchestr asked for, its ownership labels included, and the pid once started), output.log
+(stdout and stderr, merged) and exitcode (written by the wrapper shell when the command ends).
+State is derived from the record and from whether the pid is still alive, so the plugin keeps
+no process of its own: containers outlive the CLI, and any later `orchestr` sees them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal as signals
+import subprocess
+import threading
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+
+from orchestr.errors import Conflict, NotFound, RuntimeFailure
+from orchestr.hookspecs import hookimpl
+from orchestr.model import (
+    L_NAMESPACE,
+    Container,
+    ContainerSpec,
+    Event,
+    ExecResult,
+    HistoryEntry,
+    Image,
+    LogLine,
+    State,
+)
+from orchestr.runtime import ProgressCallback
+
+NAME = "hostproc"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+POLL = 0.1  # seconds between looks at a process; there is no supervisor to tell us
+# Runs the command and records its exit status. The no-op trap keeps the shell alive through the
+# SIGTERM sent to the whole process group, so it can still write the status after the command dies;
+# a caught (not ignored) signal is reset to default in the command, which therefore still gets it.
+WRAPPER = 'trap : TERM INT HUP QUIT; f=$1; shift; "$@"; echo $? > "$f"'
+
+
+@hookimpl
+def orchestr_runtimes():
+    return {NAME: lambda config: HostProcRuntime(config.state_dir / NAME)}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it may have ended since we looked
+        os.killpg(pid, sig)
+
+
+def _actions(before: State | None, now: State) -> list[str]:
+    """The event actions that lead from one look at a container to the next, in order."""
+    if before == now:
+        return []
+    if {before, now} == {State.RUNNING, State.PAUSED}:
+        return ["pause" if now is State.PAUSED else "unpause"]
+    steps = [] if before else ["create"]
+    if now is not State.CREATED and before not in (State.RUNNING, State.PAUSED):
+        steps.append("start")
+    return steps + {State.PAUSED: ["pause"], State.EXITED: ["die"]}.get(now, [])
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time in clock ticks) of a process, or None when there is no such pid."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return fields[0], fields[19]
+
+
+class HostProcRuntime:
+    """orchestr.runtime.Runtime over host processes; see the module docstring for what it lacks."""
+
+    name = NAME
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # -- records ---------------------------------------------------------------------------------
+    def _dir(self, id: str) -> Path:
+        return self.root / id
+
+    def _load(self, id: str) -> dict:
+        try:
+            return json.loads((self._dir(id) / "record.json").read_text())
+        except (OSError, ValueError):
+            raise NotFound(f"hostproc container {id!r} does not exist") from None
+
+    def _save(self, rec: dict) -> None:
+        path = self._dir(rec["id"]) / "record.json"
+        path.with_suffix(".tmp").write_text(json.dumps(rec, indent=2))
+        path.with_suffix(".tmp").replace(path)  # atomic: a reader never sees half a record
+
+    def _records(self) -> list[dict]:
+        found = []
+        for entry in self.root.iterdir():
+            try:
+                found.append(self._load(entry.name))
+            except NotFound:
+                pass
+        return found
+
+    def _alive(self, rec: dict) -> str | None:
+        """The process's state letter while it runs, or None; the start time guards against pid reuse."""
+        stat = rec.get("pid") and _proc_stat(rec["pid"])
+        alive = stat and stat[0] not in "ZX" and stat[1] == rec["pid_start"]
+        return stat[0] if alive else None
+
+    def _exit_code(self, rec: dict) -> int | None:
+        try:
+            return int((self._dir(rec["id"]) / "exitcode").read_text())
+        except (OSError, ValueError):
+            return rec.get("exit_code")  # set when we SIGKILLed the wrapper; else unknown
+
+    def _container(self, rec: dict) -> Container:
+        alive = self._alive(rec)
+        if alive:
+            state = State.PAUSED if alive == "T" else State.RUNNING
+        else:
+            state = State.EXITED if rec.get("pid") else State.CREATED
+        exited = state is State.EXITED
+        return Container(
+            id=rec["id"], name=rec["name"], namespace=rec["namespace"], runtime=NAME, image=rec["image"],
+            state=state, labels=rec["labels"], exit_code=self._exit_code(rec) if exited else None,
+            pid=rec["pid"] if alive else None, created_at=rec["created_at"], started_at=rec.get("started_at"),
+            finished_at=rec.get("finished_at") if exited else None,
+        )
+
+    def _running(self, id: str) -> dict:
+        rec = self._load(id)
+        if not self._alive(rec):
+            raise Conflict(f"hostproc container {rec['name']!r} is not running")
+        return rec
+
+    # -- containers ------------------------------------------------------------------------------
+    async def create(self, spec: ContainerSpec) -> Container:
+        argv = list((spec.command or ()) + (spec.args or ()))
+        if not argv:
+            raise RuntimeFailure(f"{spec.namespace}/{spec.name}: hostproc needs a command (it has no image to ask)")
+        if any(r["namespace"] == spec.namespace and r["name"] == spec.name for r in self._records()):
+            raise Conflict(f"hostproc container {spec.namespace}/{spec.name} already exists")
+        id = uuid.uuid4().hex
+        self._dir(id).mkdir()
+        rec = {
+            "id": id, "name": spec.name, "namespace": spec.namespace, "image": spec.image,
+            "labels": dict(spec.labels), "argv": argv, "env": {"PATH": PATH, **spec.env},
+            "workdir": spec.working_dir or str(self._dir(id)), "created_at": _now(),
+        }
+        self._save(rec)
+        return self._container(rec)
+
+    async def start(self, id: str) -> None:
+        rec = self._load(id)
+        if self._alive(rec):
+            return
+        exit_file = self._dir(id) / "exitcode"
+        exit_file.unlink(missing_ok=True)
+        try:
+            with open(self._dir(id) / "output.log", "ab") as log:
+                proc = subprocess.Popen(
+                    ["/bin/sh", "-c", WRAPPER, "sh", str(exit_file), *rec["argv"]],
+                    cwd=rec["workdir"], env=rec["env"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    start_new_session=True,  # its own process group, and it survives the CLI exiting
+                )
+        except OSError as exc:
+            where = f"hostproc container {rec['name']!r}: cannot start in {rec['workdir']}"
+            raise RuntimeFailure(f"{where}: {exc.strerror}") from None
+        rec.update(pid=proc.pid, pid_start=_proc_stat(proc.pid)[1], started_at=_now(), exit_code=None,
+                   finished_at=None)
+        # Reap it when it ends, so that a long-lived caller keeps no zombie (a CLI exits long before).
+        threading.Thread(target=proc.wait, daemon=True).start()
+        self._save(rec)
+
+    async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
+        rec = self._load(id)
+        if not self._alive(rec):
+            return
+        _signal_group(rec["pid"], signals.Signals[signal if signal.startswith("SIG") else f"SIG{signal}"])
+        _signal_group(rec["pid"], signals.SIGCONT)  # a paused process would not act on the signal
+        with anyio.move_on_after(timeout):
+            while self._alive(rec):
+                await anyio.sleep(POLL)
+        if self._alive(rec):
+            _signal_group(rec["pid"], signals.SIGKILL)
+            while self._alive(rec):
+                await anyio.sleep(POLL)
+            if self._exit_code(rec) is None:
+                rec["exit_code"] = 128 + signals.SIGKILL
+        rec["finished_at"] = _now()
+        self._save(rec)
+
+    async def delete(self, id: str, *, force: bool = False) -> None:
+        rec = self._load(id)
+        if self._alive(rec):
+            if not force:
+                raise Conflict(f"hostproc container {rec['name']!r} is running (stop it first, or force)")
+            await self.stop(id, signal="SIGKILL", timeout=0)
+        shutil.rmtree(self._dir(id))
+
+    async def pause(self, id: str) -> None:
+        _signal_group(self._running(id)["pid"], signals.SIGSTOP)
+
+    async def resume(self, id: str) -> None:
+        _signal_group(self._running(id)["pid"], signals.SIGCONT)
+
+    async def inspect(self, id: str) -> Container:
+        return self._container(self._load(id))
+
+    async def list(self, namespace: str | None = None) -> list[Container]:
+        return [
+            self._container(rec) for rec in self._records()
+            if L_NAMESPACE in rec["labels"] and namespace in (None, rec["namespace"])
+        ]
+
+    async def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
+        rec = self._load(id)
+        with open(self._dir(id) / "output.log", "a+b") as log:
+            log.seek(0)
+            lines = log.readlines()
+            for line in lines if tail is None else lines[max(0, len(lines) - tail):]:
+                yield LogLine("stdout", line)
+            pending = b""
+            while follow:
+                chunk = log.read()
+                pending += chunk
+                *done, pending = pending.split(b"\n")
+                for line in done:
+                    yield LogLine("stdout", line + b"\n")
+                if not chunk and not self._alive(rec):
+                    break
+                await anyio.sleep(POLL)
+            if pending:
+                yield LogLine("stdout", pending)
+
+    async def exec(
+        self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
+        workdir: str | None = None,
+    ) -> ExecResult:
+        rec = self._running(id)
+        try:
+            done = await anyio.run_process(
+                list(argv), cwd=workdir or rec["workdir"], env={**rec["env"], **(env or {})}, check=False,
+            )
+        except OSError as exc:
+            where = f"hostproc container {rec['name']!r}: cannot run {argv[0]!r}"
+            raise RuntimeFailure(f"{where}: {exc.strerror}") from None
+        return ExecResult(done.returncode, done.stdout, done.stderr)
+
+    async def wait(self, id: str) -> int:
+        """The exit code, or -1 when the process ended without leaving one (killed from outside)."""
+        rec = self._load(id)
+        while self._alive(rec):
+            await anyio.sleep(POLL)
+        code = self._exit_code(self._load(id))
+        return -1 if code is None else code
+
+    async def events(self) -> AsyncIterator[Event]:
+        # No engine pushes events here: compare snapshots of the records.
+        seen: dict[str, Container] = {c.id: c for c in await self.list()}
+        while True:
+            await anyio.sleep(POLL * 5)
+            now = {c.id: c for c in await self.list()}
+            for id, c in now.items():
+                before = seen.get(id)
+                for action in _actions(before.state if before else None, c.state):
+                    yield Event(NAME, id, c.name, c.namespace, action, c.state, c.exit_code, _now())
+            for id in seen.keys() - now.keys():
+                yield Event(NAME, id, seen[id].name, seen[id].namespace, "destroy", None, None, _now())
+            seen = now
+
+    async def reattach(self) -> list[Container]:
+        # A directory without a readable record is a create that died halfway: remove it.
+        for entry in self.root.iterdir():
+            if entry.is_dir() and not (entry / "record.json").is_file():
+                shutil.rmtree(entry, ignore_errors=True)
+        return [c for c in await self.list() if c.state in (State.RUNNING, State.PAUSED)]
+
+    async def close(self) -> None:
+        pass  # no connection to close; the processes keep running
+
+    # -- images: there are none; any reference is accepted and remembered ----------------------------
+    def _refs_file(self) -> Path:
+        return self.root / "images.json"
+
+    def _refs(self) -> list[str]:
+        try:
+            return json.loads(self._refs_file().read_text())
+        except (OSError, ValueError):
+            return []
+
+    def _image(self, ref: str) -> Image:
+        return Image("sha256:" + hashlib.sha256(ref.encode()).hexdigest(), (ref,), 0, runtime=NAME)
+
+    def _known(self, ref: str) -> Image:
+        if ref not in self._refs():
+            raise NotFound(f"hostproc has never seen image {ref!r}")
+        return self._image(ref)
+
+    async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:
+        refs = self._refs()
+        if ref not in refs:
+            self._refs_file().write_text(json.dumps(sorted([*refs, ref])))
+        return self._image(ref)
+
+    async def pull(self, ref: str, progress: ProgressCallback | None = None) -> Image:
+        return await self.ensure_image(ref)
+
+    async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
+        raise RuntimeFailure("hostproc has no images: it runs commands on the host")
+
+    async def images(self) -> list[Image]:
+        return [self._image(ref) for ref in self._refs()]
+
+    async def image_inspect(self, ref: str) -> dict:
+        image = self._known(ref)
+        return {"Id": image.id, "RepoTags": [ref], "Size": 0, "Config": {}, "RootFS": {"Type": "layers", "Layers": []}}
+
+    async def image_history(self, ref: str) -> list[HistoryEntry]:
+        self._known(ref)
+        return []
+
+    async def image_remove(self, ref: str, *, force: bool = False) -> None:
+        self._known(ref)
+        if not force and any(r["image"] == ref for r in self._records()):
+            raise Conflict(f"image {ref!r} is used by a hostproc container")
+        self._refs_file().write_text(json.dumps([r for r in self._refs() if r != ref]))
+
+    async def image_prune(self) -> list[str]:
+        used, refs = {r["image"] for r in self._records()}, self._refs()
+        self._refs_file().write_text(json.dumps([ref for ref in refs if ref in used]))
+        return [ref for ref in refs if ref not in used]

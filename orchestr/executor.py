@@ -1,0 +1,188 @@
+"""The executor: carries out a Plan against runtimes, concurrently, each action once its prerequisites succeeded."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .errors import NotFound, OrchestrError
+from .model import Image
+from .planner import Action, Kind, Plan
+from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .spec import Service
+
+DEFAULT_GRACE = 10.0  # seconds, for containers of services no longer declared
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action: Action
+    ok: bool
+    skipped: bool = False  # not attempted because a prerequisite failed or was skipped
+    error: str | None = None  # one line: what failed, or for a skipped action which prerequisite
+    container_id: str | None = None  # the container the action left behind (the new one for CREATE/RECREATE)
+
+
+async def execute(
+    plan: Plan,
+    services: Mapping[tuple[str, str], Service],
+    runtimes: Mapping[str, Runtime],
+    *,
+    concurrency: int = 8,
+    on_event: Callable[[Outcome], None] | None = None,
+    on_start: Callable[[Action], None] | None = None,
+) -> list[Outcome]:
+    """Run every action of plan; return one Outcome per action, in plan order.
+
+    `services` maps (namespace, name) to the declared Service (CREATE and RECREATE need it; other
+    actions take the stop grace period from it when present). `runtimes` maps each runtime name the
+    plan uses to an open Runtime. A failed action fails nobody else but the actions waiting on it,
+    which are skipped. Cancellation propagates.
+    """
+    run = _Run(services, runtimes)
+    limiter = anyio.CapacityLimiter(max(1, concurrency))
+    actions = plan.actions
+    done = [anyio.Event() for _ in actions]
+    outcomes: list[Outcome | None] = [None] * len(actions)
+
+    async def one(index: int) -> None:
+        action = actions[index]
+        for before in action.after:
+            await done[before].wait()
+            prior = outcomes[before]
+            assert prior is not None
+            if not prior.ok:
+                verb = "was skipped" if prior.skipped else "failed"
+                outcome = Outcome(action, False, True, f"{prior.action.kind} {prior.action.name} {verb}")
+                break
+        else:
+            async with limiter:
+                if on_start is not None:
+                    on_start(action)
+                outcome = await run.act(action)
+        outcomes[index] = outcome
+        done[index].set()
+        if on_event is not None:
+            on_event(outcome)
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(actions)):
+            tg.start_soon(one, index)
+    return outcomes  # type: ignore[return-value]  # every slot is filled once the group exits
+
+
+class _Run:
+    """State shared by the actions of one execute call: the services, runtimes and image pulls."""
+
+    def __init__(self, services: Mapping[tuple[str, str], Service], runtimes: Mapping[str, Runtime]):
+        self.services = services
+        self.runtimes = runtimes
+        self.images: dict[tuple[str, str], _Once] = {}
+
+    async def act(self, action: Action) -> Outcome:
+        try:
+            container_id = await self._act(action)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this action's outcome
+            return Outcome(action, False, error=f"{action.kind} {action.name}: {_one_line(exc)}")
+        return Outcome(action, True, container_id=container_id)
+
+    async def _act(self, action: Action) -> str | None:
+        kind, cid = action.kind, action.container_id
+        if kind in (Kind.CREATE, Kind.RECREATE):
+            return await self._create(action)
+        assert cid is not None
+        rt = self._runtime(action.runtime)
+        if kind == Kind.DELETE:
+            await _remove(rt, cid, self._grace(action))
+            return None
+        if kind == Kind.START:
+            await rt.start(cid)
+        elif kind == Kind.STOP:
+            await rt.stop(cid, timeout=self._grace(action))
+        elif kind == Kind.PAUSE:
+            await rt.pause(cid)
+        elif kind == Kind.UNPAUSE:
+            await rt.resume(cid)
+        else:
+            raise OrchestrError(f"unknown action kind {kind!r}")
+        return cid
+
+    async def _create(self, action: Action) -> str:
+        service = self.services.get((action.namespace, action.service))
+        if service is None:
+            raise OrchestrError(f"service {action.namespace}/{action.service} was not given to the executor")
+        spec = service.container_spec(action.replica)
+        rt = self._runtime(action.runtime)
+        # Fetch the image before touching the old container, so a bad image leaves it running.
+        await self._ensure_image(rt, spec.image)
+        if action.kind == Kind.RECREATE:
+            assert action.container_id is not None
+            await _remove(self._runtime(action.old_runtime or action.runtime), action.container_id, self._grace(action))
+        container = await rt.create(spec)
+        await rt.start(container.id)
+        if service.spec.paused:
+            await rt.pause(container.id)
+        return container.id
+
+    async def _ensure_image(self, rt: Runtime, ref: str) -> Image:
+        key = (rt.name, ref)
+        once = self.images.get(key)
+        if once is None:
+            once = self.images[key] = _Once()
+            return await once.run(rt.ensure_image(ref))
+        return await once.result()
+
+    def _runtime(self, name: str) -> Runtime:
+        try:
+            return self.runtimes[name]
+        except KeyError:
+            raise OrchestrError(f"runtime {name} is not open for this plan") from None
+
+    def _grace(self, action: Action) -> float:
+        service = self.services.get((action.namespace, action.service))
+        return float(service.spec.stop_grace_period) if service is not None else DEFAULT_GRACE
+
+
+class _Once:
+    """One awaited result shared by every caller: the first runs it, the rest wait for its value or error."""
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self._value: Image | None = None
+        self._error: BaseException | None = None
+
+    async def run(self, work: Awaitable[Image]) -> Image:
+        try:
+            self._value = await work
+            return self._value
+        except BaseException as exc:
+            self._error = exc
+            raise
+        finally:
+            self._done.set()
+
+    async def result(self) -> Image:
+        await self._done.wait()
+        if self._error is not None:
+            raise OrchestrError(_one_line(self._error)) from self._error
+        assert self._value is not None
+        return self._value
+
+
+async def _remove(rt: Runtime, cid: str, grace: float) -> None:
+    """Stop within the grace period, then remove; a container already gone counts as removed."""
+    try:
+        await rt.stop(cid, timeout=grace)
+        await rt.delete(cid, force=True)
+    except NotFound:
+        pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,280 @@
+"""Translates between orchestr's model and the Docker Engine API's JSON; pure functions, no I/O."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any
+
+from orchestr.model import (
+    L_NAMESPACE,
+    Container,
+    ContainerSpec,
+    Event,
+    HistoryEntry,
+    Image,
+    PullProgress,
+    RestartPolicy,
+    State,
+    Volume,
+)
+
+RUNTIME = "docker"
+ZERO_TIME = "0001-01-01T00:00:00Z"  # what the engine reports for "never"
+
+_STATES = {
+    "created": State.CREATED,
+    "running": State.RUNNING,
+    "restarting": State.RUNNING,
+    "paused": State.PAUSED,
+    "exited": State.EXITED,
+    "dead": State.EXITED,
+    "removing": State.EXITED,
+}
+
+# Always is "unless-stopped", so that a stopped container stays stopped when the engine restarts.
+_RESTART = {
+    RestartPolicy.ALWAYS: "unless-stopped",
+    RestartPolicy.ON_FAILURE: "on-failure",
+    RestartPolicy.NEVER: "no",
+}
+
+# The engine's container events orchestr reports, with the state each one leaves behind.
+EVENT_STATES: dict[str, State | None] = {
+    "create": State.CREATED,
+    "start": State.RUNNING,
+    "die": State.EXITED,
+    "oom": None,
+    "pause": State.PAUSED,
+    "unpause": State.RUNNING,
+    "stop": State.EXITED,
+    "destroy": None,
+}
+
+_EXITED_STATUS = re.compile(r"^Exited \((-?\d+)\)")
+
+# Layer statuses of the engine's pull and load progress, in orchestr's words.
+_PROGRESS = {
+    "Pulling fs layer": "waiting",
+    "Waiting": "waiting",
+    "Downloading": "downloading",
+    "Verifying Checksum": "verifying",
+    "Download complete": "downloaded",
+    "Extracting": "extracting",
+    "Pull complete": "done",
+    "Already exists": "exists",
+    "Loading layer": "loading",
+}
+
+
+def engine_name(namespace: str, name: str) -> str:
+    """The engine's container name: unique across namespaces, as the engine requires."""
+    return f"{namespace}_{name}"
+
+
+def volume_name(namespace: str, source: str) -> str:
+    return f"{namespace}_{source}"
+
+
+def unix_time(seconds: int | float, nanos: int = 0) -> str:
+    """RFC 3339 in UTC from a Unix time, with nanoseconds when given."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(seconds)))
+    return f"{stamp}.{nanos:09d}Z" if nanos else f"{stamp}Z"
+
+
+def _time(value: str | None) -> str | None:
+    return None if not value or value == ZERO_TIME else value
+
+
+def _mount(namespace: str, volume: Volume) -> dict[str, Any]:
+    mount: dict[str, Any] = {"Type": volume.type, "Target": volume.target, "ReadOnly": volume.read_only}
+    if volume.type == "bind":
+        mount["Source"] = volume.source
+    elif volume.type == "volume":
+        mount["Source"] = volume_name(namespace, volume.source or "")
+    return mount
+
+
+def create_body(spec: ContainerSpec) -> dict[str, Any]:
+    """The body of POST /containers/create for spec."""
+    host: dict[str, Any] = {
+        "NetworkMode": spec.network,
+        "RestartPolicy": {"Name": _RESTART[spec.restart_policy]},
+        "Init": spec.init,
+        "ReadonlyRootfs": spec.read_only,
+        "Mounts": [_mount(spec.namespace, v) for v in spec.volumes],
+        "PortBindings": {},
+    }
+    res = spec.resources
+    if res.cpus is not None:
+        host["NanoCpus"] = round(res.cpus * 1e9)
+    if res.memory is not None:
+        host["Memory"] = host["MemorySwap"] = res.memory  # equal values leave no swap on top
+    if res.pids is not None:
+        host["PidsLimit"] = res.pids
+    exposed: dict[str, dict] = {}
+    for port in spec.ports:
+        key = f"{port.container_port}/{port.protocol}"
+        exposed[key] = {}
+        host_port = str(port.host_port) if port.host_port else ""  # empty: the engine picks one
+        host["PortBindings"].setdefault(key, []).append({"HostIp": port.host_ip, "HostPort": host_port})
+    body: dict[str, Any] = {
+        "Image": spec.image,
+        "Labels": dict(spec.labels),
+        "Env": [f"{k}={v}" for k, v in spec.env.items()],
+        "Tty": spec.tty,
+        "OpenStdin": spec.interactive,
+        "ExposedPorts": exposed,
+        # the engine's own stops (its shutdown, `docker stop`) then honour the spec's grace period
+        "StopTimeout": math.ceil(spec.stop_grace_period),
+        "HostConfig": host,
+    }
+    if spec.command:
+        # a non-empty Entrypoint keeps the engine from merging in the image's Cmd
+        body["Entrypoint"] = list(spec.command)
+        body["Cmd"] = list(spec.args or ())
+    elif spec.args is not None:
+        body["Cmd"] = list(spec.args)
+    if spec.network != "host":  # the engine refuses a hostname on the host's network
+        body["Hostname"] = spec.name
+    if spec.working_dir:
+        body["WorkingDir"] = spec.working_dir
+    if spec.user:
+        body["User"] = spec.user
+    return body
+
+
+def _name(engine: str, namespace: str) -> str:
+    engine = engine.lstrip("/")
+    return engine.removeprefix(f"{namespace}_") if namespace else engine
+
+
+def container_from_inspect(info: dict[str, Any]) -> Container:
+    """A Container from GET /containers/{id}/json."""
+    labels = info["Config"].get("Labels") or {}
+    namespace = labels.get(L_NAMESPACE, "")
+    st = info["State"]
+    state = _STATES.get(st["Status"], State.EXITED)
+    net = info.get("NetworkSettings") or {}
+    ips = [net.get("IPAddress")] + [n.get("IPAddress") for n in (net.get("Networks") or {}).values()]
+    return Container(
+        id=info["Id"],
+        name=_name(info["Name"], namespace),
+        namespace=namespace,
+        runtime=RUNTIME,
+        image=info["Config"]["Image"],
+        state=state,
+        labels=labels,
+        exit_code=st["ExitCode"] if state is State.EXITED else None,
+        pid=(st["Pid"] or None) if state in (State.RUNNING, State.PAUSED) else None,
+        ip=next((ip for ip in ips if ip), None),
+        oom_killed=bool(st.get("OOMKilled")),
+        created_at=_time(info.get("Created")),
+        started_at=_time(st.get("StartedAt")),
+        finished_at=_time(st.get("FinishedAt")),
+    )
+
+
+def container_from_summary(item: dict[str, Any]) -> Container:
+    """A Container from one entry of GET /containers/json; it carries no pid, OOM flag or start times."""
+    labels = item.get("Labels") or {}
+    namespace = labels.get(L_NAMESPACE, "")
+    state = _STATES.get(item["State"], State.EXITED)
+    exited = _EXITED_STATUS.match(item.get("Status") or "")
+    networks = (item.get("NetworkSettings") or {}).get("Networks") or {}
+    return Container(
+        id=item["Id"],
+        name=_name((item.get("Names") or [""])[0], namespace),
+        namespace=namespace,
+        runtime=RUNTIME,
+        image=item["Image"],
+        state=state,
+        labels=labels,
+        exit_code=int(exited[1]) if exited and state is State.EXITED else None,
+        ip=next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), None),
+        created_at=unix_time(item["Created"]) if item.get("Created") else None,
+    )
+
+
+def _references(tags: list[str] | None, digests: list[str] | None) -> tuple[str, ...]:
+    # the engine writes "<none>:<none>" and "<none>@<none>" for an image with no name
+    return tuple(r for r in [*(tags or ()), *(digests or ())] if not r.startswith("<none>"))
+
+
+def _digest(digests: list[str] | None) -> str | None:
+    return next((d.partition("@")[2] for d in digests or () if "@sha256:" in d), None)
+
+
+def image_from_inspect(info: dict[str, Any]) -> Image:
+    return Image(
+        id=info["Id"],
+        references=_references(info.get("RepoTags"), info.get("RepoDigests")),
+        size=info.get("Size") or 0,
+        created=_time(info.get("Created")),
+        digest=_digest(info.get("RepoDigests")),
+        runtime=RUNTIME,
+    )
+
+
+def image_from_summary(item: dict[str, Any]) -> Image:
+    return Image(
+        id=item["Id"],
+        references=_references(item.get("RepoTags"), item.get("RepoDigests")),
+        size=item.get("Size") or 0,
+        created=unix_time(item["Created"]) if item.get("Created") else None,
+        digest=_digest(item.get("RepoDigests")),
+        runtime=RUNTIME,
+    )
+
+
+def history_entry(item: dict[str, Any]) -> HistoryEntry:
+    """One entry of GET /images/{name}/history; "<missing>" is the engine's id for steps it has no image of."""
+    size = item.get("Size") or 0
+    entry_id = item.get("Id")
+    return HistoryEntry(
+        created_by=item.get("CreatedBy") or "",
+        size=size,
+        created=unix_time(item["Created"]) if item.get("Created") else None,
+        id=None if entry_id in (None, "", "<missing>") else entry_id,
+        comment=item.get("Comment") or None,
+        empty_layer=size == 0,  # the engine keeps no layer for a step that changed no file
+    )
+
+
+def event_from_engine(message: dict[str, Any]) -> Event | None:
+    """An Event from one message of GET /events, or None when it is not one orchestr reports."""
+    action = message.get("Action") or message.get("status") or ""
+    if message.get("Type") != "container" or action not in EVENT_STATES:
+        return None
+    actor = message.get("Actor") or {}
+    attrs = actor.get("Attributes") or {}
+    namespace = attrs.get(L_NAMESPACE)
+    if namespace is None:
+        return None
+    exit_code = attrs.get("exitCode")
+    nanos = message.get("timeNano")
+    return Event(
+        runtime=RUNTIME,
+        id=actor.get("ID") or message.get("id", ""),
+        name=_name(attrs.get("name", ""), namespace),
+        namespace=namespace,
+        action=action,
+        state=EVENT_STATES[action],
+        exit_code=int(exit_code) if action == "die" and exit_code is not None else None,
+        time=unix_time(nanos // 10**9, nanos % 10**9) if nanos else None,
+    )
+
+
+def progress(ref: str, message: dict[str, Any]) -> PullProgress | None:
+    """A PullProgress from one message of the engine's pull or load stream, or None for other chatter."""
+    status = message.get("status") or ""
+    if not status:
+        return None
+    layer = message.get("id")
+    known = _PROGRESS.get(status)
+    if known is None:
+        # whole-image messages ("Pulling from x", "Digest: ...", "Status: ..."), whose id, if any, is a tag
+        return PullProgress(ref, None, status)
+    detail = message.get("progressDetail") or {}
+    return PullProgress(ref, layer, known, detail.get("current") or 0, detail.get("total"))

@@ -1,0 +1,322 @@
+"""The Docker Engine runtime: orchestr's verbs carried out by the engine, through aiodocker.
+
+The engine owns restarts of docker containers: orchestr has no daemon of its own and the engine is always
+running, so a spec's restart policy is handed to the engine. Always becomes "unless-stopped" rather than
+"always" so that `orchestr stop` sticks across engine restarts; orchestr's reconcile still starts exited
+containers according to the policy on every apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import aiohttp
+import anyio
+from aiodocker.exceptions import DockerError
+
+from orchestr.config import Config
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
+from orchestr.model import (
+    L_NAMESPACE,
+    Container,
+    ContainerSpec,
+    Event,
+    ExecResult,
+    HistoryEntry,
+    Image,
+    LogLine,
+    State,
+)
+from orchestr.runtime import ProgressCallback
+
+from . import mapping, streams
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+_CANNOT_CONNECT = 900  # aiodocker's status for a request that never reached the engine
+
+
+class DockerRuntime:
+    """orchestr's runtime on a Docker Engine: DOCKER_HOST, or the engine's default unix socket."""
+
+    name = "docker"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.host = os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        self._client: aiodocker.Docker | None = None
+
+    @property
+    def _docker(self) -> aiodocker.Docker:
+        # made on first use: the client's HTTP session belongs to the event loop that runs it
+        if self._client is None:
+            try:
+                self._client = aiodocker.Docker(url=self.host)
+            except ValueError as e:
+                raise RuntimeUnavailable(
+                    f"DOCKER_HOST={self.host} is not an engine address (expected unix://PATH or tcp://HOST:PORT)"
+                ) from e
+        return self._client
+
+    def _unreachable(self, reason: str) -> str:
+        return f"cannot reach the Docker Engine at {self.host}: {reason}; is dockerd running?"
+
+    @contextlib.contextmanager
+    def _errors(self, what: str, missing: str | None = None) -> Iterator[None]:
+        """Turns the client's errors into orchestr's; what names the thing acted on."""
+        try:
+            yield
+        except DockerError as e:
+            message = " ".join(str(e.message).split())
+            if e.status == _CANNOT_CONNECT:
+                os_error = getattr(e.__context__, "os_error", None)
+                raise RuntimeUnavailable(self._unreachable(getattr(os_error, "strerror", None) or message)) from e
+            if e.status == 404:
+                raise NotFound(missing or f"{what} not found") from e
+            if e.status == 409:
+                raise Conflict(f"{what}: {message}") from e
+            raise RuntimeFailure(f"{what}: {message}") from e
+        except aiohttp.ClientConnectionError as e:  # the engine went away in the middle of a stream
+            raise RuntimeUnavailable(self._unreachable(str(e) or type(e).__name__)) from e
+
+    @contextlib.asynccontextmanager
+    async def _stream(self, path: str, method: str = "GET", **kw: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A raw streamed response, closed when left: a stream given up early still holds its connection."""
+        async with self._docker._query(path, method, timeout=None, **kw) as response:
+            try:
+                yield response
+            finally:
+                response.close()
+
+    def _container(self, id: str) -> aiodocker.containers.DockerContainer:
+        return self._docker.containers.container(id)
+
+    # -- containers ---------------------------------------------------------------------
+
+    async def create(self, spec: ContainerSpec) -> Container:
+        what = f"container {spec.namespace}/{spec.name}"
+        volumes = {mapping.volume_name(spec.namespace, v.source or "") for v in spec.volumes if v.type == "volume"}
+        with self._errors(what, missing=f"image {spec.image} not found"):
+            for volume in sorted(volumes):
+                # creating an existing volume returns it unchanged
+                await self._docker.volumes.create({"Name": volume, "Labels": {L_NAMESPACE: spec.namespace}})
+            created = await self._docker.containers.create(
+                mapping.create_body(spec), name=mapping.engine_name(spec.namespace, spec.name)
+            )
+        return await self.inspect(created.id)
+
+    async def start(self, id: str) -> None:
+        with self._errors(f"container {id}"):
+            await self._container(id).start()
+
+    async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
+        container = self._container(id)
+        with self._errors(f"container {id}"):
+            if signal in ("SIGTERM", "TERM", "15"):
+                # the engine's stop does exactly this, and does nothing to a stopped container
+                await container.stop(t=math.ceil(timeout))
+                return
+            if not (await container.show())["State"]["Running"]:
+                return
+            # a kill also tells the engine's restart policy to leave the container stopped
+            if not await self._kill(container, signal):
+                return
+            with anyio.move_on_after(timeout) as grace:
+                await container.wait(condition="not-running")
+            if grace.cancelled_caught and await self._kill(container, "SIGKILL"):
+                await container.wait(condition="not-running")
+
+    @staticmethod
+    async def _kill(container: aiodocker.containers.DockerContainer, signal: str) -> bool:
+        """Send signal; False when the container was no longer running."""
+        try:
+            await container.kill(signal=signal)
+        except DockerError as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete(self, id: str, *, force: bool = False) -> None:
+        # named volumes outlive their containers, as with docker rm
+        with self._errors(f"container {id}"):
+            await self._container(id).delete(force=force, v=False)
+
+    async def pause(self, id: str) -> None:
+        with self._errors(f"container {id}"):
+            await self._container(id).pause()
+
+    async def resume(self, id: str) -> None:
+        with self._errors(f"container {id}"):
+            await self._container(id).unpause()
+
+    async def _show(self, id: str) -> dict[str, Any]:
+        with self._errors(f"container {id}"):
+            info = await self._container(id).show()
+        if L_NAMESPACE not in (info["Config"].get("Labels") or {}):
+            raise NotFound(f"container {id} not found (the engine has it, but orchestr does not own it)")
+        return info
+
+    async def inspect(self, id: str) -> Container:
+        return mapping.container_from_inspect(await self._show(id))
+
+    async def list(self, namespace: str | None = None) -> list[Container]:
+        label = L_NAMESPACE if namespace is None else f"{L_NAMESPACE}={namespace}"
+        params = {"all": "1", "filters": json.dumps({"label": [label]})}
+        with self._errors("containers"):
+            # the raw listing: aiodocker's wrapper objects hide the fields a summary is made of
+            items = await self._docker._query_json("containers/json", params=params)
+        found = [mapping.container_from_summary(item) for item in items]
+        # one call lists them all; only exited containers need a look each, for the exact exit and OOM kill
+        exited = [i for i, c in enumerate(found) if c.state is State.EXITED]
+        details = await asyncio.gather(*(self._show_if_present(found[i].id) for i in exited))
+        for i, info in zip(exited, details):
+            if info is not None:
+                found[i] = mapping.container_from_inspect(info)
+        return found
+
+    async def _show_if_present(self, id: str) -> dict[str, Any] | None:
+        try:
+            return await self._show(id)
+        except NotFound:  # removed since it was listed
+            return None
+
+    async def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
+        tty = (await self._show(id))["Config"]["Tty"]
+        params = {
+            "stdout": "1",
+            "stderr": "1",
+            "follow": "1" if follow else "0",
+            "timestamps": "1",
+            "tail": "all" if tail is None else str(tail),
+        }
+        with self._errors(f"container {id}"):
+            # the raw stream: aiodocker's log reader merges stdout and stderr
+            async with self._stream(f"containers/{id}/logs", params=params) as response:
+                async for line in streams.log_lines(streams.frames(response.content, tty)):
+                    yield line
+
+    async def exec(
+        self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
+        workdir: str | None = None,
+    ) -> ExecResult:
+        output = {1: bytearray(), 2: bytearray()}
+        with self._errors(f"container {id}"):
+            execution = await self._container(id).exec(
+                list(argv), environment=env, user=user or "", workdir=workdir
+            )
+            async with execution.start(detach=False) as stream:
+                while (message := await stream.read_out()) is not None:
+                    output.get(message.stream, output[1]).extend(message.data)
+            # the engine records the exit code before it closes the output streams
+            info = await execution.inspect()
+        return ExecResult(info["ExitCode"], bytes(output[1]), bytes(output[2]))
+
+    async def wait(self, id: str) -> int:
+        with self._errors(f"container {id}"):
+            result = await self._container(id).wait(condition="not-running")
+        return int(result["StatusCode"])
+
+    def events(self) -> AsyncIterator[Event]:
+        # from the moment of this call, not of the first iteration: the engine replays what happened between
+        return self._events(time.time())
+
+    async def _events(self, since: float) -> AsyncIterator[Event]:
+        filters = {"type": ["container"], "label": [L_NAMESPACE], "event": list(mapping.EVENT_STATES)}
+        params = {"since": f"{since:.9f}", "filters": json.dumps(filters)}
+        with self._errors("engine events"):
+            # the raw stream: aiodocker's subscription shares one listener task per client
+            async with self._stream("events", params=params) as response:
+                async for message in streams.messages(response.content):
+                    if event := mapping.event_from_engine(message):
+                        yield event
+
+    async def reattach(self) -> list[Container]:
+        # the engine keeps every container's state itself: nothing is stale on orchestr's side
+        return await self.list()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    # -- images -------------------------------------------------------------------------
+
+    async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:
+        try:
+            return mapping.image_from_inspect(await self.image_inspect(ref))
+        except NotFound:
+            return await self.pull(ref, progress)
+
+    async def pull(self, ref: str, progress: ProgressCallback | None = None) -> Image:
+        with self._errors(f"cannot pull image {ref}", missing=f"image {ref} not found in its registry"):
+            async for message in self._docker.images.pull(ref, stream=True):
+                _raise_stream_error(message, f"cannot pull image {ref}")
+                if progress and (report := mapping.progress(ref, message)):
+                    progress(report)
+        return mapping.image_from_inspect(await self.image_inspect(ref))
+
+    async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
+        what = f"cannot import image archive {path}"
+        try:
+            archive = Path(path).open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"image archive {path} not found") from None
+        except OSError as e:
+            raise RuntimeFailure(f"{what}: {e.strerror}") from e
+        loaded: list[str] = []
+        with archive, self._errors(what):
+            # the raw request: aiodocker's import wrapper cannot ask for progress (quiet=0); the client
+            # sends the open file in chunks, so an archive is never read whole into memory
+            async with self._stream(
+                "images/load", "POST", params={"quiet": "0"}, data=archive, chunked=True,
+                headers={"Content-Type": "application/x-tar"},
+            ) as response:
+                async for message in streams.messages(response.content):
+                    _raise_stream_error(message, what)
+                    for line in (message.get("stream") or "").splitlines():
+                        for prefix in ("Loaded image: ", "Loaded image ID: "):
+                            if line.startswith(prefix):
+                                loaded.append(line.removeprefix(prefix).strip())
+                    if progress and (report := mapping.progress(str(path), message)):
+                        progress(report)
+        images: dict[str, Image] = {}
+        for ref in loaded:
+            image = mapping.image_from_inspect(await self.image_inspect(ref))
+            images.setdefault(image.id, image)
+        return list(images.values())
+
+    async def images(self) -> list[Image]:
+        with self._errors("images"):
+            return [mapping.image_from_summary(item) for item in await self._docker.images.list()]
+
+    async def image_inspect(self, ref: str) -> dict:
+        with self._errors(f"image {ref}"):
+            return await self._docker.images.inspect(ref)
+
+    async def image_history(self, ref: str) -> list[HistoryEntry]:
+        with self._errors(f"image {ref}"):
+            return [mapping.history_entry(item) for item in await self._docker.images.history(ref)]
+
+    async def image_remove(self, ref: str, *, force: bool = False) -> None:
+        with self._errors(f"image {ref}"):
+            await self._docker.images.delete(ref, force=force)
+
+    async def image_prune(self) -> list[str]:
+        with self._errors("images"):
+            report = await self._docker.images.prune(filters={"dangling": ["true"]})
+        return [item["Deleted"] for item in report.get("ImagesDeleted") or () if item.get("Deleted")]
+
+
+def _raise_stream_error(message: dict, what: str) -> None:
+    """The engine reports a failed pull or load inside a successful response."""
+    if error := message.get("error") or (message.get("errorDetail") or {}).get("message"):
+        raise RuntimeFailure(f"{what}: {' '.join(str(error).split())}")

@@ -1,0 +1,142 @@
+"""Resource limits, freezing and accounting through cgroups: one manager interface over v1 and v2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+ROOT = "/sys/fs/cgroup"
+PARENT = "orchestr"  # every container's cgroup lives under <hierarchy>/orchestr/<id>
+CGROUP2_SUPER_MAGIC = 0x63677270
+
+
+class Limits:
+    """What a container may use; None is unlimited."""
+
+    __slots__ = ("cpus", "memory", "pids")
+
+    def __init__(self, cpus: float | None = None, memory: int | None = None, pids: int | None = None):
+        self.cpus, self.memory, self.pids = cpus, memory, pids
+
+    def as_dict(self) -> dict:
+        return {"cpus": self.cpus, "memory": self.memory, "pids": self.pids}
+
+
+class Manager:
+    """One container's cgroup, whichever version the host runs. Every method is cheap and blocking."""
+
+    id: str
+
+    def create(self, limits: Limits) -> None:
+        """Makes the cgroup (idempotent) and writes the limits."""
+        raise NotImplementedError
+
+    def join(self) -> None:
+        """Moves the calling process into the cgroup."""
+        raise NotImplementedError
+
+    def procs(self) -> list[int]:
+        """Host pids of every process in the cgroup."""
+        raise NotImplementedError
+
+    def freeze(self) -> None:
+        """Freezes every process and returns once the kernel reports them frozen."""
+        raise NotImplementedError
+
+    def thaw(self) -> None:
+        raise NotImplementedError
+
+    def frozen(self) -> bool:
+        raise NotImplementedError
+
+    def oom_kills(self) -> int:
+        """How many processes the OOM killer has killed in this cgroup so far."""
+        raise NotImplementedError
+
+    def cpu_usage_ns(self) -> int:
+        """CPU time used by the cgroup's processes so far."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        """Kills whatever still runs in the cgroup, then removes it; a missing one is fine."""
+        raise NotImplementedError
+
+    def kill_all(self, timeout: float = 10.0) -> None:
+        """SIGKILLs every process in the cgroup (thawing it, since frozen tasks cannot die) until none is left."""
+        deadline = time.monotonic() + timeout
+        while pids := self.procs():
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if self.frozen():
+                self.thaw()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processes {pids} of cgroup {self.id} did not die within {timeout:g}s")
+            time.sleep(0.01)
+
+
+def version(root: str = ROOT) -> int:
+    """2 when root is a cgroup2 mount (the unified hierarchy), else 1."""
+    from ..process import linux
+
+    return 2 if linux.statfs_type(root) == CGROUP2_SUPER_MAGIC else 1
+
+
+def manager(id: str, root: str = ROOT, cgroup_version: int | None = None) -> Manager:
+    if (cgroup_version or version(root)) == 2:
+        from .v2.manager import V2Manager
+
+        return V2Manager(id, root)
+    from .v1.manager import V1Manager
+
+    return V1Manager(id, root)
+
+
+def owned_ids(root: str = ROOT) -> set[str]:
+    """Ids of every container cgroup present on the host, in any hierarchy."""
+    found: set[str] = set()
+    if version(root) == 2:
+        parents = [os.path.join(root, PARENT)]
+    else:
+        parents = [os.path.join(root, h, PARENT) for h in os.listdir(root)]
+    for parent in parents:
+        try:
+            found.update(e.name for e in os.scandir(parent) if e.is_dir())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return found
+
+
+def write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    """A flat-keyed file such as memory.events or cgroup.events: one "key value" pair a line."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.partition(" ")
+            if value.strip().lstrip("-").isdigit():
+                out[key] = int(value)
+    return out
+
+
+def read_pids(path: str) -> list[int]:
+    try:
+        with open(path) as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []

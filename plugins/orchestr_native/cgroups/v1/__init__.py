@@ -1,0 +1,1 @@
+"""cgroup v1: one hierarchy per controller, one module per controller."""

@@ -1,0 +1,20 @@
+"""cgroup v1 cpu and cpuacct: CFS quota over a period, and CPU time used."""
+
+from __future__ import annotations
+
+import os
+
+from .. import read, write
+
+PERIOD_US = 100_000
+
+
+def apply(path: str, cpus: float | None) -> None:
+    if cpus is None:
+        return
+    write(os.path.join(path, "cpu.cfs_period_us"), str(PERIOD_US))
+    write(os.path.join(path, "cpu.cfs_quota_us"), str(max(1000, int(cpus * PERIOD_US))))
+
+
+def usage_ns(cpuacct_path: str) -> int:
+    return int(read(os.path.join(cpuacct_path, "cpuacct.usage")))

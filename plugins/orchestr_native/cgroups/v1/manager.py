@@ -1,0 +1,74 @@
+"""cgroup v1 manager: the container's directory in each controller's hierarchy, driven together."""
+
+from __future__ import annotations
+
+import os
+
+from .. import PARENT, Limits, Manager, read_pids, write
+from . import cpu, freezer, memory, pids
+
+CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer")
+
+
+class V1Manager(Manager):
+    def __init__(self, id: str, root: str):
+        self.id = id
+        # co-mounted controllers (cpu,cpuacct) appear under both names; each directory is handled once
+        self.paths = {c: os.path.join(root, c, PARENT, id) for c in CONTROLLERS if os.path.isdir(os.path.join(root, c))}
+
+    def _dirs(self) -> list[str]:
+        seen, out = set(), []
+        for path in self.paths.values():
+            real = os.path.realpath(path)
+            if real not in seen:
+                seen.add(real)
+                out.append(path)
+        return out
+
+    def create(self, limits: Limits) -> None:
+        missing = [c for c in CONTROLLERS if c not in self.paths]
+        if missing:
+            raise OSError(f"cgroup v1 controllers {', '.join(missing)} are not mounted")
+        for path in self._dirs():
+            os.makedirs(path, exist_ok=True)
+        cpu.apply(self.paths["cpu"], limits.cpus)
+        memory.apply(self.paths["memory"], limits.memory)
+        pids.apply(self.paths["pids"], limits.pids)
+
+    def join(self) -> None:
+        for path in self._dirs():
+            write(os.path.join(path, "cgroup.procs"), "0")
+
+    def procs(self) -> list[int]:
+        found: set[int] = set()
+        for path in self._dirs():
+            found.update(read_pids(os.path.join(path, "cgroup.procs")))
+        return sorted(found)
+
+    def freeze(self) -> None:
+        freezer.freeze(self.paths["freezer"])
+
+    def thaw(self) -> None:
+        freezer.thaw(self.paths["freezer"])
+
+    def frozen(self) -> bool:
+        return freezer.frozen(self.paths["freezer"])
+
+    def oom_kills(self) -> int:
+        return memory.oom_kills(self.paths["memory"])
+
+    def cpu_usage_ns(self) -> int:
+        return cpu.usage_ns(self.paths["cpuacct"])
+
+    def exists(self) -> bool:
+        return any(os.path.isdir(p) for p in self.paths.values())
+
+    def remove(self) -> None:
+        if not self.exists():
+            return
+        self.kill_all()
+        for path in self._dirs():
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass

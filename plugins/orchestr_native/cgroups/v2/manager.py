@@ -1,0 +1,66 @@
+"""cgroup v2 manager: one directory in the unified hierarchy, controllers enabled from the root down."""
+
+from __future__ import annotations
+
+import os
+
+from .. import PARENT, Limits, Manager, read, read_pids, write
+from . import cpu, freeze, memory, pids
+
+NEEDED = {"cpus": "cpu", "memory": "memory", "pids": "pids"}
+
+
+class V2Manager(Manager):
+    def __init__(self, id: str, root: str):
+        self.id, self.root = id, root
+        self.parent = os.path.join(root, PARENT)
+        self.path = os.path.join(self.parent, id)
+
+    def create(self, limits: Limits) -> None:
+        available = set(read(os.path.join(self.root, "cgroup.controllers")).split())
+        wanted = {NEEDED[k] for k, v in limits.as_dict().items() if v is not None}
+        if missing := sorted(wanted - available):
+            raise OSError(f"cgroup v2 controllers {', '.join(missing)} are not available in {self.root}")
+        os.makedirs(self.parent, exist_ok=True)
+        # A controller reaches a cgroup only when every ancestor lists it in cgroup.subtree_control.
+        enable = " ".join(f"+{c}" for c in sorted({"cpu", "memory", "pids"} & available))
+        if enable:
+            write(os.path.join(self.root, "cgroup.subtree_control"), enable)
+            write(os.path.join(self.parent, "cgroup.subtree_control"), enable)
+        os.makedirs(self.path, exist_ok=True)
+        cpu.apply(self.path, limits.cpus)
+        memory.apply(self.path, limits.memory)
+        pids.apply(self.path, limits.pids)
+
+    def join(self) -> None:
+        write(os.path.join(self.path, "cgroup.procs"), "0")
+
+    def procs(self) -> list[int]:
+        return read_pids(os.path.join(self.path, "cgroup.procs"))
+
+    def freeze(self) -> None:
+        freeze.freeze(self.path)
+
+    def thaw(self) -> None:
+        freeze.thaw(self.path)
+
+    def frozen(self) -> bool:
+        return freeze.frozen(self.path)
+
+    def oom_kills(self) -> int:
+        return memory.oom_kills(self.path)
+
+    def cpu_usage_ns(self) -> int:
+        return cpu.usage_ns(self.path)
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.path)
+
+    def remove(self) -> None:
+        if not self.exists():
+            return
+        self.kill_all()
+        try:
+            os.rmdir(self.path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,521 @@
+"""The native runtime's containers: every container verb, with records on disk and one supervisor process."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import posixpath
+import re
+import secrets
+import shutil
+import signal as signals
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+
+from orchestr.config import Config
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
+from orchestr.model import L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, State
+
+from . import cgroups, logs
+from .process import linux
+from .supervisor import records
+from .supervisor.client import SupervisorClient, command
+
+RUNTIME = "native"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+MiB = 1 << 20
+UNKNOWN_EXIT = 255  # the exit code recorded when the supervisor vanished and the real one is lost
+_ID = re.compile(r"[0-9a-f]{64}")
+_POLL = 0.05
+
+
+class ImageStore(Protocol):
+    def resolve(self, ref: str) -> str: ...
+    def image_config(self, ref_or_id: str) -> dict: ...
+    def layer_paths(self, ref_or_id: str) -> list[Path]: ...
+
+
+class Containers:
+    """Containers of one state dir; state_dir/native/containers/<id> holds each one's records and layers."""
+
+    def __init__(self, config: Config, store: ImageStore, *, log_max_size: int = 10 * MiB, log_max_files: int = 3):
+        if os.geteuid() != 0:
+            raise RuntimeUnavailable("the native runtime needs root (rootless mode is not supported)")
+        self._root = Path(config.state_dir) / "native"
+        self._dir = self._root / "containers"
+        self._volumes = self._root / "volumes"
+        self._store = store
+        self._log = {"max_size": log_max_size, "max_files": log_max_files}
+        self._supervisor = SupervisorClient(str(self._root))
+        self._cgroup_version = cgroups.version()
+
+    # -- records ------------------------------------------------------------------------
+
+    def _cgroup(self, id: str) -> cgroups.Manager:
+        return cgroups.manager(id, cgroup_version=self._cgroup_version)
+
+    def _load(self, id: str) -> tuple[dict, dict]:
+        config = records.read_json(str(self._dir / id / records.CONFIG)) if _ID.fullmatch(id) else None
+        if config is None:
+            raise NotFound(f"no native container with id {id!r}")
+        return config, records.read_json(str(self._dir / id / records.STATE)) or {"status": "created"}
+
+    def _ids(self) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(self._dir) if _ID.fullmatch(e.name))
+        except FileNotFoundError:
+            return []
+
+    def _view(self, config: dict, state: dict) -> Container:
+        status = State(state.get("status", "created"))
+        exit_code = state.get("exit_code")
+        if status is State.RUNNING:
+            if not _supervised(state):
+                status, exit_code = State.EXITED, exit_code if state.get("finished_at") else UNKNOWN_EXIT
+            elif self._cgroup(config["id"]).frozen():
+                status = State.PAUSED
+        running = status in (State.RUNNING, State.PAUSED)
+        return Container(
+            id=config["id"], name=config["name"], namespace=config["namespace"], runtime=RUNTIME,
+            image=config["image"], state=status, labels=dict(config["labels"]),
+            exit_code=None if running or status is State.CREATED else exit_code,
+            pid=(state.get("init") or {}).get("pid") if running else None,
+            oom_killed=bool(state.get("oom_killed")), created_at=config["created_at"],
+            started_at=state.get("started_at"), finished_at=None if running else state.get("finished_at"),
+        )
+
+    def _event(self, config: dict, action: str, state: State | None = None, exit_code: int | None = None) -> None:
+        records.append_event(str(self._root), {
+            "id": config["id"], "name": config["name"], "namespace": config["namespace"], "action": action,
+            "state": str(state) if state else None, "exit_code": exit_code,
+        })
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        with open(self._root / "containers.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    # -- create -------------------------------------------------------------------------
+
+    async def create(self, spec: ContainerSpec) -> Container:
+        return await anyio.to_thread.run_sync(self._create, spec)
+
+    def _create(self, spec: ContainerSpec) -> Container:
+        if spec.network == "bridge":
+            raise RuntimeFailure("network 'bridge' is not available on the native runtime yet; use host or none")
+        if spec.network not in ("host", "none"):
+            raise RuntimeFailure(f"container {spec.name}: unknown network {spec.network!r}; use host or none")
+        with self._lock():
+            for id in self._ids():
+                other = records.read_json(str(self._dir / id / records.CONFIG))
+                if other and (other["namespace"], other["name"]) == (spec.namespace, spec.name):
+                    raise Conflict(f"container name {spec.name!r} is already in use in namespace {spec.namespace!r}")
+            image_id = self._store.resolve(spec.image)
+            image = (self._store.image_config(image_id) or {}).get("config") or {}
+            layers = [str(p) for p in self._store.layer_paths(image_id)]
+            process = _process(spec, image)
+            mounts = [self._volume(spec, v) for v in spec.volumes]
+            id = secrets.token_hex(32)
+            d = self._dir / id
+            for sub in ("upper", "work", "rootfs"):
+                (d / sub).mkdir(parents=True, mode=0o755)
+            files = {"/etc/hostname": d / "hostname", "/etc/hosts": d / "hosts"}
+            files["/etc/hostname"].write_text(f"{spec.name}\n")
+            files["/etc/hosts"].write_text(f"127.0.0.1\tlocalhost {spec.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+            if spec.network == "host" and os.path.exists("/etc/resolv.conf"):
+                files["/etc/resolv.conf"] = d / "resolv.conf"
+                shutil.copyfile("/etc/resolv.conf", files["/etc/resolv.conf"])
+            limits = cgroups.Limits(spec.resources.cpus, spec.resources.memory, spec.resources.pids)
+            config = {
+                "id": id, "name": spec.name, "namespace": spec.namespace, "image": spec.image,
+                "image_id": image_id, "labels": dict(spec.labels), "created_at": logs.now(),
+                "hostname": spec.name, "network": spec.network, "process": process, "tty": spec.tty,
+                "rootfs": {"layers": layers, "upper": str(d / "upper"), "work": str(d / "work"),
+                           "merged": str(d / "rootfs"), "read_only": spec.read_only},
+                "mounts": mounts, "files": {k: str(v) for k, v in files.items()}, "limits": limits.as_dict(),
+                "restart_policy": str(spec.restart_policy), "stop_grace_period": spec.stop_grace_period,
+                "log": self._log, "cgroup_version": self._cgroup_version,
+            }
+            records.write_json(str(d / records.CONFIG), config)
+            records.write_json(str(d / records.STATE), {"status": "created"})
+            try:
+                self._cgroup(id).create(limits)
+            except OSError as e:
+                self._cgroup(id).remove()
+                shutil.rmtree(d)
+                raise RuntimeFailure(f"container {spec.name}: cannot set up its cgroup: {e}") from None
+        self._event(config, "create", State.CREATED)
+        return self._view(config, {"status": "created"})
+
+    def _volume(self, spec: ContainerSpec, v) -> dict:
+        where = f"container {spec.name}: volume {v.target!r}"
+        if not v.target.startswith("/"):
+            raise RuntimeFailure(f"{where}: the target must be an absolute path")
+        if posixpath.normpath(v.target) in ("/", "//"):
+            raise RuntimeFailure(f"{where}: nothing may be mounted over the container's root")
+        if v.type == "tmpfs":
+            return {"type": "tmpfs", "source": None, "target": v.target, "read_only": v.read_only}
+        if v.type == "bind":
+            if not v.source or not v.source.startswith("/"):
+                raise RuntimeFailure(f"{where}: a bind source must be an absolute host path, got {v.source!r}")
+            source = os.path.realpath(v.source)
+            if not os.path.exists(source):
+                raise RuntimeFailure(f"{where}: the bind source {v.source} does not exist")
+            if source == "/" and not v.read_only:
+                raise RuntimeFailure(f"{where}: binding the host's / read-write is refused")
+        elif v.type == "volume":
+            if not v.source or "/" in v.source or v.source in (".", ".."):
+                raise RuntimeFailure(f"{where}: a volume needs a plain name, got {v.source!r}")
+            source = str(self._volumes / f"{spec.namespace}_{v.source}")
+            os.makedirs(source, exist_ok=True)
+        else:
+            raise RuntimeFailure(f"{where}: unknown volume type {v.type!r}; expected bind, volume or tmpfs")
+        return {"type": v.type, "source": source, "target": v.target, "read_only": v.read_only}
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, id: str) -> None:
+        config, state = self._load(id)
+        if _supervised(state):
+            if not (self._dir / id / records.STOP).exists():
+                return  # running, paused, or waiting to be restarted by the supervisor
+            await self._wait_unsupervised(id, 10.0)  # a stop is under way: let it finish
+        await anyio.to_thread.run_sync(self._start, config)
+
+    def _start(self, config: dict) -> None:
+        d = self._dir / config["id"]
+        try:
+            self._cgroup(config["id"]).create(cgroups.Limits(**config["limits"]))  # gone after a reboot
+        except OSError as e:
+            raise RuntimeFailure(f"container {config['name']}: cannot set up its cgroup: {e}") from None
+        (d / records.STOP).unlink(missing_ok=True)
+        try:
+            reply = self._supervisor.request({"op": "start", "dir": str(d)})
+        except (OSError, EOFError) as e:
+            raise RuntimeFailure(f"container {config['name']}: the supervisor failed: {e}") from None
+        if "error" in reply:
+            raise RuntimeFailure(f"container {config['name']}: {reply['error']}")
+
+    async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
+        config, state = self._load(id)
+        if not _supervised(state):
+            return
+        sig = _signal(signal)
+        d = self._dir / id
+        (d / records.STOP).touch()
+        if state.get("status") == "running":
+            self._event(config, "stop")
+            cgroup = self._cgroup(id)
+            _kill(state.get("init"), sig)
+            if cgroup.frozen():
+                cgroup.thaw()  # a frozen process cannot act on the signal
+            if not await self._wait_unsupervised(id, timeout):
+                _kill(state.get("init"), signals.SIGKILL)
+                await anyio.to_thread.run_sync(cgroup.kill_all)
+        else:  # exited, waiting for a restart
+            await anyio.to_thread.run_sync(self._supervisor.ask, {"op": "cancel-restart", "dir": str(d)})
+        if not await self._wait_unsupervised(id, 30.0):
+            raise RuntimeFailure(f"container {config['name']}: the supervisor did not record its end after the stop")
+
+    async def _wait_unsupervised(self, id: str, timeout: float) -> bool:
+        """Waits until the supervisor has recorded the container's end for good; False on timeout."""
+        with anyio.move_on_after(timeout):
+            while _supervised(self._load(id)[1]):
+                await anyio.sleep(0.02)
+            return True
+        return False
+
+    async def delete(self, id: str, *, force: bool = False) -> None:
+        config, state = self._load(id)
+        current = self._view(config, state).state
+        if current in (State.RUNNING, State.PAUSED) and not force:
+            raise Conflict(f"container {config['name']} is {current}; stop it first or delete with force")
+        await self.stop(id, signal="SIGKILL", timeout=5.0)
+        await anyio.to_thread.run_sync(self._destroy, config)
+        self._event(config, "destroy")
+
+    def _destroy(self, config: dict) -> None:
+        d = self._dir / config["id"]
+        _unmount_under(str(d))
+        try:
+            self._cgroup(config["id"]).remove()
+        except (OSError, TimeoutError) as e:
+            raise RuntimeFailure(f"container {config['name']}: cannot remove its cgroup: {e}") from None
+        shutil.rmtree(d, ignore_errors=True)
+
+    async def pause(self, id: str) -> None:
+        config, state = self._load(id)
+        if self._view(config, state).state is not State.RUNNING:
+            raise Conflict(f"container {config['name']} is not running")
+        try:
+            await anyio.to_thread.run_sync(self._cgroup(id).freeze)
+        except (OSError, TimeoutError) as e:
+            raise RuntimeFailure(f"container {config['name']}: cannot pause: {e}") from None
+        self._event(config, "pause", State.PAUSED)
+
+    async def resume(self, id: str) -> None:
+        config, state = self._load(id)
+        if self._view(config, state).state is not State.PAUSED:
+            raise Conflict(f"container {config['name']} is not paused")
+        await anyio.to_thread.run_sync(self._cgroup(id).thaw)
+        self._event(config, "unpause", State.RUNNING)
+
+    async def inspect(self, id: str) -> Container:
+        return self._view(*self._load(id))
+
+    async def list(self, namespace: str | None = None) -> list[Container]:
+        out = []
+        for id in self._ids():
+            try:
+                container = self._view(*self._load(id))
+            except NotFound:
+                continue  # deleted meanwhile, or still being created
+            if namespace is None or container.labels.get(L_NAMESPACE, container.namespace) == namespace:
+                out.append(container)
+        return out
+
+    async def wait(self, id: str) -> int:
+        first = await self.inspect(id)
+        if first.state is State.EXITED:
+            return first.exit_code if first.exit_code is not None else UNKNOWN_EXIT
+        while True:
+            await anyio.sleep(_POLL)
+            now = await self.inspect(id)
+            # a restart can come and go between two looks: a new start time means the run we waited for ended
+            ended = first.state is not State.CREATED and now.started_at != first.started_at
+            if now.state is State.EXITED or ended:
+                _, state = self._load(id)
+                code = state.get("exit_code")
+                return code if code is not None else UNKNOWN_EXIT
+
+    def uses_image(self, image_id: str) -> bool:
+        """Whether any container, whatever its state, was created from image_id."""
+        for id in self._ids():
+            config = records.read_json(str(self._dir / id / records.CONFIG))
+            if config and config["image_id"] == image_id:
+                return True
+        return False
+
+    # -- exec, logs, events -------------------------------------------------------------
+
+    async def exec(
+        self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
+        workdir: str | None = None,
+    ) -> ExecResult:
+        config, state = self._load(id)
+        current = self._view(config, state).state
+        if current is not State.RUNNING:
+            raise Conflict(f"container {config['name']} is {current}; exec needs a running container")
+        if not argv:
+            raise RuntimeFailure(f"container {config['name']}: exec needs a command")
+        request = {"argv": list(argv), "env": env or {}, "user": user, "cwd": workdir}
+        done = await anyio.run_process(
+            command("exec", str(self._dir / id)), input=json.dumps(request).encode(), check=False,
+        )
+        return ExecResult(done.returncode, done.stdout, done.stderr)
+
+    async def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
+        config, _ = self._load(id)
+        path = str(self._dir / id / logs.FILE)
+        history: list[bytes] = []
+        for old in logs.files(path)[:-1]:
+            with open(old, "rb") as f:
+                history.extend(f.read().splitlines())
+        try:
+            current = open(path, "rb")
+        except FileNotFoundError:
+            current = None
+        with contextlib.ExitStack() as stack:
+            if current is not None:
+                stack.enter_context(current)
+                data = current.read()
+                cut = data.rfind(b"\n") + 1
+                history.extend(data[:cut].splitlines())
+                partial = data[cut:]
+            else:
+                partial = b""
+            if tail is not None:
+                history = history[-tail:] if tail > 0 else []
+            for raw in history:
+                if line := _log_line(raw):
+                    yield line
+            if not follow:
+                return
+            while True:
+                data = current.read() if current is not None else b""
+                if data:
+                    data, partial = partial + data, b""
+                    cut = data.rfind(b"\n") + 1
+                    partial = data[cut:]
+                    for raw in data[:cut].splitlines():
+                        if line := _log_line(raw):
+                            yield line
+                    continue
+                try:
+                    rotated = current is None or os.stat(path).st_ino != os.fstat(current.fileno()).st_ino
+                except FileNotFoundError:
+                    rotated = False
+                if rotated:
+                    current = stack.enter_context(open(path, "rb"))
+                    partial = b""
+                    continue
+                try:
+                    config, state = self._load(id)
+                except NotFound:
+                    return
+                if self._view(config, state).state not in (State.RUNNING, State.PAUSED) and not _supervised(state):
+                    if current is not None and (rest := current.read()):
+                        for raw in (partial + rest).splitlines():
+                            if line := _log_line(raw):
+                                yield line
+                    return
+                await anyio.sleep(0.1)
+
+    async def events(self) -> AsyncIterator[Event]:
+        path = self._root / records.EVENTS
+        self._root.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        f = open(path, "rb")
+        try:
+            f.seek(0, os.SEEK_END)
+            partial = b""
+            while True:
+                data = f.read()
+                if data:
+                    data, partial = partial + data, b""
+                    cut = data.rfind(b"\n") + 1
+                    partial = data[cut:]
+                    for raw in data[:cut].splitlines():
+                        if event := _event(raw):
+                            yield event
+                    continue
+                try:
+                    if os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
+                        f.close()
+                        f = open(path, "rb")
+                        partial = b""
+                        continue
+                except FileNotFoundError:
+                    pass
+                await anyio.sleep(0.1)
+        finally:
+            f.close()
+
+    # -- re-attach and close ------------------------------------------------------------
+
+    async def reattach(self) -> list[Container]:
+        return await anyio.to_thread.run_sync(self._reattach)
+
+    def _reattach(self) -> list[Container]:
+        live = []
+        with self._lock():
+            for id in self._ids():
+                d = self._dir / id
+                config = records.read_json(str(d / records.CONFIG))
+                if config is None:  # a create that died half-way: nothing else refers to it
+                    shutil.rmtree(d, ignore_errors=True)
+                    continue
+                state = records.read_json(str(d / records.STATE)) or {"status": "created"}
+                if _supervised(state):
+                    live.append(self._view(config, state))
+                    continue
+                if not state.get("supervised"):
+                    continue
+                # The supervisor is gone (crash, kill or reboot): whatever it left runs unsupervised; end it.
+                _unmount_under(str(d))
+                cgroup = self._cgroup(id)
+                if cgroup.exists():
+                    cgroup.kill_all()
+                (d / records.STOP).unlink(missing_ok=True)
+                was_running = state.get("status") == "running"
+                if was_running:
+                    state.update(status="exited", exit_code=UNKNOWN_EXIT, finished_at=logs.now())
+                state["supervised"] = False
+                records.write_json(str(d / records.STATE), state)
+                if was_running:
+                    self._event(config, "die", State.EXITED, UNKNOWN_EXIT)
+        return live
+
+    async def close(self) -> None:
+        """Nothing to release; an idle supervisor host is told to exit (it starts again on demand)."""
+        await anyio.to_thread.run_sync(self._supervisor.ask, {"op": "quit-if-idle"})
+
+    def supervisor_pid(self) -> int | None:
+        """The supervisor process of this state dir, when one runs (for measuring what supervision costs)."""
+        reply = self._supervisor.ask({"op": "ping"})
+        return reply["pid"] if reply else None
+
+
+def _process(spec: ContainerSpec, image: dict) -> dict:
+    if spec.command is not None:
+        argv = list(spec.command)
+    else:
+        argv = list(image.get("Entrypoint") or []) + list(spec.args if spec.args is not None else image.get("Cmd") or [])
+    if not argv:
+        raise RuntimeFailure(f"container {spec.name}: no command: image {spec.image} has no Entrypoint or Cmd "
+                             "and the spec gives none")
+    env = {"PATH": DEFAULT_PATH}
+    for item in image.get("Env") or []:
+        key, _, value = item.partition("=")
+        env[key] = value
+    env.update(spec.env)
+    env["HOSTNAME"] = spec.name
+    return {"argv": argv, "env": env, "cwd": spec.working_dir or image.get("WorkingDir") or "/",
+            "user": spec.user or image.get("User") or "", "init": spec.init}
+
+
+def _supervised(state: dict) -> bool:
+    """Whether a live supervisor still looks after the container (running, or waiting to restart it)."""
+    return bool(state.get("supervised")) and records.alive(state.get("supervisor"))
+
+
+def _signal(name: str) -> int:
+    text = str(name).upper()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(signals.Signals[text if text.startswith("SIG") else f"SIG{text}"])
+    except KeyError:
+        raise RuntimeFailure(f"unknown signal {name!r}; expected a name such as SIGTERM or a number") from None
+
+
+def _kill(ident: dict | None, sig: int) -> None:
+    if records.alive(ident):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(ident["pid"], sig)
+
+
+def _unmount_under(directory: str) -> None:
+    """Detaches every mount at or below directory in this mount namespace, deepest first."""
+    prefix = directory.rstrip("/") + "/"
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point.startswith(prefix) or point == directory:
+                points.append(point)
+    for point in sorted(points, key=len, reverse=True):
+        with contextlib.suppress(OSError):
+            linux.umount(point, linux.MNT_DETACH)
+
+
+def _log_line(raw: bytes) -> LogLine | None:
+    parsed = logs.parse(raw)
+    return LogLine(stream=parsed[0], data=parsed[1], time=parsed[2]) if parsed else None
+
+
+def _event(raw: bytes) -> Event | None:
+    try:
+        e = json.loads(raw)
+        return Event(runtime=RUNTIME, id=e["id"], name=e["name"], namespace=e["namespace"], action=e["action"],
+                     state=State(e["state"]) if e.get("state") else None, exit_code=e.get("exit_code"),
+                     time=e.get("time"))
+    except (ValueError, KeyError):
+        return None

@@ -1,0 +1,1 @@
+"""The native runtime's OCI image store: references, blobs, layers, registries and archives."""

@@ -1,0 +1,349 @@
+"""The content-addressed image store: verified blobs, shared unpacked layers, and the reference index."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from orchestr.errors import NotFound, RuntimeFailure
+
+from . import unpack
+from .locks import Locks, flocked, try_flock
+from .reference import parse
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+_ID_PREFIX = re.compile(r"(?:sha256:)?([0-9a-f]{4,64})")
+
+
+def hex_of(digest: str) -> str:
+    algorithm, _, value = digest.partition(":")
+    if algorithm != "sha256" or not _HEX.fullmatch(value):
+        raise RuntimeFailure(f"unsupported digest {digest!r}: expected sha256:<64 hex>")
+    return value
+
+
+def digest_of(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+class BlobWriter:
+    """Writes one blob to a temp file beside its final name; commit verifies, fsyncs and renames."""
+
+    def __init__(self, path: Path, digest: str, what: str) -> None:
+        self.final, self.digest, self.what = path, digest, what
+        self.tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
+        self.file = open(self.tmp, "xb", buffering=1 << 20)  # noqa: SIM115 (closed by commit or abort)
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.sha.update(data)
+        self.file.write(data)
+        self.size += len(data)
+
+    def reset(self) -> None:
+        """Start over, after a download broke off."""
+        self.file.seek(0)
+        self.file.truncate()
+        self.sha, self.size = hashlib.sha256(), 0
+
+    def commit(self) -> None:
+        try:
+            got = f"sha256:{self.sha.hexdigest()}"
+            if got != self.digest:
+                raise RuntimeFailure(f"{self.what}: content is {got}, expected {self.digest}; refused")
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.rename(self.tmp, self.final)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One image the index knows: its manifest, config and the refs pointing at it (full names)."""
+
+    manifest_digest: str
+    manifest: dict
+    config_digest: str
+    config: dict
+    refs: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return self.config_digest
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self.config.get("rootfs", {}).get("diff_ids", []))
+
+
+class ImageStore:
+    """Files under root: blobs/sha256/<hex>, layers/<diff-id hex>/{diff,size}, index.json, locks/.
+
+    Pulls and imports hold the store lock shared for their whole run and garbage collection holds it
+    exclusively, so collection never removes what a running pull has written but not yet indexed.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.layers = root / "layers"
+        self.locks = Locks(root / "locks")
+        self.index_path = root / "index.json"
+        for d in (self.blobs, self.layers, self.locks.directory):
+            d.mkdir(parents=True, exist_ok=True)
+        self._remove_leftovers()
+
+    # -- blobs -----------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / hex_of(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def blob_writer(self, digest: str, what: str) -> BlobWriter:
+        return BlobWriter(self.blob_path(digest), digest, what)
+
+    def put_bytes(self, data: bytes, what: str, digest: str | None = None) -> str:
+        """Store a small blob (manifest, config) held in memory; digest, when given, must match."""
+        digest = digest or digest_of(data)
+        if not self.has_blob(digest):
+            writer = self.blob_writer(digest, what)
+            writer.write(data)
+            writer.commit()
+        return digest
+
+    def read_json(self, digest: str) -> dict:
+        try:
+            return json.loads(self.blob_path(digest).read_bytes())
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} is not in the native image store") from None
+
+    @contextlib.asynccontextmanager
+    async def using(self) -> AsyncIterator[None]:
+        """Keep garbage collection away while blobs and layers are being added."""
+        async with self.locks.hold("store", fcntl.LOCK_SH):
+            yield
+
+    async def ensure_blob(self, digest: str, what: str, fill: Callable[[BlobWriter], Awaitable[None]]) -> bool:
+        """Make sure the blob is stored, calling fill to write it when absent; True when fill ran."""
+        async with self.locks.hold(f"blob-{hex_of(digest)}"):
+            if self.has_blob(digest):
+                return False
+            writer = self.blob_writer(digest, what)
+            try:
+                await fill(writer)
+                await anyio.to_thread.run_sync(writer.commit)
+            finally:
+                writer.abort()
+            return True
+
+    # -- layers ----------------------------------------------------------------------
+    def layer_dir(self, diff_id: str) -> Path:
+        return self.layers / hex_of(diff_id)
+
+    def has_layer(self, diff_id: str) -> bool:
+        return (self.layer_dir(diff_id) / "diff").is_dir()
+
+    def layer_size(self, diff_id: str) -> int:
+        try:
+            return int((self.layer_dir(diff_id) / "size").read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    async def ensure_layer(self, blob_digest: str, diff_id: str, what: str) -> bool:
+        """Unpack the layer blob into layers/<diff-id> unless done already; True when this call unpacked it."""
+        async with self.locks.hold(f"layer-{hex_of(diff_id)}"):
+            if self.has_layer(diff_id):
+                return False
+            await anyio.to_thread.run_sync(self._unpack, blob_digest, diff_id, what)
+            return True
+
+    def _unpack(self, blob_digest: str, diff_id: str, what: str) -> None:
+        final = self.layer_dir(diff_id)
+        tmp = final.with_name(f"{final.name}.tmp-{secrets.token_hex(4)}")
+        (tmp / "diff").mkdir(parents=True)
+        try:
+            os.chmod(tmp / "diff", 0o755)
+            size = unpack.unpack(self.blob_path(blob_digest), blob_digest, diff_id, tmp / "diff", what)
+            (tmp / "size").write_text(str(size))
+            os.rename(tmp, final)  # a layer directory without a tmp suffix is always complete
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _remove_leftovers(self) -> None:
+        """Temp files and half-unpacked layers of a crashed process (one still working holds the lock)."""
+        for directory, kind in ((self.blobs, "blob"), (self.layers, "layer")):
+            for entry in os.scandir(directory):
+                name, sep, _ = entry.name.partition(".tmp-")
+                if not sep or not _HEX.fullmatch(name):
+                    continue
+                fd = try_flock(self.locks.path(f"{kind}-{name}"))
+                if fd is None:
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                finally:
+                    os.close(fd)
+
+    # -- the reference index -----------------------------------------------------------
+    def _read_index(self) -> dict:
+        try:
+            index = json.loads(self.index_path.read_bytes())
+        except FileNotFoundError:
+            index = {}
+        index.setdefault("refs", {})
+        index.setdefault("manifests", [])
+        return index
+
+    def _update_index(self, change: Callable[[dict], None]) -> None:
+        with flocked(self.locks.path("index")):
+            index = self._read_index()
+            change(index)
+            tmp = self.index_path.with_name(f"index.json.tmp-{secrets.token_hex(4)}")
+            with open(tmp, "w") as f:
+                json.dump(index, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, self.index_path)
+
+    def record(self, manifest_digest: str, refs: list[str]) -> None:
+        """Index a stored image under refs (full names); a tag moved off another image leaves that one untagged."""
+
+        def change(index: dict) -> None:
+            if manifest_digest not in index["manifests"]:
+                index["manifests"].append(manifest_digest)
+            for ref in refs:
+                index["refs"][ref] = manifest_digest
+
+        self._update_index(change)
+
+    def _stored(self, manifest_digest: str, refs: tuple[str, ...]) -> Stored:
+        manifest = self.read_json(manifest_digest)
+        config_digest = manifest["config"]["digest"]
+        return Stored(manifest_digest, manifest, config_digest, self.read_json(config_digest), refs)
+
+    def get(self, manifest_digest: str) -> Stored:
+        """The stored image of one manifest, with the refs pointing at it."""
+        refs = sorted(r for r, m in self._read_index()["refs"].items() if m == manifest_digest)
+        return self._stored(manifest_digest, tuple(refs))
+
+    def all(self) -> list[Stored]:
+        index = self._read_index()
+        by_manifest: dict[str, list[str]] = {m: [] for m in index["manifests"]}
+        for ref, digest in sorted(index["refs"].items()):
+            by_manifest.setdefault(digest, []).append(ref)
+        return [self._stored(m, tuple(refs)) for m, refs in by_manifest.items()]
+
+    def lookup(self, ref: str) -> list[Stored]:
+        """Every stored manifest of the image ref names (a name, a name@digest, an image id or its prefix)."""
+        stored = self.all()
+        found: str | None = None
+        if not ref.startswith("sha256:"):
+            parsed = parse(ref)
+            found = self._read_index()["refs"].get(parsed.with_digest(parsed.digest) if parsed.digest else str(parsed))
+        if found is not None:
+            ids = {s.id for s in stored if s.manifest_digest == found}
+        else:
+            m = _ID_PREFIX.fullmatch(ref)
+            ids = {s.id for s in stored if hex_of(s.id).startswith(m.group(1))} if m else set()
+        if len(ids) != 1:
+            raise NotFound(f"image {ref!r} {'is ambiguous' if ids else 'is not in the native image store'}")
+        image_id = ids.pop()
+        return [s for s in stored if s.id == image_id]
+
+    def resolve(self, ref: str) -> str:
+        """The image id (sha256 of its config) that ref names; NotFound when absent."""
+        return self.lookup(ref)[0].id
+
+    def image_config(self, ref: str) -> dict:
+        return self.lookup(ref)[0].config
+
+    def layer_paths(self, ref: str) -> list[Path]:
+        """The unpacked layer directories of the image, bottom layer first, ready as overlayfs lowerdirs."""
+        stored = self.lookup(ref)[0]
+        paths = []
+        for diff_id in stored.diff_ids:
+            if not self.has_layer(diff_id):
+                raise NotFound(f"image {ref!r}: layer {diff_id} is not unpacked; pull or import the image again")
+            paths.append(self.layer_dir(diff_id) / "diff")
+        return paths
+
+    def forget(self, manifests: set[str], refs: set[str], keep_manifests: bool = False) -> None:
+        """Drop refs, and unless keep_manifests, the manifests from the index (their content stays until gc)."""
+
+        def change(index: dict) -> None:
+            for ref in refs:
+                index["refs"].pop(ref, None)
+            if not keep_manifests:
+                index["manifests"] = [m for m in index["manifests"] if m not in manifests]
+                index["refs"] = {r: m for r, m in index["refs"].items() if m not in manifests}
+
+        self._update_index(change)
+
+    # -- garbage collection -------------------------------------------------------------
+    def gc(self, drop_untagged_except: set[str] | None = None) -> list[str]:
+        """Delete blobs and layers no indexed image needs; when drop_untagged_except is given, first
+        drop untagged images whose id is not in it. Returns what went, as 'image|blob|layer sha256:...'."""
+        removed: list[str] = []
+        with flocked(self.locks.path("store")):
+            if drop_untagged_except is not None:
+                untagged = {s.manifest_digest: s.id for s in self.all() if not s.refs}
+                drop = {m for m, i in untagged.items() if i not in drop_untagged_except}
+                if drop:
+                    self.forget(drop, set())
+                    removed += sorted({f"image {untagged[m]}" for m in drop})
+            keep_blobs: set[str] = set()
+            keep_layers: set[str] = set()
+            for s in self.all():
+                keep_blobs |= {hex_of(s.manifest_digest), hex_of(s.config_digest)}
+                keep_blobs |= {hex_of(layer["digest"]) for layer in s.manifest["layers"]}
+                keep_layers |= {hex_of(d) for d in s.diff_ids}
+            for directory, keep, kind in ((self.blobs, keep_blobs, "blob"), (self.layers, keep_layers, "layer")):
+                for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+                    if entry.name in keep:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                    name = entry.name.partition(".tmp-")[0]
+                    if _HEX.fullmatch(entry.name):
+                        removed.append(f"{kind} sha256:{name}")
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.locks.path(f"{kind}-{name}"))
+        return removed
+
+
+def manifest_layers(manifest: dict, config: dict, what: str) -> list[tuple[str, str]]:
+    """(blob digest, diff-id) per layer, bottom first, checking the manifest and config agree."""
+    layers = manifest["layers"]
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    if len(layers) != len(diff_ids):
+        raise RuntimeFailure(f"{what}: manifest lists {len(layers)} layers but the config {len(diff_ids)} diff-ids")
+    return [(layer["digest"], diff_id) for layer, diff_id in zip(layers, diff_ids, strict=True)]
+

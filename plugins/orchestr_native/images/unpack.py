@@ -1,0 +1,340 @@
+"""Safe extraction of one layer tarball into a directory, with OCI whiteouts turned into overlayfs form.
+
+Every path is resolved one component at a time from an open directory fd with O_NOFOLLOW, so no entry,
+however hostile, can make a write land outside the layer: a symlink on the way is refused, never followed.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from orchestr.errors import RuntimeFailure
+
+CHUNK = 1 << 20
+OPAQUE = ".wh..wh..opq"
+WHITEOUT = ".wh."
+OVERLAY_OPAQUE = "trusted.overlay.opaque"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def compression(head: bytes) -> str | None:
+    """'gzip', 'zstd' or None (plain tar), from a blob's first bytes."""
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    return None
+
+
+def decompressor(f: BinaryIO, kind: str | None, what: str) -> BinaryIO:
+    """A reader of the uncompressed stream of f."""
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    if kind == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise RuntimeFailure(f"{what}: zstd-compressed layers need the zstandard module") from None
+        return zstandard.ZstdDecompressor().stream_reader(f, read_size=CHUNK)  # type: ignore[return-value]
+    return f
+
+
+class HashingReader:
+    """Counts and hashes everything read through it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self.sha.hexdigest()}"
+
+
+def unpack(blob: Path, blob_digest: str, diff_id: str, dest: Path, what: str) -> int:
+    """Extract the layer blob into the empty directory dest; return the uncompressed size.
+
+    The uncompressed stream must hash to diff_id. A plain tar blob was verified when stored, so its digest
+    stands for the stream and its data is copied in the kernel; a compressed one is hashed while read.
+    """
+    with open(blob, "rb") as f:
+        kind = compression(f.read(4))
+        f.seek(0)
+        root = os.open(dest, _DIR_FLAGS)
+        try:
+            if kind is None:
+                if blob_digest != diff_id:
+                    raise RuntimeFailure(f"{what}: uncompressed layer {blob_digest} does not match diff-id {diff_id}")
+                src = f.fileno()
+                with _open_tar(f, "r:", what) as tar:
+
+                    def copy(m: tarfile.TarInfo, fd: int) -> None:
+                        if m.issparse():
+                            _copy_stream(tar, m, fd)
+                        else:
+                            _copy_range(src, m.offset_data, m.size, fd)
+
+                    _Extractor(root, what, copy, tar).run()
+                return os.fstat(src).st_size
+            reader = HashingReader(decompressor(f, kind, what))
+            try:
+                with _open_tar(reader, "r|", what) as tar:
+                    _Extractor(root, what, lambda m, fd: _copy_stream(tar, m, fd), tar).run()
+                reader.drain()
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                raise RuntimeFailure(f"{what}: corrupt {kind} stream: {e}") from None
+            if reader.digest != diff_id:
+                raise RuntimeFailure(f"{what}: uncompressed content is {reader.digest}, the image says {diff_id}")
+            return reader.size
+        finally:
+            os.close(root)
+
+
+def _open_tar(f: object, mode: str, what: str) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=f, mode=mode, bufsize=1 << 16)  # type: ignore[call-overload]
+    except tarfile.TarError as e:
+        raise RuntimeFailure(f"{what}: not a tar archive: {e}") from None
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _copy_range(src: int, offset: int, size: int, dst: int) -> None:
+    while size > 0:
+        try:
+            n = os.copy_file_range(src, dst, size, offset)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            data = os.pread(src, min(size, CHUNK), offset)
+            if data:
+                _write_all(dst, data)
+            n = len(data)
+        if n == 0:
+            raise RuntimeFailure("layer tarball is truncated")
+        offset, size = offset + n, size - n
+
+
+def _copy_stream(tar: tarfile.TarFile, member: tarfile.TarInfo, dst: int) -> None:
+    src = tar.extractfile(member)
+    assert src is not None
+    while data := src.read(CHUNK):
+        _write_all(dst, data)
+
+
+def _clean(name: str, what: str) -> list[str]:
+    if name.startswith("/"):
+        raise RuntimeFailure(f"{what}: entry {name!r} has an absolute path; layer paths are relative")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise RuntimeFailure(f"{what}: entry {name!r} contains '..'; layer paths stay inside the layer")
+    return parts
+
+
+def _ns(t: float) -> int:
+    return int(t) * 1_000_000_000 if float(t).is_integer() else int(t * 1e9)
+
+
+class _Extractor:
+    def __init__(
+        self, root: int, what: str, copy: Callable[[tarfile.TarInfo, int], None], tar: tarfile.TarFile
+    ) -> None:
+        self.root, self.what, self.copy, self.tar = root, what, copy, tar
+        self.dirs: dict[str, int] = {}  # open fds of directories already walked, by relative path
+        self.dir_times: dict[str, int] = {}
+
+    def run(self) -> None:
+        try:
+            while True:
+                try:
+                    member = self.tar.next()
+                except tarfile.TarError as e:
+                    raise RuntimeFailure(f"{self.what}: corrupt tar archive: {e}") from None
+                if member is None:
+                    break
+                try:
+                    self.entry(member)
+                except tarfile.TarError as e:
+                    raise RuntimeFailure(f"{self.what}: entry {member.name!r}: corrupt tar data: {e}") from None
+                except OSError as e:
+                    if e.errno is None:
+                        raise
+                    raise RuntimeFailure(f"{self.what}: entry {member.name!r}: {e.strerror}") from None
+            self.set_dir_times()
+        finally:
+            for fd in self.dirs.values():
+                os.close(fd)
+
+    # -- walking ---------------------------------------------------------------------
+    def walk(self, parts: list[str], name: str, create: bool = True) -> int:
+        """The fd of the directory parts, each component opened without following symlinks."""
+        fd, path = self.root, ""
+        for comp in parts:
+            path = f"{path}/{comp}" if path else comp
+            cached = self.dirs.get(path)
+            if cached is not None:
+                fd = cached
+                continue
+            try:
+                child = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(comp, 0o755, dir_fd=fd)
+                child = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise RuntimeFailure(
+                        f"{self.what}: entry {name!r} goes through {path!r}, which is a symlink or not a directory"
+                    ) from None
+                raise
+            if len(self.dirs) >= 512:
+                self.forget("")
+            self.dirs[path] = fd = child
+        return fd
+
+    def forget(self, path: str) -> None:
+        """Drop cached fds at and under path, which is being replaced."""
+        for key in [k for k in self.dirs if not path or k == path or k.startswith(path + "/")]:
+            os.close(self.dirs.pop(key))
+
+    def remove(self, parent: int, base: str, path: str) -> None:
+        try:
+            st = os.stat(base, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        self.forget(path)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(base, dir_fd=parent)
+        else:
+            os.unlink(base, dir_fd=parent)
+
+    # -- entries ---------------------------------------------------------------------
+    def entry(self, m: tarfile.TarInfo) -> None:
+        parts = _clean(m.name, self.what)
+        if not parts:
+            return  # the layer's own root: overlayfs takes the root's attributes from the upper dir
+        *parents, base = parts
+        path = "/".join(parts)
+        parent = self.walk(parents, m.name)
+        if base == OPAQUE:
+            os.setxattr(parent, OVERLAY_OPAQUE, b"y")
+            return
+        if base.startswith(WHITEOUT):
+            if base.startswith(WHITEOUT + WHITEOUT):
+                return  # other AUFS metadata: nothing to apply
+            hidden = base[len(WHITEOUT):]
+            self.remove(parent, hidden, "/".join(parents + [hidden]))
+            os.mknod(hidden, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
+            return
+        if m.isdir():
+            self.directory(parent, base, path, m)
+            return
+        self.remove(parent, base, path)
+        if m.isreg():
+            fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent)
+            try:
+                self.copy(m, fd)
+                self.attributes(fd, m)
+            finally:
+                os.close(fd)
+        elif m.issym():
+            os.symlink(m.linkname, base, dir_fd=parent)
+            os.chown(base, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
+            os.utime(base, ns=(_ns(m.mtime),) * 2, dir_fd=parent, follow_symlinks=False)
+        elif m.islnk():
+            self.hardlink(parent, base, m)
+        elif m.isfifo():
+            os.mkfifo(base, 0o600, dir_fd=parent)
+            self.attributes_at(parent, base, m)
+        elif m.ischr() and m.devmajor == 0 and m.devminor == 0:
+            os.mknod(base, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)  # already an overlayfs whiteout
+        elif m.ischr() or m.isblk():
+            raise RuntimeFailure(f"{self.what}: entry {m.name!r} is a device node; layers may not carry devices")
+        else:
+            raise RuntimeFailure(f"{self.what}: entry {m.name!r} has unsupported tar type {m.type!r}")
+
+    def directory(self, parent: int, base: str, path: str, m: tarfile.TarInfo) -> None:
+        try:
+            st = os.stat(base, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            self.remove(parent, base, path)
+            st = None
+        if st is None:
+            os.mkdir(base, 0o700, dir_fd=parent)
+        fd = self.dirs.get(path)
+        if fd is None:
+            fd = self.walk(path.split("/"), m.name)
+        self.attributes(fd, m, times=False)
+        self.dir_times[path] = _ns(m.mtime)
+
+    def hardlink(self, parent: int, base: str, m: tarfile.TarInfo) -> None:
+        target = _clean(m.linkname, self.what)
+        if not target:
+            raise RuntimeFailure(f"{self.what}: hardlink {m.name!r} points at the layer root")
+        try:
+            tparent = self.walk(target[:-1], m.name, create=False)
+            os.link(target[-1], base, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False)
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise RuntimeFailure(
+                f"{self.what}: hardlink {m.name!r} points at {m.linkname!r}, which is not a file earlier in the layer"
+            ) from None
+
+    def attributes(self, fd: int, m: tarfile.TarInfo, times: bool = True) -> None:
+        os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid and setgid
+        for key, value in m.pax_headers.items():
+            if key.startswith("SCHILY.xattr."):
+                name = key[len("SCHILY.xattr."):]
+                if name.startswith("trusted.overlay."):
+                    continue  # overlayfs metadata comes from whiteouts only, never from the archive
+                try:
+                    os.setxattr(fd, name, value.encode("utf-8", "surrogateescape"))
+                except OSError as e:
+                    if e.errno != errno.EOPNOTSUPP:
+                        raise RuntimeFailure(f"{self.what}: entry {m.name!r}: cannot set xattr {name}: {e}") from None
+        if times:
+            os.utime(fd, ns=(_ns(m.mtime),) * 2)
+
+    def attributes_at(self, parent: int, base: str, m: tarfile.TarInfo) -> None:
+        os.chown(base, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
+        os.chmod(base, m.mode & 0o7777, dir_fd=parent)
+        os.utime(base, ns=(_ns(m.mtime),) * 2, dir_fd=parent, follow_symlinks=False)
+
+    def set_dir_times(self) -> None:
+        # last, since creating children changes a directory's mtime
+        self.forget("")
+        for path, ns in self.dir_times.items():
+            try:
+                fd = self.walk(path.split("/"), path, create=False)
+            except (FileNotFoundError, RuntimeFailure):
+                continue  # replaced by a later entry
+            os.utime(fd, ns=(ns, ns))

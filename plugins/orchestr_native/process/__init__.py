@@ -1,0 +1,1 @@
+"""Setting up a container's process: namespaces, user, capabilities, and the exec into it."""

@@ -1,0 +1,1 @@
+"""The container's root filesystem: the overlay of the image's layers and everything mounted inside it."""

@@ -1,0 +1,235 @@
+"""The native runtime: image verbs on orchestr's own store; container verbs handed to Containers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from orchestr.config import Config
+from orchestr.errors import Conflict, NotFound, OrchestrError, RuntimeUnavailable
+from orchestr.model import Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine
+from orchestr.runtime import ProgressCallback
+
+from .images import archive
+from .images.pull import pull
+from .images.reference import familiar, parse
+from .images.store import ImageStore, Stored
+
+if TYPE_CHECKING:
+    from .containers import Containers
+
+
+class NativeRuntime:
+    name = "native"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = config.state_dir / "native"
+        self._store: ImageStore | None = None
+        self._containers_impl: Containers | None = None
+
+    @property
+    def store(self) -> ImageStore:
+        if self._store is None:
+            self._store = ImageStore(self.root / "images")
+        return self._store
+
+    @property
+    def _containers(self) -> Containers:
+        if self._containers_impl is None:
+            containers = _containers_module()
+            if containers is None:
+                raise RuntimeUnavailable("the native runtime's container support (containers.py) is not installed")
+            self._containers_impl = containers.Containers(self.config, self.store)
+        return self._containers_impl
+
+    def _in_use(self, image_id: str) -> bool:
+        if self._containers_impl is None and _containers_module() is None:
+            return False
+        return bool(self._containers.uses_image(image_id))
+
+    # -- containers ---------------------------------------------------------------------
+    async def create(self, spec: ContainerSpec) -> Container:
+        return await self._containers.create(spec)
+
+    async def start(self, id: str) -> None:
+        await self._containers.start(id)
+
+    async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
+        await self._containers.stop(id, signal=signal, timeout=timeout)
+
+    async def delete(self, id: str, *, force: bool = False) -> None:
+        await self._containers.delete(id, force=force)
+
+    async def pause(self, id: str) -> None:
+        await self._containers.pause(id)
+
+    async def resume(self, id: str) -> None:
+        await self._containers.resume(id)
+
+    async def inspect(self, id: str) -> Container:
+        return await self._containers.inspect(id)
+
+    async def list(self, namespace: str | None = None) -> list[Container]:
+        return await self._containers.list(namespace)
+
+    def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
+        return self._containers.logs(id, follow=follow, tail=tail)
+
+    async def exec(
+        self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
+        workdir: str | None = None,
+    ) -> ExecResult:
+        return await self._containers.exec(id, argv, env=env, user=user, workdir=workdir)
+
+    async def wait(self, id: str) -> int:
+        return await self._containers.wait(id)
+
+    def events(self) -> AsyncIterator[Event]:
+        return self._containers.events()
+
+    async def reattach(self) -> list[Container]:
+        return await self._containers.reattach()
+
+    async def close(self) -> None:
+        if self._containers_impl is not None and hasattr(self._containers_impl, "close"):
+            await self._containers_impl.close()
+
+    # -- images -------------------------------------------------------------------------
+    async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:
+        try:
+            return self._image(self.store.lookup(ref))
+        except NotFound:
+            return await self.pull(ref, progress)
+
+    async def pull(self, ref: str, progress: ProgressCallback | None = None) -> Image:
+        stored = await pull(self.store, ref, progress)
+        return self._image(self.store.lookup(stored.id))
+
+    async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
+        imported = await archive.import_archive(self.store, Path(path), progress)
+        return [self._image(self.store.lookup(s.id)) for s in imported]
+
+    async def export_image(self, ref: str, path: Path) -> None:
+        """Write the image as an OCI image-layout tarball, named by ref when ref has a tag."""
+        stored = self.store.lookup(ref)[0]
+        name = None
+        try:
+            name = parse(ref).tagged
+        except OrchestrError:  # an image id names no tag
+            name = None
+        if name not in stored.refs:
+            name = next((r for r in stored.refs if "@" not in r), None)
+        await anyio.to_thread.run_sync(archive.export_layout, self.store, stored, name, Path(path))
+
+    async def images(self) -> list[Image]:
+        by_id: dict[str, list[Stored]] = {}
+        for stored in self.store.all():
+            by_id.setdefault(stored.id, []).append(stored)
+        return [self._image(group) for group in by_id.values()]
+
+    async def image_inspect(self, ref: str) -> dict:
+        group = self.store.lookup(ref)
+        config = group[0].config
+        tags, digests = _refs(group)
+        inspect: dict[str, Any] = {
+            "Id": group[0].id,
+            "RepoTags": tags,
+            "RepoDigests": digests,
+            "Parent": "",
+            "Comment": config.get("comment", ""),
+            "Created": config.get("created"),
+            "DockerVersion": config.get("docker_version", ""),
+            "Author": config.get("author", ""),
+            "Config": config.get("config") or {},
+            "Architecture": config.get("architecture", ""),
+            "Os": config.get("os", ""),
+            "Size": self._size(group[0]),
+            "RootFS": {"Type": config.get("rootfs", {}).get("type", "layers"), "Layers": group[0].diff_ids},
+        }
+        if config.get("variant"):
+            inspect["Variant"] = config["variant"]
+        return inspect
+
+    async def image_history(self, ref: str) -> list[HistoryEntry]:
+        stored = self.store.lookup(ref)[0]
+        diff_ids = iter(stored.diff_ids)
+        history = stored.config.get("history") or [{} for _ in stored.diff_ids]
+        entries = []
+        for step in history:
+            empty = bool(step.get("empty_layer"))
+            diff_id = None if empty else next(diff_ids, None)
+            entries.append(HistoryEntry(
+                created_by=step.get("created_by", ""),
+                size=self.store.layer_size(diff_id) if diff_id else 0,
+                created=step.get("created"),
+                id=diff_id,
+                comment=step.get("comment") or None,
+                empty_layer=empty,
+            ))
+        return entries[::-1]
+
+    async def image_remove(self, ref: str, *, force: bool = False) -> None:
+        group = self.store.lookup(ref)
+        image_id = group[0].id
+        all_refs = {r for s in group for r in s.refs}
+        by_id = ref.startswith("sha256:") or not any(r in all_refs for r in _ref_keys(ref))
+        if not by_id:
+            dropped = set(_ref_keys(ref)) & all_refs
+            if any("@" not in r for r in all_refs - dropped):
+                self.store.forget(set(), dropped)  # other tags remain: untag only, as `docker rmi` does
+                return
+        manifests = {s.manifest_digest for s in group}
+        if self._in_use(image_id):
+            if not force:
+                raise Conflict(f"image {ref!r} ({image_id[:19]}) is used by a container; remove it first or force")
+            self.store.forget(manifests, all_refs, keep_manifests=True)  # its layers stay while the container runs
+            return
+        self.store.forget(manifests, all_refs)
+        await anyio.to_thread.run_sync(self.store.gc)
+
+    async def image_prune(self) -> list[str]:
+        keep = {s.id for s in self.store.all() if not s.refs and self._in_use(s.id)}
+        return await anyio.to_thread.run_sync(self.store.gc, keep)
+
+    # -- shaping ------------------------------------------------------------------------
+    def _size(self, stored: Stored) -> int:
+        return sum(self.store.layer_size(d) for d in dict.fromkeys(stored.diff_ids))
+
+    def _image(self, group: list[Stored]) -> Image:
+        tags, digests = _refs(group)
+        return Image(
+            id=group[0].id,
+            references=tuple(tags + digests),
+            size=self._size(group[0]),
+            created=group[0].config.get("created"),
+            digest=group[0].manifest_digest,
+            runtime=self.name,
+        )
+
+
+def _refs(group: list[Stored]) -> tuple[list[str], list[str]]:
+    refs = sorted({familiar(r) for s in group for r in s.refs})
+    return [r for r in refs if "@" not in r], [r for r in refs if "@" in r]
+
+
+def _ref_keys(ref: str) -> list[str]:
+    """The index keys ref could be stored under; none for an image id."""
+    try:
+        parsed = parse(ref)
+    except OrchestrError:
+        return []
+    return [parsed.with_digest(parsed.digest) if parsed.digest else str(parsed)]
+
+
+def _containers_module() -> Any:
+    try:
+        from . import containers
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.containers":
+            raise
+        return None
+    return containers

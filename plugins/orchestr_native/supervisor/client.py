@@ -1,0 +1,76 @@
+"""The orchestr side of supervision: starts the supervisor host on demand and sends it requests."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from .records import SOCKET
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Runs a supervision entry point in `python -I -S` without executing the plugin package's __init__ (and so
+# without orchestr's own imports): the package is registered as a bare module with the right __path__.
+BOOT = (
+    "import sys,types;p=types.ModuleType('orchestr_native');p.__path__=[sys.argv[1]];"
+    "sys.modules['orchestr_native']=p;from orchestr_native.supervisor import main;main(sys.argv[2:])"
+)
+_NOT_LISTENING = (FileNotFoundError, ConnectionRefusedError)
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-I", "-S", "-c", BOOT, PACKAGE_DIR, *args]
+
+
+class SupervisorClient:
+    def __init__(self, root: str):
+        self.root = root
+        self.path = os.path.join(root, SOCKET)
+
+    def request(self, message: dict, timeout: float = 60.0) -> dict:
+        """Sends message to the host, starting the host first when none listens; returns its reply."""
+        try:
+            return self._send(message, timeout)
+        except _NOT_LISTENING:
+            self._spawn()
+            return self._send(message, timeout)
+
+    def ask(self, message: dict) -> dict | None:
+        """Sends message only if a host is listening."""
+        try:
+            return self._send(message, 10.0)
+        except (*_NOT_LISTENING, ConnectionResetError, EOFError):
+            return None
+
+    def _send(self, message: dict, timeout: float) -> dict:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+            s.settimeout(timeout)
+            s.connect(self.path)
+            s.sendall(json.dumps(message).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise EOFError(f"the supervisor closed the connection; see {self.root}/supervisor.log")
+                data += chunk
+        return json.loads(data)
+
+    def _spawn(self) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        with open(os.path.join(self.root, "supervisor.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._send({"op": "ping"}, 10.0)
+                return  # another orchestr process started it meanwhile
+            except (*_NOT_LISTENING, ConnectionResetError, EOFError):
+                pass
+            with open(os.path.join(self.root, "supervisor.log"), "ab") as log:
+                done = subprocess.run(
+                    command("host", self.root), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                    start_new_session=True, timeout=60,
+                )
+            if done.returncode != 0:
+                raise OSError(f"the supervisor did not start (exit {done.returncode}); see {self.root}/supervisor.log")

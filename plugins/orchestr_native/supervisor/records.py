@@ -1,0 +1,73 @@
+"""A container's records on disk: config.json (fixed at create), state.json (replaced atomically), events."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..logs import now
+
+CONFIG = "config.json"
+STATE = "state.json"
+STOP = "stop-requested"  # present while a stop is under way: the monitor must not restart the container
+EVENTS = "events.jsonl"
+SOCKET = "supervisor.sock"  # the host's socket, in the state root
+EVENTS_MAX = 1 << 20
+
+
+def write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def boot_id() -> str:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def identity(pid: int) -> dict:
+    return {"pid": pid, "start": start_time(pid), "boot": boot_id()}
+
+
+def alive(ident: dict | None) -> bool:
+    """Whether the process recorded by identity() still runs (not a later process that reuses its pid)."""
+    if not ident or not ident.get("pid"):
+        return False
+    return ident.get("boot") == boot_id() and start_time(ident["pid"]) == ident.get("start")
+
+
+def append_event(root: str, event: dict) -> None:
+    """Appends one event line to root's event log; O_APPEND keeps concurrent writers' lines whole."""
+    path = os.path.join(root, EVENTS)
+    line = json.dumps(dict(event, time=now())).encode() + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    try:
+        if os.fstat(fd).st_size > EVENTS_MAX:
+            os.replace(path, path + ".1")
+        os.write(fd, line)
+    finally:
+        os.close(fd)

@@ -1,0 +1,528 @@
+"""The native runtime's containers on the real kernel: isolation, limits, pause, exec, logs, supervision, leaks.
+
+Images come from a small local store that unpacks scripts/mkimage.py's busybox layer; everything else is real:
+overlayfs, namespaces, cgroup v1 (this host's), the supervisor processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+import mkimage
+from orchestr.config import Config
+from orchestr.errors import Conflict, RuntimeFailure, RuntimeUnavailable
+from orchestr.model import ContainerSpec, Resources, RestartPolicy, State, Volume
+
+PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+if str(PLUGINS) not in sys.path:
+    sys.path.insert(0, str(PLUGINS))
+
+from orchestr_native import cgroups  # noqa: E402
+from orchestr_native import containers as containers_module  # noqa: E402
+from orchestr_native.containers import Containers  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime needs root")
+
+IMAGE = "orchestr-test/busybox:latest"
+ESCAPE_IMAGE = "orchestr-test/escape:latest"
+DEFAULT_CAPS = 0xA80425FB  # Docker's default set
+CAP_SYS_ADMIN = 21
+NEVER = RestartPolicy.NEVER
+
+
+class LocalStore:
+    """The three image-store calls the runtime makes, over layer directories unpacked from mkimage layers."""
+
+    def __init__(self, layers: dict[str, list[Path]]):
+        self.layers = layers
+
+    def resolve(self, ref: str) -> str:
+        return "sha256:" + ref.encode().hex().ljust(64, "0")[:64]
+
+    def image_config(self, ref: str) -> dict:
+        return {"config": {"Env": [mkimage.PATH_ENV], "Cmd": ["sh"], "WorkingDir": "", "User": ""}}
+
+    def layer_paths(self, ref: str) -> list[Path]:
+        name = next(r for r in self.layers if self.resolve(r) == ref or r == ref)
+        return self.layers[name]
+
+
+def _unpack(layer: mkimage.Layer, target: Path) -> Path:
+    target.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(layer.bytes())) as tar:
+        tar.extractall(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def image_layers(tmp_path_factory) -> dict[str, list[Path]]:
+    root = tmp_path_factory.mktemp("layers")
+    base = _unpack(mkimage.busybox_layer(), root / "busybox")
+    # a layer whose symlinks point out of the container root: mounts on them must stay inside
+    hostile = mkimage.Layer().symlink("escape", "/../../../../../../../../tmp").symlink("rel", "../../../../../../..")
+    return {IMAGE: [base], ESCAPE_IMAGE: [base, _unpack(hostile, root / "escape")]}
+
+
+def _mountinfo(marker: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if marker in line]
+
+
+def _cgroup_dirs(ids: set[str]) -> list[str]:
+    return [p for p in glob.glob("/sys/fs/cgroup/*/orchestr/*") if os.path.basename(p) in ids]
+
+
+def _processes(marker: str, ids: set[str]) -> list[str]:
+    """Processes whose command line names the state dir, or that live in one of the containers' cgroups."""
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            groups = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue
+        if marker in cmdline or any(f"/orchestr/{i}" in groups for i in ids):
+            found.append(f"{pid} {cmdline}")
+    return found
+
+
+def _created_ids(state_dir: Path) -> set[str]:
+    events = state_dir / "native" / "events.jsonl"
+    if not events.exists():
+        return set()
+    return {json.loads(line)["id"] for line in events.read_text().splitlines() if '"create"' in line}
+
+
+def _leaks(state_dir: Path) -> list[str]:
+    ids = _created_ids(state_dir)
+    return _mountinfo(str(state_dir)) + _cgroup_dirs(ids) + _processes(str(state_dir), ids)
+
+
+@pytest.fixture
+async def native(anyio_backend, state_dir, image_layers):
+    """Containers over a fresh state dir; afterwards every container is deleted and nothing may be left."""
+    assert not _leaks(state_dir)
+    runtime = Containers(Config(state_dir=state_dir), LocalStore(image_layers), log_max_size=4096, log_max_files=3)
+    yield runtime
+    for c in await runtime.list():
+        await runtime.delete(c.id, force=True)
+    await runtime.close()
+    with anyio.move_on_after(10):
+        while _leaks(state_dir):
+            await anyio.sleep(0.05)
+    assert _leaks(state_dir) == []
+
+
+def spec(namespace: str, name: str = "c", *command: str, **kw) -> ContainerSpec:
+    kw.setdefault("restart_policy", NEVER)
+    kw.setdefault("network", "none")
+    return ContainerSpec(name=name, namespace=namespace, image=kw.pop("image", IMAGE),
+                         command=tuple(command) if command else None, **kw)
+
+
+async def run(runtime: Containers, s: ContainerSpec) -> tuple[int, str, str]:
+    """Creates and starts s, waits for it, returns (exit code, stdout, stderr)."""
+    c = await runtime.create(s)
+    await runtime.start(c.id)
+    code = await runtime.wait(c.id)
+    out, err = b"", b""
+    async for line in runtime.logs(c.id):
+        if line.stream == "stdout":
+            out += line.data
+        else:
+            err += line.data
+    return code, out.decode(), err.decode()
+
+
+async def until(predicate, timeout: float = 10.0, what: str = "condition"):
+    with anyio.move_on_after(timeout):
+        while not (value := await predicate()):
+            await anyio.sleep(0.05)
+        return value
+    pytest.fail(f"{what} not reached within {timeout}s")
+
+
+# -- isolation ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_container_is_isolated_in_its_own_namespaces(native, namespace):
+    script = textwrap.dedent("""\
+        echo pid=$$
+        echo procs=$(ls /proc | grep -c '^[0-9]')
+        echo hostname=$(hostname)
+        for ns in mnt pid uts ipc net cgroup; do echo ns_$ns=$(readlink /proc/self/ns/$ns); done
+        grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status | tr -d '\\t' | sed 's/:/=/'
+        echo ifaces=$(ls /sys/class/net | tr '\\n' ' ')
+        mount -t tmpfs x /mnt 2>/dev/null; echo mount=$?
+        echo mounts=$(awk '{print $5}' /proc/self/mountinfo | tr '\\n' ' ')
+        echo keys=$(wc -c < /proc/keys)
+        echo mknod=$(mknod /dev/sda b 8 0 && head -c1 /dev/sda >/dev/null 2>&1; echo $?)
+        echo sysrq=$(echo h 2>/dev/null > /proc/sysrq-trigger; echo $?)
+        """)
+    code, out, err = await run(native, spec(namespace, "iso-0", "sh", "-c", script))
+    assert code == 0, err
+    got = dict(line.split("=", 1) for line in out.splitlines())
+    assert got["pid"] == "1"
+    assert int(got["procs"]) <= 4  # the shell, its subshell, ls and grep: nothing of the host
+    assert got["hostname"] == "iso-0"
+    for ns in ("mnt", "pid", "uts", "ipc", "net", "cgroup"):
+        assert got[f"ns_{ns}"] != os.readlink(f"/proc/self/ns/{ns}"), ns
+    assert int(got["CapEff"], 16) == DEFAULT_CAPS
+    assert int(got["CapBnd"], 16) == DEFAULT_CAPS
+    assert not int(got["CapEff"], 16) >> CAP_SYS_ADMIN & 1
+    assert got["NoNewPrivs"] == "1"
+    assert got["ifaces"].split() == ["lo"]
+    assert got["mount"] != "0"
+    mounts = got["mounts"].split()
+    assert mounts[0] == "/" and "/work" not in mounts and "/sys/fs/cgroup" not in mounts
+    assert {"/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/proc/sys", "/proc/keys", "/proc/acpi"} <= set(mounts)
+    assert got["keys"] == "0"  # masked by /dev/null (this kernel has no /proc/kcore)
+    assert got["mknod"] != "0"  # a device node made inside cannot be opened
+    assert got["sysrq"] != "0"
+
+
+@pytest.mark.anyio
+async def test_loopback_works_in_network_none_and_host_network_is_shared(native, namespace):
+    code, out, err = await run(native, spec(namespace, "lo-0", "sh", "-c", "ping -c1 -W2 127.0.0.1 >/dev/null && echo ok"))
+    assert (code, out) == (0, "ok\n"), err
+    code, out, _ = await run(native, spec(namespace, "host-0", "readlink", "/proc/self/ns/net", network="host"))
+    assert out.strip() == os.readlink("/proc/self/ns/net")
+
+
+@pytest.mark.anyio
+async def test_bridge_network_is_refused_with_one_line(native, namespace):
+    with pytest.raises(RuntimeFailure) as info:
+        await native.create(spec(namespace, "br-0", "true", network="bridge"))
+    assert str(info.value) == "network 'bridge' is not available on the native runtime yet; use host or none"
+    assert await native.list(namespace) == []
+
+
+def test_non_root_is_refused(monkeypatch, state_dir, image_layers):
+    monkeypatch.setattr(containers_module.os, "geteuid", lambda: 1000)
+    with pytest.raises(RuntimeUnavailable, match="needs root"):
+        Containers(Config(state_dir=state_dir), LocalStore(image_layers))
+
+
+# -- filesystem ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_read_only_root_volumes_and_no_escape_through_symlinks(native, namespace, tmp_path, state_dir):
+    host_dir = tmp_path / "bind"
+    host_dir.mkdir()
+    (host_dir / "in").write_text("from host\n")
+    outside = Path("/tmp") / f"orchestr-escape-{namespace}"
+    script = textwrap.dedent("""\
+        touch /rootfile 2>/dev/null; echo root=$?
+        cat /data/in; echo x > /data/out 2>/dev/null; echo bind_write=$?
+        echo y > /scratch/f && echo tmpfs=ok
+        echo z > /vol/f && echo vol=ok
+        echo e > /escape/""" + outside.name + """/f && echo escape_write=ok
+        ls /rel/ | head -3 | tr '\\n' ' '; echo
+        """)
+    volumes = (
+        Volume("bind", "/data", str(host_dir), read_only=True),
+        Volume("tmpfs", "/scratch"),
+        Volume("volume", "/vol", "shared"),
+        Volume("tmpfs", f"/escape/{outside.name}"),
+        Volume("tmpfs", "/rel/inside"),
+    )
+    code, out, err = await run(native, spec(namespace, "fs-0", "sh", "-c", script, image=ESCAPE_IMAGE,
+                                            read_only=True, volumes=volumes))
+    assert code == 0, err
+    assert "root=1" in out and "from host" in out and "bind_write=1" in out
+    assert "tmpfs=ok" in out and "vol=ok" in out and "escape_write=ok" in out
+    assert not (host_dir / "out").exists()
+    assert not outside.exists(), "a mount through an absolute symlink left the container root"
+    assert (state_dir / "native" / "volumes" / f"{namespace}_shared" / "f").read_text() == "z\n"
+    # a relative symlink climbing past the root stays at the root: /rel/inside is the container's /inside
+    assert not Path("/inside").exists()
+
+
+@pytest.mark.anyio
+async def test_volume_over_the_root_is_refused(native, namespace, tmp_path):
+    for target in ("/", "/.", "//"):
+        with pytest.raises(RuntimeFailure, match="over the container's root"):
+            await native.create(spec(namespace, "root-0", "true", volumes=(Volume("bind", target, str(tmp_path)),)))
+    with pytest.raises(RuntimeFailure, match="host's / read-write"):
+        await native.create(spec(namespace, "root-1", "true", volumes=(Volume("bind", "/host", "/"),)))
+
+
+# -- limits -------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_memory_hog_is_oom_killed(native, namespace):
+    hog = spec(namespace, "oom-0", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1",
+               resources=Resources(memory=16 << 20))
+    code, _, _ = await run(native, hog)
+    (c,) = await native.list(namespace)
+    assert code == 137
+    assert c.state is State.EXITED and c.exit_code == 137 and c.oom_killed
+
+
+@pytest.mark.anyio
+async def test_fork_bomb_is_stopped_by_the_pids_limit(native, namespace):
+    bomb = "i=0; while [ $i -lt 100 ]; do sleep 60 & i=$((i+1)); echo $i; done"
+    code, out, err = await run(native, spec(namespace, "pids-0", "sh", "-c", bomb, resources=Resources(pids=16)))
+    assert code == 2 and "can't fork" in err  # busybox sh gives up at the first fork the kernel refuses
+    assert 10 <= int(out.split()[-1]) <= 15  # the shell itself and at most 15 children: 16 tasks
+
+
+@pytest.mark.anyio
+async def test_cpu_quota_holds_the_container_to_half_a_cpu(native, namespace):
+    burn = "while :; do :; done & while :; do :; done"
+    c = await native.create(spec(namespace, "cpu-0", "sh", "-c", burn, resources=Resources(cpus=0.5)))
+    await native.start(c.id)
+    cgroup = cgroups.manager(c.id)
+    await anyio.sleep(0.3)  # let both loops run
+    used0, wall0 = cgroup.cpu_usage_ns(), time.monotonic_ns()
+    await anyio.sleep(3)
+    used1, wall1 = cgroup.cpu_usage_ns(), time.monotonic_ns()
+    ratio = (used1 - used0) / (wall1 - wall0)  # CPU seconds per second, from the cgroup's own counter
+    assert abs(ratio - 0.5) <= 0.075, f"the container used {ratio:.3f} CPUs under a 0.5 quota"
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_pause_freezes_and_resume_thaws(native, namespace):
+    counter = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+    seen = []
+
+    async def collect():
+        async for event in native.events():
+            seen.append(event.action)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect)
+        await anyio.sleep(0.2)
+        c = await native.create(spec(namespace, "pause-0", "sh", "-c", counter))
+        await native.start(c.id)
+        count = Path(f"/proc/{(await native.inspect(c.id)).pid}/root/tmp/count")
+        await until(lambda: anyio.to_thread.run_sync(lambda: count.exists() and int(count.read_text() or 0) > 2))
+        await native.pause(c.id)
+        assert (await native.inspect(c.id)).state is State.PAUSED
+        assert Path(f"/sys/fs/cgroup/freezer/orchestr/{c.id}/freezer.state").read_text().strip() == "FROZEN"
+        frozen_at = count.read_text()
+        await anyio.sleep(0.5)
+        assert count.read_text() == frozen_at
+        with pytest.raises(Conflict):
+            await native.exec(c.id, ["true"])
+        with pytest.raises(Conflict):
+            await native.pause(c.id)
+        await native.resume(c.id)
+        assert (await native.inspect(c.id)).state is State.RUNNING
+        await until(lambda: anyio.to_thread.run_sync(lambda: count.read_text() != frozen_at), what="the counter moving")
+        await native.stop(c.id, timeout=0.5)
+        await native.delete(c.id)
+        await anyio.sleep(0.3)
+        tg.cancel_scope.cancel()
+    assert seen == ["create", "start", "pause", "unpause", "stop", "die", "destroy"]
+
+
+@pytest.mark.anyio
+async def test_exit_codes_stop_signals_and_init(native, namespace):
+    code, _, _ = await run(native, spec(namespace, "exit-0", "sh", "-c", "exit 3"))
+    assert code == 3
+    with pytest.raises(RuntimeFailure, match='"no-such-cmd": executable file not found'):
+        c = await native.create(spec(namespace, "exit-1", "no-such-cmd"))
+        await native.start(c.id)
+    # pid 1 ignores SIGTERM without a handler: stop falls back to SIGKILL after the grace period
+    plain = await native.create(spec(namespace, "exit-2", "sleep", "300"))
+    await native.start(plain.id)
+    await native.stop(plain.id, timeout=0.3)
+    assert (await native.inspect(plain.id)).exit_code == 137
+    # with init, SIGTERM reaches the command, and orphans are reaped
+    script = "(sleep 0.1 &); (sleep 0.1 &); exec sleep 300"
+    inited = await native.create(spec(namespace, "exit-3", "sh", "-c", script, init=True))
+    await native.start(inited.id)
+    await anyio.sleep(0.2)
+
+    async def no_zombies():
+        r = await native.exec(inited.id, ["ps", "-o", "stat,comm"])
+        return r.exit_code == 0 and " Z" not in r.stdout.decode() and b"sleep" in r.stdout
+
+    await until(no_zombies, what="orphans reaped by init")
+    await native.stop(inited.id, timeout=30)
+    assert (await native.inspect(inited.id)).exit_code == 143
+    await native.stop(inited.id)  # stopping a stopped container is a no-op
+    with pytest.raises(Conflict):
+        await native.create(spec(namespace, "exit-3", "true"))
+
+
+@pytest.mark.anyio
+async def test_exec_runs_in_the_container_with_its_env_and_user(native, namespace):
+    c = await native.create(spec(namespace, "exec-0", "sh", "-c", "echo made > /tmp/file; exec sleep 300",
+                                 env={"GREETING": "hello"}))
+    await native.start(c.id)
+    await until(lambda: _exec_ok(native, c.id), what="the container writing /tmp/file")
+    r = await native.exec(c.id, ["sh", "-c", "echo $GREETING $EXTRA; cat /tmp/file; id -u; pwd; ps -o pid,comm"],
+                          env={"EXTRA": "there"}, user="app", workdir="/home/app")
+    out = r.stdout.decode().splitlines()
+    assert r.exit_code == 0, r.stderr
+    assert out[:4] == ["hello there", "made", "1000", "/home/app"]
+    assert any(line.split() == ["1", "sleep"] for line in out[4:])
+    r = await native.exec(c.id, ["sh", "-c", "echo oops >&2; exit 7"])
+    assert (r.exit_code, r.stdout, r.stderr) == (7, b"", b"oops\n")
+    r = await native.exec(c.id, ["no-such-cmd"])
+    assert r.exit_code == 127 and b"executable file not found" in r.stderr
+    r = await native.exec(c.id, ["id"], user="nobody-here")
+    assert r.exit_code != 0 and b"unable to find user nobody-here" in r.stderr
+
+
+async def _exec_ok(runtime, id) -> bool:
+    return (await runtime.exec(id, ["test", "-f", "/tmp/file"])).exit_code == 0
+
+
+@pytest.mark.anyio
+async def test_logs_rotate_and_stay_readable_after_exit(native, namespace, state_dir):
+    script = "i=1; while [ $i -le 300 ]; do echo line $i; i=$((i+1)); done; echo to-stderr >&2"
+    code, out, err = await run(native, spec(namespace, "logs-0", "sh", "-c", script))
+    assert code == 0 and err == "to-stderr\n"
+    (c,) = await native.list(namespace)
+    files = sorted(p.name for p in (state_dir / "native" / "containers" / c.id).glob("container.log*"))
+    assert files == ["container.log", "container.log.1", "container.log.2"]  # 4 KiB x 3, the rest rotated away
+    lines = out.splitlines()
+    assert 30 < len(lines) < 300 and lines[-1] == "line 300"
+    first = int(lines[0].split()[1])
+    assert lines == [f"line {i}" for i in range(first, 301)]
+    last = [line async for line in native.logs(c.id, tail=2)]
+    assert [(x.stream, x.data) for x in last] == [("stdout", b"line 300\n"), ("stderr", b"to-stderr\n")]
+    assert all(x.time and x.time.endswith("Z") for x in last)
+
+
+@pytest.mark.anyio
+async def test_logs_follow_streams_until_exit(native, namespace):
+    c = await native.create(spec(namespace, "follow-0", "sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.1; done"))
+    await native.start(c.id)
+    got = []
+    with anyio.fail_after(20):
+        async for line in native.logs(c.id, follow=True):
+            got.append(line.data)
+    assert got == [b"1\n", b"2\n", b"3\n", b"4\n", b"5\n"]
+
+
+@pytest.mark.anyio
+async def test_restart_policy_always_restarts_until_stopped(native, namespace):
+    c = await native.create(spec(namespace, "always-0", "sh", "-c", "echo run; exit 3", restart_policy=RestartPolicy.ALWAYS))
+    await native.start(c.id)
+
+    async def three_runs():
+        return len([x async for x in native.logs(c.id)]) >= 3
+
+    await until(three_runs, what="three runs")
+    await native.stop(c.id, timeout=1)
+    runs = len([x async for x in native.logs(c.id)])
+    await anyio.sleep(1)  # longer than the backoff at this point: a restart would show up
+    after = await native.inspect(c.id)
+    assert after.state is State.EXITED and after.exit_code in (3, 137)
+    assert len([x async for x in native.logs(c.id)]) == runs
+
+
+# -- supervision --------------------------------------------------------------------------
+
+_ORPHAN = """
+import asyncio, sys
+sys.path[:0] = [{plugins!r}, {scripts!r}]
+from pathlib import Path
+from orchestr.config import Config
+from orchestr.model import ContainerSpec, RestartPolicy
+from orchestr_native.containers import Containers
+
+class Store:
+    def resolve(self, ref): return "sha256:" + "1" * 64
+    def image_config(self, ref): return {{"config": {{"Env": ["PATH=/bin"], "Cmd": ["sh"]}}}}
+    def layer_paths(self, ref): return [Path({layer!r})]
+
+async def main():
+    runtime = Containers(Config(state_dir=Path({state!r})), Store())
+    ids = []
+    for name, cmd in (("long", ("sleep", "300")), ("short", ("sh", "-c", "sleep 1; exit 7"))):
+        c = await runtime.create(ContainerSpec(name=name, namespace={ns!r}, image="x", command=cmd,
+                                               network="none", restart_policy=RestartPolicy.NEVER))
+        await runtime.start(c.id)
+        ids.append(c.id)
+    print(*ids, flush=True)
+    await asyncio.sleep(300)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.anyio
+async def test_containers_outlive_a_killed_orchestr_and_their_exit_is_recorded(native, namespace, state_dir, image_layers):
+    script = _ORPHAN.format(plugins=str(PLUGINS), scripts=str(PLUGINS.parent / "scripts"), layer=str(image_layers[IMAGE][0]),
+                            state=str(state_dir), ns=namespace)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        long_id, short_id = proc.stdout.readline().split()
+    finally:
+        proc.kill()
+        proc.wait()
+    long_c = await native.inspect(long_id)
+    assert long_c.state is State.RUNNING and Path(f"/proc/{long_c.pid}").exists()
+    # the short one exits after its starter is gone: only its monitor is there to record it
+    with anyio.fail_after(20):
+        while (await native.inspect(short_id)).state is not State.EXITED:
+            await anyio.sleep(0.1)
+    short_c = await native.inspect(short_id)
+    assert short_c.exit_code == 7 and short_c.finished_at
+    assert (await native.inspect(long_id)).state is State.RUNNING
+    assert [c.id for c in await native.reattach()] == [long_id]
+
+
+@pytest.mark.anyio
+async def test_reattach_ends_containers_whose_supervisor_died(native, namespace, state_dir):
+    c = await native.create(spec(namespace, "stale-0", "sleep", "300"))
+    await native.start(c.id)
+    supervisor = native.supervisor_pid()
+    os.kill(supervisor, signal.SIGKILL)
+    await until(lambda: _gone(supervisor), what="the supervisor's death")
+    assert await native.reattach() == []
+    after = await native.inspect(c.id)
+    assert after.state is State.EXITED and after.exit_code == 255
+    assert cgroups.manager(c.id).procs() == []
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] == b"Z"
+    except FileNotFoundError:
+        return True
+
+
+def _pss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Pss in smaps_rollup of {pid}")
+
+
+@pytest.mark.anyio
+async def test_supervision_costs_at_most_2mb_pss_per_container(native, namespace):
+    for i in range(10):
+        c = await native.create(spec(namespace, f"pss-{i}", "sleep", "300"))
+        await native.start(c.id)
+    await anyio.sleep(0.5)
+    pid = native.supervisor_pid()
+    assert pid is not None
+    per_container = _pss_kb(pid) / 10
+    print(f"supervision PSS per running container (10 running): {per_container:.0f} kB")
+    assert per_container <= 2048

@@ -1,0 +1,256 @@
+"""Runtime plugins: built-ins come through the entry-point group, and an out-of-tree plugin installs and runs."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from orchestr import plugins
+from orchestr.config import Config
+from orchestr.model import L_NAMESPACE, ContainerSpec, State
+from orchestr.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "orchestr-hostproc"
+ORCHESTR = Path(sys.executable).parent / "orchestr"  # the console script pip made next to this interpreter
+
+
+def orchestr(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ORCHESTR), *map(str, args)], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"{proc.args[1:]} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+    return proc.stdout
+
+
+def base_env(state_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("ORCHESTR_RUNTIME", "PYTHONPATH")}
+    env["ORCHESTR_STATE_DIR"] = str(state_dir)
+    return env
+
+
+# -- built-in runtimes -------------------------------------------------------------------------------
+def test_builtin_docker_runtime_is_found_through_the_entry_point_group():
+    points = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=plugins.ENTRY_POINT_GROUP)}
+    assert points.get("docker") == "orchestr_docker"
+    info = plugins.runtimes()["docker"]
+    assert info.plugin == "orchestr_docker"
+    assert info.package == f"orchestr {importlib.metadata.version('orchestr')}"
+
+
+def test_core_never_imports_a_plugin_by_name():
+    entry_points = importlib.metadata.entry_points(group=plugins.ENTRY_POINT_GROUP)
+    plugin_modules = {ep.value.split(":")[0] for ep in entry_points} | {"orchestr_docker", "orchestr_native"}
+    offenders = []
+    for path in sorted((ROOT / "orchestr").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value]  # importlib.import_module("orchestr_docker") and the like
+            else:
+                continue
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {name}" for name in names
+                          if name.split(".")[0] in plugin_modules]
+    assert not offenders
+
+
+def example_runtime(state_dir: Path):
+    """The example's runtime, loaded from its source file without installing it."""
+    spec = importlib.util.spec_from_file_location("orchestr_hostproc_example", EXAMPLE / "orchestr_hostproc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.orchestr_runtimes()["hostproc"](Config(state_dir=state_dir))
+
+
+def test_example_runtime_implements_every_verb_of_the_protocol(tmp_path):
+    runtime = example_runtime(tmp_path)
+    assert isinstance(runtime, Runtime)
+    assert runtime.name == "hostproc"
+    verbs = [name for name, _ in inspect.getmembers(Runtime, inspect.isfunction) if not name.startswith("_")]
+    assert {"create", "start", "stop", "wait", "events", "reattach", "ensure_image"} <= set(verbs)
+    for verb in verbs:
+        expected = list(inspect.signature(getattr(Runtime, verb)).parameters)
+        assert list(inspect.signature(getattr(type(runtime), verb)).parameters) == expected, verb
+
+
+@pytest.mark.anyio
+async def test_example_runtime_stops_pauses_waits_and_reports(tmp_path, namespace):
+    rt = example_runtime(tmp_path)
+
+    async def make(name: str, *argv: str) -> str:
+        spec = ContainerSpec(name=name, namespace=namespace, image="none", labels={L_NAMESPACE: namespace},
+                             command=argv)
+        c = await rt.create(spec)
+        assert c.state is State.CREATED
+        await rt.start(c.id)
+        return c.id
+
+    seen: list[tuple[str, str]] = []
+
+    async def watch() -> None:
+        async for event in rt.events():
+            seen.append((event.name, event.action))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        polite = await make("polite-0", "sleep", "300")
+        stubborn = await make("stubborn-0", "sh", "-c", "trap '' TERM; sleep 300 & wait")
+        quick = await make("quick-0", "sh", "-c", "echo out; echo err >&2; exit 3")
+        try:
+            assert await rt.wait(quick) == 3
+            assert [line.data async for line in rt.logs(quick)] == [b"out\n", b"err\n"]
+
+            await rt.pause(polite)
+            paused = await rt.inspect(polite)
+            assert paused.state is State.PAUSED and _stat(paused.pid)[0] == "T"
+            await rt.resume(polite)
+            assert (await rt.inspect(polite)).state is State.RUNNING
+
+            await rt.stop(polite, timeout=30)
+            assert await rt.wait(polite) == 128 + signal.SIGTERM
+            await rt.stop(stubborn, timeout=0.2)  # ignores SIGTERM: killed when the grace period ends
+            assert (await rt.inspect(stubborn)).exit_code == 128 + signal.SIGKILL
+
+            with anyio.fail_after(10):
+                while ("polite-0", "die") not in seen or ("quick-0", "die") not in seen:
+                    await anyio.sleep(0.1)
+        finally:
+            tg.cancel_scope.cancel()
+            for c in await rt.list():
+                await rt.delete(c.id, force=True)
+    assert ("polite-0", "pause") not in seen or ("polite-0", "unpause") in seen
+    assert await rt.list(namespace) == []
+    assert list((tmp_path / "hostproc").iterdir()) == []
+
+
+# -- the out-of-tree example, installed for real --------------------------------------------------------
+@pytest.fixture(scope="module")
+def hostproc_site(tmp_path_factory) -> Path:
+    """The example plugin installed by pip into a directory of its own, for PYTHONPATH."""
+    base = tmp_path_factory.mktemp("hostproc")
+    source = shutil.copytree(EXAMPLE, base / "src")  # pip builds in place: keep the checkout clean
+    site = base / "site"
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "--target", str(site), str(source)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    assert pip.returncode == 0, f"pip could not install {EXAMPLE}:\n{pip.stderr}"
+    return site
+
+
+def _process_tree(pid: int) -> dict[int, str]:
+    """pid -> start time of pid and all its descendants, read from /proc."""
+    found, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        stat = _stat(p)
+        if stat:
+            found[p] = stat[1]
+            children = Path(f"/proc/{p}/task/{p}/children")
+            todo += [int(c) for c in children.read_text().split()] if children.exists() else []
+    return found
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return fields[0], fields[19]
+
+
+def _running(pid: int, start: str) -> bool:
+    stat = _stat(pid)
+    return bool(stat) and stat[0] not in "ZX" and stat[1] == start
+
+
+@pytest.fixture
+def hostproc_env(hostproc_site, tmp_path):
+    env = base_env(tmp_path / "state")
+    env["PYTHONPATH"] = str(hostproc_site)
+    yield env
+    # Whatever a failed test left running is killed here, so no process outlives the test.
+    for record in (tmp_path / "state" / "hostproc").glob("*/record.json"):
+        rec = json.loads(record.read_text())
+        if rec.get("pid") and _running(rec["pid"], rec["pid_start"]):
+            os.killpg(rec["pid"], signal.SIGKILL)
+
+
+def test_plugins_lists_the_installed_example_with_its_package(hostproc_env, tmp_path):
+    without = ok(orchestr("plugins", env=base_env(tmp_path / "state")))
+    assert "hostproc" not in without
+    rows = {line.split()[0]: line.split() for line in ok(orchestr("plugins", env=hostproc_env)).splitlines()[1:]}
+    assert rows["hostproc"][1:4] == ["orchestr_hostproc", "orchestr-hostproc", "0.1.0"]
+    assert rows["docker"][1:3] == ["orchestr_docker", "orchestr"]
+
+
+def test_apply_get_reapply_delete_with_the_example_runtime(hostproc_env, namespace, tmp_path):
+    spec = tmp_path / "sleepers.yaml"
+    spec.write_text(f"""\
+apiVersion: orchestr/v1
+kind: Service
+metadata:
+  name: sleeper
+  namespace: {namespace}
+spec:
+  image: busybox:latest
+  command: ["sh", "-c", "echo hello from $GREETER; exec sleep 300"]
+  env:
+    GREETER: hostproc
+  replicas: 2
+""")
+    ok(orchestr("apply", "-f", spec, "--runtime", "hostproc", env=hostproc_env))
+
+    got = json.loads(ok(orchestr("get", "-n", namespace, "-o", "json", env=hostproc_env)))
+    assert sorted(c["name"] for c in got) == ["sleeper-0", "sleeper-1"]
+    assert {(c["runtime"], c["state"], c["service"]) for c in got} == {("hostproc", "running", "sleeper")}
+    trees = {c["name"]: _process_tree(c["pid"]) for c in got}
+    for name, tree in trees.items():
+        cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") for p in tree]
+        assert [b"sleep", b"300", b""] in cmdlines, name
+
+    assert b"hello from hostproc\n" in ok(orchestr("logs", "-n", namespace, "sleeper-1", env=hostproc_env)).encode()
+    greeter = ok(orchestr("exec", "-n", namespace, "sleeper-0", "--", "printenv", "GREETER", env=hostproc_env))
+    assert greeter == "hostproc\n"
+
+    again = ok(orchestr("apply", "-f", spec, "--runtime", "hostproc", env=hostproc_env))
+    assert "nothing to do" in again
+    after = json.loads(ok(orchestr("get", "-n", namespace, "-o", "json", env=hostproc_env)))
+    assert {(c["id"], c["pid"]) for c in after} == {(c["id"], c["pid"]) for c in got}
+
+    ok(orchestr("delete", "-n", namespace, "--all", env=hostproc_env))
+    assert json.loads(ok(orchestr("get", "-n", namespace, "-o", "json", env=hostproc_env))) == []
+    left = [p for tree in trees.values() for p, start in tree.items() if _running(p, start)]
+    assert not left, f"processes still running after delete: {left}"
+    assert [p.name for p in (tmp_path / "state" / "hostproc").iterdir() if p.is_dir()] == []
+
+
+def test_unknown_runtime_is_one_clear_line(tmp_path):
+    spec = tmp_path / "one.yaml"
+    spec.write_text("apiVersion: orchestr/v1\nkind: Service\nmetadata: {name: one}\nspec: {image: busybox:latest}\n")
+    proc = orchestr("apply", "-f", spec, "--runtime", "nope", env=base_env(tmp_path / "state"))
+    assert proc.returncode != 0
+    assert "unknown runtime 'nope'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
