@@ -70,7 +70,8 @@ def table(scenario: dict) -> list[str]:
             st = s["summary"]
             ratio = ", ".join(f"{r:.2f}x ({v})" if r is not None else f"n/a ({v})" for v, r in ratios(group, s))
             cells = [fmt(st[k], div) + f" {unit}" for k in ("median", "p10", "p90", "stdev", "min", "max")]
-            lines.append(f"| {group['case']} | {s['tool']} | {s['n']} | {' | '.join(cells)} | {ratio} | {goal} | "
+            n = s["n"] if s["status"] == "ran" else f"{s['n']} ({s['status']}, see below)"
+            lines.append(f"| {group['case']} | {s['tool']} | {n} | {' | '.join(cells)} | {ratio} | {goal} | "
                          f"{verdict(goal_met(group, s), s)} |")
     if not scenario["groups"]:
         why = cell(f"{scenario['status']}: {scenario['reason']}")

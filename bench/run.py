@@ -82,6 +82,8 @@ def run_scenario(ctx: Context, sid: str) -> dict:
             if s["summary"]:
                 ratio = "  ".join(f"{r:.2f}x {v}" for v, r in report.ratios(group, s) if r is not None)
                 line = f"median {report.fmt(s['summary']['median'], div)} {unit}  n={s['n']}  {ratio}"
+                if s["status"] != "ran":
+                    line += f"  ({s['status']} after {s['n']}: {s['reason']})"
             else:
                 line = f"{s['status']}: {s['reason']}"
             print(f"   {group['case']:<28} {s['tool']:<40} {line}", flush=True)

@@ -25,6 +25,7 @@ from .model import (
     ExecResult,
     LogLine,
     RestartPolicy,
+    State,
 )
 from .planner import Plan
 from .plugins import default_runtime_name, open_runtime
@@ -193,8 +194,19 @@ class Client:
                 if runtime or name == self.default_runtime and not self.store.runtimes_used():
                     raise
                 self.warnings.append(f"runtime {name}: {exc}")
+        # A runtime's list may leave out what only inspect knows (pids, start times): fill those in.
+        async with anyio.create_task_group() as tg:
+            for i, c in enumerate(found):
+                if c.state in (State.RUNNING, State.PAUSED) and c.pid is None:
+                    tg.start_soon(self._detail, found, i)
         found.sort(key=lambda c: (c.namespace, c.service, c.replica, c.name))
         return found
+
+    async def _detail(self, found: list[Container], i: int) -> None:
+        try:
+            found[i] = await self.runtime(found[i].runtime).inspect(found[i].id)
+        except NotFound:  # gone since it was listed
+            pass
 
     async def find(self, name: str, namespace: str = "default") -> tuple[Runtime, Container]:
         """The container called name (e.g. web-0) in namespace, from whichever runtime holds it."""

@@ -193,10 +193,11 @@ def _keeper(candidates: list[Container], spec_hash: str, runtime: str, paused: b
     """Of several containers for one replica, the one to keep: up to date first, then already in
     the desired state, then running."""
     desired = State.PAUSED if paused else State.RUNNING
-    return min(
-        candidates,
-        key=lambda c: (c.spec_hash != spec_hash or c.runtime != runtime, c.state != desired, c.state != State.RUNNING, c.id),
-    )
+
+    def rank(c: Container) -> tuple[bool, bool, bool, str]:
+        return c.spec_hash != spec_hash or c.runtime != runtime, c.state != desired, c.state != State.RUNNING, c.id
+
+    return min(candidates, key=rank)
 
 
 def _highest_first(item: tuple[Container, str]) -> tuple[int, str]:

@@ -69,7 +69,7 @@ def state_dir(tmp_path, monkeypatch) -> Path:
 def docker_containers(namespace: str) -> list[str]:
     """Ids of the engine's containers labelled with namespace, running or not."""
     out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=orchestr.namespace={namespace}"],
+        ["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=orchestr.namespace={namespace}"],
         check=True, capture_output=True, text=True,
     ).stdout
     return out.split()

@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -120,6 +121,7 @@ async def test_lifecycle_create_start_pause_resume_stop_delete(rt, ns, docker_im
     assert "A=1" in seen["Config"]["Env"]
     assert (seen["Config"]["WorkingDir"], seen["Config"]["User"]) == ("/tmp", "app")
     assert seen["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert seen["Config"]["StopTimeout"] == 10  # the spec's grace period, for the engine's own stops
 
     assert [c.id for c in await rt.list(ns)] == [created.id]
     assert created.id in [c.id for c in await rt.list()]
@@ -199,6 +201,11 @@ async def test_logs_keep_stdout_and_stderr_apart(rt, ns, docker_image):
     assert [ln.data for ln in lines if ln.stream == "stderr"] == [b"two\n"]
     assert all(ln.time and ln.time.endswith("Z") for ln in lines)
     await rt.delete(c.id)
+
+
+async def test_logs_of_a_tty_container_are_one_stream(rt, ns, docker_image):
+    code, out, err = await run(rt, spec(ns, "tty-0", docker_image, **sh("echo a; echo b >&2"), tty=True))
+    assert (code, out, err) == (0, b"a\r\nb\r\n", b"")
 
 
 async def test_logs_tail_and_follow_until_exit(rt, ns, docker_image):
@@ -467,7 +474,7 @@ def registry(tmp_path):
                 break
             if proc.poll() is not None:
                 pytest.fail("docker-registry exited at start")
-            subprocess.run(["sleep", "0.05"])
+            time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -6,7 +6,6 @@ overlayfs, namespaces, cgroup v1 (this host's), the supervisor processes.
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import io
 import json
@@ -39,6 +38,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime ne
 
 IMAGE = "orchestr-test/busybox:latest"
 ESCAPE_IMAGE = "orchestr-test/escape:latest"
+CONFIGURED_IMAGE = "orchestr-test/configured:latest"  # busybox with Entrypoint, Cmd, Env, WorkingDir, User
 DEFAULT_CAPS = 0xA80425FB  # Docker's default set
 CAP_SYS_ADMIN = 21
 NEVER = RestartPolicy.NEVER
@@ -54,6 +54,10 @@ class LocalStore:
         return "sha256:" + ref.encode().hex().ljust(64, "0")[:64]
 
     def image_config(self, ref: str) -> dict:
+        if ref == self.resolve(CONFIGURED_IMAGE):
+            return {"config": {"Env": [mkimage.PATH_ENV, "FROM_IMAGE=1", "OVERRIDE=image"],
+                               "Entrypoint": ["sh", "-c", 'echo $0 $* $FROM_IMAGE $OVERRIDE $(id -u) $(pwd)'],
+                               "Cmd": ["default", "cmd"], "WorkingDir": "/srv/app", "User": "app"}}
         return {"config": {"Env": [mkimage.PATH_ENV], "Cmd": ["sh"], "WorkingDir": "", "User": ""}}
 
     def layer_paths(self, ref: str) -> list[Path]:
@@ -74,7 +78,7 @@ def image_layers(tmp_path_factory) -> dict[str, list[Path]]:
     base = _unpack(mkimage.busybox_layer(), root / "busybox")
     # a layer whose symlinks point out of the container root: mounts on them must stay inside
     hostile = mkimage.Layer().symlink("escape", "/../../../../../../../../tmp").symlink("rel", "../../../../../../..")
-    return {IMAGE: [base], ESCAPE_IMAGE: [base, _unpack(hostile, root / "escape")]}
+    return {IMAGE: [base], ESCAPE_IMAGE: [base, _unpack(hostile, root / "escape")], CONFIGURED_IMAGE: [base]}
 
 
 def _mountinfo(marker: str) -> list[str]:
@@ -218,6 +222,17 @@ def test_non_root_is_refused(monkeypatch, state_dir, image_layers):
         Containers(Config(state_dir=state_dir), LocalStore(image_layers))
 
 
+@pytest.mark.anyio
+async def test_image_config_gives_argv_env_workdir_and_user(native, namespace):
+    _, out, err = await run(native, spec(namespace, "cfg-0", image=CONFIGURED_IMAGE, env={"OVERRIDE": "spec"}))
+    assert out == "default cmd 1 spec 1000 /srv/app\n", err
+    _, out, _ = await run(native, spec(namespace, "cfg-1", image=CONFIGURED_IMAGE, args=("given",), user="0:33",
+                                       working_dir="/tmp"))
+    assert out == "given 1 image 0 /tmp\n"
+    _, out, _ = await run(native, spec(namespace, "cfg-2", "sh", "-c", "echo $HOSTNAME $HOME; id -g", image=CONFIGURED_IMAGE))
+    assert out == "cfg-2 /home/app\n1000\n"
+
+
 # -- filesystem ---------------------------------------------------------------------------
 
 
@@ -286,16 +301,33 @@ async def test_fork_bomb_is_stopped_by_the_pids_limit(native, namespace):
 
 @pytest.mark.anyio
 async def test_cpu_quota_holds_the_container_to_half_a_cpu(native, namespace):
-    burn = "while :; do :; done & while :; do :; done"
+    burn = "while :; do :; done & while :; do :; done"  # two busy loops would take both CPUs of this host
     c = await native.create(spec(namespace, "cpu-0", "sh", "-c", burn, resources=Resources(cpus=0.5)))
     await native.start(c.id)
     cgroup = cgroups.manager(c.id)
-    await anyio.sleep(0.3)  # let both loops run
-    used0, wall0 = cgroup.cpu_usage_ns(), time.monotonic_ns()
-    await anyio.sleep(3)
-    used1, wall1 = cgroup.cpu_usage_ns(), time.monotonic_ns()
-    ratio = (used1 - used0) / (wall1 - wall0)  # CPU seconds per second, from the cgroup's own counter
+    cpu_dir = Path(f"/sys/fs/cgroup/cpu/orchestr/{c.id}")
+    parent_shares = cpu_dir.parent / "cpu.shares"
+    saved = parent_shares.read_text()
+    # Other load on this 2-core host would win CPU time from the container and hide the quota: the highest
+    # weight (for it and its parent, restored after) leaves the quota as the only thing that holds it back.
+    (cpu_dir / "cpu.shares").write_text("262144")
+    parent_shares.write_text("262144")
+    try:
+        await anyio.sleep(0.3)  # let both loops run
+        throttled0 = _keyed(cpu_dir / "cpu.stat")["nr_throttled"]
+        used0, wall0 = cgroup.cpu_usage_ns(), time.monotonic_ns()
+        await anyio.sleep(3)
+        used1, wall1 = cgroup.cpu_usage_ns(), time.monotonic_ns()
+        throttled1 = _keyed(cpu_dir / "cpu.stat")["nr_throttled"]
+    finally:
+        parent_shares.write_text(saved)
+    ratio = (used1 - used0) / (wall1 - wall0)  # CPU seconds per wall second, from the cgroup's own counter
     assert abs(ratio - 0.5) <= 0.075, f"the container used {ratio:.3f} CPUs under a 0.5 quota"
+    assert throttled1 - throttled0 >= 20, "the quota should have throttled most of the ~30 periods"
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in path.read_text().splitlines())}
 
 
 # -- lifecycle ----------------------------------------------------------------------------

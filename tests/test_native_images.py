@@ -269,6 +269,16 @@ async def test_concurrent_imports_unpack_a_shared_layer_once(runtime, busybox_ar
 
 
 @pytest.mark.anyio
+async def test_a_repeated_empty_layer_is_given_to_overlayfs_once(runtime, tmp_path):
+    path = tmp_path / "repeated.tar"
+    empty = mkimage.Layer().bytes()
+    mkimage.write_docker_archive(path, [empty, mkimage.busybox_layer().bytes(), empty], ["orchestr-test/rep:1"])
+    await runtime.import_image(path)
+    layers = runtime.store.layer_paths("orchestr-test/rep:1")
+    assert len(layers) == 2 and (layers[1] / "bin/busybox").is_file()
+
+
+@pytest.mark.anyio
 async def test_remove_untags_first_and_keeps_layers_other_images_share(runtime, layered_archive, tmp_path):
     two_tags = tmp_path / "two.tar"
     mkimage.busybox_image(two_tags, ["orchestr-test/bb:one", "orchestr-test/bb:two"])

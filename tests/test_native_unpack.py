@@ -208,6 +208,16 @@ async def test_diff_id_mismatch_is_refused(store, compress):
     assert os.listdir(store.layers) == []
 
 
+async def test_gzip_of_several_members_with_zero_padding_unpacks(store):
+    raw = mkimage.Layer().file("a", "a" * 100000).file("b", "b\n").bytes()
+    cut = len(raw) // 3
+    blob = store.put_bytes(gzip.compress(raw[:cut]) + gzip.compress(raw[cut:]) + bytes(1024), "test layer")
+    diff_id = f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    await store.ensure_layer(blob, diff_id, "test layer")
+    root = store.layer_dir(diff_id) / "diff"
+    assert (root / "a").read_text() == "a" * 100000 and (root / "b").read_text() == "b\n"
+
+
 async def test_corrupt_gzip_layer_is_refused(store):
     raw = gzip.compress(mkimage.Layer().file("a", "a" * 10000).bytes())
     blob = store.put_bytes(raw[: len(raw) // 2], "test layer")

@@ -221,10 +221,16 @@ class HostProcRuntime:
         shutil.rmtree(self._dir(id))
 
     async def pause(self, id: str) -> None:
-        _signal_group(self._running(id)["pid"], signals.SIGSTOP)
+        rec = self._running(id)
+        _signal_group(rec["pid"], signals.SIGSTOP)
+        while self._alive(rec) not in ("T", None):  # a signal takes effect when the process next runs
+            await anyio.sleep(POLL / 10)
 
     async def resume(self, id: str) -> None:
-        _signal_group(self._running(id)["pid"], signals.SIGCONT)
+        rec = self._running(id)
+        _signal_group(rec["pid"], signals.SIGCONT)
+        while self._alive(rec) == "T":
+            await anyio.sleep(POLL / 10)
 
     async def inspect(self, id: str) -> Container:
         return self._container(self._load(id))

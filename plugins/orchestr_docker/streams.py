@@ -24,7 +24,8 @@ async def messages(content: aiohttp.StreamReader) -> AsyncIterator[dict]:
 async def frames(content: aiohttp.StreamReader, tty: bool) -> AsyncIterator[tuple[str, bytes]]:
     """(stream, payload) pairs; the engine frames stdout and stderr apart unless the container has a TTY."""
     if tty:
-        # a TTY merges both streams; the engine still starts each logged message on a line of its own
+        # a TTY merges both streams and nothing frames the messages: each line is one, so output that
+        # ends without a newline runs into the next message's timestamp
         while line := await content.readline():
             yield "stdout", line
         return

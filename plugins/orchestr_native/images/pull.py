@@ -34,6 +34,7 @@ async def pull(store: ImageStore, ref_text: str, progress: ProgressCallback | No
         top_digest = digest_of(raw)
         doc = _json(raw, what)
         if media.kind(doc, content_type, what) == "index":
+            store.put_bytes(raw, what, top_digest)  # kept while a name@index-digest ref names it
             chosen = platform.select(doc.get("manifests") or [], what)
             raw, content_type = await client.manifest(chosen["digest"])
             doc = _json(raw, what)

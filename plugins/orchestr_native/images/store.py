@@ -285,11 +285,17 @@ class ImageStore:
     def layer_paths(self, ref: str) -> list[Path]:
         """The unpacked layer directories of the image, bottom layer first, ready as overlayfs lowerdirs."""
         stored = self.lookup(ref)[0]
-        paths = []
+        paths: list[Path] = []
         for diff_id in stored.diff_ids:
-            if not self.has_layer(diff_id):
+            path = self.layer_dir(diff_id) / "diff"
+            if not path.is_dir():
                 raise NotFound(f"image {ref!r}: layer {diff_id} is not unpacked; pull or import the image again")
-            paths.append(self.layer_dir(diff_id) / "diff")
+            if path in paths:
+                # overlayfs refuses a lowerdir given twice; an empty layer repeated changes nothing
+                if next(os.scandir(path), None) is None:
+                    continue
+                raise RuntimeFailure(f"image {ref!r}: layer {diff_id} appears twice with content; not supported")
+            paths.append(path)
         return paths
 
     def forget(self, manifests: set[str], refs: set[str], keep_manifests: bool = False) -> None:
@@ -316,7 +322,7 @@ class ImageStore:
                 if drop:
                     self.forget(drop, set())
                     removed += sorted({f"image {untagged[m]}" for m in drop})
-            keep_blobs: set[str] = set()
+            keep_blobs = {hex_of(ref.rpartition("@")[2]) for ref in self._read_index()["refs"] if "@" in ref}
             keep_layers: set[str] = set()
             for s in self.all():
                 keep_blobs |= {hex_of(s.manifest_digest), hex_of(s.config_digest)}

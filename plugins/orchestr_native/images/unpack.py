@@ -7,7 +7,6 @@ however hostile, can make a write land outside the layer: a symlink on the way i
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import os
 import shutil
@@ -42,7 +41,7 @@ def compression(head: bytes) -> str | None:
 def decompressor(f: BinaryIO, kind: str | None, what: str) -> BinaryIO:
     """A reader of the uncompressed stream of f."""
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+        return _Gunzip(f)  # type: ignore[return-value]
     if kind == "zstd":
         try:
             import zstandard
@@ -52,20 +51,60 @@ def decompressor(f: BinaryIO, kind: str | None, what: str) -> BinaryIO:
     return f
 
 
+class _Gunzip:
+    """Inflates a gzip stream of one or more members in large steps; zlib checks each member's CRC and length.
+
+    Large steps matter: every call into zlib releases the GIL, and small ones make parallel unpacks crawl.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            if self.z.eof:
+                rest = (self.z.unused_data or self.raw.read(CHUNK)).lstrip(b"\0")  # zero padding may follow
+                while not rest:
+                    more = self.raw.read(CHUNK)
+                    if not more:
+                        return b""
+                    rest = more.lstrip(b"\0")
+                self.z, self.pending = zlib.decompressobj(16 + zlib.MAX_WBITS), rest
+            if self.z.unconsumed_tail:
+                data = self.z.unconsumed_tail
+            elif self.pending:
+                data, self.pending = self.pending, b""
+            else:
+                data = self.raw.read(CHUNK)
+                if not data:
+                    raise EOFError("the compressed stream ends early")
+            out = self.z.decompress(data, n if n > 0 else 4 * CHUNK)
+            if out:
+                return out
+
+
 class HashingReader:
-    """Counts and hashes everything read through it."""
+    """Counts and hashes everything read through it, reading ahead in large steps."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
+        self._buf, self._pos = memoryview(b""), 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.sha.update(data)
-        self.size += len(data)
+        if self._pos == len(self._buf):
+            data = self.raw.read(4 * CHUNK)
+            self.sha.update(data)
+            self.size += len(data)
+            self._buf, self._pos = memoryview(data), 0
+        end = len(self._buf) if n < 0 else min(len(self._buf), self._pos + n)
+        data = self._buf[self._pos:end].tobytes()
+        self._pos = end
         return data
 
     def drain(self) -> None:
-        while self.read(CHUNK):
+        while self.read(4 * CHUNK):
             pass
 
     @property
@@ -103,7 +142,7 @@ def unpack(blob: Path, blob_digest: str, diff_id: str, dest: Path, what: str) ->
                 with _open_tar(reader, "r|", what) as tar:
                     _Extractor(root, what, lambda m, fd: _copy_stream(tar, m, fd), tar).run()
                 reader.drain()
-            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            except (EOFError, zlib.error) as e:
                 raise RuntimeFailure(f"{what}: corrupt {kind} stream: {e}") from None
             if reader.digest != diff_id:
                 raise RuntimeFailure(f"{what}: uncompressed content is {reader.digest}, the image says {diff_id}")

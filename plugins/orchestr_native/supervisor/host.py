@@ -66,8 +66,12 @@ class Supervisor:
                 monitor.ready(fd)
             elif monitor.tick():
                 self._drop(monitor)
-        except Exception:  # noqa: BLE001 - logged; that container stops being supervised
+        except Exception:  # noqa: BLE001 - logged; that container is ended, the others go on
             traceback.print_exc()
+            try:
+                monitor.abandon()
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
             self._drop(monitor)
 
     def _drop(self, monitor: Monitor) -> None:

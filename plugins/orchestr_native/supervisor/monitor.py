@@ -15,6 +15,7 @@ from ..process import init, launch, linux
 from . import records
 
 BACKOFF_FIRST, BACKOFF_MAX, STEADY = 0.1, 10.0, 10.0  # seconds; a run longer than STEADY resets the backoff
+UNKNOWN_EXIT = 255
 DRAIN_AFTER_EXIT = 5.0  # the pid namespace dies with its init, so its pipes close almost at once
 
 
@@ -158,6 +159,19 @@ class Monitor:
         self.phase, self.deadline = "done", None
         self.state["supervised"] = False
         records.write_json(self._state_path(), self.state)
+
+    def abandon(self) -> None:
+        """After an internal error: ends the container rather than leave it running with no one reading its
+        output or recording its exit."""
+        try:
+            self.cgroup.kill_all(5.0)
+            if self.phase == "running":
+                os.waitpid(self.pid, 0)
+        finally:
+            if self.phase in ("running", "draining"):
+                self.state.update(status="exited", exit_code=UNKNOWN_EXIT, finished_at=logs.now())
+            self.state["supervised"] = False
+            records.write_json(self._state_path(), self.state)
 
     def close(self) -> None:
         if self.phase == "closed":
