@@ -548,13 +548,18 @@ def _pss_kb(pid: int) -> int:
 
 
 @pytest.mark.anyio
-async def test_supervision_costs_at_most_2mb_pss_per_container(native, namespace):
+async def test_supervision_costs_at_most_2mb_pss_per_container(native, namespace, state_dir):
     for i in range(10):
         c = await native.create(spec(namespace, f"pss-{i}", "sleep", "300"))
         await native.start(c.id)
     await anyio.sleep(0.5)
     pid = native.supervisor_pid()
     assert pid is not None
+    # the leak check of the fixture sees what runs now: the supervisor, the containers and their cgroups
+    ids = _created_ids(state_dir)
+    running = _processes(str(state_dir), ids)
+    assert any(line.startswith(f"{pid} ") for line in running) and len(running) >= 11
+    assert len(_cgroup_dirs(ids)) == 10 * 5  # cpu, cpuacct, memory, pids, freezer
     per_container = _pss_kb(pid) / 10
     print(f"supervision PSS per running container (10 running): {per_container:.0f} kB")
     assert per_container <= 2048

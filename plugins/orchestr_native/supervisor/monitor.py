@@ -74,8 +74,8 @@ class Monitor:
         self.pidfd = os.pidfd_open(self.pid)
         self.pending = {fd: b"" for fd in self.outputs}
         self.status, self.phase = None, "running"
-        self.state.update(status="running", supervised=True, init=records.identity(self.pid), started_at=logs.now(), error=None,
-                          oom_killed=False)
+        self.state.update(status="running", supervised=True, init=records.identity(self.pid),
+                          started_at=logs.now(), error=None, oom_killed=False)
         records.write_json(self._state_path(), self.state)
         self._event("start", state="running")
         return None
