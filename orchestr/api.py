@@ -179,7 +179,7 @@ class Client:
             return result
 
     def _runtimes_for(self, plan: Plan) -> dict[str, Runtime]:
-        return {name: self.runtime(name) for name in {a.runtime for a in plan}}
+        return {name: self.runtime(name) for a in plan for name in (a.runtime, a.old_runtime) if name}
 
     # -- reading ------------------------------------------------------------------------
     async def get(self, namespace: str | None = None, *, runtime: str | None = None) -> list[Container]:
