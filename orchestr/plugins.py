@@ -36,7 +36,7 @@ def runtimes(pm: pluggy.PluginManager | None = None) -> dict[str, RuntimeInfo]:
     pm = pm or plugin_manager()
     dists = {id(plugin): f"{dist.project_name} {dist.version}" for plugin, dist in pm.list_plugin_distinfo()}
     found: dict[str, RuntimeInfo] = {}
-    for impl in reversed(pm.hook.orchestr_runtimes.get_hookimpls()):
+    for impl in pm.hook.orchestr_runtimes.get_hookimpls():  # registration order
         for name, factory in (impl.function() or {}).items():
             found.setdefault(
                 name, RuntimeInfo(name, factory, impl.plugin.__name__, dists.get(id(impl.plugin), "(not packaged)"))
