@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -19,9 +20,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import mkimage  # noqa: E402
 
-IMAGE = "orchestr-bench/busybox:latest"
-CTR_NAMESPACE = "orchestr-bench"
-CTR_IMAGE = f"docker.io/{IMAGE}"  # containerd stores the normalised name
 # `sleep` as PID 1 ignores SIGTERM; the trap makes every tool's stop take the same short path.
 SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 
@@ -33,6 +31,10 @@ class Context:
         self.quick = quick
         self.work = work
         self.stack = stack
+        # Names of their own per run, so two runs on one machine never remove each other's things.
+        self.run_id = secrets.token_hex(3)
+        self.image = f"orchestr-bench/busybox:{self.run_id}"
+        self.ctr_namespace = f"orchestr-bench-{self.run_id}"
         self.state_dir = work / "orchestr-state"
         self.env = {
             **os.environ,
@@ -82,41 +84,41 @@ class Context:
                 raise Skip(f"{b} is not installed")
 
     def archive(self) -> Path:
-        """A `docker save` archive of busybox-static, tagged IMAGE."""
+        """A `docker save` archive of busybox-static, tagged self.image."""
         def make() -> Path:
             path = self.work / "busybox.tar"
             # A label of its own gives the image an id of its own: removing another copy of busybox by id
             # (as tests do) must not take the benchmark's image with it.
-            mkimage.busybox_image(path, [IMAGE], labels={"org.orchestr.bench": "1"})
+            mkimage.busybox_image(path, [self.image], labels={"org.orchestr.bench": "1"})
             return path
         return self.once("archive", make)
 
     def docker_image(self) -> str:
-        """IMAGE, in the Docker Engine (removed at the end); loaded again if something else removed it meanwhile."""
+        """self.image, in the Docker Engine (removed at the end); loaded again if something else removed it meanwhile."""
         def make() -> str:
             self.need("docker")
             if self.sh(["docker", "info", "--format", "{{.ServerVersion}}"], check=False).returncode:
                 raise Skip("the Docker Engine does not answer")
-            self.stack.callback(self.sh, ["docker", "rmi", "-f", IMAGE], check=False)
-            return IMAGE
+            self.stack.callback(self.sh, ["docker", "rmi", "-f", self.image], check=False)
+            return self.image
         self.once("docker-engine", make)
-        if self.sh(["docker", "image", "inspect", IMAGE], check=False).returncode:
+        if self.sh(["docker", "image", "inspect", self.image], check=False).returncode:
             self.sh(["docker", "load", "-i", self.archive()])
-        return IMAGE
+        return self.image
 
     def ctr_image(self) -> str:
-        """IMAGE, imported into containerd's namespace CTR_NAMESPACE (emptied and removed at the end)."""
+        """self.image, imported into containerd's namespace self.ctr_namespace (emptied and removed at the end)."""
         def make() -> str:
             self.need("ctr")
             if self.sh(["ctr", "--connect-timeout", "2s", "version"], check=False).returncode:
                 raise Skip("containerd does not answer")
             self.stack.callback(self.ctr_cleanup)
-            self.sh(["ctr", "-n", CTR_NAMESPACE, "images", "import", self.archive()])
-            return CTR_IMAGE
+            self.sh(["ctr", "-n", self.ctr_namespace, "images", "import", self.archive()])
+            return f"docker.io/{self.image}"  # containerd stores the normalised name
         return self.once("ctr-image", make)
 
     def ctr_cleanup(self) -> None:
-        ctr = ["ctr", "-n", CTR_NAMESPACE]
+        ctr = ["ctr", "-n", self.ctr_namespace]
         for task in self.sh([*ctr, "tasks", "ls", "-q"], check=False).stdout.decode().split():
             self.sh([*ctr, "tasks", "kill", "-s", "SIGKILL", task], check=False)
             self.sh([*ctr, "tasks", "delete", "-f", task], check=False)
@@ -125,7 +127,7 @@ class Context:
         images = self.sh([*ctr, "images", "ls", "-q"], check=False).stdout.decode().split()
         if images:
             self.sh([*ctr, "images", "rm", "--sync", *images], check=False)
-        self.sh(["ctr", "namespaces", "remove", CTR_NAMESPACE], check=False)
+        self.sh(["ctr", "namespaces", "remove", self.ctr_namespace], check=False)
 
     # -- orchestr -----------------------------------------------------------------------
     def orchestr_cli(self) -> None:
@@ -140,7 +142,7 @@ class Context:
         self.once("orchestr-cli", make)
 
     def orchestr_runtime(self, name: str) -> str:
-        """The image ref orchestr's runtime `name` runs IMAGE as; Skip while that runtime cannot run a container here."""
+        """The image ref orchestr's runtime `name` runs self.image as; Skip while that runtime cannot run a container here."""
         def make() -> str:
             self.orchestr_cli()
             installed = self.sh([VENV_BIN / "python", "-c", "import orchestr.plugins as p; print(*p.runtimes())"],
@@ -153,7 +155,7 @@ class Context:
             if name == "docker":
                 self.docker_image()
             else:
-                self.stack.callback(self.sh, self.orchestr("images", "rm", "--runtime", name, "--force", IMAGE),
+                self.stack.callback(self.sh, self.orchestr("images", "rm", "--runtime", name, "--force", self.image),
                                     check=False)
                 proc = self.sh(self.orchestr("images", "import", "--runtime", name, self.archive()), check=False)
                 if proc.returncode:
@@ -164,24 +166,28 @@ class Context:
                 self.networks[name] = ("none", problem)
             elif problem:
                 raise Skip(f"the {name} runtime cannot run a container here: {problem}")
-            return IMAGE
+            return self.image
         self.once(f"runtime-{name}", make)
-        return self.docker_image() if name == "docker" else IMAGE
+        return self.docker_image() if name == "docker" else self.image
 
     def _probe(self, runtime: str, network: str) -> str | None:
         """Why runtime cannot run `true` on network, or None when it can."""
-        argv = self.orchestr("run", "--rm", "--runtime", runtime, "--network", network, "-n", "bench-probe", IMAGE,
-                             "true")
+        argv = self.orchestr("run", "--rm", "--runtime", runtime, "--network", network, "-n", self.namespace("probe"),
+                             self.image, "true")
         proc = self.sh(argv, check=False, timeout=120)
         if proc.returncode == 0:
             return None
-        self.orchestr_delete_namespace("bench-probe")
+        self.orchestr_delete_namespace(self.namespace("probe"))
         return last_line(proc)
 
     def note(self, text: str) -> None:
         """A remark for the scenario being run, printed under its table."""
         if text not in self.notes:
             self.notes.append(text)
+
+    def namespace(self, name: str) -> str:
+        """An orchestr namespace (or compose project) of this run's own."""
+        return f"bench-{self.run_id}-{name}"
 
     def orchestr_delete_namespace(self, namespace: str) -> None:
         """Removes whatever orchestr left in namespace, through orchestr and, for docker, by label."""

@@ -183,6 +183,11 @@ def chart(scenario: dict, path: Path) -> bool:
 
 
 def write(results: dict, out: Path) -> None:
+    """results.json holds everything, raw samples included:
+    {schema, date, mode, command, machine, versions, scenarios: [{id, title, description, notes, status, reason,
+    elapsed_s, groups: [{case, unit, repeat, warmup, series: [{tool, role, versus, status, reason, goal, n,
+    samples, summary}]}]}]}; times in seconds, memory in bytes.
+    """
     import json
 
     out.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,7 @@ class Client:
         )
         self.store = Store(self.config.state_dir)
         self._runtimes: dict[str, Runtime] = {}
+        self._recovered: set[str] = set()  # runtimes whose reattach has run
         self.warnings: list[str] = []  # runtimes that could not be read by get()
 
     async def __aenter__(self) -> Client:
@@ -91,6 +92,13 @@ class Client:
 
     def _runtime_of(self, service) -> str:
         return service.spec.runtime or self.default_runtime
+
+    async def _recover(self, names: Iterable[str]) -> None:
+        """Lets each runtime clean what a crash left (a dead supervisor's containers, half-made records)
+        before anything is planned on it; once per client."""
+        for name in sorted(set(names) - self._recovered):
+            await self.runtime(name).reattach()
+            self._recovered.add(name)
 
     async def _actual(self, runtime_names: Iterable[str], namespaces: set[str] | None) -> list[Container]:
         found: list[Container] = []
@@ -131,6 +139,8 @@ class Client:
         """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete."""
         default = runtime or self.default_runtime
         async with self.store.lock():
+            if not dry_run:
+                await self._recover({s.spec.runtime or default for s in services} | set(self.store.runtimes_used()))
             plan = await self.plan(services, prune=prune, runtime=default)
             if on_plan is not None:
                 on_plan(plan)
@@ -159,6 +169,7 @@ class Client:
         """Delete the containers of services, or every container of a namespace (one-off runs included)."""
         async with self.store.lock():
             runtimes = set(self.store.runtimes_used()) | {self._runtime_of(s) for s in services}
+            await self._recover(runtimes)
             namespaces = {namespace} if namespace else {s.namespace for s in services}
             actual = await self._actual(runtimes, namespaces)
             if namespace:

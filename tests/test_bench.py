@@ -101,9 +101,11 @@ def leftovers() -> dict[str, list[str]]:
     return {
         "docker containers": [c for c in out(["docker", "ps", "-a", "--format", "{{.Names}}"])
                               if c.startswith(("orchestr-bench", "bench-"))],
-        "docker images": [i for i in out(["docker", "images", "--format", "{{.Repository}}"])
+        "docker images": [i for i in out(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"])
                           if "orchestr-bench" in i or "/bench/" in i],
-        "ctr namespaces": [n for n in out(["ctr", "namespaces", "ls", "-q"]) if n == "orchestr-bench"],
+        "docker networks": [n for n in out(["docker", "network", "ls", "--format", "{{.Name}}"])
+                            if n.startswith("bench-")],
+        "ctr namespaces": [n for n in out(["ctr", "namespaces", "ls", "-q"]) if n.startswith("orchestr-bench")],
         "temp dirs": sorted(p.name for p in Path(tempfile.gettempdir()).glob("orchestr-bench-*")),
     }
 

@@ -209,10 +209,10 @@ async def test_loopback_works_in_network_none_and_host_network_is_shared(native,
 
 
 @pytest.mark.anyio
-async def test_bridge_network_is_refused_with_one_line(native, namespace):
+async def test_unknown_network_is_refused_with_one_line(native, namespace):
     with pytest.raises(RuntimeFailure) as info:
-        await native.create(spec(namespace, "br-0", "true", network="bridge"))
-    assert str(info.value) == "network 'bridge' is not available on the native runtime yet; use host or none"
+        await native.create(spec(namespace, "br-0", "true", network="wifi"))
+    assert str(info.value) == "container br-0: unknown network 'wifi'; use bridge, host or none"
     assert await native.list(namespace) == []
 
 

@@ -32,7 +32,7 @@ def compose_file(path: Path, n: int, image: str) -> Path:
 def orchestr_fleet(ctx: Context, n: int, runtime: str, tag: str) -> Iterator[tuple[list[str], list[str], str]]:
     """The apply and delete commands for n services on runtime, and their namespace; deletes them on exit."""
     image = ctx.orchestr_runtime(runtime)
-    namespace = f"bench-{tag}-{runtime}"
+    namespace = ctx.namespace(f"{tag}-{runtime}")
     network, why = ctx.networks.get(runtime, ("bridge", ""))
     if network != "bridge":
         ctx.note(f"orchestr {runtime} runs these services with network: {network}, as bridge fails here: {why}")
@@ -45,10 +45,10 @@ def orchestr_fleet(ctx: Context, n: int, runtime: str, tag: str) -> Iterator[tup
 
 @contextlib.contextmanager
 def compose_fleet(ctx: Context, n: int, tag: str) -> Iterator[tuple[list[str], list[str], str]]:
-    """`docker-compose up -d` and `down` for n services in project bench-<tag>-<n>; takes it down on exit."""
+    """`docker-compose up -d` and `down` for n services in a project of this run's own; takes it down on exit."""
     ctx.need("docker-compose")
     image = ctx.docker_image()
-    project = f"bench-{tag}-{n}"
+    project = ctx.namespace(f"{tag}-{n}")
     path = compose_file(ctx.tempdir(f"{tag}-compose-{n}") / "docker-compose.yml", n, image)
     base = ["docker-compose", "-p", project, "-f", path]
     try:

@@ -30,7 +30,6 @@ NOTES = [
     "so they add only the filler layers; `tar -x` unpacks every layer.",
 ]
 
-REF = "orchestr-bench/big:latest"
 NATIVE_IMPORT, DOCKER_IMPORT = "orchestr images import --runtime native", "orchestr images import --runtime docker"
 NATIVE_PULL, DOCKER_PULL = "orchestr images pull --runtime native", "orchestr images pull --runtime docker"
 
@@ -38,13 +37,14 @@ NATIVE_PULL, DOCKER_PULL = "orchestr images pull --runtime native", "orchestr im
 def run(ctx: Context) -> list[dict]:
     mb, repeat, warmup = (10, 1, 0) if ctx.quick else (200, 5, 1)
     archive = ctx.work / "big.tar"
-    mkimage.busybox_image(archive, [REF], extra_mb=mb)
+    ref = f"orchestr-bench/big:{ctx.run_id}"
+    mkimage.busybox_image(archive, [ref], extra_mb=mb, labels={"org.orchestr.bench": "1"})
     imports = [
-        Contender(NATIVE_IMPORT, lambda: orchestr_import(ctx, archive, "native")),
-        Contender(DOCKER_IMPORT, lambda: orchestr_import(ctx, archive, "docker")),
+        Contender(NATIVE_IMPORT, lambda: orchestr_import(ctx, archive, ref, "native")),
+        Contender(DOCKER_IMPORT, lambda: orchestr_import(ctx, archive, ref, "docker")),
         Contender("tar -x of each layer", lambda: untar(ctx, archive), versus=(NATIVE_IMPORT,),
                   goal=Goal("orchestr at least 0.7x tar's speed (ratio <= 1.43)", max_ratio=1 / 0.7)),
-        Contender("docker load", lambda: docker_load(ctx, archive), versus=(DOCKER_IMPORT, NATIVE_IMPORT)),
+        Contender("docker load", lambda: docker_load(ctx, archive, ref), versus=(DOCKER_IMPORT, NATIVE_IMPORT)),
     ]
     groups = compare(f"import {mb} MB", imports, repeat=repeat, warmup=warmup)
     with registry(ctx, archive) as remote:
@@ -67,7 +67,7 @@ def forget(ctx: Context, runtime: str, ref: str) -> None:
 
 
 @contextlib.contextmanager
-def orchestr_import(ctx: Context, archive: Path, runtime: str):
+def orchestr_import(ctx: Context, archive: Path, ref: str, runtime: str):
     ctx.orchestr_runtime(runtime)
     argv = ctx.orchestr("images", "import", "--runtime", runtime, archive)
 
@@ -75,12 +75,12 @@ def orchestr_import(ctx: Context, archive: Path, runtime: str):
         try:
             return ctx.timed(argv)
         finally:
-            forget(ctx, runtime, REF)
-    forget(ctx, runtime, REF)
+            forget(ctx, runtime, ref)
+    forget(ctx, runtime, ref)
     try:
         yield trial
     finally:
-        forget(ctx, runtime, REF)
+        forget(ctx, runtime, ref)
 
 
 @contextlib.contextmanager
@@ -116,19 +116,19 @@ def untar(ctx: Context, archive: Path):
 
 
 @contextlib.contextmanager
-def docker_load(ctx: Context, archive: Path):
+def docker_load(ctx: Context, archive: Path, ref: str):
     ctx.docker_image()
 
     def trial() -> float:
         try:
             return ctx.timed(["docker", "load", "-q", "-i", archive])
         finally:
-            forget(ctx, "docker", REF)
-    forget(ctx, "docker", REF)
+            forget(ctx, "docker", ref)
+    forget(ctx, "docker", ref)
     try:
         yield trial
     finally:
-        forget(ctx, "docker", REF)
+        forget(ctx, "docker", ref)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from context import Context, mkimage
 from harness import Contender, Skip, compare
@@ -51,12 +52,14 @@ def library(ctx: Context):
     image = ctx.orchestr_runtime("native")
     import orchestr
 
-    portal = ctx.portal()
+    namespace, portal = ctx.namespace("lifecycle"), ctx.portal()
     with portal.wrap_async_context_manager(orchestr.Client(state_dir=ctx.state_dir, runtime="native")) as client:
+        def once():
+            return client.run(image, ["true"], namespace=namespace, remove=True, network="none")
+
         def trial() -> float:
             t0 = time.perf_counter()
-            _, code = portal.call(lambda: client.run(image, ["true"], namespace="bench-lifecycle", remove=True,
-                                                        network="none"))
+            _, code = portal.call(once)
             elapsed = time.perf_counter() - t0
             if code != 0:
                 raise RuntimeError(f"the container exited with {code}")
@@ -64,18 +67,18 @@ def library(ctx: Context):
         try:
             yield trial
         finally:
-            ctx.orchestr_delete_namespace("bench-lifecycle")
+            ctx.orchestr_delete_namespace(namespace)
 
 
 @contextlib.contextmanager
 def cli(ctx: Context, runtime: str):
     image = ctx.orchestr_runtime(runtime)
     network = ["--network", "none"] if runtime == "native" else []
-    argv = ctx.orchestr("run", "--rm", "--runtime", runtime, *network, "-n", "bench-lifecycle", image, "true")
+    argv = ctx.orchestr("run", "--rm", "--runtime", runtime, *network, "-n", ctx.namespace("lifecycle"), image, "true")
     try:
         yield lambda: ctx.timed(argv)
     finally:
-        ctx.orchestr_delete_namespace("bench-lifecycle")
+        ctx.orchestr_delete_namespace(ctx.namespace("lifecycle"))
 
 
 def bundle(ctx: Context):
@@ -101,7 +104,7 @@ def bundle(ctx: Context):
 def oci(ctx: Context, tool: str) -> Iterator:
     ctx.need(tool)
     path = bundle(ctx)
-    cid = f"orchestr-bench-{tool}-{os.getpid()}"
+    cid = f"orchestr-bench-{tool}-{ctx.run_id}"
     with private_mounts(ctx) if tool == "crun" else contextlib.nullcontext([]) as prefix:
         argv = [*prefix, tool, "run", "--bundle", path, cid]
         try:
@@ -114,8 +117,9 @@ def oci(ctx: Context, tool: str) -> Iterator:
 def private_mounts(ctx: Context) -> Iterator[list[str]]:
     """A mount namespace without the cgroup2 mount of a hybrid host, held open by a sleeping process."""
     ctx.need("unshare", "nsenter")
-    if not os.path.ismount("/sys/fs/cgroup/unified"):
-        yield []
+    unified = Path("/sys/fs/cgroup/unified")
+    if not os.path.ismount(unified) or not (unified / "cgroup.controllers").read_text().strip():
+        yield []  # nothing for crun to refuse
         return
     holder = subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c",
@@ -134,15 +138,15 @@ def private_mounts(ctx: Context) -> Iterator[list[str]]:
 @contextlib.contextmanager
 def ctr(ctx: Context):
     image = ctx.ctr_image()
-    cid = f"orchestr-bench-ctr-{os.getpid()}"
-    argv = ["ctr", "-n", "orchestr-bench", "run", "--rm", image, cid, "true"]
+    cid = f"orchestr-bench-ctr-{ctx.run_id}"
+    argv = ["ctr", "-n", ctx.ctr_namespace, "run", "--rm", image, cid, "true"]
     yield lambda: ctx.timed(argv)
 
 
 @contextlib.contextmanager
 def docker(ctx: Context):
     image = ctx.docker_image()
-    name = f"orchestr-bench-lifecycle-{os.getpid()}"
+    name = f"orchestr-bench-lifecycle-{ctx.run_id}"
     try:
         yield lambda: ctx.timed(["docker", "run", "--rm", "--name", name, image, "true"])
     finally:

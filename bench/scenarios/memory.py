@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from context import CTR_NAMESPACE, SLEEP, Context
+from context import SLEEP, Context
 from harness import Contender, compare
 from scenarios.fleet import expect, orchestr_fleet
 
@@ -52,8 +52,8 @@ def orchestr(ctx: Context, k: int):
 @contextlib.contextmanager
 def shims(ctx: Context, k: int):
     image = ctx.ctr_image()
-    ctr = ["ctr", "-n", CTR_NAMESPACE]
-    names = [f"orchestr-bench-mem-{os.getpid()}-{i}" for i in range(k)]
+    ctr = ["ctr", "-n", ctx.ctr_namespace]
+    names = [f"orchestr-bench-mem-{ctx.run_id}-{i}" for i in range(k)]
 
     def remove() -> None:
         for name in names:

@@ -22,6 +22,7 @@ from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailab
 from orchestr.model import L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, State
 
 from . import cgroups, logs
+from .network import Network
 from .process import linux
 from .supervisor import records
 from .supervisor.client import SupervisorClient, command
@@ -52,6 +53,7 @@ class Containers:
         self._store = store
         self._log = {"max_size": log_max_size, "max_files": log_max_files}
         self._supervisor = SupervisorClient(str(self._root))
+        self._network = Network(self._root)
         self._cgroup_version = cgroups.version()
 
     # -- records ------------------------------------------------------------------------
@@ -85,7 +87,8 @@ class Containers:
             image=config["image"], state=status, labels=dict(config["labels"]),
             exit_code=None if running or status is State.CREATED else exit_code,
             pid=(state.get("init") or {}).get("pid") if running else None,
-            oom_killed=bool(state.get("oom_killed")), created_at=config["created_at"],
+            ip=(config.get("net") or {}).get("ip"), oom_killed=bool(state.get("oom_killed")),
+            created_at=config["created_at"],
             started_at=state.get("started_at"), finished_at=None if running else state.get("finished_at"),
         )
 
@@ -108,10 +111,8 @@ class Containers:
         return await anyio.to_thread.run_sync(self._create, spec)
 
     def _create(self, spec: ContainerSpec) -> Container:
-        if spec.network == "bridge":
-            raise RuntimeFailure("network 'bridge' is not available on the native runtime yet; use host or none")
-        if spec.network not in ("host", "none"):
-            raise RuntimeFailure(f"container {spec.name}: unknown network {spec.network!r}; use host or none")
+        if spec.network not in ("bridge", "host", "none"):
+            raise RuntimeFailure(f"container {spec.name}: unknown network {spec.network!r}; use bridge, host or none")
         with self._lock():
             for id in self._ids():
                 other = records.read_json(str(self._dir / id / records.CONFIG))
@@ -132,11 +133,19 @@ class Containers:
             if spec.network == "host" and os.path.exists("/etc/resolv.conf"):
                 files["/etc/resolv.conf"] = d / "resolv.conf"
                 shutil.copyfile("/etc/resolv.conf", files["/etc/resolv.conf"])
+            net = None
+            if spec.network == "bridge":  # writes hosts and resolv.conf; raises before any change on a taken port
+                try:
+                    net = self._network.attach(id, spec, d)
+                except BaseException:
+                    shutil.rmtree(d)
+                    raise
+                files["/etc/resolv.conf"] = d / "resolv.conf"
             limits = cgroups.Limits(spec.resources.cpus, spec.resources.memory, spec.resources.pids)
             config = {
                 "id": id, "name": spec.name, "namespace": spec.namespace, "image": spec.image,
                 "image_id": image_id, "labels": dict(spec.labels), "created_at": logs.now(),
-                "hostname": spec.name, "network": spec.network, "process": process, "tty": spec.tty,
+                "hostname": spec.name, "network": spec.network, "net": net, "process": process, "tty": spec.tty,
                 "rootfs": {"layers": layers, "upper": str(d / "upper"), "work": str(d / "work"),
                            "merged": str(d / "rootfs"), "read_only": spec.read_only},
                 "mounts": mounts, "files": {k: str(v) for k, v in files.items()}, "limits": limits.as_dict(),
@@ -149,6 +158,8 @@ class Containers:
                 self._cgroup(id).create(limits)
             except OSError as e:
                 self._cgroup(id).remove()
+                if net:
+                    self._network.detach(config)
                 shutil.rmtree(d)
                 raise RuntimeFailure(f"container {spec.name}: cannot set up its cgroup: {e}") from None
         self._event(config, "create", State.CREATED)
@@ -187,6 +198,8 @@ class Containers:
             if not (self._dir / id / records.STOP).exists():
                 return  # running, paused, or waiting to be restarted by the supervisor
             await self._wait_unsupervised(id, 10.0)  # a stop is under way: let it finish
+        elif state.get("supervised"):  # its supervisor died: end what the last run left before a new one
+            await anyio.to_thread.run_sync(self._end_orphan, id)
         await anyio.to_thread.run_sync(self._start, config)
 
     def _start(self, config: dict) -> None:
@@ -195,6 +208,8 @@ class Containers:
             self._cgroup(config["id"]).create(cgroups.Limits(**config["limits"]))  # gone after a reboot
         except OSError as e:
             raise RuntimeFailure(f"container {config['name']}: cannot set up its cgroup: {e}") from None
+        if config.get("net"):
+            self._network.ensure(config)  # a reboot or a hand may have taken the namespace or the bridge
         (d / records.STOP).unlink(missing_ok=True)
         try:
             reply = self._supervisor.request({"op": "start", "dir": str(d)})
@@ -206,6 +221,8 @@ class Containers:
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
         config, state = self._load(id)
         if not _supervised(state):
+            if state.get("supervised"):  # its supervisor died: what it left runs on unless ended here
+                await anyio.to_thread.run_sync(self._end_orphan, id)
             return
         sig = _signal(signal)
         d = self._dir / id
@@ -248,6 +265,11 @@ class Containers:
             self._cgroup(config["id"]).remove()
         except (OSError, TimeoutError) as e:
             raise RuntimeFailure(f"container {config['name']}: cannot remove its cgroup: {e}") from None
+        if config.get("net"):
+            try:
+                self._network.detach(config)
+            except OSError as e:
+                raise RuntimeFailure(f"container {config['name']}: cannot remove its network: {e}") from None
         shutil.rmtree(d, ignore_errors=True)
 
     async def pause(self, id: str) -> None:
@@ -426,22 +448,34 @@ class Containers:
                 if _supervised(state):
                     live.append(self._view(config, state))
                     continue
-                if not state.get("supervised"):
-                    continue
-                # The supervisor is gone (crash, kill or reboot): whatever it left runs unsupervised; end it.
-                _unmount_under(str(d))
-                cgroup = self._cgroup(id)
-                if cgroup.exists():
-                    cgroup.kill_all()
-                (d / records.STOP).unlink(missing_ok=True)
-                was_running = state.get("status") == "running"
-                if was_running:
-                    state.update(status="exited", exit_code=UNKNOWN_EXIT, finished_at=logs.now())
-                state["supervised"] = False
-                records.write_json(str(d / records.STATE), state)
-                if was_running:
-                    self._event(config, "die", State.EXITED, UNKNOWN_EXIT)
+                if state.get("supervised"):
+                    self._end_unsupervised(config, state)
+            self._network.sweep()
         return live
+
+    def _end_orphan(self, id: str) -> None:
+        """Ends one container whose supervisor is gone, unless another process has meanwhile."""
+        with self._lock():
+            config, state = self._load(id)
+            if state.get("supervised") and not _supervised(state):
+                self._end_unsupervised(config, state)
+
+    def _end_unsupervised(self, config: dict, state: dict) -> None:
+        """The supervisor is gone (crash, kill or reboot): whatever it left runs unsupervised; end it.
+        Called with the lock held."""
+        d = self._dir / config["id"]
+        _unmount_under(str(d))
+        cgroup = self._cgroup(config["id"])
+        if cgroup.exists():
+            cgroup.kill_all()
+        (d / records.STOP).unlink(missing_ok=True)
+        was_running = state.get("status") == "running"
+        if was_running:
+            state.update(status="exited", exit_code=UNKNOWN_EXIT, finished_at=logs.now())
+        state["supervised"] = False
+        records.write_json(str(d / records.STATE), state)
+        if was_running:
+            self._event(config, "die", State.EXITED, UNKNOWN_EXIT)
 
     async def close(self) -> None:
         """Nothing to release; an idle supervisor host is told to exit (it starts again on demand)."""

@@ -21,9 +21,14 @@ class LaunchError(Exception):
 
 
 def _default_signals() -> None:
-    # Python ignores SIGPIPE and SIGXFSZ; an ignored signal survives exec and would surprise the command.
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
+    # An ignored signal survives exec and would surprise the command: Python ignores SIGPIPE and SIGXFSZ, the
+    # supervisor SIGTERM, SIGINT and SIGHUP (a container that ignores SIGTERM can only be killed), and whatever
+    # started orchestr may have ignored others.
+    for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # the C library's own real-time signals
+            pass
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
@@ -100,6 +105,10 @@ def start(config: dict, cgroup, report: int) -> None:
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
     if config["network"] == "none":
         flags |= linux.CLONE_NEWNET
+    elif config["network"] == "bridge":  # made and set up at create; every start joins the same one
+        fd = os.open(config["net"]["netns"], os.O_RDONLY | os.O_CLOEXEC)
+        linux.setns(fd, linux.CLONE_NEWNET)
+        os.close(fd)
     linux.unshare(flags)
     socket.sethostname(config["hostname"])
     if config["network"] == "none":

@@ -1,0 +1,91 @@
+"""Addresses: a subnet per orchestr namespace carved from a pool, and a lease file per container address.
+
+Leases live in the namespace's directory under state_dir/native/network/<bridge>/, one file per address
+holding the container's id, name and service, created exclusively (O_EXCL). Everything that allocates or
+reads leases runs under the host-wide network lock, so concurrent creates from several processes never share
+an address; a lease left unreadable by a crash is released by the next sweep.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from pathlib import Path
+
+from orchestr.errors import RuntimeFailure
+
+POOL_ENV = "ORCHESTR_NATIVE_SUBNET"
+# Private ranges Docker (172.17.0.0/16 and up) and most LANs (192.168.x) leave alone; the first one with room
+# that no host route overlaps is used.
+DEFAULT_POOLS = tuple(f"10.{n}.0.0/16" for n in range(88, 100))
+SUBNET_PREFIX = 24  # each namespace's share of the pool
+RECORD = "bridge.json"
+
+
+def pools() -> list[ipaddress.IPv4Network]:
+    text = os.environ.get(POOL_ENV)
+    if not text:
+        return [ipaddress.IPv4Network(p) for p in DEFAULT_POOLS]
+    try:
+        return [ipaddress.IPv4Network(text.strip(), strict=False)]
+    except ValueError:
+        raise RuntimeFailure(f"{POOL_ENV}={text!r} is not an IPv4 network such as 10.88.0.0/16") from None
+
+
+def pick_subnet(taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The first block of the pool that overlaps nothing in taken (host routes and recorded subnets)."""
+    candidates = pools()
+    for pool in candidates:
+        if pool.prefixlen > 30:
+            raise RuntimeFailure(f"{POOL_ENV}={pool} is too small; use a /30 or larger, such as 10.88.0.0/16")
+        for block in pool.subnets(new_prefix=max(SUBNET_PREFIX, pool.prefixlen)):
+            if not any(block.overlaps(t) for t in taken):
+                return block
+    where = ", ".join(map(str, candidates)) if len(candidates) == 1 else f"{candidates[0]} .. {candidates[-1]}"
+    raise RuntimeFailure(f"no free /{SUBNET_PREFIX} subnet left in {where} for another namespace's bridge; "
+                         f"set {POOL_ENV} to a free range")
+
+
+def gateway(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Interface:
+    return ipaddress.IPv4Interface(f"{subnet.network_address + 1}/{subnet.prefixlen}")
+
+
+def leases(directory: Path) -> dict[str, dict]:
+    """Address -> lease of one namespace; a lease that cannot be read maps to {}."""
+    found = {}
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return {}
+    for entry in entries:
+        if not entry.name[:1].isdigit():  # the bridge record and its temporary copies
+            continue
+        try:
+            with open(entry.path) as f:
+                found[entry.name] = json.load(f)
+        except (OSError, ValueError):
+            found[entry.name] = {}
+    return found
+
+
+def allocate(directory: Path, subnet: ipaddress.IPv4Network, lease: dict, taken: set[str]) -> str:
+    """Leases the lowest free address of subnet after the gateway's to lease["id"]; taken are the known leases."""
+    for n in range(int(subnet.network_address) + 2, int(subnet.broadcast_address)):
+        ip = str(ipaddress.IPv4Address(n))
+        if ip in taken:
+            continue
+        try:
+            with open(directory / ip, "x") as f:
+                json.dump(lease, f)
+        except FileExistsError:
+            continue
+        return ip
+    raise RuntimeFailure(f"no free address left in {subnet} for container {lease.get('name')}")
+
+
+def release(directory: Path, ip: str) -> None:
+    try:
+        os.unlink(directory / ip)
+    except FileNotFoundError:
+        pass

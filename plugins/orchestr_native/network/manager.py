@@ -1,0 +1,233 @@
+"""A bridged container's network: set up at create, repaired at start, removed at delete, swept when orphaned."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from orchestr.errors import RuntimeFailure
+from orchestr.model import L_REPLICA, L_SERVICE, ContainerSpec
+
+from ..supervisor import records
+from . import firewall, ipam, names, netns, ports
+
+RUN = "/run/orchestr"
+LOCK = os.path.join(RUN, "network.lock")
+BRIDGE_PREFIX = "orc-"  # bridges are orc-<11 hex>, veths orc<10 hex>: `orc-+` in iptables means bridges only
+
+
+class Network:
+    """The bridge networks of one state dir; their records live in state_dir/native/network/<bridge>/."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.dir = self.root / "network"
+        self.containers = self.root / "containers"
+
+    def bridge(self, namespace: str) -> str:
+        """The namespace's bridge: one per state dir and namespace, 15 characters as the kernel allows."""
+        return BRIDGE_PREFIX + hashlib.sha256(f"{self.root}\0{namespace}".encode()).hexdigest()[:11]
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Host-wide: bridges, subnets, published ports and iptables are shared by every state dir."""
+        os.makedirs(RUN, exist_ok=True)
+        with open(LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    # -- create, start, delete ----------------------------------------------------------
+
+    def attach(self, id: str, spec: ContainerSpec, directory: Path) -> dict:
+        """Gives the new container at directory its address, namespace, veth, published ports and name files;
+        returns what its config records. Nothing changes when a published port is taken."""
+        published = ports.published(spec.ports)
+        owner = str(directory)
+        with self._locked():
+            self._sweep()
+            stale = ports.check(published, owner)
+            bridge = self.bridge(spec.namespace)
+            record = self._bridge(bridge, spec.namespace)
+            subnet = ipaddress.IPv4Network(record["subnet"])
+            here = self.dir / bridge
+            leases = ipam.leases(here)
+            lease = {"id": id, "name": spec.name, "service": spec.labels.get(L_SERVICE, spec.name),
+                     "replica": _int(spec.labels.get(L_REPLICA))}
+            ip = ipam.allocate(here, subnet, lease, set(leases))
+            leases[ip] = lease
+            net = {"ip": ip, "subnet": str(subnet), "gateway": str(ipam.gateway(subnet).ip), "bridge": bridge,
+                   "veth": f"orc{id[:10]}", "netns": netns.path(id), "mtu": record["mtu"], "ports": published}
+            try:
+                self._connect(net, create=True)
+                for holder in stale:  # a container gone without its delete: its rules would shadow ours
+                    firewall.remove_ports(os.path.basename(holder))
+                self._publish(id, net, owner)
+                (directory / "resolv.conf").write_text(names.resolv_conf())
+                (directory / "hosts").write_text(names.hosts(ip, leases))
+                self._rewrite_hosts(leases, skip=ip)
+            except BaseException as e:
+                self._remove(id, net, owner)
+                self._settle(bridge)
+                if isinstance(e, OSError):
+                    raise RuntimeFailure(f"container {spec.name}: cannot set up its network: {e.strerror or e}") from None
+                raise
+        return net
+
+    def ensure(self, config: dict) -> None:
+        """Before a start: rebuilds what a reboot or a hand took away (namespace, veth, bridge, rules)."""
+        net = config["net"]
+        if netns.mounted(net["netns"]) and _link_exists(net["veth"]) and _link_exists(net["bridge"]):
+            return
+        owner = str(self.containers / config["id"])
+        with self._locked():
+            self._bridge(net["bridge"], config["namespace"], net["subnet"])
+            try:
+                present = netns.mounted(net["netns"])
+                if not (present and _link_exists(net["veth"])):
+                    self._connect(net, create=not present)
+                ports.check(net["ports"], owner)
+                firewall.remove_ports(config["id"], net["ip"], net["ports"])
+                self._publish(config["id"], net, owner)
+            except OSError as e:
+                raise RuntimeFailure(f"container {config['name']}: cannot set up its network: {e.strerror or e}") from None
+
+    def detach(self, config: dict) -> None:
+        """Removes the container's ports, namespace (its veth goes with it) and lease; the bridge goes with the
+        namespace's last container, orchestr's iptables chains with the host's last bridge."""
+        net = config["net"]
+        with self._locked():
+            self._remove(config["id"], net, str(self.containers / config["id"]))
+            self._settle(net["bridge"])
+
+    def sweep(self) -> None:
+        """Removes what containers that no longer exist left behind (a crash half-way through a create)."""
+        if not self.dir.exists():
+            return
+        with self._locked():
+            self._sweep()
+            if self._records():
+                from . import links
+
+                firewall.sync(links.bridges(BRIDGE_PREFIX))  # puts back rules someone flushed
+
+    # -- steps, all under the lock ------------------------------------------------------
+
+    def _bridge(self, bridge: str, namespace: str, subnet: str | None = None) -> dict:
+        here = self.dir / bridge
+        record = records.read_json(str(here / ipam.RECORD))
+        if record is not None and _link_exists(bridge):
+            return record
+        from . import links
+
+        if record is None:
+            if subnet is None:
+                recorded = [ipaddress.IPv4Network(r["subnet"]) for r in self._records().values()]
+                subnet = str(ipam.pick_subnet(links.routed() + recorded))
+            record = {"namespace": namespace, "subnet": subnet, "mtu": links.default_mtu()}
+            here.mkdir(parents=True, exist_ok=True)
+            records.write_json(str(here / ipam.RECORD), record)
+        network = ipaddress.IPv4Network(record["subnet"])
+        clash = next((r for r in links.routed() if r.overlaps(network)), None)
+        if clash is not None:
+            raise RuntimeFailure(f"namespace {namespace}: its subnet {network} overlaps the host's route to {clash}; "
+                                 "remove that route or the namespace's containers")
+        try:
+            links.create_bridge(bridge, ipam.gateway(network), record["mtu"])
+            firewall.enable_forwarding(bridge)
+            firewall.sync(links.bridges(BRIDGE_PREFIX))
+        except BaseException:
+            links.delete_link(bridge)
+            raise
+        return record
+
+    def _connect(self, net: dict, create: bool) -> None:
+        from . import links
+
+        address = ipaddress.IPv4Interface(f"{net['ip']}/{ipaddress.IPv4Network(net['subnet']).prefixlen}")
+        try:
+            links.connect(net["netns"], create, net["veth"], net["bridge"], net["mtu"], address,
+                          ipaddress.IPv4Address(net["gateway"]))
+        except BaseException:
+            if create:
+                netns.remove(net["netns"])
+            raise
+
+    def _publish(self, id: str, net: dict, owner: str) -> None:
+        if not net["ports"]:
+            return
+        from . import links
+
+        ports.claim(net["ports"], owner)
+        try:
+            firewall.add_ports(id, net["ip"], net["ports"])
+        except RuntimeFailure:
+            firewall.sync(links.bridges(BRIDGE_PREFIX))  # the chains were flushed under us: put them back
+            firewall.add_ports(id, net["ip"], net["ports"])
+
+    def _remove(self, id: str, net: dict, owner: str) -> None:
+        if net.get("ports") or owner in ports.holders():
+            firewall.remove_ports(id, net.get("ip"), net.get("ports"))
+            ports.release(owner)
+        netns.remove(net.get("netns") or netns.path(id))
+        if net.get("ip"):
+            ipam.release(self.dir / net["bridge"], net["ip"])
+
+    def _settle(self, bridge: str) -> None:
+        """After leases went: drops an empty namespace's bridge, else tells the peers who is left."""
+        here = self.dir / bridge
+        leases = ipam.leases(here)
+        if leases:
+            self._rewrite_hosts(leases)
+            return
+        from . import links
+
+        links.delete_link(bridge)
+        shutil.rmtree(here, ignore_errors=True)
+        firewall.sync(links.bridges(BRIDGE_PREFIX))
+
+    def _sweep(self) -> None:
+        for bridge in self._records(all_dirs=True):
+            here = self.dir / bridge
+            orphans = {ip: lease for ip, lease in ipam.leases(here).items() if not self._exists(lease.get("id"))}
+            for ip, lease in orphans.items():
+                id = lease.get("id") or ""
+                net = {"ip": ip, "bridge": bridge, "netns": netns.path(id) if id else None, "ports": None}
+                if id:
+                    self._remove(id, net, str(self.containers / id))
+                else:
+                    ipam.release(here, ip)
+            if orphans or not (here / ipam.RECORD).exists():
+                self._settle(bridge)
+
+    def _exists(self, id: str | None) -> bool:
+        return bool(id) and (self.containers / id / records.CONFIG).exists()
+
+    def _records(self, all_dirs: bool = False) -> dict[str, dict]:
+        try:
+            entries = [e.name for e in os.scandir(self.dir) if e.name.startswith(BRIDGE_PREFIX)]
+        except FileNotFoundError:
+            return {}
+        found = {b: records.read_json(str(self.dir / b / ipam.RECORD)) for b in entries}
+        return found if all_dirs else {b: r for b, r in found.items() if r}
+
+    def _rewrite_hosts(self, leases: dict[str, dict], skip: str | None = None) -> None:
+        for ip, lease in leases.items():
+            if ip != skip and lease.get("id"):
+                names.write_in_place(str(self.containers / lease["id"] / "hosts"), names.hosts(ip, leases))
+
+
+def _link_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0

@@ -1,0 +1,61 @@
+"""Name resolution for bridged containers: /etc/hosts naming every peer of the namespace, and /etc/resolv.conf."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+
+HOST_RESOLV_CONF = "/etc/resolv.conf"
+_LOCAL = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback")
+
+
+def hosts(own: str, leases: dict[str, dict]) -> str:
+    """The hosts file of the container at address own: itself first, then its peers by service and replica,
+    so a service name resolves to its lowest replica when a resolver takes the first match."""
+    def line(ip: str) -> str:
+        lease = leases[ip]
+        return f"{ip}\t" + " ".join(dict.fromkeys(n for n in (lease.get("name"), lease.get("service")) if n))
+
+    peers = sorted((ip for ip, lease in leases.items() if ip != own and lease.get("name")),
+                   key=lambda ip: (leases[ip].get("service", ""), leases[ip].get("replica", 0), leases[ip]["name"]))
+    return "\n".join([*_LOCAL, line(own), *map(line, peers)]) + "\n"
+
+
+def write_in_place(path: str, text: str) -> None:
+    """Replaces the file's content keeping its inode: it is bind-mounted into a running container, and a
+    rename would leave the container looking at the old file."""
+    data = text.encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return  # the container is being deleted
+    try:
+        os.pwrite(fd, data, 0)  # one write, then the cut: a reader sees the new lines, never a blank file
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
+def resolv_conf(host: str = HOST_RESOLV_CONF) -> str:
+    """The host's resolv.conf without loopback nameservers, which mean nothing in another network namespace."""
+    try:
+        with open(host) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return ""
+    kept = []
+    for line in lines:
+        words = line.split()
+        if words[:1] == ["nameserver"] and len(words) > 1 and _loopback(words[1]):
+            continue
+        if words and not line.lstrip().startswith(("#", ";")):
+            kept.append(line)
+    return "\n".join(kept) + "\n" if kept else ""
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(re.sub(r"%.*$", "", address)).is_loopback
+    except ValueError:
+        return False

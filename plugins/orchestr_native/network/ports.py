@@ -1,0 +1,122 @@
+"""Published host ports: refused while anything on the host holds them, claimed host-wide while a container does.
+
+A DNAT rule does not bind its port, so a bind test alone would let two containers (of any state dir) publish
+the same one: each published port is also claimed in /run/orchestr/ports/<protocol>-<port>, a symlink to the
+directory of the container that holds it. A claim whose container directory is gone is stale and taken over.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+from collections.abc import Iterable
+
+from orchestr.errors import Conflict, RuntimeFailure
+from orchestr.model import Port
+
+DIR = "/run/orchestr/ports"
+
+
+def published(ports: Iterable[Port]) -> list[dict]:
+    """The ports that publish a host port, as records, checked for what the rules can express."""
+    out = []
+    for p in ports:
+        if p.host_port is None:
+            continue  # documents the container's port, publishes nothing
+        protocol = str(p.protocol).lower()
+        if protocol not in ("tcp", "udp"):
+            raise RuntimeFailure(f"port {p.host_port}/{p.protocol}: the protocol must be tcp or udp")
+        host_ip = "0.0.0.0" if p.host_ip in ("", "::") else p.host_ip
+        try:
+            ipaddress.IPv4Address(host_ip)
+        except ValueError:
+            raise RuntimeFailure(f"port {p.host_port}/{protocol}: host IP {p.host_ip!r} is not an IPv4 address") from None
+        out.append({"host_ip": host_ip, "host_port": p.host_port, "container_port": p.container_port,
+                    "protocol": protocol})
+    return out
+
+
+def check(ports: list[dict], owner: str) -> list[str]:
+    """Raises Conflict for a port another container claims or anything on the host holds; returns the
+    directories of containers whose stale claims will be taken over."""
+    stale, seen = [], set()
+    for p in ports:
+        name = _claim(p)
+        if name in seen:
+            raise Conflict(f"{_show(p)} is published twice")
+        seen.add(name)
+        holder = _holder(name)
+        if holder is not None and holder != owner:
+            if os.path.isdir(holder):
+                raise Conflict(f"{_show(p)} is already in use")
+            stale.append(holder)
+        if holder is None or holder != owner:
+            _try_bind(p)
+    return stale
+
+
+def claim(ports: list[dict], owner: str) -> None:
+    os.makedirs(DIR, exist_ok=True)
+    for p in ports:
+        path = os.path.join(DIR, _claim(p))
+        if _holder(_claim(p)) == owner:
+            continue
+        try:
+            os.unlink(path)  # stale: check() has just seen its container gone
+        except FileNotFoundError:
+            pass
+        os.symlink(owner, path)
+
+
+def release(owner: str) -> None:
+    """Drops every claim held by the container at owner."""
+    try:
+        names = os.listdir(DIR)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if _holder(name) == owner:
+            try:
+                os.unlink(os.path.join(DIR, name))
+            except FileNotFoundError:
+                pass
+
+
+def holders() -> set[str]:
+    try:
+        return {h for h in map(_holder, os.listdir(DIR)) if h}
+    except FileNotFoundError:
+        return set()
+
+
+def _claim(p: dict) -> str:
+    return f"{p['protocol']}-{p['host_port']}"
+
+
+def _holder(name: str) -> str | None:
+    try:
+        return os.readlink(os.path.join(DIR, name))
+    except OSError:
+        return None
+
+
+def _show(p: dict) -> str:
+    return f"port {p['host_ip']}:{p['host_port']}/{p['protocol']}"
+
+
+def _try_bind(p: dict) -> None:
+    kind = socket.SOCK_STREAM if p["protocol"] == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            # a connection in TIME_WAIT is no user of the port; a listener still is, SO_REUSEADDR or not
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((p["host_ip"], p["host_port"]))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise Conflict(f"{_show(p)} is already in use") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise RuntimeFailure(f"{_show(p)}: {p['host_ip']} is not an address of this host") from None
+            raise RuntimeFailure(f"{_show(p)}: cannot bind it: {e.strerror}") from None

@@ -1,0 +1,382 @@
+"""The `orchestr` command end to end on the native runtime, through a subprocess, on the real kernel.
+
+Every test imports the busybox archive into a fresh state dir of its own, then drives the CLI; the fixture
+checks before and after each test that nothing of it is left: mounts, cgroups, processes, container records.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_IMAGE
+from orchestr_native.supervisor.client import SupervisorClient
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime needs root")
+
+ORCHESTR = str(Path(sys.executable).parent / "orchestr")
+SLEEP = ["sleep", "3600"]
+# Exits at once on SIGTERM (a plain sleep as pid 1 ignores it), for deletes without a spec's grace period.
+TERMINABLE = "trap 'exit 3' TERM; sleep 3600 & wait"
+
+
+def _env(state_dir: Path) -> dict[str, str]:
+    return dict(os.environ, ORCHESTR_STATE_DIR=str(state_dir), ORCHESTR_RUNTIME="native")
+
+
+def orc(*args: str, state_dir: Path, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
+    proc = subprocess.run([ORCHESTR, *args], capture_output=True, text=True, env=_env(state_dir), timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"orchestr {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def service(name: str, ns: str, *, replicas: int = 1, command: list[str] = SLEEP, extra: str = "") -> str:
+    return (
+        f"apiVersion: orchestr/v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+        f"spec:\n  image: {TEST_IMAGE}\n  command: {json.dumps(command)}\n  replicas: {replicas}\n"
+        f"  network: none\n  stopGracePeriod: 1s\n{extra}"
+    )
+
+
+def write(path: Path, *docs: str) -> str:
+    path.write_text("---\n".join(docs))
+    return str(path)
+
+
+def get_json(ns: str, state_dir: Path) -> list[dict]:
+    return json.loads(orc("get", "-n", ns, "-o", "json", state_dir=state_dir, check=True).stdout)
+
+
+def by_name(items: list[dict]) -> dict[str, dict]:
+    return {c["name"]: c for c in items}
+
+
+def ids(items: list[dict]) -> dict[str, str]:
+    return {c["name"]: c["id"] for c in items}
+
+
+def until(check: Callable[[], object], what: str, timeout: float = 30):
+    """Polls check until it returns something true; fails naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return result
+
+
+# -- what a test may leave behind ---------------------------------------------------------------
+
+def _stat(pid: int) -> list[bytes] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in (b"Z", b"X")
+
+
+def parent(pid: int) -> int:
+    fields = _stat(pid)
+    assert fields is not None, f"process {pid} is gone"
+    return int(fields[1])
+
+
+def ignored_signals(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+
+
+def cmdline(pid: int | str) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def supervisor_pid(state_dir: Path) -> int | None:
+    reply = SupervisorClient(str(state_dir / "native")).ask({"op": "ping"})
+    return reply["pid"] if reply else None
+
+
+def records(state_dir: Path) -> list[str]:
+    d = state_dir / "native" / "containers"
+    return sorted(os.listdir(d)) if d.exists() else []
+
+
+def _container_ids(state_dir: Path) -> set[str]:
+    """Every container this state dir ever created, deleted ones included (from its event log)."""
+    found = {r for r in records(state_dir) if len(r) == 64}
+    events = state_dir / "native" / "events.jsonl"
+    if events.exists():
+        found |= {json.loads(line)["id"] for line in events.read_text().splitlines() if '"create"' in line}
+    return found
+
+
+def cgroup_dirs(container_ids: set[str]) -> list[str]:
+    found = glob.glob("/sys/fs/cgroup/*/orchestr/*") + glob.glob("/sys/fs/cgroup/orchestr/*")
+    return sorted(p for p in found if os.path.basename(p) in container_ids)
+
+
+def cgroup_procs(container_id: str) -> set[int]:
+    """Every process in the container's cgroups, in whichever hierarchies the host has."""
+    return {int(pid) for d in cgroup_dirs({container_id}) for pid in Path(d, "cgroup.procs").read_text().split()}
+
+
+def leaks(state_dir: Path) -> list[str]:
+    """Mounts, cgroups, processes and records the state dir's containers left; its supervisor is allowed."""
+    marker = str(state_dir)
+    container_ids = _container_ids(state_dir)
+    with open("/proc/self/mountinfo") as f:
+        found = [f"mount: {line.strip()}" for line in f
+                 if marker in line or (" - overlay " in line and "orchestr" in line)]
+    found += [f"cgroup: {p}" for p in cgroup_dirs(container_ids)]
+    supervisor = f"host {state_dir / 'native'}"
+    for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+        try:
+            line, groups = cmdline(pid), Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue
+        if (marker in line and not line.endswith(supervisor)) or any(f"/orchestr/{i}" in groups for i in container_ids):
+            found.append(f"process: {pid} {line}")
+    found += [f"record: {r}" for r in records(state_dir)]
+    return found
+
+
+@pytest.fixture
+def ns(namespace, state_dir, busybox_archive):
+    """A namespace on a fresh native state dir holding the test image; nothing may be left afterwards."""
+    assert leaks(state_dir) == []
+    out = orc("images", "import", str(busybox_archive), state_dir=state_dir, check=True).stdout
+    assert f"imported {TEST_IMAGE}" in out
+    yield namespace
+    deadline = time.monotonic() + 10  # an ended process is gone from /proc only once reaped
+    while (left := leaks(state_dir)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        orc("delete", "-n", namespace, "--all", state_dir=state_dir)
+    assert left == []
+
+
+# -- reconcile ----------------------------------------------------------------------------------
+
+def test_apply_reapply_change_scale_delete(ns, tmp_path, state_dir):
+    spec = tmp_path / "app.yaml"
+    db = service("db", ns)
+    web = service("web", ns, replicas=3, extra="  dependsOn: [db]\n  env: {MODE: one}\n")
+    write(spec, db, web)
+
+    out = orc("apply", "-f", str(spec), state_dir=state_dir, check=True).stdout
+    assert "4 done, 0 failed, 0 skipped" in out
+    done = [line.split()[-1] for line in out.splitlines() if line.strip().startswith("done")]
+    assert done[0] == f"{ns}/db-0"  # web waits for its dependency
+    first = get_json(ns, state_dir)
+    assert sorted(c["name"] for c in first) == ["db-0", "web-0", "web-1", "web-2"]
+    assert all(c["state"] == "running" and c["runtime"] == "native" for c in first)
+    supervisor = supervisor_pid(state_dir)
+    for c in first:
+        assert cmdline(c["pid"]) == "sleep 3600" and parent(c["pid"]) == supervisor
+        assert ignored_signals(c["pid"]) == 0  # nothing of the supervisor's signal handling reaches the command
+    assert len(records(state_dir)) == 4
+
+    # unchanged: nothing to do, same containers
+    out = orc("apply", "-f", str(spec), state_dir=state_dir, check=True).stdout
+    assert "nothing to do" in out
+    assert get_json(ns, state_dir) == first
+    assert orc("diff", "-f", str(spec), state_dir=state_dir).returncode == 0
+
+    # one service changed: only its containers are replaced
+    write(spec, db, web.replace("MODE: one", "MODE: two"))
+    assert orc("diff", "-f", str(spec), state_dir=state_dir).returncode == 1
+    out = orc("apply", "-f", str(spec), state_dir=state_dir, check=True).stdout
+    assert "3 done, 0 failed" in out and "db-0" not in out
+    second = by_name(get_json(ns, state_dir))
+    assert second["db-0"] == by_name(first)["db-0"]
+    assert all(second[n]["id"] != ids(first)[n] and second[n]["state"] == "running" for n in ("web-0", "web-1", "web-2"))
+    assert all(not alive(c["pid"]) for c in first if c["service"] == "web")
+    exec_env = orc("exec", "-n", ns, "web-1", "--", "sh", "-c", "echo $MODE", state_dir=state_dir, check=True)
+    assert exec_env.stdout == "two\n"
+    assert len(records(state_dir)) == 4
+
+    # scaling down removes the highest replicas
+    write(spec, db, web.replace("MODE: one", "MODE: two").replace("replicas: 3", "replicas: 1"))
+    out = orc("apply", "-f", str(spec), state_dir=state_dir, check=True).stdout
+    assert "2 done" in out and "web-1" in out and "web-2" in out
+    third = ids(get_json(ns, state_dir))
+    assert third == {"db-0": second["db-0"]["id"], "web-0": second["web-0"]["id"]}
+    assert sorted(records(state_dir)) == sorted(third.values())
+    assert not alive(second["web-1"]["pid"]) and not alive(second["web-2"]["pid"])
+
+    orc("delete", "-f", str(spec), state_dir=state_dir, check=True)
+    assert get_json(ns, state_dir) == []
+    assert records(state_dir) == []
+
+
+# -- supervision --------------------------------------------------------------------------------
+
+def test_a_killed_apply_is_finished_by_the_next(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("web", ns, replicas=6))
+    proc = subprocess.Popen([ORCHESTR, "apply", "-f", spec], env=_env(state_dir), stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.strip().startswith("done"):
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    proc.stdout.close()
+
+    out = orc("apply", "-f", spec, state_dir=state_dir, check=True).stdout
+    assert " 0 failed" in out.splitlines()[-1]
+    containers = get_json(ns, state_dir)
+    assert sorted(c["name"] for c in containers) == [f"web-{i}" for i in range(6)]
+    assert {c["state"] for c in containers} == {"running"}
+    assert all(alive(c["pid"]) for c in containers)
+    assert sorted(records(state_dir)) == sorted(c["id"] for c in containers)  # no half-made container is left
+    assert "nothing to do" in orc("apply", "-f", spec, state_dir=state_dir, check=True).stdout
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
+    assert records(state_dir) == []
+
+
+def test_containers_outlive_orchestr_and_an_exit_without_it_is_recorded(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("long", ns),
+                 service("short", ns, command=["sh", "-c", "sleep 1; exit 5"], extra="  restartPolicy: Never\n"))
+    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    started = by_name(get_json(ns, state_dir))
+    long, short = started["long-0"], started["short-0"]
+    assert long["state"] == "running" and short["state"] == "running"
+
+    # the containers are children of the supervisor, which outlives the orchestr process that started them
+    supervisor = supervisor_pid(state_dir)
+    assert supervisor is not None
+    assert parent(long["pid"]) == supervisor and parent(short["pid"]) == supervisor
+    assert cmdline(supervisor).endswith(f"host {state_dir / 'native'}")
+
+    # short exits while no orchestr process runs: only the supervisor sees it
+    until(lambda: not alive(short["pid"]), "short-0 to exit")
+    assert alive(long["pid"])
+    ended = until(lambda: (c := by_name(get_json(ns, state_dir))["short-0"])["state"] == "exited" and c,
+                  "short-0's exit to be recorded")
+    assert ended["exitCode"] == 5 and not ended["oomKilled"] and ended["finishedAt"]
+    assert by_name(get_json(ns, state_dir))["long-0"] == long
+
+    # restartPolicy Never: the exited container is left as it is
+    assert "nothing to do" in orc("apply", "-f", spec, state_dir=state_dir, check=True).stdout
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
+    assert not alive(long["pid"])
+
+
+def test_a_killed_supervisor_is_cleaned_up_by_the_next_apply(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("web", ns, replicas=2))
+    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    before = by_name(get_json(ns, state_dir))
+    supervisor = supervisor_pid(state_dir)
+    assert supervisor is not None and all(parent(c["pid"]) == supervisor for c in before.values())
+
+    os.kill(supervisor, signal.SIGKILL)
+    until(lambda: not alive(supervisor), "the supervisor's death")
+    # unsupervised, the containers count as exited; a stop ends what still runs of one of them
+    assert {c["state"] for c in get_json(ns, state_dir)} == {"exited"}
+    assert all(alive(c["pid"]) for c in before.values())
+    orc("stop", "-n", ns, "web-1", state_dir=state_dir, check=True)
+    assert not alive(before["web-1"]["pid"]) and cgroup_procs(before["web-1"]["id"]) == set()
+    assert alive(before["web-0"]["pid"])
+
+    out = orc("apply", "-f", spec, state_dir=state_dir, check=True).stdout
+    assert "2 done, 0 failed" in out
+    after = by_name(get_json(ns, state_dir))
+    assert sorted(after) == ["web-0", "web-1"] and {c["state"] for c in after.values()} == {"running"}
+    # what the dead supervisor left is ended: no process runs unsupervised beside the new ones
+    assert not alive(before["web-0"]["pid"])
+    new_supervisor = supervisor_pid(state_dir)
+    assert new_supervisor not in (None, supervisor)
+    for c in after.values():
+        assert parent(c["pid"]) == new_supervisor and cgroup_procs(c["id"]) == {c["pid"]}
+    assert sorted(records(state_dir)) == sorted(c["id"] for c in after.values())
+
+    assert "nothing to do" in orc("apply", "-f", spec, state_dir=state_dir, check=True).stdout
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
+    assert not any(alive(c["pid"]) for c in after.values())
+
+
+# -- one-off containers and verbs ---------------------------------------------------------------
+
+def test_run_streams_output_and_exits_with_the_containers_code(ns, state_dir):
+    name = f"{ns}-once"
+    proc = orc("run", "--rm", "--network", "none", "--name", name, "-n", ns, TEST_IMAGE,
+               "sh", "-c", "echo out; echo err >&2; exit 7", state_dir=state_dir)
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout == "out\n" and proc.stderr == "err\n"
+    assert get_json(ns, state_dir) == [] and records(state_dir) == []
+
+    detached = orc("run", "-d", "--network", "none", "--name", name, "-n", ns, TEST_IMAGE, "sh", "-c", TERMINABLE,
+                   state_dir=state_dir, check=True)
+    [c] = get_json(ns, state_dir)
+    assert c["id"] == detached.stdout.strip() and c["name"] == name and c["state"] == "running"
+    assert records(state_dir) == [c["id"]]
+    out = orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True).stdout
+    assert "1 done, 0 failed" in out
+    assert get_json(ns, state_dir) == [] and not alive(c["pid"])
+
+
+def _freezer_state(pid: int) -> str:
+    path = next(line.split(":", 2)[2] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                if line.split(":")[1] == "freezer")
+    return Path(f"/sys/fs/cgroup/freezer{path}/freezer.state").read_text().strip()
+
+
+def test_container_verbs(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("box", ns, command=["sh", "-c", f"echo hello; echo oops >&2; {TERMINABLE}"],
+                                                extra="  env: {MODE: spec}\n"))
+    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    logs = until(lambda: (p := orc("logs", "-n", ns, "box-0", state_dir=state_dir, check=True)).stdout and p,
+                 "box-0's output")
+    assert logs.stdout == "hello\n" and logs.stderr == "oops\n"
+
+    ex = orc("exec", "-n", ns, "-e", "FOO=bar", "box-0", "--", "sh", "-c", "echo $MODE $FOO; echo e >&2; exit 3",
+             state_dir=state_dir)
+    assert (ex.returncode, ex.stdout, ex.stderr) == (3, "spec bar\n", "e\n")
+
+    [running] = get_json(ns, state_dir)
+    orc("pause", "-n", ns, "box-0", state_dir=state_dir, check=True)
+    assert get_json(ns, state_dir)[0]["state"] == "paused" and _freezer_state(running["pid"]) == "FROZEN"
+    orc("unpause", "-n", ns, "box-0", state_dir=state_dir, check=True)
+    assert get_json(ns, state_dir)[0]["state"] == "running" and _freezer_state(running["pid"]) == "THAWED"
+
+    orc("stop", "-n", ns, "-t", "1", "box-0", state_dir=state_dir, check=True)
+    [stopped] = get_json(ns, state_dir)
+    assert stopped["state"] == "exited" and stopped["exitCode"] == 3 and stopped["pid"] is None  # its TERM trap ran
+    assert not alive(running["pid"])
+    not_running = orc("exec", "-n", ns, "box-0", "--", "true", state_dir=state_dir)
+    assert not_running.returncode != 0 and not_running.stderr.count("\n") == 1 and "Traceback" not in not_running.stderr
+    orc("start", "-n", ns, "box-0", state_dir=state_dir, check=True)
+    [restarted] = get_json(ns, state_dir)
+    assert restarted["state"] == "running" and restarted["id"] == running["id"] and restarted["pid"] != running["pid"]
+    assert alive(restarted["pid"])
+
+    missing = orc("logs", "-n", ns, "nope-0", state_dir=state_dir)
+    assert missing.returncode != 0
+    assert missing.stderr.count("\n") == 1 and "nope-0" in missing.stderr and "Traceback" not in missing.stderr
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+
+
+def test_memory_limit_from_the_spec_oom_kills(ns, tmp_path, state_dir):
+    hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
+    spec = write(tmp_path / "app.yaml", service("hog", ns, command=hog,
+                                                extra="  restartPolicy: Never\n  resources: {memory: 16Mi}\n"))
+    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    c = until(lambda: (c := get_json(ns, state_dir)[0])["state"] == "exited" and c, "the hog to be killed")
+    assert c["exitCode"] == 137 and c["oomKilled"] is True
+    limit = [p for name in ("memory.limit_in_bytes", "memory.max")  # cgroup v1, v2
+             for p in glob.glob(f"/sys/fs/cgroup/*/orchestr/{c['id']}/{name}") + glob.glob(f"/sys/fs/cgroup/orchestr/{c['id']}/{name}")]
+    assert [int(Path(p).read_text()) for p in limit] == [16 << 20]
+    assert "exited (137, OOMKilled)" in orc("get", "-n", ns, state_dir=state_dir, check=True).stdout
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)

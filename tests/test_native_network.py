@@ -1,0 +1,376 @@
+"""The native runtime's bridge network on the real kernel: names, published ports, isolation, addresses, leaks.
+
+Real containers of the real NativeRuntime (its image store, supervisor, namespaces), real bridges, veths,
+network namespaces and iptables rules. Traffic stays on 127.0.0.1 or inside the network namespaces these
+tests create.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import TEST_IMAGE
+
+from orchestr.config import Config
+from orchestr.errors import Conflict
+from orchestr.model import L_NAMESPACE, L_REPLICA, L_SERVICE, ContainerSpec, Port, RestartPolicy, State
+from orchestr.plugins import open_runtime
+from orchestr_native import containers as containers_module
+from orchestr_native.network import ipam, names, netns, ports
+from orchestr_native.network.manager import Network
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime needs root")
+
+NEVER = RestartPolicy.NEVER
+CLONE_NEWNET = 0x40000000
+# until the server answers, a bounded number of tries (this busybox wget crashes with -T)
+WGET_RETRY = "i=0; until wget -qO- {url}; do i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.05; done"
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory, busybox_archive) -> Path:
+    """A state dir with the busybox image imported, shared by this module's tests (each has its namespaces)."""
+    path = tmp_path_factory.mktemp("network") / "state"
+    runtime = open_runtime("native", Config(state_dir=path))
+    anyio.run(runtime.import_image, busybox_archive)
+    return path
+
+
+def _ids(state: Path) -> set[str]:
+    events = state / "native" / "events.jsonl"
+    if not events.exists():
+        return set()
+    return {json.loads(line)["id"] for line in events.read_text().splitlines() if '"create"' in line}
+
+
+def _leftovers(state: Path, namespaces: list[str], ids: set[str]) -> list[str]:
+    """What the given containers and namespaces could leave on the host: links, netns files, rules, leases."""
+    network = Network(state / "native")
+    bridges = {network.bridge(ns) for ns in namespaces}
+    veths = {f"orc{i[:10]}" for i in ids}
+    links = sorted(set(os.listdir("/sys/class/net")) & (bridges | veths))
+    files = sorted(set(os.listdir(netns.DIR)) & ids) if os.path.isdir(netns.DIR) else []
+    rules = [line for line in subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+             .splitlines() if any(b in line for b in bridges) or any(i in line for i in ids)]
+    leases = sorted(str(p) for p in (state / "native" / "network").glob("*/*"))
+    claims = sorted(h for h in ports.holders() if h.startswith(str(state)))
+    return [*links, *files, *rules, *leases, *claims]
+
+
+class Net:
+    """The runtime and a few helpers for one test; everything it made is deleted and checked afterwards."""
+
+    def __init__(self, state: Path):
+        self.state = state
+        self.rt = open_runtime("native", Config(state_dir=state))
+        self.namespaces: list[str] = []
+
+    def namespace(self) -> str:
+        ns = f"n{uuid.uuid4().hex[:10]}"
+        self.namespaces.append(ns)
+        return ns
+
+    def spec(self, ns: str, name: str, *command: str, **kw) -> ContainerSpec:
+        service, _, replica = name.rpartition("-")
+        labels = {L_NAMESPACE: ns, L_SERVICE: service or name, L_REPLICA: replica if service else "0"}
+        kw.setdefault("restart_policy", NEVER)
+        return ContainerSpec(name=name, namespace=ns, image=TEST_IMAGE, labels=labels,
+                             command=command or ("sleep", "300"), **kw)
+
+    async def up(self, ns: str, name: str, *command: str, **kw):
+        c = await self.rt.create(self.spec(ns, name, *command, **kw))
+        await self.rt.start(c.id)
+        return await self.rt.inspect(c.id)
+
+    async def run(self, ns: str, name: str, script: str) -> tuple[int, str]:
+        """Runs script in a new container; its exit code and stdout."""
+        c = await self.rt.create(self.spec(ns, name, "sh", "-c", script))
+        await self.rt.start(c.id)
+        code = await self.rt.wait(c.id)
+        out = "".join([line.data.decode() async for line in self.rt.logs(c.id) if line.stream == "stdout"])
+        return code, out
+
+
+@pytest.fixture
+async def net(anyio_backend, state):
+    before = _ids(state)
+    n = Net(state)
+    yield n
+    for c in await n.rt.list():
+        await n.rt.delete(c.id, force=True)
+    await n.rt.close()
+    ids = _ids(state) - before
+    with anyio.move_on_after(10):  # the kernel drops a veth with its namespace a moment after the unmount
+        while _leftovers(state, n.namespaces, ids):
+            await anyio.sleep(0.05)
+    assert _leftovers(state, n.namespaces, ids) == []
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _socket_in(pid: int, kind: int) -> socket.socket:
+    """A socket made in the network namespace of process pid, from a thread that enters it and is dropped."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    made: list[socket.socket] = []
+
+    def enter() -> None:
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        try:
+            assert libc.setns(fd, CLONE_NEWNET) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            os.close(fd)
+        made.append(socket.socket(socket.AF_INET, kind))
+
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join()
+    return made[0]
+
+
+async def _fetch(url: str) -> bytes:
+    def get() -> bytes:
+        for _ in range(100):
+            try:
+                return urllib.request.urlopen(url, timeout=5).read()
+            except OSError:
+                import time
+                time.sleep(0.05)
+        return urllib.request.urlopen(url, timeout=5).read()
+
+    return await anyio.to_thread.run_sync(get)
+
+
+# -- names ----------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_peers_reach_each_other_by_service_and_container_name(net):
+    ns = net.namespace()
+    web = await net.up(ns, "web-0", "sh", "-c", "echo hello from $HOSTNAME > /var/www/index.html; "
+                       "exec httpd -f -p 8080 -h /var/www")
+    assert ipaddress.ip_address(web.ip) in ipaddress.ip_network("10.0.0.0/8") or os.environ.get(ipam.POOL_ENV)
+    code, out = await net.run(ns, "client-0", WGET_RETRY.format(url="http://web:8080/") + " && "
+                              "wget -qO- http://web-0:8080/ && cat /etc/hosts /etc/resolv.conf && ip route")
+    assert code == 0, out
+    client = next(c for c in await net.rt.list(ns) if c.name == "client-0")
+    assert out.count("hello from web-0\n") == 2
+    assert f"{web.ip}\tweb-0 web\n" in out and f"{client.ip}\tclient-0 client\n" in out
+    assert "nameserver 127." not in out
+    assert f"default via {ipaddress.ip_network(web.ip + '/24', strict=False)[1]} dev eth0" in out
+    assert {c.name: c.ip for c in await net.rt.list(ns)} == {"web-0": web.ip, "client-0": client.ip}
+    assert client.ip != web.ip
+    # the web container, created first, learnt of the client; and forgets it once the client is deleted
+    hosts = (await net.rt.exec(web.id, ["cat", "/etc/hosts"])).stdout.decode()
+    assert f"{client.ip}\tclient-0 client\n" in hosts and hosts.index("web-0") < hosts.index("client-0")
+    await net.rt.delete(client.id)
+    hosts = (await net.rt.exec(web.id, ["cat", "/etc/hosts"])).stdout.decode()
+    assert "client" not in hosts and f"{web.ip}\tweb-0 web\n" in hosts
+
+
+@pytest.mark.anyio
+async def test_network_none_and_host_have_no_address(net):
+    ns = net.namespace()
+    for network in ("none", "host"):
+        c = await net.rt.create(net.spec(ns, f"{network}-0", "true", network=network))
+        assert c.ip is None and (await net.rt.inspect(c.id)).ip is None
+    assert not (net.state / "native" / "network" / Network(net.state / "native").bridge(ns)).exists()
+
+
+# -- published ports -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_published_tcp_and_udp_ports_reach_the_container(net):
+    ns = net.namespace()
+    local, anywhere, udp = _free_port(), _free_port(), _free_port(socket.SOCK_DGRAM)
+    web = await net.up(ns, "web-0", "sh", "-c", "echo published > /var/www/index.html; exec httpd -f -p 80 -h /var/www",
+                       ports=(Port(80, local, "tcp", "127.0.0.1"), Port(80, anywhere, "tcp"),
+                              Port(9000, udp, "udp")))
+    assert await _fetch(f"http://127.0.0.1:{local}/") == b"published\n"
+    assert await _fetch(f"http://127.0.0.1:{anywhere}/") == b"published\n"
+    # from another container of the namespace, through the bridge's address on the host (0.0.0.0 ports only)
+    code, out = await net.run(ns, "client-0", "gw=$(ip route | awk '/default/ {print $3}'); " +
+                              WGET_RETRY.format(url=f"http://$gw:{anywhere}/"))
+    assert (code, out) == (0, "published\n")
+    # UDP: a socket in the container's network namespace answers what the host sends to 127.0.0.1
+    server = _socket_in(web.pid, socket.SOCK_DGRAM)
+    with server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        server.bind(("0.0.0.0", 9000))
+        server.settimeout(10)
+        client.settimeout(10)
+        client.sendto(b"ping", ("127.0.0.1", udp))
+        data, peer = server.recvfrom(100)
+        server.sendto(b"pong:" + data, peer)
+        assert client.recvfrom(100) == (b"pong:ping", ("127.0.0.1", udp))
+
+
+@pytest.mark.anyio
+async def test_a_taken_host_port_is_refused_and_nothing_changes(net):
+    ns = net.namespace()
+    held = _free_port()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", held))
+        listener.listen()
+        before = _leftovers(net.state, [ns], _ids(net.state))
+        with pytest.raises(Conflict) as info:
+            await net.rt.create(net.spec(ns, "web-0", ports=(Port(80, held, "tcp", "127.0.0.1"),)))
+        assert str(info.value) == f"port 127.0.0.1:{held}/tcp is already in use"
+        assert await net.rt.list(ns) == []
+        assert _leftovers(net.state, [ns], _ids(net.state)) == before == []
+    # a port another container publishes is taken too, although no socket holds it
+    first = await net.rt.create(net.spec(ns, "web-0", ports=(Port(80, held, "udp"),)))
+    with pytest.raises(Conflict, match=f"port 0.0.0.0:{held}/udp is already in use"):
+        await net.rt.create(net.spec(net.namespace(), "web-0", ports=(Port(81, held, "udp"),)))
+    assert [c.id for c in await net.rt.list()] == [first.id]
+
+
+# -- isolation, addresses, restarts ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_namespaces_are_isolated_from_each_other(net):
+    a, b = net.namespace(), net.namespace()
+    web = await net.up(a, "web-0", "httpd", "-f", "-p", "8080", "-h", "/var/www")
+    code, out = await net.run(a, "near-0", f"ping -c1 -W2 {web.ip} >/dev/null && echo reached")
+    assert (code, out) == (0, "reached\n")
+    code, out = await net.run(b, "far-0", f"ping -c1 -W1 {web.ip} >/dev/null && echo reached; "
+                              "ping -c1 -W1 web >/dev/null 2>&1 && echo resolved; ip -4 -o addr show eth0")
+    assert "reached" not in out and "resolved" not in out
+    far = ipaddress.ip_interface(out.split()[3])
+    assert ipaddress.ip_address(web.ip) not in far.network
+
+
+@pytest.mark.anyio
+async def test_concurrent_creates_from_two_processes_get_distinct_addresses(net):
+    ns = net.namespace()
+    script = (
+        "import anyio, sys; from pathlib import Path; from orchestr.config import Config; "
+        "from orchestr.model import ContainerSpec, RestartPolicy; from orchestr.plugins import open_runtime\n"
+        "async def main():\n"
+        f"    rt = open_runtime('native', Config(state_dir=Path({str(net.state)!r})))\n"
+        "    async def one(i):\n"
+        f"        await rt.create(ContainerSpec(name=f'other-{{i}}', namespace={ns!r}, image={TEST_IMAGE!r}, "
+        "command=('true',), restart_policy=RestartPolicy.NEVER))\n"
+        "    async with anyio.create_task_group() as tg:\n"
+        "        for i in range(25):\n"
+        "            tg.start_soon(one, i)\n"
+        "anyio.run(main)\n"
+    )
+    other = await anyio.open_process([sys.executable, "-c", script])
+    async with anyio.create_task_group() as tg:
+        for i in range(25):
+            tg.start_soon(net.rt.create, net.spec(ns, f"mine-{i}", "true"))
+    assert await other.wait() == 0
+    addresses = [c.ip for c in await net.rt.list(ns)]
+    assert len(addresses) == 50 and len(set(addresses)) == 50
+    assert len({ipaddress.ip_network(f"{ip}/24", strict=False) for ip in addresses}) == 1
+
+
+@pytest.mark.anyio
+async def test_restarts_keep_the_address_and_the_network_namespace(net):
+    ns = net.namespace()
+    c = await net.up(ns, "flaky-0", "sh", "-c", "echo $(ip -4 -o addr show eth0 | awk '{print $4}') "
+                     "$(readlink /proc/self/ns/net); sleep 0.2; exit 3", restart_policy=RestartPolicy.ALWAYS)
+
+    async def lines() -> list[str]:
+        return [line.data.decode() async for line in net.rt.logs(c.id)]
+
+    with anyio.fail_after(20):
+        while len(await lines()) < 3:
+            await anyio.sleep(0.1)
+    await net.rt.stop(c.id)
+    await net.rt.start(c.id)
+    with anyio.fail_after(20):
+        while len(await lines()) < 4:
+            await anyio.sleep(0.1)
+    # every run, the supervisor's restarts and the explicit start alike, saw one address and one namespace
+    runs = await lines()
+    assert len(set(runs)) == 1 and runs[0].split()[0] == f"{c.ip}/24", runs
+    inode = os.stat(netns.path(c.id)).st_ino
+    assert runs[0].split()[1] == f"net:[{inode}]"
+    assert (await net.rt.inspect(c.id)).ip == c.ip
+
+
+# -- crashes --------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_create_that_dies_half_way_is_swept_by_the_next_create_and_by_reattach(net, monkeypatch):
+    ns = net.namespace()
+    real = containers_module.records.write_json
+    bridge = net.state / "native" / "network" / Network(net.state / "native").bridge(ns)
+
+    def dying(path: str, data: dict) -> None:
+        if path.endswith("config.json"):
+            raise KeyboardInterrupt  # stands for a kill between the network set-up and the config
+        real(path, data)
+
+    for sweeper in ("create", "reattach"):
+        before = set(os.listdir(netns.DIR))
+        published = _free_port()
+        monkeypatch.setattr(containers_module.records, "write_json", dying)
+        with pytest.raises(KeyboardInterrupt):
+            await net.rt.create(net.spec(ns, "web-0", ports=(Port(80, published, "tcp", "127.0.0.1"),)))
+        monkeypatch.setattr(containers_module.records, "write_json", real)
+        dead = set(os.listdir(netns.DIR)) - before
+        assert len(dead) == 1 and len(list(bridge.glob("10.*"))) == 1
+        left = _leftovers(net.state, [ns], dead)
+        assert any(f"--dport {published}" in line for line in left) and f"orc{next(iter(dead))[:10]}" in left
+        if sweeper == "create":
+            survivor = await net.rt.create(net.spec(ns, "api-0"))
+            assert [p.name for p in bridge.glob("10.*")] == [survivor.ip]
+            await net.rt.delete(survivor.id)
+        else:
+            assert await net.rt.reattach() == []
+        assert not bridge.exists()
+        with anyio.move_on_after(10):
+            while _leftovers(net.state, [ns], dead):
+                await anyio.sleep(0.05)
+        assert _leftovers(net.state, [ns], dead) == []
+
+
+# -- pure parts -----------------------------------------------------------------------------
+
+
+def test_subnets_avoid_host_routes_and_follow_the_environment(monkeypatch):
+    monkeypatch.delenv(ipam.POOL_ENV, raising=False)
+    assert str(ipam.pick_subnet([])) == "10.88.0.0/24"
+    taken = [ipaddress.ip_network("10.88.0.0/23"), ipaddress.ip_network("172.17.0.0/16")]
+    assert str(ipam.pick_subnet(taken)) == "10.88.2.0/24"
+    assert str(ipam.pick_subnet([ipaddress.ip_network("10.88.0.0/16")])) == "10.89.0.0/24"
+    monkeypatch.setenv(ipam.POOL_ENV, "192.168.77.0/25")
+    assert str(ipam.pick_subnet([])) == "192.168.77.0/25"
+    with pytest.raises(Exception, match="no free /24 subnet left in 192.168.77.0/25"):
+        ipam.pick_subnet([ipaddress.ip_network("192.168.77.0/24")])
+
+
+def test_hosts_and_resolv_conf(tmp_path):
+    leases = {"10.88.0.3": {"name": "web-1", "service": "web", "replica": 1},
+              "10.88.0.2": {"name": "web-0", "service": "web", "replica": 0},
+              "10.88.0.4": {"name": "db-0", "service": "db", "replica": 0}}
+    assert names.hosts("10.88.0.3", leases).splitlines()[2:] == [
+        "10.88.0.3\tweb-1 web", "10.88.0.4\tdb-0 db", "10.88.0.2\tweb-0 web"]
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# generated\nnameserver 127.0.0.53\nnameserver 10.1.2.3\nnameserver ::1\nsearch corp\n")
+    assert names.resolv_conf(str(conf)) == "nameserver 10.1.2.3\nsearch corp\n"
+    target = tmp_path / "hosts"
+    target.write_text("a much longer old content\n")
+    inode = target.stat().st_ino
+    names.write_in_place(str(target), "new\n")
+    assert target.read_text() == "new\n" and target.stat().st_ino == inode
