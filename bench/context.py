@@ -1,4 +1,4 @@
-"""What every scenario shares: subprocesses with the venv first on PATH, test images, and probes for orchestr's runtimes."""
+"""What every scenario shares: subprocesses with the venv first on PATH, images, and probes of orchestr's runtimes."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class Context:
         return self.once("archive", make)
 
     def docker_image(self) -> str:
-        """self.image, in the Docker Engine (removed at the end); loaded again if something else removed it meanwhile."""
+        """self.image in the Docker Engine (removed at the end); loaded again if something else removed it."""
         def make() -> str:
             self.need("docker")
             if self.sh(["docker", "info", "--format", "{{.ServerVersion}}"], check=False).returncode:
@@ -142,7 +142,7 @@ class Context:
         self.once("orchestr-cli", make)
 
     def orchestr_runtime(self, name: str) -> str:
-        """The image ref orchestr's runtime `name` runs self.image as; Skip while that runtime cannot run a container here."""
+        """The ref runtime `name` knows self.image by; Skip while that runtime cannot run a container here."""
         def make() -> str:
             self.orchestr_cli()
             installed = self.sh([VENV_BIN / "python", "-c", "import orchestr.plugins as p; print(*p.runtimes())"],

@@ -107,10 +107,10 @@ def markdown(results: dict, charts: dict[str, str]) -> str:
         "",
         "## Summary",
         "",
-        "| scenario | status | elapsed |",
-        "|---|---|---:|",
-        *(f"| [{s['title']}](#{anchor(s)}) | {s['status']}{': ' + s['reason'] if s['reason'] else ''} | "
-          f"{s['elapsed_s']:.0f} s |" for s in results["scenarios"]),
+        "| scenario | status | goals | elapsed |",
+        "|---|---|---|---:|",
+        *(f"| [{s['title']}](#{anchor(s)}) | {cell(s['status'] + (': ' + s['reason'] if s['reason'] else ''))} | "
+          f"{goals(s)} | {s['elapsed_s']:.0f} s |" for s in results["scenarios"]),
         "",
     ]
     for s in results["scenarios"]:
@@ -130,6 +130,13 @@ def markdown(results: dict, charts: dict[str, str]) -> str:
             out += ["", f"![{s['title']}]({charts[s['id']]})"]
         out.append("")
     return "\n".join(out)
+
+
+def goals(scenario: dict) -> str:
+    """Each goal of the scenario with its verdict, e.g. "10k services under 50 ms: met"."""
+    found = [f"{x['goal']['text']}: {verdict(goal_met(g, x), x)}"
+             for g in scenario["groups"] for x in g["series"] if x["goal"]]
+    return "; ".join(found)
 
 
 def anchor(scenario: dict) -> str:
@@ -173,7 +180,7 @@ def chart(scenario: dict, path: Path) -> bool:
             goal = s["goal"]
             if goal and goal["max_value"] is not None and s["samples"]:
                 ax.axvline(goal["max_value"] / div, color="tab:red", linestyle="--", linewidth=1, label=goal["text"])
-                ax.legend(fontsize=7, loc="lower right")
+                ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1, 1), frameon=False)
     fig.suptitle(scenario["title"], fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

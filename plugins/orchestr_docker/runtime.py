@@ -13,15 +13,13 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiodocker
-import aiohttp
 import anyio
-from aiodocker.exceptions import DockerError
 
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
@@ -38,7 +36,11 @@ from orchestr.model import (
 )
 from orchestr.runtime import ProgressCallback
 
-from . import mapping, streams
+from . import engine, mapping, streams
+
+if TYPE_CHECKING:
+    import aiodocker
+    import aiohttp
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 _CANNOT_CONNECT = 900  # aiodocker's status for a request that never reached the engine
@@ -58,6 +60,8 @@ class DockerRuntime:
     def _docker(self) -> aiodocker.Docker:
         # made on first use: the client's HTTP session belongs to the event loop that runs it
         if self._client is None:
+            import aiodocker  # here, not at the top: listing and inspecting do without it
+
             try:
                 self._client = aiodocker.Docker(url=self.host)
             except ValueError as e:
@@ -74,18 +78,40 @@ class DockerRuntime:
         """Turns the client's errors into orchestr's; what names the thing acted on."""
         try:
             yield
-        except DockerError as e:
-            message = " ".join(str(e.message).split())
-            if e.status == _CANNOT_CONNECT:
-                os_error = getattr(e.__context__, "os_error", None)
-                raise RuntimeUnavailable(self._unreachable(getattr(os_error, "strerror", None) or message)) from e
-            if e.status == 404:
-                raise NotFound(missing or f"{what} not found") from e
-            if e.status == 409:
-                raise Conflict(f"{what}: {message}") from e
-            raise RuntimeFailure(f"{what}: {message}") from e
-        except aiohttp.ClientConnectionError as e:  # the engine went away in the middle of a stream
-            raise RuntimeUnavailable(self._unreachable(str(e) or type(e).__name__)) from e
+        except engine.EngineError as e:
+            self._raise(e.status, e.message, what, missing, e)
+        except OSError as e:  # the light client could not reach the socket
+            raise RuntimeUnavailable(self._unreachable(e.strerror or str(e))) from e
+        except Exception as e:
+            if "aiodocker" not in sys.modules:
+                raise
+            import aiohttp
+            from aiodocker.exceptions import DockerError
+
+            if isinstance(e, DockerError):
+                if e.status == _CANNOT_CONNECT:
+                    os_error = getattr(e.__context__, "os_error", None)
+                    reason = getattr(os_error, "strerror", None) or str(e.message)
+                    raise RuntimeUnavailable(self._unreachable(reason)) from e
+                self._raise(e.status, str(e.message), what, missing, e)
+            if isinstance(e, aiohttp.ClientConnectionError):  # the engine went away in the middle of a stream
+                raise RuntimeUnavailable(self._unreachable(str(e) or type(e).__name__)) from e
+            raise
+
+    @staticmethod
+    def _raise(status: int, message: str, what: str, missing: str | None, cause: Exception):
+        message = " ".join(message.split())
+        if status == 404:
+            raise NotFound(missing or f"{what} not found") from cause
+        if status == 409:
+            raise Conflict(f"{what}: {message}") from cause
+        raise RuntimeFailure(f"{what}: {message}") from cause
+
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """A read-only call: over the light client when the engine is on a unix socket."""
+        if self.host.startswith("unix://"):
+            return await engine.get_json(self.host.removeprefix("unix://"), path, params)
+        return await self._docker._query_json(path, params=params)
 
     @contextlib.asynccontextmanager
     async def _stream(self, path: str, method: str = "GET", **kw: Any) -> AsyncIterator[aiohttp.ClientResponse]:
@@ -139,8 +165,8 @@ class DockerRuntime:
         """Send signal; False when the container was no longer running."""
         try:
             await container.kill(signal=signal)
-        except DockerError as e:
-            if e.status == 409:
+        except Exception as e:
+            if getattr(e, "status", None) == 409:  # aiodocker's DockerError: not running
                 return False
             raise
         return True
@@ -160,7 +186,7 @@ class DockerRuntime:
 
     async def _show(self, id: str) -> dict[str, Any]:
         with self._errors(f"container {id}"):
-            info = await self._container(id).show()
+            info = await self._get(f"containers/{id}/json")
         if L_NAMESPACE not in (info["Config"].get("Labels") or {}):
             raise NotFound(f"container {id} not found (the engine has it, but orchestr does not own it)")
         return info
@@ -173,7 +199,7 @@ class DockerRuntime:
         params = {"all": "1", "filters": json.dumps({"label": [label]})}
         with self._errors("containers"):
             # the raw listing: aiodocker's wrapper objects hide the fields a summary is made of
-            items = await self._docker._query_json("containers/json", params=params)
+            items = await self._get("containers/json", params)
         found = [mapping.container_from_summary(item) for item in items]
         # one call lists them all; only exited containers need a look each, for the exact exit and OOM kill
         exited = [i for i, c in enumerate(found) if c.state is State.EXITED]

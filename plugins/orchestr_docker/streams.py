@@ -6,8 +6,10 @@ import asyncio
 import json
 import struct
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 from orchestr.model import LogLine
 
