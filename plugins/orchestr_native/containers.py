@@ -35,6 +35,14 @@ _ID = re.compile(r"[0-9a-f]{64}")
 _POLL = 0.05
 
 
+def _polls() -> Iterator[float]:
+    """Poll intervals: quick at first, since short-lived containers end within milliseconds, then _POLL."""
+    delay = 0.001
+    while True:
+        yield delay
+        delay = min(delay * 2, _POLL)
+
+
 class ImageStore(Protocol):
     def resolve(self, ref: str) -> str: ...
     def image_config(self, ref_or_id: str) -> dict: ...
@@ -244,9 +252,10 @@ class Containers:
     async def _wait_unsupervised(self, id: str, timeout: float) -> bool:
         """Waits until the supervisor has recorded the container's end for good; False on timeout."""
         with anyio.move_on_after(timeout):
-            while _supervised(self._load(id)[1]):
-                await anyio.sleep(0.02)
-            return True
+            for delay in _polls():
+                if not _supervised(self._load(id)[1]):
+                    return True
+                await anyio.sleep(delay)
         return False
 
     async def delete(self, id: str, *, force: bool = False) -> None:
@@ -307,8 +316,8 @@ class Containers:
         first = await self.inspect(id)
         if first.state is State.EXITED:
             return first.exit_code if first.exit_code is not None else UNKNOWN_EXIT
-        while True:
-            await anyio.sleep(_POLL)
+        for delay in _polls():
+            await anyio.sleep(delay)
             now = await self.inspect(id)
             # a restart can come and go between two looks: a new start time means the run we waited for ended
             ended = first.state is not State.CREATED and now.started_at != first.started_at
