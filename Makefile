@@ -7,7 +7,8 @@ PYTEST_ARGS ?=
 setup:
 	@bash scripts/setup.sh
 
-demo: setup
+demo:
+	@bash scripts/setup.sh --no-daemons
 	bash scripts/demo.sh
 
 test: setup

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The demo: builds busybox:latest offline, applies specs/demo.yaml, shows it serving, then deletes it.
-# The runtime is $ORCHESTR_RUNTIME (default docker); DEMO_KEEP=1 leaves the demo running at the end.
+# The runtime is $ORCHESTR_RUNTIME (default native: no container engine needed); DEMO_KEEP=1 leaves the demo running at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PWD/.venv/bin:$PATH
 
-export ORCHESTR_RUNTIME=${ORCHESTR_RUNTIME:-docker}  # get, logs and delete use it too
+export ORCHESTR_RUNTIME=${ORCHESTR_RUNTIME:-native}  # get, logs and delete use it too
 RUNTIME=$ORCHESTR_RUNTIME
 SPEC=specs/demo.yaml
 URL=http://127.0.0.1:18080/  # the edge service's published port in $SPEC

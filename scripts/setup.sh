@@ -122,10 +122,11 @@ start_daemons() {
     start_daemon dockerd dockerd_answers "${dockerd[@]}" || exit 1
 }
 
+# --no-daemons: packages and the venv only (the demo runs on the native runtime, which needs no engine).
 main() {
     install_packages
     ensure_venv
-    start_daemons
+    [[ ${1:-} == --no-daemons ]] || start_daemons
 }
 
 main "$@"
