@@ -7,14 +7,12 @@ tests create.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -25,7 +23,7 @@ from conftest import TEST_IMAGE
 
 from orchestr.config import Config
 from orchestr.errors import Conflict
-from orchestr.model import L_NAMESPACE, L_REPLICA, L_SERVICE, ContainerSpec, Port, RestartPolicy, State
+from orchestr.model import L_NAMESPACE, L_REPLICA, L_SERVICE, ContainerSpec, Port, RestartPolicy
 from orchestr.plugins import open_runtime
 from orchestr_native import containers as containers_module
 from orchestr_native.network import ipam, names, netns, ports
@@ -34,7 +32,6 @@ from orchestr_native.network.manager import Network
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime needs root")
 
 NEVER = RestartPolicy.NEVER
-CLONE_NEWNET = 0x40000000
 # until the server answers, a bounded number of tries (this busybox wget crashes with -T)
 WGET_RETRY = "i=0; until wget -qO- {url}; do i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.05; done"
 
@@ -116,6 +113,19 @@ async def net(anyio_backend, state):
         while _leftovers(state, n.namespaces, ids):
             await anyio.sleep(0.05)
     assert _leftovers(state, n.namespaces, ids) == []
+    with Network(state / "native")._locked():  # other state dirs on the host may have bridges of their own
+        if not any(link.startswith("orc-") for link in os.listdir("/sys/class/net")):
+            rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+            assert "ORCHESTR" not in rules, "orchestr's chains outlived the host's last orchestr bridge"
+
+
+def _host_mtu() -> int:
+    """The MTU of the interface of the host's default route."""
+    for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == "00000000" and fields[7] == "00000000":
+            return int(Path(f"/sys/class/net/{fields[0]}/mtu").read_text())
+    return 1500
 
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -125,35 +135,18 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def _socket_in(pid: int, kind: int) -> socket.socket:
-    """A socket made in the network namespace of process pid, from a thread that enters it and is dropped."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    made: list[socket.socket] = []
-
-    def enter() -> None:
-        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-        try:
-            assert libc.setns(fd, CLONE_NEWNET) == 0, os.strerror(ctypes.get_errno())
-        finally:
-            os.close(fd)
-        made.append(socket.socket(socket.AF_INET, kind))
-
-    thread = threading.Thread(target=enter)
-    thread.start()
-    thread.join()
-    return made[0]
+    """A socket made in the network namespace of process pid (a socket stays in the namespace it was made in)."""
+    return netns.inside(f"/proc/{pid}/ns/net", lambda: socket.socket(socket.AF_INET, kind), create=False)
 
 
 async def _fetch(url: str) -> bytes:
-    def get() -> bytes:
-        for _ in range(100):
+    """The body at url, asked again while the server is still starting, for at most ten seconds."""
+    with anyio.fail_after(10):
+        while True:
             try:
-                return urllib.request.urlopen(url, timeout=5).read()
-            except OSError:
-                import time
-                time.sleep(0.05)
-        return urllib.request.urlopen(url, timeout=5).read()
-
-    return await anyio.to_thread.run_sync(get)
+                return await anyio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=2).read())
+            except ConnectionError:
+                await anyio.sleep(0.05)
 
 
 # -- names ----------------------------------------------------------------------------------
@@ -164,10 +157,12 @@ async def test_peers_reach_each_other_by_service_and_container_name(net):
     ns = net.namespace()
     web = await net.up(ns, "web-0", "sh", "-c", "echo hello from $HOSTNAME > /var/www/index.html; "
                        "exec httpd -f -p 8080 -h /var/www")
-    assert ipaddress.ip_address(web.ip) in ipaddress.ip_network("10.0.0.0/8") or os.environ.get(ipam.POOL_ENV)
+    assert web.ip and ipaddress.ip_address(web.ip).is_private
     code, out = await net.run(ns, "client-0", WGET_RETRY.format(url="http://web:8080/") + " && "
-                              "wget -qO- http://web-0:8080/ && cat /etc/hosts /etc/resolv.conf && ip route")
+                              "wget -qO- http://web-0:8080/ && cat /etc/hosts /etc/resolv.conf && ip route && "
+                              "echo mtu=$(cat /sys/class/net/eth0/mtu) lo=$(cat /sys/class/net/lo/flags)")
     assert code == 0, out
+    assert f"mtu={_host_mtu()} lo=0x9\n" in out  # the default route's MTU; lo is up
     client = next(c for c in await net.rt.list(ns) if c.name == "client-0")
     assert out.count("hello from web-0\n") == 2
     assert f"{web.ip}\tweb-0 web\n" in out and f"{client.ip}\tclient-0 client\n" in out
@@ -190,6 +185,53 @@ async def test_network_none_and_host_have_no_address(net):
         c = await net.rt.create(net.spec(ns, f"{network}-0", "true", network=network))
         assert c.ip is None and (await net.rt.inspect(c.id)).ip is None
     assert not (net.state / "native" / "network" / Network(net.state / "native").bridge(ns)).exists()
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A network namespace standing for the world beyond the host: 198.51.100.2/30 behind a veth pair, with no
+    route back to any container subnet, so only masqueraded traffic can be answered."""
+    from pyroute2 import IPRoute
+
+    where, host_side = str(tmp_path / "outside"), f"otst{uuid.uuid4().hex[:8]}"
+
+    def make() -> None:
+        netns.inside(where, lambda: None, create=True)
+        with IPRoute(groups=0) as ipr:
+            fd = os.open(where, os.O_RDONLY)
+            try:
+                ipr.link("add", ifname=host_side, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+            finally:
+                os.close(fd)
+            index = ipr.link_lookup(ifname=host_side)[0]
+            ipr.addr("add", index=index, address="198.51.100.1", prefixlen=30)
+            ipr.link("set", index=index, state="up")
+
+        def configure() -> None:  # an IPRoute made in this thread talks to the namespace the thread is in
+            with IPRoute(groups=0) as ipr:
+                eth0 = ipr.link_lookup(ifname="eth0")[0]
+                ipr.addr("add", index=eth0, address="198.51.100.2", prefixlen=30)
+                ipr.link("set", index=eth0, state="up")
+
+        netns.inside(where, configure, create=False)
+
+    def remove() -> None:
+        with IPRoute(groups=0) as ipr:
+            for index in ipr.link_lookup(ifname=host_side):
+                ipr.link("del", index=index)
+        netns.remove(where)
+
+    try:
+        anyio.run(anyio.to_thread.run_sync, make)
+        yield "198.51.100.2"
+    finally:
+        anyio.run(anyio.to_thread.run_sync, remove)
+
+
+@pytest.mark.anyio
+async def test_outbound_traffic_leaves_through_the_hosts_address(net, outside):
+    code, out = await net.run(net.namespace(), "client-0", f"ping -c1 -W2 {outside} >/dev/null && echo answered")
+    assert (code, out) == (0, "answered\n")
 
 
 # -- published ports -----------------------------------------------------------------------
@@ -305,6 +347,29 @@ async def test_restarts_keep_the_address_and_the_network_namespace(net):
     inode = os.stat(netns.path(c.id)).st_ino
     assert runs[0].split()[1] == f"net:[{inode}]"
     assert (await net.rt.inspect(c.id)).ip == c.ip
+
+
+@pytest.mark.anyio
+async def test_start_rebuilds_what_a_reboot_takes_away(net):
+    from orchestr_native.network import firewall, links
+
+    ns = net.namespace()
+    port = _free_port()
+    client = await net.up(ns, "client-0")
+    api = await net.up(ns, "api-0", "sh", "-c", "echo again > /var/www/index.html; exec httpd -f -p 80 -h /var/www",
+                       ports=(Port(80, port, "tcp", "127.0.0.1"),))
+    await net.rt.stop(api.id, signal="SIGKILL")  # httpd as pid 1 has no handler for SIGTERM
+    # what a reboot takes: the bridge, the stopped container's namespace and veth, its DNAT rules
+    bridge = Network(net.state / "native").bridge(ns)
+    await anyio.to_thread.run_sync(links.delete_link, bridge)  # IPRoute runs its own event loop: not in ours
+    netns.remove(netns.path(api.id))
+    firewall.remove_ports(api.id)
+    await net.rt.start(api.id)
+    assert (await net.rt.inspect(api.id)).ip == api.ip
+    assert await _fetch(f"http://127.0.0.1:{port}/") == b"again\n"
+    # the running client's veth is back on the new bridge
+    done = await net.rt.exec(client.id, ["sh", "-c", WGET_RETRY.format(url="http://api/")])
+    assert (done.exit_code, done.stdout) == (0, b"again\n")
 
 
 # -- crashes --------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ JUMPS = {
 _C = f"-m comment --comment {TAG}"
 
 
-def sync(bridges: dict[str, ipaddress.IPv4Network | None]) -> None:
+def sync(bridges: dict[str, ipaddress.IPv4Network]) -> None:
     """Makes orchestr's chains fit bridges, every orchestr bridge of the host; with none, removes them all."""
     saved = _saved()
     script = []
@@ -63,7 +63,7 @@ def sync(bridges: dict[str, ipaddress.IPv4Network | None]) -> None:
     _restore(script)
 
 
-def _rules(table: str, bridges: dict[str, ipaddress.IPv4Network | None]) -> list[str]:
+def _rules(table: str, bridges: dict[str, ipaddress.IPv4Network]) -> list[str]:
     if table == "filter":
         return [
             f"{FORWARD} -o {ANY_BRIDGE} -m conntrack --ctstate RELATED,ESTABLISHED {_C} -j ACCEPT",
@@ -75,9 +75,8 @@ def _rules(table: str, bridges: dict[str, ipaddress.IPv4Network | None]) -> list
         ]
     out = [f"{POSTROUTING} -s 127.0.0.0/8 -o {ANY_BRIDGE} {_C} -j MASQUERADE"]
     for b, subnet in sorted(bridges.items()):
-        if subnet is not None:
-            out += [f"{POSTROUTING} -s {subnet} ! -o {b} {_C} -j MASQUERADE",
-                    f"{POSTROUTING} -s {subnet} -o {b} -m conntrack --ctstate DNAT {_C} -j MASQUERADE"]
+        out += [f"{POSTROUTING} -s {subnet} ! -o {b} {_C} -j MASQUERADE",
+                f"{POSTROUTING} -s {subnet} -o {b} -m conntrack --ctstate DNAT {_C} -j MASQUERADE"]
     return out
 
 
@@ -103,6 +102,7 @@ def remove_ports(id: str, ip: str | None = None, ports: list[dict] | None = None
 def enable_forwarding(bridge: str) -> None:
     """IPv4 forwarding for the host, and route_localnet on the bridge so 127.0.0.1:hostPort can be DNAT'd to it."""
     _sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+    _sysctl(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet", "1")
 
 
 def _dnat(id: str, ip: str, p: dict) -> str:

@@ -42,7 +42,7 @@ def pick_subnet(taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
         for block in pool.subnets(new_prefix=max(SUBNET_PREFIX, pool.prefixlen)):
             if not any(block.overlaps(t) for t in taken):
                 return block
-    where = ", ".join(map(str, candidates)) if len(candidates) == 1 else f"{candidates[0]} .. {candidates[-1]}"
+    where = str(candidates[0]) if len(candidates) == 1 else f"{candidates[0]} to {candidates[-1]}"
     raise RuntimeFailure(f"no free /{SUBNET_PREFIX} subnet left in {where} for another namespace's bridge; "
                          f"set {POOL_ENV} to a free range")
 
@@ -77,11 +77,23 @@ def allocate(directory: Path, subnet: ipaddress.IPv4Network, lease: dict, taken:
             continue
         try:
             with open(directory / ip, "x") as f:
-                json.dump(lease, f)
+                f.write(json.dumps(lease))
         except FileExistsError:
             continue
         return ip
     raise RuntimeFailure(f"no free address left in {subnet} for container {lease.get('name')}")
+
+
+def keep(directory: Path, ip: str, lease: dict) -> None:
+    """Puts back the lease of a container that holds ip (after its records were lost); refuses if another has it."""
+    try:
+        with open(directory / ip, "x") as f:
+            f.write(json.dumps(lease))
+    except FileExistsError:
+        holder = leases(directory).get(ip, {}).get("id")
+        if holder not in (None, lease["id"]):
+            raise RuntimeFailure(f"container {lease.get('name')}: its address {ip} is leased to another container; "
+                                 "recreate it") from None
 
 
 def release(directory: Path, ip: str) -> None:

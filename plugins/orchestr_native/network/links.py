@@ -1,9 +1,10 @@
 """The kernel side of bridge networking, over netlink with pyroute2: bridges, veth pairs, addresses, routes.
 
-A container's veth pair and its namespace's addresses are set up with pyroute2's message classes sent in
-batches on plain netlink sockets: IPRoute spends about half a millisecond of Python on each request and a
-millisecond on each socket, which made up most of what a bridged container cost to create. Everything else
-(bridges, route and address dumps) is rare and goes through IPRoute.
+A container's veth pair and its namespace's addresses are set up with pyroute2's message classes, sent in
+batches on plain netlink sockets: IPRoute runs its asyncio machinery for every request and makes an event
+loop for every socket, and that was most of what a bridged container took to create. The rare rest (bridges,
+route and address dumps) goes through IPRoute, whose own event loop cannot run in a thread whose loop
+already runs: call these from worker threads, as the container verbs do.
 """
 
 from __future__ import annotations
@@ -35,34 +36,22 @@ PEER = "eth0"  # the container's side of the pair
 _seq = itertools.count(1)
 
 
-def default_mtu() -> int:
-    """The MTU of the interface the host's default route leaves by (1500 when there is none)."""
+def routes() -> tuple[list[ipaddress.IPv4Network], int]:
+    """The networks the host already routes somewhere (its default route aside), and the MTU of the interface
+    its default route leaves by (1500 when there is none)."""
     with IPRoute(groups=0) as ipr:
-        for route in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
-            if route["dst_len"] == 0 and route.get("RTA_OIF"):
-                return ipr.get_links(route.get("RTA_OIF"))[0].get("IFLA_MTU") or 1500
-    return 1500
-
-
-def routed() -> list[ipaddress.IPv4Network]:
-    """The networks the host already routes somewhere (its default route aside)."""
-    with IPRoute(groups=0) as ipr:
-        return [
-            ipaddress.ip_network(f"{r.get('RTA_DST')}/{r['dst_len']}", strict=False)
-            for r in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE) if r["dst_len"] > 0
-        ]
+        found = ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE)
+        default = next((r.get("RTA_OIF") for r in found if r["dst_len"] == 0 and r.get("RTA_OIF")), None)
+        mtu = ipr.get_links(default)[0].get("IFLA_MTU") if default else None
+    networks = [ipaddress.ip_network(f"{r.get('RTA_DST')}/{r['dst_len']}", strict=False) for r in found if r["dst_len"]]
+    return networks, mtu or 1500
 
 
 def bridges(prefix: str) -> dict[str, ipaddress.IPv4Network]:
-    """Every bridge of the host named with prefix, with the network of its address (None before it has one)."""
+    """Every bridge of the host named with prefix, with the network of its address."""
     with IPRoute(groups=0) as ipr:
-        found = {link.get("IFLA_IFNAME"): None for link in ipr.get_links()
-                 if link.get("IFLA_IFNAME", "").startswith(prefix)}
-        for addr in ipr.get_addr(family=socket.AF_INET):
-            if addr.get("IFA_LABEL") in found:
-                found[addr.get("IFA_LABEL")] = ipaddress.ip_network(
-                    f"{addr.get('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
-    return found
+        return {a.get("IFA_LABEL"): ipaddress.ip_network(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}", strict=False)
+                for a in ipr.get_addr(family=socket.AF_INET) if (a.get("IFA_LABEL") or "").startswith(prefix)}
 
 
 def create_bridge(name: str, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
@@ -74,6 +63,16 @@ def create_bridge(name: str, gateway: ipaddress.IPv4Interface, mtu: int) -> None
         index = ipr.link_lookup(ifname=name)[0]
         ipr.addr("add", index=index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
         ipr.link("set", index=index, state="up")
+
+
+def enslave(bridge: str, ports: list[str]) -> None:
+    if not ports:
+        return
+    with IPRoute(groups=0) as ipr:
+        master = ipr.link_lookup(ifname=bridge)[0]
+        for name in ports:
+            for index in ipr.link_lookup(ifname=name):
+                ipr.link("set", index=index, master=master)
 
 
 def delete_link(name: str) -> None:

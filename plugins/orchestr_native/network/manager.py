@@ -26,7 +26,7 @@ class Network:
     """The bridge networks of one state dir; their records live in state_dir/native/network/<bridge>/."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
+        self.root = Path(os.path.realpath(root))  # one spelling: it names bridges and owns port claims
         self.dir = self.root / "network"
         self.containers = self.root / "containers"
 
@@ -45,28 +45,25 @@ class Network:
     # -- create, start, delete ----------------------------------------------------------
 
     def attach(self, id: str, spec: ContainerSpec, directory: Path) -> dict:
-        """Gives the new container at directory its address, namespace, veth, published ports and name files;
-        returns what its config records. Nothing changes when a published port is taken."""
+        """Gives the new container its address, namespace, veth, published ports, and the hosts and resolv.conf
+        files in directory; returns what its config records. Nothing changes when a published port is taken."""
         published = ports.published(spec.ports)
-        owner = str(directory)
+        owner = str(self.containers / id)
         with self._locked():
             self._sweep()
-            stale = ports.check(published, owner)
+            ports.check(published, owner)
             bridge = self.bridge(spec.namespace)
             record = self._bridge(bridge, spec.namespace)
             subnet = ipaddress.IPv4Network(record["subnet"])
             here = self.dir / bridge
             leases = ipam.leases(here)
-            lease = {"id": id, "name": spec.name, "service": spec.labels.get(L_SERVICE, spec.name),
-                     "replica": _int(spec.labels.get(L_REPLICA))}
+            lease = _lease(id, spec.name, spec.labels)
             ip = ipam.allocate(here, subnet, lease, set(leases))
             leases[ip] = lease
             net = {"ip": ip, "subnet": str(subnet), "gateway": str(ipam.gateway(subnet).ip), "bridge": bridge,
-                   "veth": f"orc{id[:10]}", "netns": netns.path(id), "mtu": record["mtu"], "ports": published}
+                   "veth": _veth(id), "netns": netns.path(id), "mtu": record["mtu"], "ports": published}
             try:
                 self._connect(net, create=True)
-                for holder in stale:  # a container gone without its delete: its rules would shadow ours
-                    firewall.remove_ports(os.path.basename(holder))
                 self._publish(id, net, owner)
                 (directory / "resolv.conf").write_text(names.resolv_conf())
                 (directory / "hosts").write_text(names.hosts(ip, leases))
@@ -75,27 +72,30 @@ class Network:
                 self._remove(id, net, owner)
                 self._settle(bridge)
                 if isinstance(e, OSError):
-                    raise RuntimeFailure(f"container {spec.name}: cannot set up its network: {e.strerror or e}") from None
+                    raise _failure(spec.name, e) from None
                 raise
         return net
 
     def ensure(self, config: dict) -> None:
-        """Before a start: rebuilds what a reboot or a hand took away (namespace, veth, bridge, rules)."""
-        net = config["net"]
+        """Before a start: rebuilds what a reboot or a hand took away (namespace, veth, bridge, lease, rules)."""
+        net, id = config["net"], config["id"]
         if netns.mounted(net["netns"]) and _link_exists(net["veth"]) and _link_exists(net["bridge"]):
             return
-        owner = str(self.containers / config["id"])
+        owner = str(self.containers / id)
         with self._locked():
-            self._bridge(net["bridge"], config["namespace"], net["subnet"])
             try:
+                self._bridge(net["bridge"], config["namespace"], net["subnet"])
+                ipam.keep(self.dir / net["bridge"], net["ip"], _lease(id, config["name"], config["labels"]))
                 present = netns.mounted(net["netns"])
                 if not (present and _link_exists(net["veth"])):
                     self._connect(net, create=not present)
-                ports.check(net["ports"], owner)
-                firewall.remove_ports(config["id"], net["ip"], net["ports"])
-                self._publish(config["id"], net, owner)
+                if net["ports"]:
+                    self._drop_stale_claims()
+                    ports.check(net["ports"], owner)
+                    firewall.remove_ports(id, net["ip"], net["ports"])
+                    self._publish(id, net, owner)
             except OSError as e:
-                raise RuntimeFailure(f"container {config['name']}: cannot set up its network: {e.strerror or e}") from None
+                raise _failure(config["name"], e) from None
 
     def detach(self, config: dict) -> None:
         """Removes the container's ports, namespace (its veth goes with it) and lease; the bridge goes with the
@@ -112,9 +112,7 @@ class Network:
         with self._locked():
             self._sweep()
             if self._records():
-                from . import links
-
-                firewall.sync(links.bridges(BRIDGE_PREFIX))  # puts back rules someone flushed
+                firewall.sync(_links().bridges(BRIDGE_PREFIX))  # puts back rules someone flushed
 
     # -- steps, all under the lock ------------------------------------------------------
 
@@ -123,22 +121,25 @@ class Network:
         record = records.read_json(str(here / ipam.RECORD))
         if record is not None and _link_exists(bridge):
             return record
-        from . import links
-
+        links = _links()
+        routed, mtu = links.routes()
         if record is None:
             if subnet is None:
                 recorded = [ipaddress.IPv4Network(r["subnet"]) for r in self._records().values()]
-                subnet = str(ipam.pick_subnet(links.routed() + recorded))
-            record = {"namespace": namespace, "subnet": subnet, "mtu": links.default_mtu()}
+                subnet = str(ipam.pick_subnet(routed + recorded))
+            record = {"namespace": namespace, "subnet": subnet, "mtu": mtu}
             here.mkdir(parents=True, exist_ok=True)
             records.write_json(str(here / ipam.RECORD), record)
         network = ipaddress.IPv4Network(record["subnet"])
-        clash = next((r for r in links.routed() if r.overlaps(network)), None)
+        clash = next((r for r in routed if r.overlaps(network)), None)
         if clash is not None:
             raise RuntimeFailure(f"namespace {namespace}: its subnet {network} overlaps the host's route to {clash}; "
                                  "remove that route or the namespace's containers")
         try:
             links.create_bridge(bridge, ipam.gateway(network), record["mtu"])
+            # containers still running from before the bridge went away get their veths back on it
+            ids = (lease.get("id") for lease in ipam.leases(here).values())
+            links.enslave(bridge, [_veth(id) for id in ids if id and _link_exists(_veth(id))])
             firewall.enable_forwarding(bridge)
             firewall.sync(links.bridges(BRIDGE_PREFIX))
         except BaseException:
@@ -147,11 +148,9 @@ class Network:
         return record
 
     def _connect(self, net: dict, create: bool) -> None:
-        from . import links
-
         address = ipaddress.IPv4Interface(f"{net['ip']}/{ipaddress.IPv4Network(net['subnet']).prefixlen}")
         try:
-            links.connect(net["netns"], create, net["veth"], net["bridge"], net["mtu"], address,
+            _links().connect(net["netns"], create, net["veth"], net["bridge"], net["mtu"], address,
                           ipaddress.IPv4Address(net["gateway"]))
         except BaseException:
             if create:
@@ -161,20 +160,18 @@ class Network:
     def _publish(self, id: str, net: dict, owner: str) -> None:
         if not net["ports"]:
             return
-        from . import links
-
         ports.claim(net["ports"], owner)
         try:
             firewall.add_ports(id, net["ip"], net["ports"])
         except RuntimeFailure:
-            firewall.sync(links.bridges(BRIDGE_PREFIX))  # the chains were flushed under us: put them back
+            firewall.sync(_links().bridges(BRIDGE_PREFIX))  # the chains were flushed under us: put them back
             firewall.add_ports(id, net["ip"], net["ports"])
 
     def _remove(self, id: str, net: dict, owner: str) -> None:
         if net.get("ports") or owner in ports.holders():
             firewall.remove_ports(id, net.get("ip"), net.get("ports"))
             ports.release(owner)
-        netns.remove(net.get("netns") or netns.path(id))
+        netns.remove(netns.path(id))
         if net.get("ip"):
             ipam.release(self.dir / net["bridge"], net["ip"])
 
@@ -185,41 +182,67 @@ class Network:
         if leases:
             self._rewrite_hosts(leases)
             return
-        from . import links
-
-        links.delete_link(bridge)
+        _links().delete_link(bridge)
         shutil.rmtree(here, ignore_errors=True)
-        firewall.sync(links.bridges(BRIDGE_PREFIX))
+        firewall.sync(_links().bridges(BRIDGE_PREFIX))
 
     def _sweep(self) -> None:
-        for bridge in self._records(all_dirs=True):
+        self._drop_stale_claims()
+        for bridge in self._bridges():
             here = self.dir / bridge
             orphans = {ip: lease for ip, lease in ipam.leases(here).items() if not self._exists(lease.get("id"))}
             for ip, lease in orphans.items():
-                id = lease.get("id") or ""
-                net = {"ip": ip, "bridge": bridge, "netns": netns.path(id) if id else None, "ports": None}
+                id = lease.get("id")
                 if id:
-                    self._remove(id, net, str(self.containers / id))
-                else:
+                    self._remove(id, {"ip": ip, "bridge": bridge}, str(self.containers / id))
+                else:  # a lease a crash left unwritten: nothing was set up for it yet
                     ipam.release(here, ip)
             if orphans or not (here / ipam.RECORD).exists():
                 self._settle(bridge)
 
+    def _drop_stale_claims(self) -> None:
+        """Claims of containers whose directory is gone (a state dir removed with containers in it), and their
+        DNAT rules, which would shadow the next container to publish the port."""
+        for holder in ports.stale():
+            firewall.remove_ports(os.path.basename(holder))
+            ports.release(holder)
+
     def _exists(self, id: str | None) -> bool:
         return bool(id) and (self.containers / id / records.CONFIG).exists()
 
-    def _records(self, all_dirs: bool = False) -> dict[str, dict]:
+    def _bridges(self) -> list[str]:
         try:
-            entries = [e.name for e in os.scandir(self.dir) if e.name.startswith(BRIDGE_PREFIX)]
+            return [e.name for e in os.scandir(self.dir) if e.name.startswith(BRIDGE_PREFIX)]
         except FileNotFoundError:
-            return {}
-        found = {b: records.read_json(str(self.dir / b / ipam.RECORD)) for b in entries}
-        return found if all_dirs else {b: r for b, r in found.items() if r}
+            return []
+
+    def _records(self) -> dict[str, dict]:
+        found = {b: records.read_json(str(self.dir / b / ipam.RECORD)) for b in self._bridges()}
+        return {b: r for b, r in found.items() if r}
 
     def _rewrite_hosts(self, leases: dict[str, dict], skip: str | None = None) -> None:
         for ip, lease in leases.items():
             if ip != skip and lease.get("id"):
                 names.write_in_place(str(self.containers / lease["id"] / "hosts"), names.hosts(ip, leases))
+
+
+def _failure(name: str, e: OSError) -> RuntimeFailure:
+    return RuntimeFailure(f"container {name}: cannot set up its network: {e.strerror or e}")
+
+
+def _links():
+    """links.py on first use: it imports pyroute2, which takes 0.3 s, and only bridged containers need it."""
+    from . import links
+
+    return links
+
+
+def _lease(id: str, name: str, labels: dict[str, str]) -> dict:
+    return {"id": id, "name": name, "service": labels.get(L_SERVICE, name), "replica": _int(labels.get(L_REPLICA))}
+
+
+def _veth(id: str) -> str:
+    return f"orc{id[:10]}"
 
 
 def _link_exists(name: str) -> bool:

@@ -2,7 +2,8 @@
 
 A DNAT rule does not bind its port, so a bind test alone would let two containers (of any state dir) publish
 the same one: each published port is also claimed in /run/orchestr/ports/<protocol>-<port>, a symlink to the
-directory of the container that holds it. A claim whose container directory is gone is stale and taken over.
+directory of the container that holds it. A claim whose container directory is gone is stale: its rules are
+removed and the port is free again.
 """
 
 from __future__ import annotations
@@ -32,29 +33,27 @@ def published(ports: Iterable[Port]) -> list[dict]:
         try:
             ipaddress.IPv4Address(host_ip)
         except ValueError:
-            raise RuntimeFailure(f"port {p.host_port}/{protocol}: host IP {p.host_ip!r} is not an IPv4 address") from None
+            where = f"port {p.host_port}/{protocol}"
+            raise RuntimeFailure(f"{where}: host IP {p.host_ip!r} is not an IPv4 address") from None
         out.append({"host_ip": host_ip, "host_port": p.host_port, "container_port": p.container_port,
                     "protocol": protocol})
     return out
 
 
-def check(ports: list[dict], owner: str) -> list[str]:
-    """Raises Conflict for a port another container claims or anything on the host holds; returns the
-    directories of containers whose stale claims will be taken over."""
-    stale, seen = [], set()
+def check(ports: list[dict], owner: str) -> None:
+    """Raises Conflict for a port another live container claims or anything on the host holds."""
+    seen = set()
     for p in ports:
         name = _claim(p)
         if name in seen:
             raise Conflict(f"{_show(p)} is published twice")
         seen.add(name)
         holder = _holder(name)
-        if holder is not None and holder != owner:
-            if os.path.isdir(holder):
-                raise Conflict(f"{_show(p)} is already in use")
-            stale.append(holder)
-        if holder is None or holder != owner:
-            _try_bind(p)
-    return stale
+        if holder == owner:
+            continue
+        if holder is not None and os.path.isdir(holder):
+            raise Conflict(f"{_show(p)} is already in use")
+        _try_bind(p)
 
 
 def claim(ports: list[dict], owner: str) -> None:
@@ -64,7 +63,7 @@ def claim(ports: list[dict], owner: str) -> None:
         if _holder(_claim(p)) == owner:
             continue
         try:
-            os.unlink(path)  # stale: check() has just seen its container gone
+            os.unlink(path)  # stale: its container is gone
         except FileNotFoundError:
             pass
         os.symlink(owner, path)
@@ -89,6 +88,11 @@ def holders() -> set[str]:
         return {h for h in map(_holder, os.listdir(DIR)) if h}
     except FileNotFoundError:
         return set()
+
+
+def stale() -> set[str]:
+    """Holders whose container directory is gone."""
+    return {h for h in holders() if not os.path.isdir(h)}
 
 
 def _claim(p: dict) -> str:
