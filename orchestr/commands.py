@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .api import ApplyResult, Client
+from .api import Client
 from .cli import EXIT_ERROR, EXIT_FAILED, dumps
 from .errors import OrchestrError
-from .executor import Outcome
-from .model import Container, LogLine
-from .planner import Action, Plan
 from .progress import PullPrinter
+
+if TYPE_CHECKING:
+    from .api import ApplyResult
+    from .executor import Outcome
+    from .model import Container, LogLine
+    from .planner import Action, Plan
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -32,7 +36,7 @@ def _describe(a: Action) -> str:
     return f"{a.kind.value:<9} {a.namespace}/{a.name:<24} {a.runtime:<8} ({a.reason})"
 
 
-def _print_plan(plan: Plan) -> None:
+def _print_plan(plan: Plan | None) -> None:
     if not plan:
         print("nothing to do: every service is as specified")
         return
@@ -62,7 +66,16 @@ def _summary(result: ApplyResult) -> int:
 
 
 async def cmd_apply(oc: Client, args) -> int:
+    from . import speccache
+
+    digest = speccache.key(args.files)
+    cached = speccache.lookup(oc.config.state_dir, digest) if digest else None
+    if cached is not None and not await oc.plan(cached, prune=args.prune, runtime=args.runtime):
+        _print_plan(None)  # unchanged files, and nothing to do: no need to validate them again
+        return 0
     services = _load(args.files)
+    if digest:
+        speccache.remember(oc.config.state_dir, digest, services)
     if args.dry_run:
         _print_plan(await oc.plan(services, prune=args.prune, runtime=args.runtime))
         return 0

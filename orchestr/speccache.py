@@ -1,0 +1,76 @@
+"""Remembers what validated spec files asked for, so re-applying unchanged files needs no validation.
+
+A no-op apply is the common case of a reconcile loop; validating specs costs more than the rest of it
+(pydantic alone takes a fifth of a second to import). The cache keeps, per exact set of file contents,
+just what the planner reads. It is only ever used to find that nothing needs doing: any other plan is
+made again from fully validated specs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+from . import __version__
+from .model import RestartPolicy
+
+KEEP = 32  # cached spec sets per state dir
+
+
+def key(files: list[str]) -> str | None:
+    """A digest of the files' names and contents; None when a file cannot be cached (stdin) or read."""
+    h = hashlib.sha256(__version__.encode())
+    for name in files:
+        if name == "-":
+            return None
+        try:
+            data = Path(name).read_bytes()
+        except OSError:
+            return None
+        h.update(os.path.abspath(name).encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+def lookup(state_dir: Path, digest: str) -> list[SimpleNamespace] | None:
+    try:
+        raw = json.loads((state_dir / "spec-cache" / f"{digest}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return [
+        SimpleNamespace(
+            namespace=s["namespace"], name=s["name"], spec_hash=s["hash"],
+            spec=SimpleNamespace(
+                replicas=s["replicas"], runtime=s["runtime"], depends_on=tuple(s["dependsOn"]),
+                restart_policy=RestartPolicy(s["restartPolicy"]), paused=s["paused"],
+                stop_grace_period=s["stopGracePeriod"],
+            ),
+        )
+        for s in raw
+    ]
+
+
+def remember(state_dir: Path, digest: str, services) -> None:
+    """Writes the planner's view of services; a failure to write only costs the next apply some time."""
+    directory = state_dir / "spec-cache"
+    rows = [
+        {
+            "namespace": s.namespace, "name": s.name, "hash": s.spec_hash, "replicas": s.spec.replicas,
+            "runtime": s.spec.runtime, "dependsOn": list(s.spec.depends_on),
+            "restartPolicy": str(s.spec.restart_policy), "paused": s.spec.paused,
+            "stopGracePeriod": s.spec.stop_grace_period,
+        }
+        for s in services
+    ]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{digest}.tmp"
+        tmp.write_text(json.dumps(rows))
+        tmp.rename(directory / f"{digest}.json")
+        entries = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        for old in entries[:-KEEP]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass
