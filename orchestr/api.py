@@ -5,14 +5,14 @@ The CLI is a thin layer over this; an anyio program uses it directly.
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
-from . import executor, planner
 from .config import Config
 from .errors import NotFound, OrchestrError, RuntimeUnavailable
 from .model import (
@@ -27,10 +27,13 @@ from .model import (
     RestartPolicy,
     State,
 )
-from .planner import Plan
 from .plugins import default_runtime_name, open_runtime
 from .runtime import ProgressCallback, Runtime
 from .state import Store
+
+if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
+    from . import executor
+    from .planner import Plan
 
 OutcomeCallback = Callable[["executor.Outcome"], None]
 
@@ -119,6 +122,8 @@ class Client:
     # -- reconcile ----------------------------------------------------------------------
     async def plan(self, services: Sequence, *, prune: bool = False, runtime: str | None = None) -> Plan:
         """What apply would do, without doing it."""
+        from . import planner
+
         default = runtime or self.default_runtime
         namespaces = {s.namespace for s in services}
         names = {s.spec.runtime or default for s in services} | set(self.store.runtimes_used())
@@ -137,6 +142,8 @@ class Client:
         sources: Iterable[str] = (),
     ) -> ApplyResult:
         """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete."""
+        from . import executor, planner
+
         default = runtime or self.default_runtime
         async with self.store.lock():
             if not dry_run:
@@ -167,6 +174,8 @@ class Client:
         sources: Iterable[str] = (),
     ) -> ApplyResult:
         """Delete the containers of services, or every container of a namespace (one-off runs included)."""
+        from . import executor, planner
+
         async with self.store.lock():
             runtimes = set(self.store.runtimes_used()) | {self._runtime_of(s) for s in services}
             await self._recover(runtimes)
@@ -272,7 +281,7 @@ class Client:
         """Run a one-off container, as `docker run`. Returns the container and, unless detach, its exit code."""
         rt_name = runtime or self.default_runtime
         rt = self.runtime(rt_name)
-        name = name or f"run-{secrets.token_hex(4)}"
+        name = name or f"run-{os.urandom(4).hex()}"
         spec = ContainerSpec(
             name=name,
             namespace=namespace,

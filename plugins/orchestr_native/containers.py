@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import posixpath
 import re
-import secrets
 import shutil
 import signal as signals
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -22,10 +22,12 @@ from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailab
 from orchestr.model import L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, State
 
 from . import cgroups, logs
-from .network import Network
 from .process import linux
 from .supervisor import records
 from .supervisor.client import SupervisorClient, command
+
+if TYPE_CHECKING:
+    from .network import Network
 
 RUNTIME = "native"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -35,12 +37,12 @@ _ID = re.compile(r"[0-9a-f]{64}")
 _POLL = 0.05
 
 
-def _polls() -> Iterator[float]:
-    """Poll intervals: quick at first, since short-lived containers end within milliseconds, then _POLL."""
+def _polls(ceiling: float = _POLL) -> Iterator[float]:
+    """Poll intervals: quick at first, since short-lived containers end within milliseconds, then ceiling."""
     delay = 0.001
     while True:
         yield delay
-        delay = min(delay * 2, _POLL)
+        delay = min(delay * 2, ceiling)
 
 
 class ImageStore(Protocol):
@@ -61,8 +63,13 @@ class Containers:
         self._store = store
         self._log = {"max_size": log_max_size, "max_files": log_max_files}
         self._supervisor = SupervisorClient(str(self._root))
-        self._network = Network(self._root)
         self._cgroup_version = cgroups.version()
+
+    @functools.cached_property
+    def _network(self) -> Network:
+        from .network import Network  # loads only for containers that have a bridge network, and for sweeps
+
+        return Network(self._root)
 
     # -- records ------------------------------------------------------------------------
 
@@ -131,7 +138,7 @@ class Containers:
             layers = [str(p) for p in self._store.layer_paths(image_id)]
             process = _process(spec, image)
             mounts = [self._volume(spec, v) for v in spec.volumes]
-            id = secrets.token_hex(32)
+            id = os.urandom(32).hex()
             d = self._dir / id
             for sub in ("upper", "work", "rootfs"):
                 (d / sub).mkdir(parents=True, mode=0o755)
@@ -160,8 +167,7 @@ class Containers:
                 "restart_policy": str(spec.restart_policy), "stop_grace_period": spec.stop_grace_period,
                 "log": self._log, "cgroup_version": self._cgroup_version,
             }
-            records.write_json(str(d / records.CONFIG), config)
-            records.write_json(str(d / records.STATE), {"status": "created"})
+            records.write_json(str(d / records.CONFIG), config)  # no state.json yet: _load reads that as created
             try:
                 self._cgroup(id).create(limits)
             except OSError as e:
@@ -212,8 +218,10 @@ class Containers:
 
     def _start(self, config: dict) -> None:
         d = self._dir / config["id"]
+        cgroup = self._cgroup(config["id"])
         try:
-            self._cgroup(config["id"]).create(cgroups.Limits(**config["limits"]))  # gone after a reboot
+            if not cgroup.exists():  # made at create; gone after a reboot
+                cgroup.create(cgroups.Limits(**config["limits"]))
         except OSError as e:
             raise RuntimeFailure(f"container {config['name']}: cannot set up its cgroup: {e}") from None
         if config.get("net"):
@@ -379,9 +387,11 @@ class Containers:
                     yield line
             if not follow:
                 return
+            delays = _polls(0.1)
             while True:
                 data = current.read() if current is not None else b""
                 if data:
+                    delays = _polls(0.1)  # more output, or the end, tends to follow soon
                     data, partial = partial + data, b""
                     cut = data.rfind(b"\n") + 1
                     partial = data[cut:]
@@ -407,7 +417,7 @@ class Containers:
                             if line := _log_line(raw):
                                 yield line
                     return
-                await anyio.sleep(0.1)
+                await anyio.sleep(next(delays))
 
     async def events(self) -> AsyncIterator[Event]:
         path = self._root / records.EVENTS
@@ -538,12 +548,17 @@ def _kill(ident: dict | None, sig: int) -> None:
 def _unmount_under(directory: str) -> None:
     """Detaches every mount at or below directory in this mount namespace, deepest first."""
     prefix = directory.rstrip("/") + "/"
-    points = []
     with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point.startswith(prefix) or point == directory:
-                points.append(point)
+        table = f.read()
+    # mountinfo escapes these four as octal; nearly always nothing is mounted there, and this says so at once
+    escaped = directory.rstrip("/").translate({92: "\\134", 32: "\\040", 9: "\\011", 10: "\\012"})
+    if escaped not in table:
+        return
+    points = []
+    for line in table.splitlines():
+        point = line.split()[4].encode().decode("unicode_escape")
+        if point.startswith(prefix) or point == directory:
+            points.append(point)
     for point in sorted(points, key=len, reverse=True):
         with contextlib.suppress(OSError):
             linux.umount(point, linux.MNT_DETACH)

@@ -13,8 +13,6 @@ from orchestr.errors import Conflict, NotFound, OrchestrError, RuntimeUnavailabl
 from orchestr.model import Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine
 from orchestr.runtime import ProgressCallback
 
-from .images import archive
-from .images.pull import pull
 from .images.reference import familiar, parse
 from .images.store import ImageStore, Stored
 
@@ -106,15 +104,21 @@ class NativeRuntime:
             return await self.pull(ref, progress)
 
     async def pull(self, ref: str, progress: ProgressCallback | None = None) -> Image:
+        from .images.pull import pull  # the registry client loads only for the verbs that use it
+
         stored = await pull(self.store, ref, progress)
         return self._image(self.store.lookup(stored.id))
 
     async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
+        from .images import archive
+
         imported = await archive.import_archive(self.store, Path(path), progress)
         return [self._image(self.store.lookup(s.id)) for s in imported]
 
     async def export_image(self, ref: str, path: Path) -> None:
         """Write the image as an OCI image-layout tarball, named by ref when ref has a tag."""
+        from .images import archive
+
         stored = self.store.lookup(ref)[0]
         name = None
         try:

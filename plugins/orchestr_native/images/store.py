@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ import anyio
 
 from orchestr.errors import NotFound, RuntimeFailure
 
-from . import unpack
 from .locks import Locks, flocked, try_flock
 from .reference import parse
 
@@ -42,7 +40,7 @@ class BlobWriter:
 
     def __init__(self, path: Path, digest: str, what: str) -> None:
         self.final, self.digest, self.what = path, digest, what
-        self.tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
+        self.tmp = path.with_name(f"{path.name}.tmp-{os.urandom(4).hex()}")
         self.file = open(self.tmp, "xb", buffering=1 << 20)  # noqa: SIM115 (closed by commit or abort)
         self.sha = hashlib.sha256()
         self.size = 0
@@ -179,10 +177,12 @@ class ImageStore:
 
     def _unpack(self, blob_digest: str, diff_id: str, what: str) -> None:
         final = self.layer_dir(diff_id)
-        tmp = final.with_name(f"{final.name}.tmp-{secrets.token_hex(4)}")
+        tmp = final.with_name(f"{final.name}.tmp-{os.urandom(4).hex()}")
         (tmp / "diff").mkdir(parents=True)
         try:
             os.chmod(tmp / "diff", 0o755)
+            from . import unpack  # tar handling loads only when a layer is unpacked
+
             size = unpack.unpack(self.blob_path(blob_digest), blob_digest, diff_id, tmp / "diff", what)
             (tmp / "size").write_text(str(size))
             os.rename(tmp, final)  # a layer directory without a tmp suffix is always complete
@@ -223,7 +223,7 @@ class ImageStore:
         with flocked(self.locks.path("index")):
             index = self._read_index()
             change(index)
-            tmp = self.index_path.with_name(f"index.json.tmp-{secrets.token_hex(4)}")
+            tmp = self.index_path.with_name(f"index.json.tmp-{os.urandom(4).hex()}")
             with open(tmp, "w") as f:
                 json.dump(index, f, indent=1, sort_keys=True)
                 f.flush()

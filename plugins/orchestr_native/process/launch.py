@@ -23,8 +23,11 @@ class LaunchError(Exception):
 def _default_signals() -> None:
     # An ignored signal survives exec and would surprise the command: Python ignores SIGPIPE and SIGXFSZ, the
     # supervisor SIGTERM, SIGINT and SIGHUP (a container that ignores SIGTERM can only be killed), and whatever
-    # started orchestr may have ignored others.
+    # started orchestr may have ignored others. Python knows each signal's disposition from its start on, so
+    # only those that are not the default already need a system call.
     for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            continue
         try:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):  # the C library's own real-time signals

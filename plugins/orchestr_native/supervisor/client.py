@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ BOOT = (
     "sys.modules['orchestr_native']=p;from orchestr_native.supervisor import main;main(sys.argv[2:])"
 )
 _NOT_LISTENING = (FileNotFoundError, ConnectionRefusedError)
+START_TIMEOUT = 60.0
 
 
 def command(*args: str) -> list[str]:
@@ -68,9 +70,20 @@ class SupervisorClient:
             except (*_NOT_LISTENING, ConnectionResetError, EOFError):
                 pass
             with open(os.path.join(self.root, "supervisor.log"), "ab") as log:
-                done = subprocess.run(
+                proc = subprocess.Popen(
                     command("host", self.root), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                    start_new_session=True, timeout=60,
+                    start_new_session=True,
                 )
-            if done.returncode != 0:
-                raise OSError(f"the supervisor did not start (exit {done.returncode}); see {self.root}/supervisor.log")
+            # Its first process exits once the socket listens. Popen.wait(timeout) would notice that only at its
+            # next poll (they double: 32, 64 ms...); a pidfd turns readable at once.
+            pidfd = os.pidfd_open(proc.pid)
+            try:
+                exited = select.select([pidfd], [], [], START_TIMEOUT)[0]
+            finally:
+                os.close(pidfd)
+            if not exited:
+                proc.kill()
+                proc.wait()
+                raise OSError(f"the supervisor did not start within {START_TIMEOUT:g}s; see {self.root}/supervisor.log")
+            if proc.wait() != 0:
+                raise OSError(f"the supervisor did not start (exit {proc.returncode}); see {self.root}/supervisor.log")

@@ -13,7 +13,6 @@ import select
 import signal
 import socket
 import time
-import traceback
 
 from ..process import linux
 from . import records
@@ -67,11 +66,11 @@ class Supervisor:
             elif monitor.tick():
                 self._drop(monitor)
         except Exception:  # noqa: BLE001 - logged; that container is ended, the others go on
-            traceback.print_exc()
+            _log_exception()
             try:
                 monitor.abandon()
             except Exception:  # noqa: BLE001
-                traceback.print_exc()
+                _log_exception()
             self._drop(monitor)
 
     def _drop(self, monitor: Monitor) -> None:
@@ -92,7 +91,7 @@ class Supervisor:
                 request = json.loads(data)
                 reply, quit = self._handle(request)
             except Exception as e:  # noqa: BLE001 - a bad request gets an error, the supervisor goes on
-                traceback.print_exc()
+                _log_exception()
                 reply, quit = {"error": f"supervisor: {e}"}, False
             try:
                 conn.sendall(json.dumps(reply).encode() + b"\n")
@@ -122,6 +121,12 @@ class Supervisor:
         return {"pid": os.getpid(), "containers": sorted(self.monitors), "quit": quitting}, quitting
 
 
+def _log_exception() -> None:
+    import traceback  # only for the log, and rarely: the supervisor starts with every CLI run that needs it
+
+    traceback.print_exc()
+
+
 def serve(root: str) -> None:
     path = os.path.join(root, SOCKET)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -146,7 +151,7 @@ def serve(root: str) -> None:
     try:
         Supervisor(root, listener).run()
     except BaseException:  # noqa: BLE001 - the log is where anyone can read why supervision ended
-        traceback.print_exc()
+        _log_exception()
     try:
         if os.stat(path).st_ino == ident:
             os.unlink(path)

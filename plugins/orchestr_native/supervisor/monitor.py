@@ -12,6 +12,7 @@ import time
 
 from .. import cgroups, logs
 from ..process import init, launch, linux
+from ..rootfs import mounts  # noqa: F401 - imported once here, not again in every container's child
 from . import records
 
 BACKOFF_FIRST, BACKOFF_MAX, STEADY = 0.1, 10.0, 10.0  # seconds; a run longer than STEADY resets the backoff

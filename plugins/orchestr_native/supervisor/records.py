@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -32,6 +33,7 @@ def read_json(path: str) -> dict | None:
         return None
 
 
+@functools.cache  # fixed for the life of any process
 def boot_id() -> str:
     with open("/proc/sys/kernel/random/boot_id") as f:
         return f.read().strip()
