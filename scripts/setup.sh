@@ -126,6 +126,8 @@ start_daemons() {
 main() {
     install_packages
     ensure_venv
+    # Bytecode now, as an installed package would have it, even where PYTHONDONTWRITEBYTECODE is set.
+    "$VENV/bin/python" -m compileall -q orchestr plugins >/dev/null
     [[ ${1:-} == --no-daemons ]] || start_daemons
 }
 

@@ -53,7 +53,11 @@ def library(ctx: Context):
     import orchestr
 
     namespace, portal = ctx.namespace("lifecycle"), ctx.portal()
-    with portal.wrap_async_context_manager(orchestr.Client(state_dir=ctx.state_dir, runtime="native")) as client:
+    # A state dir of its own: each CLI run's close() lets the shared supervisor go, and the next library
+    # run would pay for starting a new one.
+    state_dir = ctx.work / "orchestr-state-library"
+    with portal.wrap_async_context_manager(orchestr.Client(state_dir=state_dir, runtime="native")) as client:
+        portal.call(client.runtime("native").import_image, ctx.archive())
         def once():
             return client.run(image, ["true"], namespace=namespace, remove=True, network="none")
 
