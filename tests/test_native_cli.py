@@ -410,3 +410,26 @@ def test_bridge_network_gives_each_replica_an_address_and_leaves_nothing(ns, tmp
     assert ping.returncode == 0, ping.stdout + ping.stderr
     assert os.path.exists(f"/sys/class/net/{Network(state_dir / 'native').bridge(ns)}")
     orc("delete", "-f", spec, state_dir=state_dir, check=True)  # the fixture checks the bridge is gone too
+
+
+def _ignoring_parent() -> None:
+    """What a careless parent leaves behind: SIGTERM ignored, and signal 32, which Python cannot touch."""
+    import ctypes
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ignore = (ctypes.c_ulong * 4)(1, 0, 0, 0)  # SIG_IGN, through the raw rt_sigaction of x86_64
+    ctypes.CDLL(None).syscall(13, 32, ignore, None, 8)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the raw rt_sigaction number here is x86_64's")
+def test_no_ignored_signal_reaches_the_command(ns, state_dir):
+    proc = subprocess.run(
+        [ORCHESTR, "run", "-d", "-n", ns, "--network", "none", "--name", "sig", TEST_IMAGE, *SLEEP],
+        capture_output=True, text=True, env=_env(state_dir), preexec_fn=_ignoring_parent, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (container,) = get_json(ns, state_dir)
+    supervisor = supervisor_pid(state_dir)
+    assert ignored_signals(supervisor) & (1 << 31)  # the supervisor did inherit signal 32 ignored
+    assert ignored_signals(container["pid"]) == 0
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)

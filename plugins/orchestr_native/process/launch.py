@@ -28,10 +28,9 @@ def _default_signals() -> None:
     for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
         if signal.getsignal(sig) is signal.SIG_DFL:
             continue
-        try:
-            signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):  # the C library's own real-time signals
-            pass
+        signal.signal(sig, signal.SIG_DFL)
+    for sig in set(range(1, signal.NSIG)) - signal.valid_signals():  # the C library's own, unknown to Python
+        linux.default_signal(sig)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 

@@ -34,6 +34,7 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "s390x": 174}
 _CAP_V3 = 0x20080522
 
 
@@ -63,6 +64,14 @@ def mount(source: str | None, target: str, fstype: str | None = None, flags: int
 
 def umount(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
+
+
+def default_signal(sig: int) -> None:
+    """Sets sig's disposition to the default through the raw system call: the C library refuses its own
+    real-time signals (32 and 33), yet an ignored one survives exec like any other."""
+    action = (ctypes.c_ulong * 4)()  # handler SIG_DFL, no flags, no restorer, empty mask
+    nr = _SYS_RT_SIGACTION[os.uname().machine]
+    _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_int(sig), action, None, ctypes.c_size_t(8)), "rt_sigaction")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
