@@ -16,7 +16,7 @@ from .runtime import Runtime
 if TYPE_CHECKING:
     from .spec import Service
 
-DEFAULT_GRACE = 10.0  # seconds, for containers of services no longer declared
+DEFAULT_GRACE = 10.0  # seconds, for containers that do not say theirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +98,12 @@ class _Run:
         assert cid is not None
         rt = self._runtime(action.runtime)
         if kind == Kind.DELETE:
-            await _remove(rt, cid, self._grace(action))
+            await _remove(rt, cid, await self._grace_of(action, rt, cid))
             return None
         if kind == Kind.START:
             await rt.start(cid)
         elif kind == Kind.STOP:
-            await rt.stop(cid, timeout=self._grace(action))
+            await rt.stop(cid, timeout=await self._grace_of(action, rt, cid))
         elif kind == Kind.PAUSE:
             await rt.pause(cid)
         elif kind == Kind.UNPAUSE:
@@ -122,7 +122,8 @@ class _Run:
         await self._ensure_image(rt, spec.image)
         if action.kind == Kind.RECREATE:
             assert action.container_id is not None
-            await _remove(self._runtime(action.old_runtime or action.runtime), action.container_id, self._grace(action))
+            old = self._runtime(action.old_runtime or action.runtime)
+            await _remove(old, action.container_id, await self._grace_of(action, old, action.container_id))
         container = await rt.create(spec)
         await rt.start(container.id)
         if service.spec.paused:
@@ -143,9 +144,16 @@ class _Run:
         except KeyError:
             raise OrchestrError(f"runtime {name} is not open for this plan") from None
 
-    def _grace(self, action: Action) -> float:
+    async def _grace_of(self, action: Action, rt: Runtime, cid: str) -> float:
+        """The stop grace period: the declared service's, else the one its container was made with."""
         service = self.services.get((action.namespace, action.service))
-        return float(service.spec.stop_grace_period) if service is not None else DEFAULT_GRACE
+        if service is not None:
+            return float(service.spec.stop_grace_period)
+        try:
+            grace = (await rt.inspect(cid)).stop_grace
+        except NotFound:
+            grace = None
+        return DEFAULT_GRACE if grace is None else grace
 
 
 class _Once:

@@ -14,6 +14,7 @@ L_REPLICA = "orchestr.replica"
 L_SPEC_HASH = "orchestr.spec-hash"
 L_DEPENDS_ON = "orchestr.depends-on"  # comma-separated service names, so deletes can be ordered without the spec
 L_ONEOFF = "orchestr.oneoff"  # set by `orchestr run`: never planned, never pruned
+L_STOP_GRACE = "orchestr.stop-grace"  # seconds: deletes of services no longer declared still honour it
 
 
 class State(enum.StrEnum):
@@ -116,6 +117,13 @@ class Container:
     def depends_on(self) -> tuple[str, ...]:
         raw = self.labels.get(L_DEPENDS_ON, "")
         return tuple(s for s in raw.split(",") if s)
+
+    @property
+    def stop_grace(self) -> float | None:
+        try:
+            return float(self.labels[L_STOP_GRACE])
+        except (KeyError, ValueError):
+            return None
 
     @property
     def oneoff(self) -> bool:

@@ -39,6 +39,7 @@ from orchestr.model import (
     L_REPLICA,
     L_SERVICE,
     L_SPEC_HASH,
+    L_STOP_GRACE,
     LABEL_PREFIX,
     ContainerSpec,
     Port,
@@ -345,6 +346,7 @@ class Service(_Model):
             L_SERVICE: self.name,
             L_REPLICA: str(replica),
             L_SPEC_HASH: self.spec_hash,
+            L_STOP_GRACE: f"{spec.stop_grace_period:g}",
         }
         if spec.depends_on:
             labels[L_DEPENDS_ON] = ",".join(spec.depends_on)

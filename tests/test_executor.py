@@ -33,6 +33,7 @@ class Call:
     target: str  # the container's orchestr name, or the image for ensure_image
     began: int
     ended: int = -1
+    timeout: float | None = None  # what stop was given
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Recorder:
 
         async def recorded(target, *args, **kwargs):
             shown = target.name if isinstance(target, ContainerSpec) else self.names.get(target, target)
-            call = Call(verb, shown, next(self._clock))
+            call = Call(verb, shown, next(self._clock), timeout=kwargs.get("timeout"))
             self.calls.append(call)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -245,3 +246,13 @@ async def test_drifted_state_converges_and_replans_empty(runtime, docker_namespa
     assert (await states(runtime, ns))["frozen-0"] == State.PAUSED
     assert await replan(runtime, ns, more) == Plan()
     await delete_all(runtime, ns)
+
+
+async def test_deleting_undeclared_services_keeps_their_grace_period(runtime, docker_namespace, docker_image):
+    """Without the spec (delete -n NS --all, prune), the grace period comes from the container itself."""
+    ns = docker_namespace
+    await converge(runtime, ns, [Service.build("slow", namespace=ns, image=docker_image, stop_grace_period="3s",
+                                               command=SLEEPER)])
+    runtime.calls.clear()
+    await delete_all(runtime, ns)
+    assert runtime.call("stop", "slow-0").timeout == 3.0

@@ -14,6 +14,7 @@ from orchestr.model import (
     L_REPLICA,
     L_SERVICE,
     L_SPEC_HASH,
+    L_STOP_GRACE,
     Port,
     Resources,
     RestartPolicy,
@@ -472,6 +473,7 @@ def test_container_spec_carries_everything_and_the_ownership_labels():
         L_REPLICA: "2",
         L_SPEC_HASH: web.spec_hash,
         L_DEPENDS_ON: "db",
+        L_STOP_GRACE: "90",
     }
     assert spec.command == ("httpd", "-f", "-p", "8080")
     assert spec.env == {"NAME": "web", "PORT": "8080", "RATIO": "0.5"}
