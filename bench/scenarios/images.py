@@ -69,8 +69,13 @@ def forget(ctx: Context, runtime: str, ref: str) -> None:
 @contextlib.contextmanager
 def orchestr_import(ctx: Context, archive: Path, ref: str, runtime: str):
     ctx.orchestr_runtime(runtime)
-    argv = ctx.orchestr("images", "import", "--runtime", runtime, archive)
+    with fresh_each_time(ctx, ctx.orchestr("images", "import", "--runtime", runtime, archive), runtime, ref) as trial:
+        yield trial
 
+
+@contextlib.contextmanager
+def fresh_each_time(ctx: Context, argv: list, runtime: str, ref: str):
+    """Trials of argv, each starting and ending with ref gone from orchestr's runtime."""
     def trial() -> float:
         try:
             return ctx.timed(argv)
@@ -184,18 +189,8 @@ def no_registry(remote: str | None) -> None:
 def orchestr_pull(ctx: Context, remote: str | None, runtime: str):
     no_registry(remote)
     ctx.orchestr_runtime(runtime)
-    argv = ctx.orchestr("images", "pull", "--runtime", runtime, remote)
-
-    def trial() -> float:
-        try:
-            return ctx.timed(argv)
-        finally:
-            forget(ctx, runtime, remote)
-    forget(ctx, runtime, remote)
-    try:
+    with fresh_each_time(ctx, ctx.orchestr("images", "pull", "--runtime", runtime, remote), runtime, remote) as trial:
         yield trial
-    finally:
-        forget(ctx, runtime, remote)
 
 
 @contextlib.contextmanager
