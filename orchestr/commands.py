@@ -127,7 +127,7 @@ def _row(c: Container, wide: bool) -> tuple:
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence]) -> None:
     rows = [tuple(str(x) for x in r) for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     for r in [tuple(header), *rows]:
         print("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
 

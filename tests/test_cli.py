@@ -302,3 +302,8 @@ def test_readme_library_example_runs(docker_namespace, tmp_path, state_dir):
     assert proc.returncode == 0, proc.stderr
     assert "hello-0 running" in proc.stdout
     assert docker_containers(docker_namespace) == []
+
+
+def test_empty_tables_print_their_header(state_dir):
+    listed = orc("images", "ls", "--runtime", "native", state_dir=state_dir, check=True)
+    assert listed.stdout.split() == ["REFERENCE", "IMAGE", "ID", "CREATED", "SIZE"] and listed.stderr == ""
