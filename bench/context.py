@@ -200,10 +200,14 @@ class Context:
 
     def _sweep(self) -> None:
         """Last clean-up before the temp dir goes: processes still using orchestr's state dir, and mounts under it."""
+        from orchestr_native.supervisor.client import SupervisorClient
+
         state = str(self.state_dir)
+        for native in self.work.glob("*/native"):  # idle supervisors would otherwise stay for their minute
+            SupervisorClient(str(native)).ask({"op": "quit-if-idle"})
         deadline = time.monotonic() + 10
         while (left := _processes_mentioning(state)) and time.monotonic() < deadline:
-            time.sleep(0.2)  # supervisors exit on their own once their containers are gone
+            time.sleep(0.2)  # a supervisor exits once it has answered, or once its containers are gone
         for pid in left:
             print(f"warning: process {pid} still uses {state} after the benchmark; ending it", file=sys.stderr)
             with contextlib.suppress(ProcessLookupError):

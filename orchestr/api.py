@@ -281,17 +281,7 @@ class Client:
         """Run a one-off container, as `docker run`. Returns the container and, unless detach, its exit code."""
         rt_name = runtime or self.default_runtime
         rt = self.runtime(rt_name)
-        name = name or f"run-{os.urandom(4).hex()}"
-        spec = ContainerSpec(
-            name=name,
-            namespace=namespace,
-            image=image,
-            labels={L_NAMESPACE: namespace, L_SERVICE: name, L_REPLICA: "0", L_ONEOFF: "true"},
-            command=tuple(command) or None,
-            env=dict(env or {}),
-            restart_policy=RestartPolicy.NEVER,
-            network=network or "bridge",
-        )
+        spec = _oneoff(image, command, name, namespace, env, network)
         await rt.ensure_image(image, progress)
         self.store.note_runtimes([rt_name])
         container = await rt.create(spec)
@@ -308,6 +298,45 @@ class Client:
             if remove and not detach:
                 with anyio.CancelScope(shield=True):
                     await rt.delete(container.id, force=True)
+
+    def run_blocking(
+        self,
+        image: str,
+        command: Sequence[str] = (),
+        *,
+        name: str | None = None,
+        namespace: str = "default",
+        runtime: str | None = None,
+        remove: bool = False,
+        env: dict[str, str] | None = None,
+        network: str | None = None,
+        output: Callable[[LogLine], None] | None = None,
+    ) -> tuple[Container, int] | None:
+        """run() of a container in the foreground, called without an event loop, on a runtime that can do that
+        (a `run_blocking` method: native has one). None, with nothing changed, when the runtime cannot or the
+        image is not there yet; run() pulls it then. For programs (and the CLI) that run one container and
+        want to spare loading an event loop for it."""
+        rt_name = runtime or self.default_runtime
+        blocking = getattr(self.runtime(rt_name), "run_blocking", None)
+        if blocking is None:
+            return None
+        self.store.note_runtimes([rt_name])
+        return blocking(_oneoff(image, command, name, namespace, env, network), output=output, remove=remove)
+
+
+def _oneoff(image: str, command: Sequence[str], name: str | None, namespace: str, env: dict[str, str] | None,
+            network: str | None) -> ContainerSpec:
+    name = name or f"run-{os.urandom(4).hex()}"
+    return ContainerSpec(
+        name=name,
+        namespace=namespace,
+        image=image,
+        labels={L_NAMESPACE: namespace, L_SERVICE: name, L_REPLICA: "0", L_ONEOFF: "true"},
+        command=tuple(command) or None,
+        env=dict(env or {}),
+        restart_policy=RestartPolicy.NEVER,
+        network=network or "bridge",
+    )
 
 
 async def _stream_until_exit(rt: Runtime, id: str, output: Callable[[LogLine], None]) -> int:

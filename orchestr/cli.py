@@ -116,11 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     # pydantic looks for its own plugins through every installed package's metadata; the CLI has none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
-        import anyio
-
         from . import commands
 
-        code = anyio.run(commands.run, args, backend="asyncio")
+        code = commands.run_blocking(args)
+        if code is None:
+            import anyio
+
+            code = anyio.run(commands.run, args, backend="asyncio")
     except KeyboardInterrupt:
         code = 130
     except BaseException as exc:  # noqa: BLE001 - the one place errors become one line

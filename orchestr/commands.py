@@ -201,16 +201,39 @@ async def cmd_unpause(oc: Client, args) -> int:
     return 0
 
 
+def run_blocking(args: argparse.Namespace) -> int | None:
+    """`run` in the foreground on a runtime that needs no event loop for it (native, image present); None
+    for every other command and case, which anyio.run(run, args) then does."""
+    if args.command != "run" or args.detach:
+        return None
+    oc = Client(state_dir=args.state_dir, runtime=args.runtime)
+    try:
+        ran = oc.run_blocking(
+            args.image, _argv(args), name=args.name, namespace=args.namespace, runtime=args.runtime, remove=args.rm,
+            env=_env(args.env), network=args.network, output=_write_line,
+        )
+    finally:
+        oc.store.close()
+    return None if ran is None else _ran(*ran)
+
+
 async def cmd_run(oc: Client, args) -> int:
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     with PullPrinter() as progress:
         container, code = await oc.run(
-            args.image, argv, name=args.name, namespace=args.namespace, runtime=args.runtime, remove=args.rm,
+            args.image, _argv(args), name=args.name, namespace=args.namespace, runtime=args.runtime, remove=args.rm,
             detach=args.detach, env=_env(args.env), network=args.network, output=_write_line, progress=progress,
         )
     if args.detach:
         print(container.id)
         return 0
+    return _ran(container, code)
+
+
+def _argv(args) -> list[str]:
+    return args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+
+
+def _ran(container: Container, code: int | None) -> int:
     if container.oom_killed:
         print(f"orchestr: {container.name} was killed: out of memory", file=sys.stderr)
     return code if code is not None else EXIT_FAILED

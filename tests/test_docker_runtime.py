@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -371,10 +372,11 @@ async def test_init_runs_as_pid_1(rt, ns, docker_image):
 # -- images ---------------------------------------------------------------------------------
 
 
-def unique_archive(tmp_path: Path, ref: str, **config) -> tuple[Path, str]:
-    """An archive tagged ref of the busybox layer and a layer of its own, so no engine has it yet; with its id."""
+def unique_archive(tmp_path: Path, ref: str, filler: int = 0, **config) -> tuple[Path, str]:
+    """An archive tagged ref of the busybox layer and a layer of its own, so no engine has it yet; with its id.
+    filler adds that many random bytes to the layer of its own."""
     path = tmp_path / f"{uuid.uuid4().hex}.tar"
-    own = mkimage.Layer().file("etc/unique", uuid.uuid4().hex).bytes()
+    own = mkimage.Layer().file("etc/unique", uuid.uuid4().hex).file("etc/filler", os.urandom(filler)).bytes()
     image_id = mkimage.write_docker_archive(path, [mkimage.busybox_layer().bytes(), own], [ref], **config)
     return path, image_id
 
@@ -482,9 +484,10 @@ def registry(tmp_path):
 
 
 @pytest.mark.registry
-async def test_pull_reports_progress_per_layer(rt, registry, tmp_path):
+async def test_pull_reports_progress_per_layer(rt, registry, tmp_path, docker_image):
     ref = f"{registry}/orchestr-test/pulled:v1"
-    archive, image_id = unique_archive(tmp_path, ref)
+    # large enough that the engine reports its download under way, not only done
+    archive, image_id = unique_archive(tmp_path, ref, filler=16 << 20)
     subprocess.run(
         ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"docker-archive:{archive}", f"docker://{ref}"],
         check=True, capture_output=True,

@@ -338,6 +338,24 @@ def test_run_streams_output_and_exits_with_the_containers_code(ns, state_dir):
     assert get_json(ns, state_dir) == [] and not alive(c["pid"])
 
 
+def test_a_foreground_run_loads_no_event_loop_and_an_interrupt_removes_it(ns, state_dir):
+    # main() in a Python process that says afterwards whether asyncio was ever imported
+    probe = ("import sys\nfrom orchestr.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+             "    print('asyncio' in sys.modules, e.code)\n")
+    proc = subprocess.run([sys.executable, "-c", probe, "run", "--rm", "--network", "none", "-n", ns, TEST_IMAGE,
+                           "echo", "hi"], capture_output=True, text=True, env=_env(state_dir), timeout=60)
+    assert (proc.stdout, proc.stderr) == ("hi\nFalse 0\n", "")
+
+    name = f"{ns}-interrupted"
+    run = subprocess.Popen([ORCHESTR, "run", "--rm", "--network", "none", "--name", name, "-n", ns, TEST_IMAGE,
+                            *SLEEP], env=_env(state_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    [c] = until(lambda: [c for c in get_json(ns, state_dir) if c["state"] == "running"], "the container to run")
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err
+    assert get_json(ns, state_dir) == [] and records(state_dir) == [] and not alive(c["pid"])
+
+
 def _freezer_state(pid: int) -> str:
     path = next(line.split(":", 2)[2] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
                 if line.split(":")[1] == "freezer")

@@ -246,3 +246,17 @@ def test_two_processes_pulling_images_that_share_a_layer_unpack_it_once(open_reg
     for name in ("bb", "app"):
         assert all(p.is_dir() for p in store.layer_paths(f"{open_registry.host}/{name}:latest"))
     assert not [n for n in os.listdir(store.layers) if ".tmp-" in n]
+
+
+def test_run_of_an_image_not_yet_pulled_pulls_it_first(open_registry, tmp_path):
+    """`orchestr run` does a present image's container without an event loop; a missing image takes the async
+    path, which pulls it (with progress on stderr) before the container runs."""
+    ref = f"{open_registry.host}/app:latest"
+    env = dict(os.environ, ORCHESTR_STATE_DIR=str(tmp_path / "state"), ORCHESTR_RUNTIME="native")
+    argv = [str(Path(sys.executable).parent / "orchestr"), "run", "--rm", "--network", "none", ref, "cat", "/app/run"]
+    first = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "app\n" and "done" in first.stderr
+    again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "app\n", "")
+    assert not os.listdir(tmp_path / "state" / "native" / "containers")

@@ -64,8 +64,7 @@ def library(ctx: Context, network: str = "none"):
     import orchestr
 
     namespace, portal = ctx.namespace(f"lifecycle-{network}"), ctx.portal()
-    # A state dir of its own: each CLI run's close() lets the shared supervisor go, and the next library
-    # run would pay for starting a new one.
+    # A state dir of its own, as a program embedding orchestr would have.
     state_dir = ctx.work / "orchestr-state-library"
     with portal.wrap_async_context_manager(orchestr.Client(state_dir=state_dir, runtime="native")) as client:
         portal.call(client.runtime("native").import_image, ctx.archive())

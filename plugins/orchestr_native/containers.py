@@ -11,7 +11,8 @@ import posixpath
 import re
 import shutil
 import signal as signals
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,7 +22,9 @@ from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
 from orchestr.model import L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, State
 
-from . import cgroups, logs
+from .steps import Steps
+
+from . import cgroups, logs, steps
 from .process import linux
 from .supervisor import records
 from .supervisor.client import SupervisorClient, command
@@ -207,14 +210,17 @@ class Containers:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self, id: str) -> None:
+        await steps.drive(self._start_steps(id))
+
+    def _start_steps(self, id: str) -> Steps[None]:
         config, state = self._load(id)
         if _supervised(state):
             if not (self._dir / id / records.STOP).exists():
                 return  # running, paused, or waiting to be restarted by the supervisor
-            await self._wait_unsupervised(id, 10.0)  # a stop is under way: let it finish
+            yield from self._wait_unsupervised(id, 10.0)  # a stop is under way: let it finish
         elif state.get("supervised"):  # its supervisor died: end what the last run left before a new one
-            await anyio.to_thread.run_sync(self._end_orphan, id)
-        await anyio.to_thread.run_sync(self._start, config)
+            yield functools.partial(self._end_orphan, id)
+        yield functools.partial(self._start, config)
 
     def _start(self, config: dict) -> None:
         d = self._dir / config["id"]
@@ -235,10 +241,13 @@ class Containers:
             raise RuntimeFailure(f"container {config['name']}: {reply['error']}")
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
+        await steps.drive(self._stop_steps(id, signal, timeout))
+
+    def _stop_steps(self, id: str, signal: str, timeout: float) -> Steps[None]:
         config, state = self._load(id)
         if not _supervised(state):
             if state.get("supervised"):  # its supervisor died: what it left runs on unless ended here
-                await anyio.to_thread.run_sync(self._end_orphan, id)
+                yield functools.partial(self._end_orphan, id)
             return
         sig = _signal(signal)
         d = self._dir / id
@@ -249,30 +258,36 @@ class Containers:
             _kill(state.get("init"), sig)
             if cgroup.frozen():
                 cgroup.thaw()  # a frozen process cannot act on the signal
-            if not await self._wait_unsupervised(id, timeout):
+            if not (yield from self._wait_unsupervised(id, timeout)):
                 _kill(state.get("init"), signals.SIGKILL)
-                await anyio.to_thread.run_sync(cgroup.kill_all)
+                yield cgroup.kill_all
         else:  # exited, waiting for a restart
-            await anyio.to_thread.run_sync(self._supervisor.ask, {"op": "cancel-restart", "dir": str(d)})
-        if not await self._wait_unsupervised(id, 30.0):
+            yield functools.partial(self._supervisor.ask, {"op": "cancel-restart", "dir": str(d)})
+        if not (yield from self._wait_unsupervised(id, 30.0)):
             raise RuntimeFailure(f"container {config['name']}: the supervisor did not record its end after the stop")
 
-    async def _wait_unsupervised(self, id: str, timeout: float) -> bool:
+    def _wait_unsupervised(self, id: str, timeout: float) -> Steps[bool]:
         """Waits until the supervisor has recorded the container's end for good; False on timeout."""
-        with anyio.move_on_after(timeout):
-            for delay in _polls():
-                if not _supervised(self._load(id)[1]):
-                    return True
-                await anyio.sleep(delay)
-        return False
+        deadline = time.monotonic() + timeout
+        for delay in _polls():
+            if not _supervised(self._load(id)[1]):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            yield min(delay, left)
+        return False  # never reached: the polls go on for ever
 
     async def delete(self, id: str, *, force: bool = False) -> None:
+        await steps.drive(self._delete_steps(id, force))
+
+    def _delete_steps(self, id: str, force: bool) -> Steps[None]:
         config, state = self._load(id)
         current = self._view(config, state).state
         if current in (State.RUNNING, State.PAUSED) and not force:
             raise Conflict(f"container {config['name']} is {current}; stop it first or delete with force")
-        await self.stop(id, signal="SIGKILL", timeout=5.0)
-        await anyio.to_thread.run_sync(self._destroy, config)
+        yield from self._stop_steps(id, "SIGKILL", 5.0)
+        yield functools.partial(self._destroy, config)
         self._event(config, "destroy")
 
     def _destroy(self, config: dict) -> None:
@@ -321,18 +336,22 @@ class Containers:
         return out
 
     async def wait(self, id: str) -> int:
-        first = await self.inspect(id)
+        return await steps.drive(self._wait_steps(id))
+
+    def _wait_steps(self, id: str) -> Steps[int]:
+        first = self._view(*self._load(id))
         if first.state is State.EXITED:
             return first.exit_code if first.exit_code is not None else UNKNOWN_EXIT
         for delay in _polls():
-            await anyio.sleep(delay)
-            now = await self.inspect(id)
+            yield delay
+            now = self._view(*self._load(id))
             # a restart can come and go between two looks: a new start time means the run we waited for ended
             ended = first.state is not State.CREATED and now.started_at != first.started_at
             if now.state is State.EXITED or ended:
                 _, state = self._load(id)
                 code = state.get("exit_code")
                 return code if code is not None else UNKNOWN_EXIT
+        return UNKNOWN_EXIT  # never reached: the polls go on for ever
 
     def uses_image(self, image_id: str) -> bool:
         """Whether any container, whatever its state, was created from image_id."""
@@ -360,8 +379,12 @@ class Containers:
         )
         return ExecResult(done.returncode, done.stdout, done.stderr)
 
-    async def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
-        config, _ = self._load(id)
+    def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
+        return steps.stream(self._log_steps(id, follow, tail))
+
+    def _log_steps(self, id: str, follow: bool, tail: int | None) -> Steps[None]:
+        """Yields the container's LogLines; when following, until it has ended and its output is all read."""
+        self._load(id)
         path = str(self._dir / id / logs.FILE)
         history: list[bytes] = []
         for old in logs.files(path)[:-1]:
@@ -417,7 +440,7 @@ class Containers:
                             if line := _log_line(raw):
                                 yield line
                     return
-                await anyio.sleep(next(delays))
+                yield next(delays)
 
     async def events(self) -> AsyncIterator[Event]:
         path = self._root / records.EVENTS
@@ -496,9 +519,23 @@ class Containers:
         if was_running:
             self._event(config, "die", State.EXITED, UNKNOWN_EXIT)
 
-    async def close(self) -> None:
-        """Nothing to release; an idle supervisor host is told to exit (it starts again on demand)."""
-        await anyio.to_thread.run_sync(self._supervisor.ask, {"op": "quit-if-idle"})
+    # -- a one-off container, blocking -------------------------------------------------
+
+    def run(self, spec: ContainerSpec, output: Callable[[LogLine], None] | None = None,
+            remove: bool = False) -> tuple[Container, int]:
+        """Creates and starts a container, hands its output to output as it comes, and returns it with its exit
+        code once it has ended; removes it afterwards when remove is set, also when interrupted."""
+        container = self._create(spec)
+        try:
+            steps.drive_blocking(self._start_steps(container.id))
+            if output is not None:
+                for line in steps.stream_blocking(self._log_steps(container.id, True, None)):
+                    output(line)
+            code = steps.drive_blocking(self._wait_steps(container.id))
+            return self._view(*self._load(container.id)), code
+        finally:
+            if remove:
+                steps.drive_blocking(self._delete_steps(container.id, True))
 
     def supervisor_pid(self) -> int | None:
         """The supervisor process of this state dir, when one runs (for measuring what supervision costs)."""

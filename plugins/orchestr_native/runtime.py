@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +93,18 @@ class NativeRuntime:
         return await self._containers.reattach()
 
     async def close(self) -> None:
-        if self._containers_impl is not None and hasattr(self._containers_impl, "close"):
-            await self._containers_impl.close()
+        """Nothing to release: the supervisor outlives clients, and exits once idle for a minute."""
+
+    def run_blocking(
+        self, spec: ContainerSpec, *, output: Callable[[LogLine], None] | None = None, remove: bool = False,
+    ) -> tuple[Container, int] | None:
+        """Runs a container to its end without an event loop; None, before anything changes, when its image is
+        not in the store yet (pulling it needs the loop: use the async verbs then)."""
+        try:
+            self.store.lookup(spec.image)
+        except NotFound:
+            return None
+        return self._containers.run(spec, output, remove)
 
     # -- images -------------------------------------------------------------------------
     async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:

@@ -1,0 +1,84 @@
+"""Verbs that wait, written once and run two ways: on an event loop, or blocking with no loop at all.
+
+A verb is a generator. It yields a number to sleep that many seconds, a callable to have it called (in a
+worker thread on the loop, since it may block; its result is sent back), or anything else as an item of
+the verb's output (log lines). What the generator returns is the verb's result. The blocking drivers serve
+`orchestr run`, which then needs no asyncio: most of a one-off container's time would be spent importing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import Any, TypeVar
+
+import anyio
+
+T = TypeVar("T")
+Steps = Generator[Any, Any, T]
+
+
+async def drive(steps: Steps[T]) -> T:
+    value = None
+    while True:
+        try:
+            step = steps.send(value)
+        except StopIteration as done:
+            return done.value
+        value = await _do(step)
+
+
+def drive_blocking(steps: Steps[T]) -> T:
+    value = None
+    while True:
+        try:
+            step = steps.send(value)
+        except StopIteration as done:
+            return done.value
+        value = _do_blocking(step)
+
+
+async def stream(steps: Steps[None]) -> AsyncIterator[Any]:
+    value = None
+    with contextlib.closing(steps):
+        while True:
+            try:
+                step = steps.send(value)
+            except StopIteration:
+                return
+            if isinstance(step, (int, float)) or callable(step):
+                value = await _do(step)
+            else:
+                value = None
+                yield step
+
+
+def stream_blocking(steps: Steps[None]) -> Iterator[Any]:
+    value = None
+    with contextlib.closing(steps):
+        while True:
+            try:
+                step = steps.send(value)
+            except StopIteration:
+                return
+            if isinstance(step, (int, float)) or callable(step):
+                value = _do_blocking(step)
+            else:
+                value = None
+                yield step
+
+
+async def _do(step: float | Callable[[], Any]) -> Any:
+    if callable(step):
+        return await anyio.to_thread.run_sync(step)
+    await anyio.sleep(step)
+    return None
+
+
+def _do_blocking(step: float | Callable[[], Any]) -> Any:
+    if callable(step):
+        return step()
+    time.sleep(step)
+    return None
+
