@@ -45,7 +45,7 @@ def run(ctx: Context) -> list[dict]:
         Contender("runc run (bundle)", lambda: oci(ctx, "runc"), versus=(LIB, CLI_NATIVE)),
         Contender("crun run (bundle)", lambda: oci(ctx, "crun"), versus=(LIB, CLI_NATIVE)),
         Contender("ctr run --rm", lambda: ctr(ctx), versus=(LIB, CLI_NATIVE)),
-        Contender("docker run --rm", lambda: docker(ctx), versus=(CLI_DOCKER,)),
+        Contender("docker run --rm", lambda: docker(ctx), versus=(CLI_DOCKER, CLI_NATIVE)),
     ]
     groups = compare("one `true` container", contenders, repeat=repeat, warmup=warmup)
     medians = {s["tool"]: (s["summary"] or {}).get("median") for s in groups[0]["series"]}

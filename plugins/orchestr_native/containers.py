@@ -41,8 +41,10 @@ _POLL = 0.05
 
 
 def _polls(ceiling: float = _POLL) -> Iterator[float]:
-    """Poll intervals: quick at first, since short-lived containers end within milliseconds, then ceiling."""
-    delay = 0.001
+    """Poll intervals: a millisecond for the first ten, since short-lived containers end within milliseconds
+    (and doubling from there would add up to as much again), then doubling up to ceiling."""
+    yield from [0.001] * 10
+    delay = 0.002
     while True:
         yield delay
         delay = min(delay * 2, ceiling)
