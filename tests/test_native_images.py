@@ -176,6 +176,12 @@ async def test_a_gzip_compressed_archive_imports_like_the_plain_one(runtime, bus
     assert [n for n in os.listdir(other.store.root) if n not in ("blobs", "layers", "locks", "index.json")] == []
 
 
+def busybox_archive_config(archive) -> bytes:
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+        return tar.extractfile(manifest[0]["Config"]).read()
+
+
 @pytest.mark.anyio
 async def test_layer_not_matching_its_diff_id_is_refused(runtime, busybox_archive, tmp_path):
     bad = tmp_path / "bad.tar"
@@ -189,7 +195,10 @@ async def test_layer_not_matching_its_diff_id_is_refused(runtime, busybox_archiv
     with pytest.raises(RuntimeFailure, match="expected sha256:"):
         await runtime.import_image(bad)
     assert await runtime.images() == []
+    # the layer was being unpacked while its blob was checked: neither is left, nor any temp file
     assert os.listdir(runtime.store.layers) == []
+    layer_blob = runtime.store.blob_path(json.loads(busybox_archive_config(busybox_archive))["rootfs"]["diff_ids"][0])
+    assert not layer_blob.exists() and not [n for n in os.listdir(runtime.store.blobs) if ".tmp-" in n]
 
 
 @pytest.mark.anyio

@@ -118,14 +118,15 @@ def _inflate(src: BinaryIO, kind: str, dst: BinaryIO, what: str) -> None:
 
 async def _copy_blob(archive: _Archive, name: str, writer: BlobWriter, inflate: bool = False) -> None:
     def copy() -> None:
+        m = archive.member(name)
+        head = os.pread(archive.file.fileno(), 4, m.offset_data)
+        kind = unpack.compression(head) if inflate else None
+        if kind is None:  # as it is: copied in the kernel, hashed once from the copy
+            if writer.copy_range(archive.file.fileno(), m.offset_data, m.size) != m.size:
+                raise RuntimeFailure(f"{archive.what}: {name!r} is truncated")
+            return
         chunks = archive.chunks(name)
         first = next(chunks, b"")
-        kind = unpack.compression(first) if inflate else None
-        if kind is None:
-            writer.write(first)
-            for data in chunks:
-                writer.write(data)
-            return
         src = unpack.decompressor(_ChunkReader(first, chunks), kind, archive.what)
         try:
             while data := src.read(CHUNK):
@@ -173,10 +174,9 @@ async def _layers(store: ImageStore, archive: _Archive, items: list[tuple[str, s
 
         async def fill(writer: BlobWriter) -> None:
             await _copy_blob(archive, name, writer, inflate)
+            report(blob, "extracting")
 
-        await store.ensure_blob(blob, what, fill)
-        report(blob, "extracting")
-        await store.ensure_layer(blob, diff_id, what)
+        await store.add_layer(blob, diff_id, what, fill)
         report(blob, "done")
 
     await run_all(functools.partial(one, name, blob, diff_id) for name, blob, diff_id in items)

@@ -67,12 +67,11 @@ async def pull(store: ImageStore, ref_text: str, progress: ProgressCallback | No
                 return
 
             async def fetch(writer):  # type: ignore[no-untyped-def]
-                await client.blob(blob, writer, sizes[blob] or None, lambda n: moved(blob, n))
+                async with limiter:
+                    await client.blob(blob, writer, sizes[blob] or None, lambda n: moved(blob, n))
+                report(blob, "extracting", sizes[blob], sizes[blob])
 
-            async with limiter:
-                await store.ensure_blob(blob, what, fetch)
-            report(blob, "extracting", sizes[blob], sizes[blob])
-            await store.ensure_layer(blob, diff_id, what)
+            await store.add_layer(blob, diff_id, what, fetch)
             report(blob, "done", sizes[blob], sizes[blob])
 
         await run_all(functools.partial(layer, blob, diff_id) for blob, diff_id in layers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -19,6 +20,7 @@ from orchestr.errors import NotFound, RuntimeFailure
 
 from .locks import Locks, flocked, try_flock
 from .reference import parse
+from .tasks import run_all
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 _ID_PREFIX = re.compile(r"(?:sha256:)?([0-9a-f]{4,64})")
@@ -36,7 +38,11 @@ def digest_of(data: bytes) -> str:
 
 
 class BlobWriter:
-    """Writes one blob to a temp file beside its final name; commit verifies, fsyncs and renames."""
+    """Writes one blob to a temp file beside its final name; commit verifies, fsyncs and renames.
+
+    Data comes through write(), hashed as it passes, or through copy_range(), copied in the kernel and
+    hashed from the file at verify(), in one pass over the page cache.
+    """
 
     def __init__(self, path: Path, digest: str, what: str) -> None:
         self.final, self.digest, self.what = path, digest, what
@@ -44,27 +50,61 @@ class BlobWriter:
         self.file = open(self.tmp, "xb", buffering=1 << 20)  # noqa: SIM115 (closed by commit or abort)
         self.sha = hashlib.sha256()
         self.size = 0
+        self._copied = False  # some data came by copy_range: verify() hashes the file
 
     def write(self, data: bytes | memoryview) -> None:
         self.sha.update(data)
         self.file.write(data)
         self.size += len(data)
 
+    def copy_range(self, src: int, offset: int, size: int) -> int:
+        """Appends size bytes of the file src from offset, in the kernel; returns how many there were."""
+        self.file.flush()
+        dst, start = self.file.fileno(), self.size
+        self._copied = True
+        while size > 0:
+            try:
+                n = os.copy_file_range(src, dst, size, offset)
+            except OSError as e:  # across filesystems on old kernels, or a filesystem that cannot
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                n = os.write(dst, os.pread(src, min(size, 1 << 20), offset))
+            if n == 0:
+                break
+            offset, size, self.size = offset + n, size - n, self.size + n
+        self.file.seek(self.size)
+        return self.size - start
+
     def reset(self) -> None:
         """Start over, after a download broke off."""
         self.file.seek(0)
         self.file.truncate()
-        self.sha, self.size = hashlib.sha256(), 0
+        self.sha, self.size, self._copied = hashlib.sha256(), 0, False
+
+    def check(self) -> None:
+        """Raises unless what was written hashes to the digest."""
+        self.file.flush()
+        if self._copied:
+            self.sha = _hash_file(self.tmp, self.size)
+        got = f"sha256:{self.sha.hexdigest()}"
+        if got != self.digest:
+            raise RuntimeFailure(f"{self.what}: content is {got}, expected {self.digest}; refused")
+
+    def sync(self) -> None:
+        """Makes what was written durable (not yet visible)."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def publish(self) -> None:
+        """Renames the verified blob into place."""
+        self.file.close()
+        os.rename(self.tmp, self.final)
 
     def commit(self) -> None:
         try:
-            got = f"sha256:{self.sha.hexdigest()}"
-            if got != self.digest:
-                raise RuntimeFailure(f"{self.what}: content is {got}, expected {self.digest}; refused")
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            os.rename(self.tmp, self.final)
+            self.check()
+            self.sync()
+            self.publish()
         finally:
             self.abort()
 
@@ -72,6 +112,17 @@ class BlobWriter:
         self.file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
+
+
+def _hash_file(path: Path, size: int):  # type: ignore[no-untyped-def]
+    """The hash of the file's first size bytes, read through one small buffer (it stays in the CPU's cache)."""
+    sha, buf = hashlib.sha256(), bytearray(1 << 20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while size > 0 and (n := f.readinto(view[:min(size, len(buf))])):
+            sha.update(view[:n])
+            size -= n
+    return sha
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,10 +223,49 @@ class ImageStore:
         async with self.locks.hold(f"layer-{hex_of(diff_id)}"):
             if self.has_layer(diff_id):
                 return False
-            await anyio.to_thread.run_sync(self._unpack, blob_digest, diff_id, what)
+            await anyio.to_thread.run_sync(self._unpack, self.blob_path(blob_digest), blob_digest, diff_id, what)
             return True
 
-    def _unpack(self, blob_digest: str, diff_id: str, what: str) -> None:
+    async def add_layer(self, blob_digest: str, diff_id: str, what: str,
+                        fill: Callable[[BlobWriter], Awaitable[None]]) -> None:
+        """ensure_blob, then ensure_layer, in less time: the layer is unpacked from the blob's temp file while
+        the blob is verified and synced, and is put in place only once the blob has been."""
+        async with self.locks.hold(f"blob-{hex_of(blob_digest)}"):
+            if self.has_blob(blob_digest):
+                await self.ensure_layer(blob_digest, diff_id, what)
+                return
+            writer = self.blob_writer(blob_digest, what)
+            try:
+                await fill(writer)
+                writer.file.flush()  # the unpacking below reads the temp file by its name
+                async with self.locks.hold(f"layer-{hex_of(diff_id)}"):
+                    if self.has_layer(diff_id):
+                        await anyio.to_thread.run_sync(writer.commit)
+                        return
+                    layer: list[Path] = []
+
+                    async def unpack() -> None:
+                        layer.append(await anyio.to_thread.run_sync(
+                            self._unpack, writer.tmp, blob_digest, diff_id, what, False))
+
+                    async def check() -> None:
+                        await anyio.to_thread.run_sync(writer.check)
+
+                    async def sync() -> None:
+                        await anyio.to_thread.run_sync(writer.sync)
+
+                    try:
+                        await run_all([unpack, check, sync])
+                        writer.publish()
+                        os.rename(layer[0], self.layer_dir(diff_id))
+                    finally:
+                        if layer and layer[0].exists():
+                            shutil.rmtree(layer[0], ignore_errors=True)
+            finally:
+                writer.abort()
+
+    def _unpack(self, blob: Path, blob_digest: str, diff_id: str, what: str, publish: bool = True) -> Path:
+        """Unpacks blob into a temp layer directory, renamed into place when publish is set; returns where it is."""
         final = self.layer_dir(diff_id)
         tmp = final.with_name(f"{final.name}.tmp-{os.urandom(4).hex()}")
         (tmp / "diff").mkdir(parents=True)
@@ -183,9 +273,12 @@ class ImageStore:
             os.chmod(tmp / "diff", 0o755)
             from . import unpack  # tar handling loads only when a layer is unpacked
 
-            size = unpack.unpack(self.blob_path(blob_digest), blob_digest, diff_id, tmp / "diff", what)
+            size = unpack.unpack(blob, blob_digest, diff_id, tmp / "diff", what)
             (tmp / "size").write_text(str(size))
-            os.rename(tmp, final)  # a layer directory without a tmp suffix is always complete
+            if publish:
+                os.rename(tmp, final)  # a layer directory without a tmp suffix is always complete
+                return final
+            return tmp
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
