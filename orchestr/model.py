@@ -77,6 +77,7 @@ class ContainerSpec:
     read_only: bool = False
     tty: bool = False
     interactive: bool = False  # keep stdin open (one-off runs)
+    seccomp: str = "default"  # default: the runtime's system-call filter; unconfined: none
 
 
 @dataclass(slots=True)

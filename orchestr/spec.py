@@ -280,6 +280,7 @@ class ServiceSpec(_Model):
     paused: StrictBool = False
     init: StrictBool = False
     read_only: StrictBool = False
+    seccomp: Literal["default", "unconfined"] = "default"
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
@@ -372,6 +373,7 @@ class Service(_Model):
             network=spec.network,
             init=spec.init,
             read_only=spec.read_only,
+            seccomp=spec.seccomp,
         )
 
     @classmethod

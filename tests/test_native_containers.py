@@ -203,6 +203,35 @@ async def test_container_is_isolated_in_its_own_namespaces(native, namespace):
 
 
 @pytest.mark.anyio
+async def test_the_seccomp_filter_refuses_what_capabilities_allow_unless_unconfined(native, namespace):
+    # A user namespace needs no capability: only the filter stops `unshare -U`.
+    script = "grep '^Seccomp:' /proc/self/status | tr -d '\t'; unshare -U true 2>/dev/null; echo unshare=$?"
+    code, out, err = await run(native, spec(namespace, "filtered-0", "sh", "-c", script))
+    assert (code, out) == (0, "Seccomp:2\nunshare=1\n"), err
+    code, out, err = await run(native, spec(namespace, "free-0", "sh", "-c", script, seccomp="unconfined"))
+    assert (code, out) == (0, "Seccomp:0\nunshare=0\n"), err
+
+    # exec into a filtered container is filtered as well
+    c = await native.create(spec(namespace, "filtered-1", "sleep", "60"))
+    await native.start(c.id)
+    done = await native.exec(c.id, ["sh", "-c", script])
+    assert (done.exit_code, done.stdout) == (0, b"Seccomp:2\nunshare=1\n"), done.stderr
+    await native.delete(c.id, force=True)
+
+
+def test_the_seccomp_program_jumps_inside_itself_and_ends_in_returns():
+    from orchestr_native.process import seccomp
+
+    program = seccomp.program()
+    for i, (code, jt, jf, _) in enumerate(program):
+        if code in (seccomp.JEQ, seccomp.JGE, seccomp.JSET):
+            assert i + 1 + max(jt, jf) < len(program)
+    assert program[-1][0] == program[-2][0] == seccomp.RET
+    refused = {k for code, _, _, k in program if code == seccomp.JEQ}
+    assert set(seccomp.REFUSED_X86_64.values()) <= refused
+
+
+@pytest.mark.anyio
 async def test_loopback_works_in_network_none_and_host_network_is_shared(native, namespace):
     code, out, err = await run(native, spec(namespace, "lo-0", "sh", "-c", "ping -c1 -W2 127.0.0.1 >/dev/null && echo ok"))
     assert (code, out) == (0, "ok\n"), err

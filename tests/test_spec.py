@@ -57,7 +57,7 @@ MALFORMED = {
         HEAD + "  colour: red\n",
         "shop.yaml:8: spec.colour: unknown field, expected one of: runtime, image, command, args, env, workingDir, "
         "user, replicas, resources, restartPolicy, dependsOn, stopGracePeriod, volumes, ports, network, paused, "
-        "init, readOnly"),
+        "init, readOnly, seccomp"),
     "unknown field in a list item": (
         HEAD + "  ports:\n    - containerPort: 80\n      hostport: 8080\n",
         "shop.yaml:10: spec.ports[0].hostport: unknown field, did you mean 'hostPort'?"),
@@ -118,6 +118,9 @@ MALFORMED = {
     "bad network": (
         HEAD + "  network: wifi\n",
         "shop.yaml:8: spec.network: expected one of 'bridge', 'host' or 'none', got 'wifi'"),
+    "bad seccomp": (
+        HEAD + "  seccomp: strict\n",
+        "shop.yaml:8: spec.seccomp: expected one of 'default' or 'unconfined', got 'strict'"),
     "bad duration": (
         HEAD + "  stopGracePeriod: soon\n",
         "shop.yaml:8: spec.stopGracePeriod: expected a duration like 10s, 1m30s or 500ms, got 'soon'"),

@@ -106,6 +106,8 @@ def create_body(spec: ContainerSpec) -> dict[str, Any]:
         "Mounts": [_mount(spec.namespace, v) for v in spec.volumes],
         "PortBindings": {},
     }
+    if spec.seccomp == "unconfined":
+        host["SecurityOpt"] = ["seccomp=unconfined"]
     res = spec.resources
     if res.cpus is not None:
         host["NanoCpus"] = round(res.cpus * 1e9)

@@ -560,7 +560,7 @@ def _process(spec: ContainerSpec, image: dict) -> dict:
     env.update(spec.env)
     env["HOSTNAME"] = spec.name
     return {"argv": argv, "env": env, "cwd": spec.working_dir or image.get("WorkingDir") or "/",
-            "user": spec.user or image.get("User") or "", "init": spec.init}
+            "user": spec.user or image.get("User") or "", "init": spec.init, "seccomp": spec.seccomp != "unconfined"}
 
 
 def _supervised(state: dict) -> bool:

@@ -10,7 +10,7 @@ import socket
 import struct
 import warnings  # noqa: F401 - os.execvpe imports it lazily, and after pivot_root the stdlib is out of reach
 
-from . import caps, init, linux, users
+from . import caps, init, linux, seccomp, users
 
 NOFILE = 1048576
 EXEC_FAILED = 127
@@ -82,6 +82,8 @@ def become(proc: dict, report: int | None = None) -> None:
     caps.limit(keep)
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     _default_signals()
+    if proc.get("seccomp", True) and seccomp.SUPPORTED:
+        seccomp.install()
     argv = list(proc["argv"])
     if proc.get("init"):
         def start() -> None:
