@@ -172,6 +172,47 @@ async def test_bearer_token_flow(runtime, archives, tmp_path, monkeypatch):
         assert ["repository:bb:pull"] in scopes
 
 
+HELPER = """#!/bin/sh
+# a credential helper speaking the docker-credential-* protocol: `get` reads the server on stdin
+read server
+if [ "$1" = get ] && [ "$server" = "{host}" ]; then
+  printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}' "$server"
+else
+  echo "credentials not found in native keychain"; exit 1
+fi
+"""
+
+
+async def test_credentials_from_credential_helpers(runtime, archives, tmp_path, monkeypatch):
+    with running_registry(tmp_path / "registry", "htpasswd") as reg:
+        reg.push(archives["bb"], "bb:latest")
+        ref = f"{reg.host}/bb:latest"
+        helpers = tmp_path / "bin"
+        helpers.mkdir()
+        for name, host in (("orctest", reg.host), ("orcother", "elsewhere.test:5000")):
+            path = helpers / f"docker-credential-{name}"
+            path.write_text(HELPER.format(host=host, user=reg.creds[0], password=reg.creds[1]))
+            path.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{helpers}:{os.environ['PATH']}")
+        config = tmp_path / "config"
+        config.mkdir()
+        monkeypatch.setenv("DOCKER_CONFIG", str(config))
+
+        def configure(**doc) -> None:
+            (config / "config.json").write_text(json.dumps(doc))
+
+        configure(credsStore="orcother")  # a store with nothing for this registry: the pull goes anonymous
+        with pytest.raises(RuntimeFailure, match="needs credentials; none for it in"):
+            await runtime.pull(ref)
+        configure(credsStore="absent")
+        with pytest.raises(RuntimeFailure, match="docker-credential-absent is not on PATH"):
+            await runtime.pull(ref)
+        # the registry's own helper comes before the store
+        configure(credsStore="orcother", credHelpers={reg.host: "orctest"})
+        image = await runtime.pull(ref)
+        assert image.references[0] == ref and runtime.store.layer_paths(ref)
+
+
 def test_plain_http_only_for_loopback_and_listed_registries(monkeypatch):
     monkeypatch.delenv("ORCHESTR_INSECURE_REGISTRIES", raising=False)
     assert registry_client.insecure("localhost:5000") and registry_client.insecure("127.0.0.1:5000")
