@@ -14,6 +14,7 @@ import json
 import secrets
 import socket
 import subprocess
+import tarfile
 import threading
 import time
 import urllib.error
@@ -109,14 +110,39 @@ class Registry:
     token_server: TokenServer | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
 
-    def push(self, archive: Path, name_tag: str, creds: tuple[str, str] | None = None) -> None:
-        """Copy a docker-archive into the registry with skopeo."""
+    def push(self, archive: Path, name_tag: str, creds: tuple[str, str] | None = None, flags: tuple = ()) -> None:
+        """Copy a docker-archive into the registry with skopeo (and skopeo copy's flags, if any)."""
         creds = creds or self.creds
-        cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"]
+        cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", *flags]
         if creds:
             cmd += ["--dest-creds", f"{creds[0]}:{creds[1]}"]
         subprocess.run([*cmd, f"docker-archive:{archive}", f"docker://{self.host}/{name_tag}"],
                        check=True, capture_output=True)
+
+    def push_layout(self, archive: Path, name_tag: str) -> None:
+        """Upload an OCI image-layout tarball's first image blob by blob, as it is: no tool recompresses or
+        swaps a layer for a variant it has seen elsewhere."""
+        name, tag = name_tag.split(":")
+        with tarfile.open(archive) as tar:
+            def read(member: str) -> bytes:
+                return tar.extractfile(member).read()
+
+            desc = json.loads(read("index.json"))["manifests"][0]
+            raw = read(f"blobs/sha256/{desc['digest'].removeprefix('sha256:')}")
+            manifest = json.loads(raw)
+            for blob in [manifest["config"], *manifest["layers"]]:
+                status, headers, body = self.request("POST", f"/v2/{name}/blobs/uploads/")
+                assert status == 202, (status, body)
+                location = headers["Location"]
+                path = urlparse(location)
+                query = f"{path.query}&" if path.query else ""
+                status, _, body = self.request(
+                    "PUT", f"{path.path}?{query}digest={blob['digest']}",
+                    read(f"blobs/sha256/{blob['digest'].removeprefix('sha256:')}"),
+                    {"Content-Type": "application/octet-stream"})
+                assert status == 201, (status, body)
+        status, _, body = self.request("PUT", f"/v2/{name}/manifests/{tag}", raw, {"Content-Type": desc["mediaType"]})
+        assert status == 201, (status, body)
 
     def request(self, method: str, path: str, data: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
