@@ -227,6 +227,47 @@ async def test_export_then_import_keeps_every_digest(runtime, layered_archive, t
 
 
 @pytest.mark.anyio
+async def test_uncompressed_layers_keep_a_tar_split_not_a_second_copy(runtime, layered_archive, tmp_path):
+    await runtime.import_image(layered_archive)
+    store = runtime.store
+    for diff_id in archive_config(layered_archive)["rootfs"]["diff_ids"]:
+        assert store.has_blob(diff_id) and not store.blob_path(diff_id).exists()
+        assert (store.layer_dir(diff_id) / "tar-split").is_file()
+        data = b"".join(store.blob_chunks(diff_id, "test"))
+        assert len(data) == store.blob_size(diff_id) and f"sha256:{hashlib.sha256(data).hexdigest()}" == diff_id
+
+    # a layer file changed behind the store's back: the export is refused and writes nothing
+    busybox = store.layer_paths(LAYERED)[0] / "bin" / "busybox"
+    busybox.chmod(0o755)
+    with busybox.open("r+b") as f:
+        f.seek(100)
+        f.write(b"\0" * 8)
+    out = tmp_path / "layout.tar"
+    with pytest.raises(RuntimeFailure, match="the store is damaged"):
+        await runtime.export_image(LAYERED, out)
+    assert not out.exists() and not list(tmp_path.glob("layout.tar.tmp-*"))
+
+
+@pytest.mark.anyio
+async def test_a_layer_whose_files_cannot_give_its_tar_back_keeps_its_blob(runtime, tmp_path):
+    # the same path twice: the first file's data is gone after extraction
+    twice = mkimage.Layer().file("etc/motd", "first\n").file("etc/motd", "second\n")
+    # a file, then its directory replaced by a symlink
+    replaced = mkimage.Layer().dir("app").file("app/run", "run\n").symlink("app", "elsewhere")
+    archive = tmp_path / "odd.tar"
+    mkimage.write_docker_archive(archive, [mkimage.busybox_layer().bytes(), twice.bytes(), replaced.bytes()],
+                                 ["orchestr-test/odd:1"])
+    [image] = await runtime.import_image(archive)
+    diff_ids = archive_config(archive)["rootfs"]["diff_ids"]
+    assert [runtime.store.blob_path(d).is_file() for d in diff_ids] == [False, True, True]
+    assert (runtime.store.layer_paths("orchestr-test/odd:1")[1] / "etc/motd").read_text() == "second\n"
+    out = tmp_path / "odd-layout.tar"
+    await runtime.export_image("orchestr-test/odd:1", out)
+    [again] = await NativeRuntime(Config(state_dir=tmp_path / "again")).import_image(out)
+    assert (again.id, again.digest) == (image.id, image.digest)
+
+
+@pytest.mark.anyio
 async def test_import_an_oci_layout_written_by_skopeo(runtime, busybox_archive, tmp_path):
     layout = tmp_path / "oci.tar"
     subprocess.run(["skopeo", "copy", "--quiet", f"docker-archive:{busybox_archive}",
@@ -260,14 +301,16 @@ async def test_overlay_of_the_layers_hides_whiteouts_and_opaque_contents(runtime
 
 @pytest.mark.anyio
 async def test_concurrent_imports_unpack_a_shared_layer_once(runtime, busybox_archive, layered_archive, monkeypatch):
-    unpacked: list[str] = []
-    real = unpack.unpack
+    unpacked: list[str] = []  # the layer each unpack wrote, from its directory's name: layers/<hex>.tmp-*/diff
 
-    def counting(blob, blob_digest, diff_id, dest, what):
-        unpacked.append(diff_id)
-        return real(blob, blob_digest, diff_id, dest, what)
+    def counting(real):
+        def unpack_counted(*args):
+            unpacked.append(args[-2].parent.name.partition(".tmp-")[0])
+            return real(*args)
+        return unpack_counted
 
-    monkeypatch.setattr(unpack, "unpack", counting)
+    monkeypatch.setattr(unpack, "unpack", counting(unpack.unpack))
+    monkeypatch.setattr(unpack, "unpack_region", counting(unpack.unpack_region))
     async with anyio.create_task_group() as tg:
         tg.start_soon(runtime.import_image, busybox_archive)
         tg.start_soon(runtime.import_image, layered_archive)

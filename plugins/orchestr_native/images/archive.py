@@ -170,6 +170,13 @@ async def _layers(store: ImageStore, archive: _Archive, items: list[tuple[str, s
         if store.has_blob(blob) and store.has_layer(diff_id):
             report(blob, "exists")
             return
+        if blob == diff_id:  # an uncompressed tar (or one compressed inside a docker-archive)
+            m = archive.member(name)
+            if unpack.compression(os.pread(archive.file.fileno(), 4, m.offset_data)) is None:
+                report(blob, "extracting")
+                if await store.add_layer_region(archive.file.fileno(), m.offset_data, m.size, diff_id, what):
+                    report(blob, "done")
+                    return
         inflate = blob == diff_id  # docker-archive layers are stored uncompressed, whatever the archive holds
 
         async def fill(writer: BlobWriter) -> None:
@@ -207,7 +214,7 @@ async def _import_docker(store: ImageStore, archive: _Archive, progress: Progres
             "mediaType": media.OCI_MANIFEST,
             "config": {"mediaType": media.OCI_CONFIG, "digest": config_digest, "size": len(config_raw)},
             "layers": [
-                {"mediaType": media.OCI_LAYER, "digest": d, "size": store.blob_path(d).stat().st_size}
+                {"mediaType": media.OCI_LAYER, "digest": d, "size": store.blob_size(d)}
                 for d in diff_ids
             ],
         }
@@ -282,11 +289,10 @@ def export_layout(store: ImageStore, stored: Stored, ref: str | None, path: Path
             tar.addfile(_info("blobs", tarfile.DIRTYPE, 0o755))
             tar.addfile(_info("blobs/sha256", tarfile.DIRTYPE, 0o755))
             for digest in blobs:
-                blob = store.blob_path(digest)
                 info = _info(f"blobs/sha256/{hex_of(digest)}", tarfile.REGTYPE, 0o644)
-                info.size = blob.stat().st_size
-                with open(blob, "rb") as f:
-                    tar.addfile(info, f)
+                info.size = store.blob_size(digest)
+                chunks = store.blob_chunks(digest, str(path))
+                tar.addfile(info, io.BufferedReader(_ChunkReader(next(chunks, b""), chunks), CHUNK))  # whole reads
         os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

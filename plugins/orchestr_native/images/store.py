@@ -10,7 +10,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +20,9 @@ from orchestr.errors import NotFound, RuntimeFailure
 
 from .locks import Locks, flocked, try_flock
 from .reference import parse
-from .tasks import run_all
 
 _HEX = re.compile(r"[0-9a-f]{64}")
+SPLIT = "tar-split"  # in a layer directory: its files give back the layer's tar blob (see add_layer_region)
 _ID_PREFIX = re.compile(r"(?:sha256:)?([0-9a-f]{4,64})")
 
 
@@ -114,15 +114,61 @@ class BlobWriter:
             os.unlink(self.tmp)
 
 
+async def _checked(unpack: Callable[[], Awaitable[None]], *checks: Callable[[], Awaitable[None]]) -> None:
+    """Runs the unpack and the checks of what it unpacks at once. A failed check is the error to report: an
+    unpack of bad data tends to fail too, with a less telling message."""
+    failed: dict[int, BaseException] = {}
+
+    async def run(i: int, job: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await job()
+        except Exception as e:  # noqa: BLE001 - sorted out below
+            failed[i] = e
+
+    async with anyio.create_task_group() as tg:
+        for i, job in enumerate((*checks, unpack)):
+            tg.start_soon(run, i, job)
+    if failed:
+        raise failed[min(failed)]
+
+
 def _hash_file(path: Path, size: int):  # type: ignore[no-untyped-def]
-    """The hash of the file's first size bytes, read through one small buffer (it stays in the CPU's cache)."""
+    with open(path, "rb", buffering=0) as f:
+        return _hash_fd(f.fileno(), 0, size)
+
+
+def _hash_fd(fd: int, offset: int, size: int):  # type: ignore[no-untyped-def]
+    """The hash of size bytes of fd from offset, read through one small buffer (it stays in the CPU's cache)."""
     sha, buf = hashlib.sha256(), bytearray(1 << 20)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while size > 0 and (n := f.readinto(view[:min(size, len(buf))])):
-            sha.update(view[:n])
-            size -= n
+    while size > 0 and (n := os.preadv(fd, [view[:min(size, len(buf))]], offset)):
+        sha.update(view[:n])
+        offset, size = offset + n, size - n
     return sha
+
+
+def _hash_region(fd: int, offset: int, size: int) -> str:
+    return f"sha256:{_hash_fd(fd, offset, size).hexdigest()}"
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
+
+
+def _verified(chunks: Iterator[bytes], digest: str, what: str) -> Iterator[bytes]:
+    """chunks, holding each back until the next has come, so a mismatch is raised before the last is given."""
+    sha, held = hashlib.sha256(), None
+    for chunk in chunks:
+        sha.update(chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    if f"sha256:{sha.hexdigest()}" != digest:
+        raise RuntimeFailure(f"{what}: blob {digest} reads back as sha256:{sha.hexdigest()}; the store is damaged")
+    if held is not None:
+        yield held
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +212,28 @@ class ImageStore:
         return self.blobs / hex_of(digest)
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        """Stored as a file, or given back by a layer's files and tar-split (see add_layer_region)."""
+        return self.blob_path(digest).is_file() or (self.layer_dir(digest) / SPLIT).is_file()
+
+    def blob_size(self, digest: str) -> int:
+        try:
+            return self.blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            return self.layer_size(digest)  # a layer with a tar-split: its size is that of its tar
+
+    def blob_chunks(self, digest: str, what: str) -> Iterator[bytes]:
+        """The blob's content, checked against its digest before the last chunk is given."""
+        path = self.blob_path(digest)
+        if path.is_file():
+            return _verified(_file_chunks(path), digest, what)
+        from . import unpack
+
+        split = self.layer_dir(digest) / SPLIT
+        try:
+            _, chunks = unpack.rebuild(self.layer_dir(digest) / "diff", split.read_bytes(), what)
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} is not in the native image store") from None
+        return _verified(chunks, digest, what)
 
     def blob_writer(self, digest: str, what: str) -> BlobWriter:
         return BlobWriter(self.blob_path(digest), digest, what)
@@ -255,7 +322,7 @@ class ImageStore:
                         await anyio.to_thread.run_sync(writer.sync)
 
                     try:
-                        await run_all([unpack, check, sync])
+                        await _checked(unpack, check, sync)
                         writer.publish()
                         os.rename(layer[0], self.layer_dir(diff_id))
                     finally:
@@ -264,13 +331,65 @@ class ImageStore:
             finally:
                 writer.abort()
 
-    def _unpack(self, blob: Path, blob_digest: str, diff_id: str, what: str, publish: bool = True) -> Path:
-        """Unpacks blob into a temp layer directory, renamed into place when publish is set; returns where it is."""
+    async def add_layer_region(self, fd: int, offset: int, size: int, diff_id: str, what: str) -> bool:
+        """Unpacks the uncompressed layer tar at [offset, offset + size) of fd (an image archive) into
+        layers/<diff-id> while its digest is checked, and keeps the layer's tar-split instead of a copy of the
+        tar: the blob is then given back by the layer's files (half the writing, half the disk). A layer whose
+        files cannot give it back gets a blob copied from the region. False, with nothing changed, when the
+        layer is there already but its blob is not: add_layer is for that."""
+        async with self.locks.hold(f"blob-{hex_of(diff_id)}"), self.locks.hold(f"layer-{hex_of(diff_id)}"):
+            if self.has_layer(diff_id):
+                return self.has_blob(diff_id)
+            done: dict[str, object] = {}
+
+            async def unpack() -> None:
+                done["layer"] = await anyio.to_thread.run_sync(self._unpack_region, fd, offset, size, diff_id, what)
+
+            async def check() -> None:
+                got = await anyio.to_thread.run_sync(_hash_region, fd, offset, size)
+                if got != diff_id:
+                    raise RuntimeFailure(f"{what}: content is {got}, expected {diff_id}; refused")
+
+            try:
+                await _checked(unpack, check)
+                tmp, split = done["layer"]  # type: ignore[misc]
+                if split is None:
+                    writer = self.blob_writer(diff_id, what)
+                    writer.copy_range(fd, offset, size)
+                    await anyio.to_thread.run_sync(writer.commit)
+                else:
+                    (tmp / SPLIT).write_bytes(split)
+                os.rename(tmp, self.layer_dir(diff_id))
+            finally:
+                layer = done.get("layer")
+                if layer and layer[0].exists():  # type: ignore[index]
+                    shutil.rmtree(layer[0], ignore_errors=True)  # type: ignore[index]
+        return True
+
+    def _unpack_region(self, fd: int, offset: int, size: int, diff_id: str, what: str) -> tuple[Path, bytes | None]:
+        tmp = self._new_layer_dir(diff_id)
+        try:
+            from . import unpack
+
+            split = unpack.unpack_region(fd, offset, size, tmp / "diff", what)
+            (tmp / "size").write_text(str(size))
+            return tmp, split
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _new_layer_dir(self, diff_id: str) -> Path:
         final = self.layer_dir(diff_id)
         tmp = final.with_name(f"{final.name}.tmp-{os.urandom(4).hex()}")
         (tmp / "diff").mkdir(parents=True)
+        os.chmod(tmp / "diff", 0o755)
+        return tmp
+
+    def _unpack(self, blob: Path, blob_digest: str, diff_id: str, what: str, publish: bool = True) -> Path:
+        """Unpacks blob into a temp layer directory, renamed into place when publish is set; returns where it is."""
+        final = self.layer_dir(diff_id)
+        tmp = self._new_layer_dir(diff_id)
         try:
-            os.chmod(tmp / "diff", 0o755)
             from . import unpack  # tar handling loads only when a layer is unpacked
 
             size = unpack.unpack(blob, blob_digest, diff_id, tmp / "diff", what)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import shutil
 import stat
+import struct
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -149,6 +151,138 @@ def unpack(blob: Path, blob_digest: str, diff_id: str, dest: Path, what: str) ->
             return reader.size
         finally:
             os.close(root)
+
+
+def unpack_region(fd: int, offset: int, size: int, dest: Path, what: str) -> bytes | None:
+    """Extract the uncompressed layer tar at [offset, offset + size) of fd into the empty directory dest,
+    copying file data in the kernel. The caller checks the digest of the region.
+
+    Returns the layer's tar-split: what, with the files now in dest, gives the tar back byte for byte (the
+    headers, padding and end blocks, and where each file's data goes), so no copy of the tar need be kept;
+    None when the files cannot give it back (an entry later replaces a file whose data it would need).
+    """
+    root = os.open(dest, _DIR_FLAGS)
+    try:
+        with _open_tar(_Region(fd, offset, size), "r:", what) as tar:
+
+            def copy(m: tarfile.TarInfo, out: int) -> None:
+                if m.issparse():
+                    _copy_stream(tar, m, out)
+                else:
+                    _copy_range(fd, offset + m.offset_data, m.size, out)
+
+            _Extractor(root, what, copy, tar).run()
+            members = list(tar.members)
+    finally:
+        os.close(root)
+    return _tar_split(fd, offset, size, members, what)
+
+
+class _Region(io.RawIOBase):
+    """A read-only file over [offset, offset + size) of fd, read with pread (the fd's position stays)."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self.fd, self.offset, self.size, self.pos = fd, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = max(0, pos if whence == 0 else self.pos + pos if whence == 1 else self.size + pos)
+        return self.pos
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        n = max(0, min(len(b), self.size - self.pos))
+        got = os.preadv(self.fd, [memoryview(b)[:n]], self.offset + self.pos) if n else 0
+        self.pos += got
+        return got
+
+
+SPLIT_MAGIC = b"orchestr tar-split 1\n"
+_RAW, _FILE = b"R", b"F"
+
+
+def _tar_split(fd: int, offset: int, size: int, members: list[tarfile.TarInfo], what: str) -> bytes | None:
+    refs = [(m.offset_data, m.size, "/".join(_clean(m.name, what)), i) for i, m in enumerate(members)
+            if m.isreg() and not m.issparse() and m.size > 0]
+    if not _files_stay(members, refs, what):
+        return None
+    out, pos = [SPLIT_MAGIC, struct.pack("<Q", size)], 0
+    for start, length, path, _ in refs:
+        if start > pos:
+            raw = os.pread(fd, start - pos, offset + pos)
+            out += [_RAW, struct.pack("<Q", len(raw)), raw]
+        name = path.encode("utf-8", "surrogateescape")
+        out += [_FILE, struct.pack("<QH", length, len(name)), name]
+        pos = start + length
+    if pos < size:
+        raw = os.pread(fd, size - pos, offset + pos)
+        out += [_RAW, struct.pack("<Q", len(raw)), raw]
+    return zlib.compress(b"".join(out), 1)
+
+
+def _files_stay(members: list[tarfile.TarInfo], refs: list[tuple[int, int, str, int]], what: str) -> bool:
+    """Whether every file the tar-split refers to is, after extraction, what its entry wrote: no later entry
+    (or whiteout) is at its path, nor a non-directory at one of its parents."""
+    first = {path: i for _, _, path, i in refs}
+    if len(first) != len(refs):
+        return False
+    under: dict[str, int] = {}  # a parent directory -> the first entry of a file under it
+    for _, _, path, i in refs:
+        parts = path.split("/")[:-1]
+        for n in range(1, len(parts) + 1):
+            parent = "/".join(parts[:n])
+            under[parent] = min(under.get(parent, i), i)
+    for i, m in enumerate(members):
+        parts = _clean(m.name, what)
+        if not parts or parts[-1] == OPAQUE or parts[-1].startswith(WHITEOUT + WHITEOUT):
+            continue
+        is_dir = m.isdir()
+        if parts[-1].startswith(WHITEOUT):
+            parts, is_dir = parts[:-1] + [parts[-1][len(WHITEOUT):]], False
+        path = "/".join(parts)
+        if first.get(path, i) < i or (not is_dir and under.get(path, i) < i):
+            return False
+    return True
+
+
+def rebuild(diff: Path, split: bytes, what: str) -> tuple[int, Iterator[bytes]]:
+    """(size, chunks) of the tar a tar-split and the layer files under diff give back."""
+    data = zlib.decompress(split)
+    if not data.startswith(SPLIT_MAGIC):
+        raise RuntimeFailure(f"{what}: not a tar-split of this version")
+    (size,) = struct.unpack_from("<Q", data, len(SPLIT_MAGIC))
+
+    def chunks() -> Iterator[bytes]:
+        pos = len(SPLIT_MAGIC) + 8
+        while pos < len(data):
+            kind, pos = data[pos:pos + 1], pos + 1
+            if kind == _RAW:
+                (n,) = struct.unpack_from("<Q", data, pos)
+                yield data[pos + 8:pos + 8 + n]
+                pos += 8 + n
+                continue
+            length, name_len = struct.unpack_from("<QH", data, pos)
+            name = data[pos + 10:pos + 10 + name_len].decode("utf-8", "surrogateescape")
+            pos += 10 + name_len
+            fd = os.open(diff / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                while length:
+                    chunk = os.read(fd, min(length, CHUNK))
+                    if not chunk:
+                        raise RuntimeFailure(f"{what}: the layer's {name} is shorter than when it was unpacked")
+                    length -= len(chunk)
+                    yield chunk
+            finally:
+                os.close(fd)
+
+    return size, chunks()
 
 
 def _open_tar(f: object, mode: str, what: str) -> tarfile.TarFile:
