@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -311,17 +311,24 @@ class Client:
         env: dict[str, str] | None = None,
         network: str | None = None,
         output: Callable[[LogLine], None] | None = None,
+        stdin: int | None = None,
+        tty: bool = False,
     ) -> tuple[Container, int] | None:
         """run() of a container in the foreground, called without an event loop, on a runtime that can do that
         (a `run_blocking` method: native has one). None, with nothing changed, when the runtime cannot or the
         image is not there yet; run() pulls it then. For programs (and the CLI) that run one container and
-        want to spare loading an event loop for it."""
+        want to spare loading an event loop for it.
+
+        stdin, an open fd, makes the run interactive (as `docker run -i`); tty gives the container a terminal
+        of its own, relayed to stdin and output (as `docker run -t`)."""
         rt_name = runtime or self.default_runtime
         blocking = getattr(self.runtime(rt_name), "run_blocking", None)
         if blocking is None:
             return None
         self.store.note_runtimes([rt_name])
-        return blocking(_oneoff(image, command, name, namespace, env, network), output=output, remove=remove)
+        spec = replace(_oneoff(image, command, name, namespace, env, network),
+                                   interactive=stdin is not None, tty=tty)
+        return blocking(spec, output=output, remove=remove, stdin=stdin)
 
 
 def _oneoff(image: str, command: Sequence[str], name: str | None, namespace: str, env: dict[str, str] | None,

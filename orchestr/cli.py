@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run a one-off container, as `docker run`")
     sp.add_argument("--rm", action="store_true", help="delete the container when it exits")
     sp.add_argument("-d", "--detach", action="store_true")
+    sp.add_argument("-i", "--interactive", action="store_true", help="give the container this standard input")
+    sp.add_argument("-t", "--tty", action="store_true", help="give the container a terminal (relayed here)")
     sp.add_argument("--runtime")
     sp.add_argument("--name")
     sp.add_argument("-n", "--namespace", default="default")

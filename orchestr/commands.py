@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .api import Client
@@ -203,18 +204,60 @@ async def cmd_unpause(oc: Client, args) -> int:
 
 def run_blocking(args: argparse.Namespace) -> int | None:
     """`run` in the foreground on a runtime that needs no event loop for it (native, image present); None
-    for every other command and case, which anyio.run(run, args) then does."""
-    if args.command != "run" or args.detach:
+    for every other command and case, which anyio.run(run, args) then does. An interactive or terminal run
+    has its image pulled first, when it must be, and runs here (only such runtimes can do it)."""
+    if args.command != "run":
+        return None
+    attached = args.interactive or args.tty
+    if args.detach:
+        if attached:
+            raise OrchestrError("run -d takes no -i or -t: a detached container has no terminal here to use")
         return None
     oc = Client(state_dir=args.state_dir, runtime=args.runtime)
     try:
-        ran = oc.run_blocking(
-            args.image, _argv(args), name=args.name, namespace=args.namespace, runtime=args.runtime, remove=args.rm,
-            env=_env(args.env), network=args.network, output=_write_line,
-        )
+        def once():  # type: ignore[no-untyped-def]
+            with _raw_terminal(args.tty and args.interactive):
+                return oc.run_blocking(
+                    args.image, _argv(args), name=args.name, namespace=args.namespace, runtime=args.runtime,
+                    remove=args.rm, env=_env(args.env), network=args.network, output=_write_line,
+                    stdin=sys.stdin.fileno() if args.interactive else None, tty=args.tty,
+                )
+
+        ran = once()
+        if ran is None and attached:
+            if not hasattr(oc.runtime(args.runtime), "run_blocking"):
+                raise OrchestrError(f"run -i/-t needs a runtime that relays a terminal (native does); "
+                                    f"{args.runtime or oc.default_runtime} does not")
+            import anyio
+
+            anyio.run(_pull, oc, args, backend="asyncio")
+            ran = once()
     finally:
         oc.store.close()
     return None if ran is None else _ran(*ran)
+
+
+async def _pull(oc: Client, args) -> None:
+    with PullPrinter() as progress:
+        await oc.runtime(args.runtime).ensure_image(args.image, progress)
+
+
+@contextlib.contextmanager
+def _raw_terminal(raw: bool) -> Iterator[None]:
+    """Standard input as a raw terminal meanwhile, so every key goes to the container's terminal as it is."""
+    if not raw or not sys.stdin.isatty():
+        yield
+        return
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 async def cmd_run(oc: Client, args) -> int:

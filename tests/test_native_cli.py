@@ -6,12 +6,17 @@ checks before and after each test that nothing of it is left: mounts, cgroups, p
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
+import pty
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -354,6 +359,59 @@ def test_a_foreground_run_loads_no_event_loop_and_an_interrupt_removes_it(ns, st
     _, err = run.communicate(timeout=30)
     assert run.returncode == 130, err
     assert get_json(ns, state_dir) == [] and records(state_dir) == [] and not alive(c["pid"])
+
+
+def test_run_interactive_gives_the_container_this_standard_input(ns, state_dir):
+    argv = [ORCHESTR, "run", "--rm", "--network", "none", "-n", ns, TEST_IMAGE, "sh", "-c", "cat; echo done"]
+    fed = subprocess.run([*argv[:2], "-i", *argv[2:]], input="to the container\n", capture_output=True,
+                         text=True, env=_env(state_dir), timeout=60)
+    assert (fed.returncode, fed.stdout, fed.stderr) == (0, "to the container\ndone\n", "")
+    unfed = subprocess.run(argv, input="not for it\n", capture_output=True, text=True, env=_env(state_dir), timeout=60)
+    assert (unfed.returncode, unfed.stdout) == (0, "done\n")  # without -i, stdin is /dev/null
+    detached = orc("run", "-d", "-i", "-n", ns, TEST_IMAGE, "sh", state_dir=state_dir)
+    assert detached.returncode != 0 and "run -d takes no -i or -t" in detached.stderr
+    assert detached.stderr.count("\n") == 1 and records(state_dir) == []
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 30) -> bytes:
+    out, deadline = b"", time.monotonic() + timeout
+    while marker not in out:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {marker!r} from the terminal within {timeout}s; got {out!r}")
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:  # EIO: the far end is closed
+                break
+    return out
+
+
+def test_run_with_a_terminal_relays_it_keys_size_and_exit_code(ns, state_dir):
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    run = subprocess.Popen([ORCHESTR, "run", "--rm", "-it", "--network", "none", "-n", ns, TEST_IMAGE, "sh"],
+                           stdin=slave, stdout=slave, stderr=slave, env=_env(state_dir), start_new_session=True)
+    os.close(slave)
+    try:
+        _read_until(master, b"/ # ")  # the shell's prompt: the terminal is raw and relayed by now
+        os.write(master, b"[ -t 0 ] && echo tty-$((6*7)); stty size\r")
+        out = _read_until(master, b"33 111")
+        assert b"tty-42" in out
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        run.send_signal(signal.SIGWINCH)  # what the terminal sends the foreground process
+
+        def size_inside() -> bool:
+            os.write(master, b"stty size\r")
+            return b"40 120" in _read_until(master, b"/ # ")  # its output, up to the next prompt
+
+        until(size_inside, "the new window size inside")
+        os.write(master, b"exit 3\r")
+        assert run.wait(timeout=30) == 3
+    finally:
+        os.close(master)
+        if run.poll() is None:
+            run.kill()
+    assert records(state_dir) == []
 
 
 def _freezer_state(pid: int) -> str:

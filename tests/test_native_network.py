@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -145,7 +146,7 @@ async def _fetch(url: str) -> bytes:
         while True:
             try:
                 return await anyio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=2).read())
-            except ConnectionError:
+            except (ConnectionError, urllib.error.URLError):  # urlopen wraps a refused connection
                 await anyio.sleep(0.05)
 
 

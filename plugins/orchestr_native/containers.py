@@ -11,6 +11,8 @@ import posixpath
 import re
 import shutil
 import signal as signals
+import struct
+import termios
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -224,7 +226,11 @@ class Containers:
             yield functools.partial(self._end_orphan, id)
         yield functools.partial(self._start, config)
 
-    def _start(self, config: dict) -> None:
+    def _start(self, config: dict, stdin: int | None = None, attach: bool = False,
+               winsize: list[int] | None = None) -> int | None:
+        """Has the supervisor start the container; stdin, when given, becomes its standard input. With attach,
+        a tty container's terminal, winsize (rows, columns) big, is returned (the caller relays it) instead of
+        being logged."""
         d = self._dir / config["id"]
         cgroup = self._cgroup(config["id"])
         try:
@@ -235,12 +241,14 @@ class Containers:
         if config.get("net"):
             self._network.ensure(config)  # a reboot or a hand may have taken the namespace or the bridge
         (d / records.STOP).unlink(missing_ok=True)
+        request = {"op": "start", "dir": str(d), "stdin": stdin is not None, "attach": attach, "winsize": winsize}
         try:
-            reply = self._supervisor.request({"op": "start", "dir": str(d)})
+            reply = self._supervisor.request(request, fds=[stdin] if stdin is not None else [])
         except (OSError, EOFError) as e:
             raise RuntimeFailure(f"container {config['name']}: the supervisor failed: {e}") from None
         if "error" in reply:
             raise RuntimeFailure(f"container {config['name']}: {reply['error']}")
+        return reply.get("fd")
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
         await steps.drive(self._stop_steps(id, signal, timeout))
@@ -524,15 +532,26 @@ class Containers:
     # -- a one-off container, blocking -------------------------------------------------
 
     def run(self, spec: ContainerSpec, output: Callable[[LogLine], None] | None = None,
-            remove: bool = False) -> tuple[Container, int]:
+            remove: bool = False, stdin: int | None = None) -> tuple[Container, int]:
         """Creates and starts a container, hands its output to output as it comes, and returns it with its exit
-        code once it has ended; removes it afterwards when remove is set, also when interrupted."""
+        code once it has ended; removes it afterwards when remove is set, also when interrupted.
+
+        With spec.interactive, stdin (an fd) is the container's standard input. With spec.tty, the container
+        gets a terminal of its own, which this relays: stdin to it, its output to output (as stdout; a
+        terminal merges the two streams), and its window size from stdin when that is a terminal too. Such a
+        run's output is not logged."""
         container = self._create(spec)
+        stdin = stdin if spec.interactive else None
         try:
-            steps.drive_blocking(self._start_steps(container.id))
-            if output is not None:
-                for line in steps.stream_blocking(self._log_steps(container.id, True, None)):
-                    output(line)
+            config, _ = self._load(container.id)
+            if spec.tty:
+                terminal = self._start(config, attach=True, winsize=_winsize(stdin))
+                _relay(terminal, stdin, output)
+            else:
+                self._start(config, stdin)
+                if output is not None:
+                    for line in steps.stream_blocking(self._log_steps(container.id, True, None)):
+                        output(line)
             code = steps.drive_blocking(self._wait_steps(container.id))
             return self._view(*self._load(container.id)), code
         finally:
@@ -561,6 +580,52 @@ def _process(spec: ContainerSpec, image: dict) -> dict:
     env["HOSTNAME"] = spec.name
     return {"argv": argv, "env": env, "cwd": spec.working_dir or image.get("WorkingDir") or "/",
             "user": spec.user or image.get("User") or "", "init": spec.init, "seccomp": spec.seccomp != "unconfined"}
+
+
+def _winsize(fd: int | None) -> list[int] | None:
+    """(rows, columns) of the terminal fd, None when it is none."""
+    if fd is None or not os.isatty(fd):
+        return None
+    size = os.get_terminal_size(fd)
+    return [size.lines, size.columns]
+
+
+def _relay(terminal: int, stdin: int | None, output: Callable[[LogLine], None] | None) -> None:
+    """Copies stdin to the container's terminal and the terminal's output to output, until the container
+    has closed it; follows stdin's window size meanwhile. Closes terminal."""
+    import select
+
+    def resized(*_) -> None:
+        if (size := _winsize(stdin)) is not None:
+            fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+
+    watching = stdin is not None and os.isatty(stdin)
+    previous = signals.signal(signals.SIGWINCH, resized) if watching else None
+    sources = [terminal] + ([stdin] if stdin is not None else [])
+    try:
+        while True:
+            ready = select.select(sources, [], [])[0]
+            if stdin in ready:
+                data = os.read(stdin, 65536)
+                if data:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(terminal, view):]
+                else:
+                    sources.remove(stdin)  # the end of input: the container reads on until it ends itself
+            if terminal in ready:
+                try:
+                    data = os.read(terminal, 65536)
+                except OSError:
+                    data = b""  # EIO: every process of the container has closed it
+                if not data:
+                    return
+                if output is not None:
+                    output(LogLine(stream="stdout", data=data))
+    finally:
+        if watching:
+            signals.signal(signals.SIGWINCH, previous)
+        os.close(terminal)
 
 
 def _supervised(state: dict) -> bool:

@@ -97,14 +97,16 @@ class NativeRuntime:
 
     def run_blocking(
         self, spec: ContainerSpec, *, output: Callable[[LogLine], None] | None = None, remove: bool = False,
+        stdin: int | None = None,
     ) -> tuple[Container, int] | None:
         """Runs a container to its end without an event loop; None, before anything changes, when its image is
-        not in the store yet (pulling it needs the loop: use the async verbs then)."""
+        not in the store yet (pulling it needs the loop: use the async verbs then). stdin is the fd an
+        interactive (spec.interactive) container reads; with spec.tty its terminal is relayed to output."""
         try:
             self.store.lookup(spec.image)
         except NotFound:
             return None
-        return self._containers.run(spec, output, remove)
+        return self._containers.run(spec, output, remove, stdin)
 
     # -- images -------------------------------------------------------------------------
     async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:

@@ -9,6 +9,7 @@ import select
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from .records import SOCKET
 
@@ -32,13 +33,14 @@ class SupervisorClient:
         self.root = root
         self.path = os.path.join(root, SOCKET)
 
-    def request(self, message: dict, timeout: float = 60.0) -> dict:
-        """Sends message to the host, starting the host first when none listens; returns its reply."""
+    def request(self, message: dict, timeout: float = 60.0, fds: Sequence[int] = ()) -> dict:
+        """Sends message, and fds with it, to the host, starting the host first when none listens; returns its
+        reply. A reply that brings a file descriptor has it under "fd"; the caller owns it."""
         try:
-            return self._send(message, timeout)
+            return self._send(message, timeout, fds)
         except _NOT_LISTENING:
             self._spawn()
-            return self._send(message, timeout)
+            return self._send(message, timeout, fds)
 
     def ask(self, message: dict) -> dict | None:
         """Sends message only if a host is listening."""
@@ -47,18 +49,34 @@ class SupervisorClient:
         except (*_NOT_LISTENING, ConnectionResetError, EOFError):
             return None
 
-    def _send(self, message: dict, timeout: float) -> dict:
+    def _send(self, message: dict, timeout: float, fds: Sequence[int] = ()) -> dict:
+        received: list[int] = []
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(timeout)
             s.connect(self.path)
-            s.sendall(json.dumps(message).encode() + b"\n")
+            payload = json.dumps(message).encode() + b"\n"
+            if fds:
+                sent = socket.send_fds(s, [payload], list(fds))
+                payload = payload[sent:]
+            s.sendall(payload)
             data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise EOFError(f"the supervisor closed the connection; see {self.root}/supervisor.log")
-                data += chunk
-        return json.loads(data)
+            try:
+                while not data.endswith(b"\n"):
+                    chunk, got, _, _ = socket.recv_fds(s, 65536, 1)
+                    received += got
+                    if not chunk:
+                        raise EOFError(f"the supervisor closed the connection; see {self.root}/supervisor.log")
+                    data += chunk
+            except BaseException:
+                for fd in received:
+                    os.close(fd)
+                raise
+        reply = json.loads(data)
+        if received:
+            reply["fd"] = received[0]
+            for fd in received[1:]:
+                os.close(fd)
+        return reply
 
     def _spawn(self) -> None:
         os.makedirs(self.root, exist_ok=True)

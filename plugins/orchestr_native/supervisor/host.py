@@ -79,46 +79,60 @@ class Supervisor:
 
     def _serve(self, conn: socket.socket) -> bool:
         """Answers one request; True when the supervisor should exit."""
+        fds: list[int] = []  # passed with the request: the stdin of an interactive run
+        back: int | None = None  # passed with the reply: the terminal of an attached run
         with conn:
             conn.settimeout(10)
             try:
                 data = b""
                 while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
-                    chunk = conn.recv(4096)
+                    chunk, got, _, _ = socket.recv_fds(conn, 4096, 4)
+                    fds += got
                     if not chunk:
                         break
                     data += chunk
                 request = json.loads(data)
-                reply, quit = self._handle(request)
+                reply, quit, back = self._handle(request, fds)
             except Exception as e:  # noqa: BLE001 - a bad request gets an error, the supervisor goes on
                 _log_exception()
                 reply, quit = {"error": f"supervisor: {e}"}, False
+            finally:
+                for fd in fds:
+                    os.close(fd)
             try:
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+                payload = json.dumps(reply).encode() + b"\n"
+                if back is not None:
+                    payload = payload[socket.send_fds(conn, [payload], [back]):]
+                conn.sendall(payload)
             except OSError:
                 pass
+            finally:
+                if back is not None:
+                    os.close(back)
         return quit
 
-    def _handle(self, request: dict) -> tuple[dict, bool]:
+    def _handle(self, request: dict, fds: list[int]) -> tuple[dict, bool, int | None]:
         op = request.get("op")
         if op == "start":
             directory = request["dir"]
             if directory in self.monitors:
-                return {"pid": self.monitors[directory].pid}, False
+                return {"pid": self.monitors[directory].pid}, False, None
             monitor = Monitor(directory, self.me, self.own_pidns)
-            if error := monitor.start():
+            stdin = fds[0] if request.get("stdin") and fds else None
+            if error := monitor.start(stdin, request.get("attach", False), request.get("winsize")):
                 monitor.close()
-                return {"error": error}, False
+                return {"error": error}, False, None
             self.monitors[directory] = monitor
-            return {"pid": monitor.pid}, False
+            terminal, monitor.terminal = monitor.terminal, None
+            return {"pid": monitor.pid}, False, terminal
         if op == "cancel-restart":
             monitor = self.monitors.get(request["dir"])
             if monitor is not None and monitor.phase == "backoff":
                 monitor.give_up()
                 self._drop(monitor)
-            return {}, False
+            return {}, False, None
         quitting = op == "quit-if-idle" and not self.monitors
-        return {"pid": os.getpid(), "containers": sorted(self.monitors), "quit": quitting}, quitting
+        return {"pid": os.getpid(), "containers": sorted(self.monitors), "quit": quitting}, quitting, None
 
 
 def _log_exception() -> None:

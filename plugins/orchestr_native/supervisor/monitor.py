@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import struct
 import termios
 import time
 
@@ -46,6 +47,7 @@ class Monitor:
         self.backoff = BACKOFF_FIRST
         self.started = 0.0
         self.oom_before = 0
+        self.terminal: int | None = None  # an attached run's terminal, until handed to its client
 
     def _state_path(self) -> str:
         return os.path.join(self.dir, records.STATE)
@@ -59,13 +61,16 @@ class Monitor:
 
     # -- start --------------------------------------------------------------------------
 
-    def start(self) -> str | None:
-        """Starts the container's init; returns the error, if any, as one line."""
+    def start(self, stdin: int | None = None, attach: bool = False, winsize: list[int] | None = None) -> str | None:
+        """Starts the container's init; returns the error, if any, as one line. stdin, when given, is its
+        standard input; attach hands a tty container's terminal to whoever asked (self.terminal) instead of
+        logging it, with winsize (rows, columns) as its size."""
         self.deadline = None
         self.oom_before = self.cgroup.oom_kills()
         self.started = time.monotonic()
         try:
-            self.pid, self.outputs = _spawn(self.config, self.cgroup, self.own_pidns)
+            self.pid, self.outputs, self.terminal = _spawn(
+                self.config, self.cgroup, self.own_pidns, stdin, attach, winsize)
         except Exception as e:  # noqa: BLE001 - any failure to start is this container's, reported as such
             error = describe(e)
             self.state.update(status="exited", exit_code=launch.EXEC_FAILED, error=error, finished_at=logs.now(),
@@ -187,15 +192,23 @@ class Monitor:
         self.log.close()
 
 
-def _spawn(config: dict, cgroup, own_pidns: int) -> tuple[int, dict[int, str]]:
-    """Forks the container's init as pid 1 of a new pid namespace; returns its pid once it has exec'd."""
+def _spawn(config: dict, cgroup, own_pidns: int, stdin: int | None = None, attach: bool = False,
+           winsize: list[int] | None = None) -> tuple[int, dict[int, str], int | None]:
+    """Forks the container's init as pid 1 of a new pid namespace; returns its pid once it has exec'd, the
+    fds of its output to log, and its terminal when attach is set."""
+    terminal = None
     if config.get("tty"):
         master, slave = os.openpty()
+        os.set_inheritable(master, False)
+        if winsize:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", winsize[0], winsize[1], 0, 0))
         child_fds, outputs = (slave, slave, slave), {master: "stdout"}
+        if attach:
+            terminal, outputs = master, {}
     else:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        child_fds, outputs = (None, out_w, err_w), {out_r: "stdout", err_r: "stderr"}
+        child_fds, outputs = (stdin, out_w, err_w), {out_r: "stdout", err_r: "stderr"}
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     # unshare(CLONE_NEWPID) works once per pid namespace of children: going back to our own allows a new one
     linux.setns(own_pidns, linux.CLONE_NEWPID)
@@ -209,7 +222,7 @@ def _spawn(config: dict, cgroup, own_pidns: int) -> tuple[int, dict[int, str]]:
             os.write(report_w, describe(e).encode())
         os._exit(launch.EXEC_FAILED)
     os.close(report_w)
-    for fd in set(child_fds) - {None}:
+    for fd in set(child_fds) - {None, stdin}:  # stdin belongs to the request, closed by the host
         os.close(fd)
     message = b""
     while chunk := os.read(report_r, 4096):
@@ -217,10 +230,10 @@ def _spawn(config: dict, cgroup, own_pidns: int) -> tuple[int, dict[int, str]]:
     os.close(report_r)
     if message:
         os.waitpid(pid, 0)
-        for fd in outputs:
+        for fd in [*outputs, *([terminal] if terminal is not None else [])]:
             os.close(fd)
         raise launch.LaunchError(message.decode(errors="replace"))
-    return pid, outputs
+    return pid, outputs, terminal
 
 
 def _child_stdio(fds: tuple, tty: bool, report: int) -> None:
