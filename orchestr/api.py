@@ -126,7 +126,7 @@ class Client:
 
         default = runtime or self.default_runtime
         namespaces = {s.namespace for s in services}
-        names = {s.spec.runtime or default for s in services} | set(self.store.runtimes_used())
+        names = {s.spec.runtime or default for s in services} | set(self.store.runtimes_used(namespaces))
         actual = await self._actual(names, namespaces)
         return planner.plan(services, actual, default_runtime=default, prune=prune)
 
@@ -147,13 +147,15 @@ class Client:
         default = runtime or self.default_runtime
         async with self.store.lock():
             if not dry_run:
-                await self._recover({s.spec.runtime or default for s in services} | set(self.store.runtimes_used()))
+                used = self.store.runtimes_used({s.namespace for s in services})
+                await self._recover({s.spec.runtime or default for s in services} | set(used))
             plan = await self.plan(services, prune=prune, runtime=default)
             if on_plan is not None:
                 on_plan(plan)
             if dry_run or not plan:
                 return ApplyResult(plan)
-            self.store.note_runtimes({s.spec.runtime or default for s in services})
+            for s in services:
+                self.store.note_runtimes([s.spec.runtime or default], [s.namespace])
             rev = self.store.begin("apply", {s.namespace for s in services}, sources)
             by_key = {(s.namespace, s.name): s for s in services}
             pruned = {(a.namespace, a.service) for a in plan if a.kind is planner.Kind.DELETE} - set(by_key)
@@ -177,9 +179,9 @@ class Client:
         from . import executor, planner
 
         async with self.store.lock():
-            runtimes = set(self.store.runtimes_used()) | {self._runtime_of(s) for s in services}
-            await self._recover(runtimes)
             namespaces = {namespace} if namespace else {s.namespace for s in services}
+            runtimes = set(self.store.runtimes_used(namespaces)) | {self._runtime_of(s) for s in services}
+            await self._recover(runtimes)
             actual = await self._actual(runtimes, namespaces)
             if namespace:
                 plan = planner.plan_delete_namespace(namespace, actual)
@@ -204,14 +206,15 @@ class Client:
     # -- reading ------------------------------------------------------------------------
     async def get(self, namespace: str | None = None, *, runtime: str | None = None) -> list[Container]:
         """Containers orchestr owns, from every runtime that holds some; unreachable runtimes go to .warnings."""
-        names = [runtime] if runtime else sorted(set(self.store.runtimes_used()) | {self.default_runtime})
+        used = self.store.runtimes_used(None if namespace is None else [namespace])
+        names = [runtime] if runtime else sorted(set(used) | {self.default_runtime})
         found: list[Container] = []
         self.warnings = []
         for name in names:
             try:
                 found.extend(await self.runtime(name).list(namespace))
             except RuntimeUnavailable as exc:
-                if runtime or name == self.default_runtime and not self.store.runtimes_used():
+                if runtime or name == self.default_runtime and not used:
                     raise
                 self.warnings.append(f"runtime {name}: {exc}")
         # A runtime's list may leave out what only inspect knows (pids, start times): fill those in.
@@ -283,7 +286,7 @@ class Client:
         rt = self.runtime(rt_name)
         spec = _oneoff(image, command, name, namespace, env, network)
         await rt.ensure_image(image, progress)
-        self.store.note_runtimes([rt_name])
+        self.store.note_runtimes([rt_name], [namespace])
         container = await rt.create(spec)
         try:
             await rt.start(container.id)
@@ -325,7 +328,7 @@ class Client:
         blocking = getattr(self.runtime(rt_name), "run_blocking", None)
         if blocking is None:
             return None
-        self.store.note_runtimes([rt_name])
+        self.store.note_runtimes([rt_name], [namespace])
         spec = replace(_oneoff(image, command, name, namespace, env, network),
                                    interactive=stdin is not None, tty=tty)
         return blocking(spec, output=output, remove=remove, stdin=stdin)

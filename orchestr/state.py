@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS service_history (
     name TEXT NOT NULL,
     spec TEXT                       -- NULL when the revision removed the service
 );
-CREATE TABLE IF NOT EXISTS runtimes_used (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS runtimes_used (name TEXT PRIMARY KEY);  -- of stores older than namespace_runtimes
+CREATE TABLE IF NOT EXISTS namespace_runtimes (namespace TEXT NOT NULL, name TEXT NOT NULL,
+                                               PRIMARY KEY (namespace, name));
 """
 
 
@@ -142,13 +144,23 @@ class Store:
         return {(ns, name): json.loads(spec) for ns, name, spec in self.db.execute(query, args)}
 
     # -- runtimes -----------------------------------------------------------------------
-    def note_runtimes(self, names: Iterable[str]) -> None:
-        """Remembers which runtimes hold orchestr containers, so `get` asks only those."""
+    def note_runtimes(self, names: Iterable[str], namespaces: Iterable[str]) -> None:
+        """Remembers which runtimes hold orchestr containers of which namespaces, so that reading and planning
+        ask only those (a runtime that is down then stands in the way of its own namespaces only)."""
+        rows = [(ns, n) for ns in set(namespaces) for n in set(names)]
         with _transaction(self.db):
-            self.db.executemany("INSERT OR IGNORE INTO runtimes_used VALUES (?)", [(n,) for n in set(names)])
+            self.db.executemany("INSERT OR IGNORE INTO namespace_runtimes VALUES (?, ?)", rows)
 
-    def runtimes_used(self) -> list[str]:
-        return sorted(r[0] for r in self.db.execute("SELECT name FROM runtimes_used"))
+    def runtimes_used(self, namespaces: Iterable[str] | None = None) -> list[str]:
+        """The runtimes that have held containers of namespaces (of any namespace when None)."""
+        found = {r[0] for r in self.db.execute("SELECT name FROM runtimes_used")}  # namespace unknown: all of them
+        if namespaces is None:
+            found |= {r[0] for r in self.db.execute("SELECT name FROM namespace_runtimes")}
+        else:
+            for ns in set(namespaces):
+                found |= {r[0] for r in self.db.execute("SELECT name FROM namespace_runtimes WHERE namespace = ?",
+                                                        (ns,))}
+        return sorted(found)
 
 
 @contextlib.contextmanager

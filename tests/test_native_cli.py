@@ -238,6 +238,26 @@ def test_apply_reapply_change_scale_delete(ns, tmp_path, state_dir):
 
 # -- supervision --------------------------------------------------------------------------------
 
+def test_a_runtime_that_is_down_stands_in_the_way_of_its_own_namespaces_only(ns, tmp_path, state_dir):
+    from orchestr.state import Store
+
+    Store(state_dir).note_runtimes(["docker"], [f"{ns}-d"])  # docker once held containers of another namespace
+    env = dict(_env(state_dir), DOCKER_HOST="unix:///nonexistent/docker.sock")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([ORCHESTR, *args], capture_output=True, text=True, env=env, timeout=60)
+
+    spec = write(tmp_path / "a.yaml", service("a", ns, command=["sh", "-c", TERMINABLE]))
+    up = run("apply", "-f", spec)
+    assert up.returncode == 0, up.stderr
+    listed = run("get", "-A", "-o", "json")
+    assert listed.returncode == 0 and [c["name"] for c in json.loads(listed.stdout)] == ["a-0"]
+    assert listed.stderr.startswith("orchestr: warning: runtime docker:") and listed.stderr.count("\n") == 1
+    other = run("delete", "-n", f"{ns}-d", "--all")
+    assert other.returncode != 0 and other.stderr.count("\n") == 1 and "docker" in other.stderr.lower()
+    assert run("delete", "-f", spec).returncode == 0
+
+
 def test_a_killed_apply_is_finished_by_the_next(ns, tmp_path, state_dir):
     spec = write(tmp_path / "app.yaml", service("web", ns, replicas=6))
     proc = subprocess.Popen([ORCHESTR, "apply", "-f", spec], env=_env(state_dir), stdout=subprocess.PIPE, text=True)

@@ -37,10 +37,17 @@ def test_revisions_and_services_roundtrip(tmp_path):
     ]
 
 
-def test_runtimes_used_are_remembered(tmp_path):
+def test_runtimes_used_are_remembered_per_namespace(tmp_path):
     store = Store(tmp_path)
-    store.note_runtimes(["docker", "native", "docker"])
-    assert Store(tmp_path).runtimes_used() == ["docker", "native"]
+    store.note_runtimes(["docker", "native", "docker"], ["web"])
+    store.note_runtimes(["native"], ["jobs", "jobs"])
+    again = Store(tmp_path)
+    assert again.runtimes_used() == ["docker", "native"]
+    assert again.runtimes_used(["jobs"]) == ["native"] and again.runtimes_used(["web", "jobs"]) == ["docker", "native"]
+    assert again.runtimes_used(["elsewhere"]) == []
+    # a store written before namespaces were recorded: its runtimes count for every namespace
+    again.db.execute("INSERT INTO runtimes_used VALUES ('hostproc')")
+    assert Store(tmp_path).runtimes_used(["elsewhere"]) == ["hostproc"]
 
 
 HOLDER = textwrap.dedent(
