@@ -113,7 +113,7 @@ async def cmd_delete(oc: Client, args) -> int:
 
 # -- reading -----------------------------------------------------------------------------
 TABLE = ("NAMESPACE", "NAME", "STATE", "RUNTIME", "IMAGE", "ID")
-WIDE = TABLE + ("PID", "IP", "EXIT", "SPEC-HASH", "CREATED")
+WIDE = TABLE + ("PID", "IP", "PORTS", "EXIT", "SPEC-HASH", "CREATED")
 
 
 def _row(c: Container, wide: bool) -> tuple:
@@ -122,7 +122,9 @@ def _row(c: Container, wide: bool) -> tuple:
         state = f"exited ({c.exit_code}{', OOMKilled' if c.oom_killed else ''})"
     row = (c.namespace, c.name, state, c.runtime, c.image, c.id[:12])
     if wide:
-        row += (c.pid or "", c.ip or "", "" if c.exit_code is None else c.exit_code, c.spec_hash, c.created_at or "")
+        ports = ",".join(f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.protocol}" for p in c.ports)
+        row += (c.pid or "", c.ip or "", ports, "" if c.exit_code is None else c.exit_code, c.spec_hash,
+                c.created_at or "")
     return row
 
 

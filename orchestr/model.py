@@ -95,6 +95,7 @@ class Container:
     pid: int | None = None
     ip: str | None = None
     oom_killed: bool = False
+    ports: tuple[Port, ...] = ()  # published: host_port as the runtime bound it (picked when the spec left it out)
     created_at: str | None = None  # RFC 3339
     started_at: str | None = None
     finished_at: str | None = None
@@ -145,6 +146,8 @@ class Container:
             "oomKilled": self.oom_killed,
             "pid": self.pid,
             "ip": self.ip,
+            "ports": [{"hostIP": p.host_ip, "hostPort": p.host_port, "containerPort": p.container_port,
+                       "protocol": p.protocol} for p in self.ports],
             "specHash": self.spec_hash,
             "createdAt": self.created_at,
             "startedAt": self.started_at,

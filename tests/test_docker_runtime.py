@@ -356,6 +356,10 @@ async def test_published_port_answers_on_loopback(rt, ns, docker_image):
     bound = engine("container", c.id)["NetworkSettings"]["Ports"]
     assert bound["8080/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
     assert bound["8081/tcp"][0]["HostPort"].isdigit()  # picked by the engine
+    picked = int(bound["8081/tcp"][0]["HostPort"])
+    published = (Port(8080, port, "tcp", "127.0.0.1"), Port(8081, picked, "tcp", "127.0.0.1"))
+    assert (await rt.inspect(c.id)).ports == published
+    assert [x.ports for x in await rt.list(ns)] == [published]
     await rt.delete(c.id, force=True)
 
 

@@ -495,11 +495,17 @@ def test_bridge_network_gives_each_replica_an_address_and_leaves_nothing(ns, tmp
     once = orc("run", "--rm", "-n", ns, TEST_IMAGE, "ip", "-o", "-4", "addr", "show", "eth0", state_dir=state_dir)
     assert once.returncode == 0 and " inet " in once.stdout, once.stderr  # bridge is run's default network
 
-    spec = write(tmp_path / "app.yaml", service("web", ns, replicas=2, network="bridge"))
+    spec = write(tmp_path / "app.yaml", service("web", ns, replicas=2, network="bridge",
+                                                extra="  ports: [{containerPort: 80, hostIP: 127.0.0.1}]\n"))
     orc("apply", "-f", spec, state_dir=state_dir, check=True)
     web = by_name(get_json(ns, state_dir))
     ips = [web["web-0"]["ip"], web["web-1"]["ip"]]
     assert all(ips) and ips[0] != ips[1]
+    # each replica publishes port 80 on a host port picked for it, which get shows
+    picked = [web[n]["ports"][0]["hostPort"] for n in ("web-0", "web-1")]
+    assert len(set(picked)) == 2 and all(web[n]["ports"][0]["containerPort"] == 80 for n in web)
+    wide = orc("get", "-n", ns, "-o", "wide", state_dir=state_dir, check=True).stdout
+    assert "PORTS" in wide.splitlines()[0] and f"127.0.0.1:{picked[0]}->80/tcp" in wide
     shown = orc("exec", "-n", ns, "web-0", "--", "ip", "-o", "-4", "addr", "show", "eth0", state_dir=state_dir)
     assert f" inet {ips[0]}/" in shown.stdout
     ping = orc("exec", "-n", ns, "web-0", "--", "ping", "-c", "1", "-W", "5", ips[1], state_dir=state_dir)

@@ -264,6 +264,26 @@ async def test_published_tcp_and_udp_ports_reach_the_container(net):
 
 
 @pytest.mark.anyio
+async def test_a_port_without_host_port_is_published_on_a_free_one_that_inspect_shows(net):
+    ns = net.namespace()
+    serve = "echo $HOSTNAME > /var/www/index.html; exec httpd -f -p 80 -h /var/www"
+    replicas = [await net.up(ns, f"web-{i}", "sh", "-c", serve, ports=(Port(80, None, "tcp", "127.0.0.1"),))
+                for i in range(2)]
+    seen = []
+    for c in replicas:
+        [port] = c.ports
+        assert (port.container_port, port.protocol, port.host_ip) == (80, "tcp", "127.0.0.1")
+        assert await _fetch(f"http://127.0.0.1:{port.host_port}/") == f"{c.name}\n".encode()
+        seen.append(port.host_port)
+    assert len(set(seen)) == 2
+    # picked once, kept: a restart publishes the same port
+    await net.rt.stop(replicas[0].id, signal="SIGKILL")
+    await net.rt.start(replicas[0].id)
+    assert (await net.rt.inspect(replicas[0].id)).ports == replicas[0].ports
+    assert await _fetch(f"http://127.0.0.1:{seen[0]}/") == b"web-0\n"
+
+
+@pytest.mark.anyio
 async def test_a_taken_host_port_is_refused_and_nothing_changes(net):
     ns = net.namespace()
     held = _free_port()

@@ -14,6 +14,7 @@ from orchestr.model import (
     Event,
     HistoryEntry,
     Image,
+    Port,
     PullProgress,
     RestartPolicy,
     State,
@@ -171,6 +172,8 @@ def container_from_inspect(info: dict[str, Any]) -> Container:
         exit_code=st["ExitCode"] if state is State.EXITED else None,
         pid=(st["Pid"] or None) if state in (State.RUNNING, State.PAUSED) else None,
         ip=next((ip for ip in ips if ip), None),
+        ports=_bound_ports((key.partition("/"), b.get("HostIp"), b.get("HostPort"))
+                           for key, bound in (net.get("Ports") or {}).items() for b in bound or ()),
         oom_killed=bool(st.get("OOMKilled")),
         created_at=_time(info.get("Created")),
         started_at=_time(st.get("StartedAt")),
@@ -195,8 +198,20 @@ def container_from_summary(item: dict[str, Any]) -> Container:
         labels=labels,
         exit_code=int(exited[1]) if exited and state is State.EXITED else None,
         ip=next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), None),
+        ports=_bound_ports(((str(p.get("PrivatePort")), "/", p.get("Type")), p.get("IP"), p.get("PublicPort"))
+                           for p in item.get("Ports") or ()),
         created_at=unix_time(item["Created"]) if item.get("Created") else None,
     )
+
+
+def _bound_ports(bindings) -> tuple[Port, ...]:  # type: ignore[no-untyped-def]
+    """Ports from the engine's ((container port, "/", protocol), host IP, host port) bindings; the engine lists
+    a port bound on both IPv4 and IPv6 twice, and orchestr's ports are IPv4."""
+    found = set()
+    for (port, _, protocol), host_ip, host_port in bindings:
+        if host_port and ":" not in (host_ip or ""):
+            found.add(Port(int(port), int(host_port), protocol or "tcp", host_ip or "0.0.0.0"))
+    return tuple(sorted(found, key=lambda p: (p.container_port, p.protocol, p.host_port)))
 
 
 def _references(tags: list[str] | None, digests: list[str] | None) -> tuple[str, ...]:

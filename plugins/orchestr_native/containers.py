@@ -22,7 +22,7 @@ import anyio
 
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
-from orchestr.model import L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, State
+from orchestr.model import L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, Port, State
 
 from .steps import Steps
 
@@ -110,6 +110,8 @@ class Containers:
             exit_code=None if running or status is State.CREATED else exit_code,
             pid=(state.get("init") or {}).get("pid") if running else None,
             ip=(config.get("net") or {}).get("ip"), oom_killed=bool(state.get("oom_killed")),
+            ports=tuple(Port(p["container_port"], p["host_port"], p["protocol"], p["host_ip"])
+                        for p in (config.get("net") or {}).get("ports") or ()),
             created_at=config["created_at"],
             started_at=state.get("started_at"), finished_at=None if running else state.get("finished_at"),
         )

@@ -51,6 +51,7 @@ class Network:
         owner = str(self.containers / id)
         with self._locked():
             self._sweep()
+            ports.pick_free(published)
             ports.check(published, owner)
             bridge = self.bridge(spec.namespace)
             record = self._bridge(bridge, spec.namespace)

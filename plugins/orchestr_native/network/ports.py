@@ -21,23 +21,40 @@ DIR = "/run/orchestr/ports"
 
 
 def published(ports: Iterable[Port]) -> list[dict]:
-    """The ports that publish a host port, as records, checked for what the rules can express."""
+    """The ports to publish, as records, checked for what the rules can express. A port without a host port
+    gets one picked at attach (pick_free), as Docker does for `-p CONTAINERPORT`."""
     out = []
     for p in ports:
-        if p.host_port is None:
-            continue  # documents the container's port, publishes nothing
         protocol = str(p.protocol).lower()
+        where = f"port {p.host_port or p.container_port}/{p.protocol}"
         if protocol not in ("tcp", "udp"):
-            raise RuntimeFailure(f"port {p.host_port}/{p.protocol}: the protocol must be tcp or udp")
+            raise RuntimeFailure(f"{where}: the protocol must be tcp or udp")
         host_ip = "0.0.0.0" if p.host_ip in ("", "::") else p.host_ip
         try:
             ipaddress.IPv4Address(host_ip)
         except ValueError:
-            where = f"port {p.host_port}/{protocol}"
             raise RuntimeFailure(f"{where}: host IP {p.host_ip!r} is not an IPv4 address") from None
         out.append({"host_ip": host_ip, "host_port": p.host_port, "container_port": p.container_port,
                     "protocol": protocol})
     return out
+
+
+def pick_free(ports: list[dict]) -> None:
+    """Gives each port without a host port one that nothing on the host binds and no container claims: one
+    the kernel would hand out for a bind to port 0. Called under the network lock."""
+    for p in ports:
+        tries = 0
+        while p["host_port"] is None:
+            kind = socket.SOCK_STREAM if p["protocol"] == "tcp" else socket.SOCK_DGRAM
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.bind((p["host_ip"], 0))
+                port = s.getsockname()[1]
+            if _holder(_claim({**p, "host_port": port})) is None and not any(
+                    q is not p and (q["protocol"], q["host_port"]) == (p["protocol"], port) for q in ports):
+                p["host_port"] = port
+            tries += 1
+            if tries > 100:
+                raise RuntimeFailure(f"port {p['container_port']}/{p['protocol']}: no free host port found")
 
 
 def check(ports: list[dict], owner: str) -> None:
