@@ -388,6 +388,15 @@ def test_run_interactive_gives_the_container_this_standard_input(ns, state_dir):
     assert (fed.returncode, fed.stdout, fed.stderr) == (0, "to the container\ndone\n", "")
     unfed = subprocess.run(argv, input="not for it\n", capture_output=True, text=True, env=_env(state_dir), timeout=60)
     assert (unfed.returncode, unfed.stdout) == (0, "done\n")  # without -i, stdin is /dev/null
+    # the container reads a pipe the command fills, never the caller's own file: it cannot write to that
+    source = Path(state_dir).parent / f"{ns}-stdin.txt"
+    source.write_text("host data\n")
+    with source.open() as stdin:
+        probe = subprocess.run([ORCHESTR, "run", "--rm", "-i", "--network", "none", "-n", ns, TEST_IMAGE, "sh",
+                                "-c", "cat; readlink /proc/self/fd/0; echo overwritten 2>/dev/null > /proc/self/fd/0"],
+                               stdin=stdin, capture_output=True, text=True, env=_env(state_dir), timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.startswith("host data\npipe:[") and source.read_text() == "host data\n"
     detached = orc("run", "-d", "-i", "-n", ns, TEST_IMAGE, "sh", state_dir=state_dir)
     assert detached.returncode != 0 and "run -d takes no -i or -t" in detached.stderr
     assert detached.stderr.count("\n") == 1 and records(state_dir) == []
@@ -431,6 +440,12 @@ def test_run_with_a_terminal_relays_it_keys_size_and_exit_code(ns, state_dir):
         os.close(master)
         if run.poll() is None:
             run.kill()
+    assert records(state_dir) == []
+    # input that ends reaches the terminal's end-of-file: `cat` there ends, and so does the run
+    piped = subprocess.run([ORCHESTR, "run", "--rm", "-it", "--network", "none", "-n", ns, TEST_IMAGE, "cat"],
+                           input="through the terminal\n", capture_output=True, text=True, env=_env(state_dir),
+                           timeout=60)
+    assert piped.returncode == 0 and "through the terminal" in piped.stdout, piped.stderr
     assert records(state_dir) == []
 
 

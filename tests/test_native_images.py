@@ -254,12 +254,15 @@ async def test_a_layer_whose_files_cannot_give_its_tar_back_keeps_its_blob(runti
     twice = mkimage.Layer().file("etc/motd", "first\n").file("etc/motd", "second\n")
     # a file, then its directory replaced by a symlink
     replaced = mkimage.Layer().dir("app").file("app/run", "run\n").symlink("app", "elsewhere")
+    # a file deeper than one open() reaches
+    deep = "/".join(f"{i:02d}" + "d" * 238 for i in range(14))
+    far = mkimage.Layer().file(f"{deep}/far", "far\n")
     archive = tmp_path / "odd.tar"
-    mkimage.write_docker_archive(archive, [mkimage.busybox_layer().bytes(), twice.bytes(), replaced.bytes()],
-                                 ["orchestr-test/odd:1"])
+    mkimage.write_docker_archive(
+        archive, [mkimage.busybox_layer().bytes(), twice.bytes(), replaced.bytes(), far.bytes()], ["orchestr-test/odd:1"])
     [image] = await runtime.import_image(archive)
     diff_ids = archive_config(archive)["rootfs"]["diff_ids"]
-    assert [runtime.store.blob_path(d).is_file() for d in diff_ids] == [False, True, True]
+    assert [runtime.store.blob_path(d).is_file() for d in diff_ids] == [False, True, True, True]
     assert (runtime.store.layer_paths("orchestr-test/odd:1")[1] / "etc/motd").read_text() == "second\n"
     out = tmp_path / "odd-layout.tar"
     await runtime.export_image("orchestr-test/odd:1", out)

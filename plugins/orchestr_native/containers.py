@@ -550,10 +550,11 @@ class Containers:
                 terminal = self._start(config, attach=True, winsize=_winsize(stdin))
                 _relay(terminal, stdin, output)
             else:
-                self._start(config, stdin)
-                if output is not None:
-                    for line in steps.stream_blocking(self._log_steps(container.id, True, None)):
-                        output(line)
+                with _feeding(stdin) as pipe:
+                    self._start(config, pipe)
+                    if output is not None:
+                        for line in steps.stream_blocking(self._log_steps(container.id, True, None)):
+                            output(line)
             code = steps.drive_blocking(self._wait_steps(container.id))
             return self._view(*self._load(container.id)), code
         finally:
@@ -592,9 +593,51 @@ def _winsize(fd: int | None) -> list[int] | None:
     return [size.lines, size.columns]
 
 
+@contextlib.contextmanager
+def _feeding(stdin: int | None) -> Iterator[int | None]:
+    """The read end of a pipe that a thread fills from stdin, for the container's standard input; None for
+    None. The container never holds the caller's own file: through /proc/self/fd/0 it could reopen it for
+    writing, and a terminal would stay readable to it after the run."""
+    if stdin is None:
+        yield None
+        return
+    import select
+    import threading
+
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
+
+    def feed() -> None:
+        try:
+            while stop_r not in select.select([stdin, stop_r], [], [])[0]:
+                data = os.read(stdin, 65536)
+                if not data:
+                    return
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(write_end, view):]
+        except OSError:  # EPIPE: the container is gone, or closed its stdin
+            return
+        finally:
+            os.close(write_end)
+
+    feeder = threading.Thread(target=feed, name="orchestr-stdin", daemon=True)
+    feeder.start()
+    try:
+        yield read_end
+    finally:
+        os.close(read_end)  # the supervisor and the container hold their own copies
+        os.write(stop_w, b"x")
+        feeder.join(timeout=5)
+        os.close(stop_r)
+        os.close(stop_w)
+
+
 def _relay(terminal: int, stdin: int | None, output: Callable[[LogLine], None] | None) -> None:
     """Copies stdin to the container's terminal and the terminal's output to output, until the container
-    has closed it; follows stdin's window size meanwhile. Closes terminal."""
+    has closed it; follows stdin's window size meanwhile. Input waits in a queue while the terminal takes
+    none, so a container that neither reads nor has its output read cannot stall the relay. The end of
+    stdin is passed on as the terminal's end-of-file character. Closes terminal."""
     import select
 
     def resized(*_) -> None:
@@ -603,21 +646,33 @@ def _relay(terminal: int, stdin: int | None, output: Callable[[LogLine], None] |
 
     watching = stdin is not None and os.isatty(stdin)
     previous = signals.signal(signals.SIGWINCH, resized) if watching else None
-    sources = [terminal] + ([stdin] if stdin is not None else [])
+    os.set_blocking(terminal, False)
+    pending = b""
+    reading = stdin is not None
     try:
         while True:
-            ready = select.select(sources, [], [])[0]
-            if stdin in ready:
-                data = os.read(stdin, 65536)
+            sources = [terminal] + ([stdin] if reading and len(pending) < (1 << 20) else [])
+            ready, writable, _ = select.select(sources, [terminal] if pending else [], [])
+            if terminal in writable:
+                try:
+                    pending = pending[os.write(terminal, pending):]
+                except BlockingIOError:
+                    pass
+            if reading and stdin in ready:
+                try:
+                    data = os.read(stdin, 65536)
+                except OSError:
+                    data = b""
                 if data:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(terminal, view):]
-                else:
-                    sources.remove(stdin)  # the end of input: the container reads on until it ends itself
+                    pending += data
+                else:  # the end of input: end-of-file for whatever reads the terminal, as a typed ^D is
+                    pending += termios.tcgetattr(terminal)[6][termios.VEOF]
+                    reading = False
             if terminal in ready:
                 try:
                     data = os.read(terminal, 65536)
+                except BlockingIOError:
+                    continue
                 except OSError:
                     data = b""  # EIO: every process of the container has closed it
                 if not data:

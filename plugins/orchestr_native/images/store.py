@@ -147,10 +147,6 @@ def _hash_fd(fd: int, offset: int, size: int):  # type: ignore[no-untyped-def]
     return sha
 
 
-def _hash_region(fd: int, offset: int, size: int) -> str:
-    return f"sha256:{_hash_fd(fd, offset, size).hexdigest()}"
-
-
 def _file_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -333,50 +329,42 @@ class ImageStore:
 
     async def add_layer_region(self, fd: int, offset: int, size: int, diff_id: str, what: str) -> bool:
         """Unpacks the uncompressed layer tar at [offset, offset + size) of fd (an image archive) into
-        layers/<diff-id> while its digest is checked, and keeps the layer's tar-split instead of a copy of the
-        tar: the blob is then given back by the layer's files (half the writing, half the disk). A layer whose
-        files cannot give it back gets a blob copied from the region. False, with nothing changed, when the
-        layer is there already but its blob is not: add_layer is for that."""
+        layers/<diff-id>, hashing exactly the bytes it unpacks, and keeps the layer's tar-split instead of a
+        copy of the tar: the blob is then given back by the layer's files (half the writing, half the disk).
+        A layer whose files cannot give it back gets its blob copied from the region and checked. False, with
+        nothing changed, when this cannot be done (the layer is there already but its blob is not, or the
+        layer has sparse files): add_layer is for that."""
+        from . import unpack
+
         async with self.locks.hold(f"blob-{hex_of(diff_id)}"), self.locks.hold(f"layer-{hex_of(diff_id)}"):
             if self.has_layer(diff_id):
                 return self.has_blob(diff_id)
-            done: dict[str, object] = {}
-
-            async def unpack() -> None:
-                done["layer"] = await anyio.to_thread.run_sync(self._unpack_region, fd, offset, size, diff_id, what)
-
-            async def check() -> None:
-                got = await anyio.to_thread.run_sync(_hash_region, fd, offset, size)
-                if got != diff_id:
-                    raise RuntimeFailure(f"{what}: content is {got}, expected {diff_id}; refused")
-
+            tmp = self._new_layer_dir(diff_id)
             try:
-                await _checked(unpack, check)
-                tmp, split = done["layer"]  # type: ignore[misc]
+                try:
+                    split = await anyio.to_thread.run_sync(unpack.unpack_region, fd, offset, size, diff_id,
+                                                           tmp / "diff", what)
+                except unpack.Unsplittable:
+                    return False
+                (tmp / "size").write_text(str(size))
                 if split is None:
-                    writer = self.blob_writer(diff_id, what)
-                    writer.copy_range(fd, offset, size)
-                    await anyio.to_thread.run_sync(writer.commit)
+                    await anyio.to_thread.run_sync(self._copy_blob, fd, offset, size, diff_id, what)
                 else:
                     (tmp / SPLIT).write_bytes(split)
                 os.rename(tmp, self.layer_dir(diff_id))
             finally:
-                layer = done.get("layer")
-                if layer and layer[0].exists():  # type: ignore[index]
-                    shutil.rmtree(layer[0], ignore_errors=True)  # type: ignore[index]
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
         return True
 
-    def _unpack_region(self, fd: int, offset: int, size: int, diff_id: str, what: str) -> tuple[Path, bytes | None]:
-        tmp = self._new_layer_dir(diff_id)
+    def _copy_blob(self, fd: int, offset: int, size: int, digest: str, what: str) -> None:
+        """Stores [offset, offset + size) of fd as the blob digest, checked (a file may change under us)."""
+        writer = self.blob_writer(digest, what)
         try:
-            from . import unpack
-
-            split = unpack.unpack_region(fd, offset, size, tmp / "diff", what)
-            (tmp / "size").write_text(str(size))
-            return tmp, split
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            writer.copy_range(fd, offset, size)
+            writer.commit()
+        finally:
+            writer.abort()
 
     def _new_layer_dir(self, diff_id: str) -> Path:
         final = self.layer_dir(diff_id)

@@ -153,36 +153,56 @@ def unpack(blob: Path, blob_digest: str, diff_id: str, dest: Path, what: str) ->
             os.close(root)
 
 
-def unpack_region(fd: int, offset: int, size: int, dest: Path, what: str) -> bytes | None:
-    """Extract the uncompressed layer tar at [offset, offset + size) of fd into the empty directory dest,
-    copying file data in the kernel. The caller checks the digest of the region.
+def unpack_region(fd: int, offset: int, size: int, diff_id: str, dest: Path, what: str) -> bytes | None:
+    """Extract the uncompressed layer tar at [offset, offset + size) of fd into the empty directory dest, in
+    one pass that hashes every byte it reads: the layer is made of exactly the bytes that match diff_id,
+    whatever happens to the file meanwhile. Raises when they do not match.
 
     Returns the layer's tar-split: what, with the files now in dest, gives the tar back byte for byte (the
     headers, padding and end blocks, and where each file's data goes), so no copy of the tar need be kept;
     None when the files cannot give it back (an entry later replaces a file whose data it would need).
+    Raises Unsplittable for a layer this pass cannot read (sparse files): unpack a stored blob then.
     """
+    reader = _SplitReader(fd, offset, size)
     root = os.open(dest, _DIR_FLAGS)
     try:
-        with _open_tar(_Region(fd, offset, size), "r:", what) as tar:
+        with _open_tar(reader, "r:", what) as tar:
 
             def copy(m: tarfile.TarInfo, out: int) -> None:
                 if m.issparse():
-                    _copy_stream(tar, m, out)
-                else:
-                    _copy_range(fd, offset + m.offset_data, m.size, out)
+                    raise Unsplittable(f"{what}: entry {m.name!r} is a sparse file")
+                reader.file_data(m, out, "/".join(_clean(m.name, what)))
 
             _Extractor(root, what, copy, tar).run()
             members = list(tar.members)
+        reader.finish()
     finally:
         os.close(root)
-    return _tar_split(fd, offset, size, members, what)
+    if reader.digest != diff_id:
+        raise RuntimeFailure(f"{what}: content is {reader.digest}, expected {diff_id}; refused")
+    index = {id(m): i for i, m in enumerate(members)}
+    refs = [(path, index[id(m)]) for m, path in reader.files]
+    if any(len(path.encode("utf-8", "surrogateescape")) > MAX_SPLIT_PATH for path, _ in refs):
+        return None
+    return reader.split() if _files_stay(members, refs, what) else None
 
 
-class _Region(io.RawIOBase):
-    """A read-only file over [offset, offset + size) of fd, read with pread (the fd's position stays)."""
+class Unsplittable(Exception):
+    """A layer unpack_region cannot take in one pass."""
+
+
+class _SplitReader(io.RawIOBase):
+    """[offset, offset + size) of fd, read forward only, all of it hashed; tarfile reads the headers through
+    it, file_data copies each file's data to its file. Every byte that is not file data is kept for the
+    tar-split, with a reference to the file for each one's data."""
 
     def __init__(self, fd: int, offset: int, size: int) -> None:
         self.fd, self.offset, self.size, self.pos = fd, offset, size, 0
+        self.sha = hashlib.sha256()
+        self.raw = bytearray()  # kept since the last file's data
+        self.records: list[bytes] = [SPLIT_MAGIC, struct.pack("<Q", size)]
+        self.files: list[tuple[tarfile.TarInfo, str]] = []  # each member whose data went to a file, and where
+        self._buf = bytearray(CHUNK)
 
     def readable(self) -> bool:
         return True
@@ -194,47 +214,78 @@ class _Region(io.RawIOBase):
         return self.pos
 
     def seek(self, pos: int, whence: int = 0) -> int:
-        self.pos = max(0, pos if whence == 0 else self.pos + pos if whence == 1 else self.size + pos)
+        target = pos if whence == 0 else self.pos + pos if whence == 1 else self.size + pos
+        if target < self.pos:
+            raise Unsplittable(f"a backward seek in a layer ({self.pos} -> {target})")
+        while self.pos < target and self._take(target - self.pos, keep=True):
+            pass
         return self.pos
 
     def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
-        n = max(0, min(len(b), self.size - self.pos))
-        got = os.preadv(self.fd, [memoryview(b)[:n]], self.offset + self.pos) if n else 0
+        data = self._take(len(b), keep=True)
+        b[:len(data)] = data
+        return len(data)
+
+    def _take(self, n: int, keep: bool) -> memoryview:
+        n = max(0, min(n, self.size - self.pos, len(self._buf)))
+        got = os.preadv(self.fd, [memoryview(self._buf)[:n]], self.offset + self.pos) if n else 0
+        data = memoryview(self._buf)[:got]
+        self.sha.update(data)
+        if keep:
+            self.raw += data
         self.pos += got
-        return got
+        return data
+
+    def file_data(self, m: tarfile.TarInfo, out: int, path: str) -> None:
+        """Copies member m's data, which starts here, to out; the tar-split refers to path for it."""
+        if self.pos != m.offset_data:
+            raise Unsplittable(f"entry {m.name!r}: its data is not where the reader is")
+        self._flush_raw()
+        name = path.encode("utf-8", "surrogateescape")
+        self.records += [_FILE, struct.pack("<QH", m.size, len(name) & 0xFFFF), name]
+        self.files.append((m, path))
+        left = m.size
+        while left:
+            data = self._take(left, keep=False)
+            if not data:
+                raise RuntimeFailure(f"entry {m.name!r}: the layer ends inside its data")
+            view = data
+            while view:
+                view = view[os.write(out, view):]
+            left -= len(data)
+
+    def finish(self) -> None:
+        """Reads, hashes and keeps the rest (the end blocks and whatever follows)."""
+        while self._take(self.size - self.pos, keep=True):
+            pass
+        self._flush_raw()
+
+    def _flush_raw(self) -> None:
+        if self.raw:
+            self.records += [_RAW, struct.pack("<Q", len(self.raw)), bytes(self.raw)]
+            self.raw = bytearray()
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self.sha.hexdigest()}"
+
+    def split(self) -> bytes:
+        return zlib.compress(b"".join(self.records), 1)
 
 
 SPLIT_MAGIC = b"orchestr tar-split 1\n"
 _RAW, _FILE = b"R", b"F"
+MAX_SPLIT_PATH = 3072  # a file's path as one open() can take it (PATH_MAX is 4096 with the layer's own)
 
 
-def _tar_split(fd: int, offset: int, size: int, members: list[tarfile.TarInfo], what: str) -> bytes | None:
-    refs = [(m.offset_data, m.size, "/".join(_clean(m.name, what)), i) for i, m in enumerate(members)
-            if m.isreg() and not m.issparse() and m.size > 0]
-    if not _files_stay(members, refs, what):
-        return None
-    out, pos = [SPLIT_MAGIC, struct.pack("<Q", size)], 0
-    for start, length, path, _ in refs:
-        if start > pos:
-            raw = os.pread(fd, start - pos, offset + pos)
-            out += [_RAW, struct.pack("<Q", len(raw)), raw]
-        name = path.encode("utf-8", "surrogateescape")
-        out += [_FILE, struct.pack("<QH", length, len(name)), name]
-        pos = start + length
-    if pos < size:
-        raw = os.pread(fd, size - pos, offset + pos)
-        out += [_RAW, struct.pack("<Q", len(raw)), raw]
-    return zlib.compress(b"".join(out), 1)
-
-
-def _files_stay(members: list[tarfile.TarInfo], refs: list[tuple[int, int, str, int]], what: str) -> bool:
-    """Whether every file the tar-split refers to is, after extraction, what its entry wrote: no later entry
-    (or whiteout) is at its path, nor a non-directory at one of its parents."""
-    first = {path: i for _, _, path, i in refs}
+def _files_stay(members: list[tarfile.TarInfo], refs: list[tuple[str, int]], what: str) -> bool:
+    """Whether every file the tar-split refers to (path, index of its member) is, after extraction, what its
+    entry wrote: no later entry (or whiteout) is at its path, nor a non-directory at one of its parents."""
+    first = {path: i for path, i in refs}
     if len(first) != len(refs):
         return False
     under: dict[str, int] = {}  # a parent directory -> the first entry of a file under it
-    for _, _, path, i in refs:
+    for path, i in refs:
         parts = path.split("/")[:-1]
         for n in range(1, len(parts) + 1):
             parent = "/".join(parts[:n])

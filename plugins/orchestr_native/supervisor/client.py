@@ -64,6 +64,8 @@ class SupervisorClient:
                 while not data.endswith(b"\n"):
                     chunk, got, _, _ = socket.recv_fds(s, 65536, 1)
                     received += got
+                    for fd in got:  # recv_fds takes no MSG_CMSG_CLOEXEC: no child may inherit them
+                        os.set_inheritable(fd, False)
                     if not chunk:
                         raise EOFError(f"the supervisor closed the connection; see {self.root}/supervisor.log")
                     data += chunk
@@ -71,7 +73,12 @@ class SupervisorClient:
                 for fd in received:
                     os.close(fd)
                 raise
-        reply = json.loads(data)
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            for fd in received:
+                os.close(fd)
+            raise EOFError(f"the supervisor answered garbage; see {self.root}/supervisor.log") from None
         if received:
             reply["fd"] = received[0]
             for fd in received[1:]:

@@ -88,6 +88,8 @@ class Supervisor:
                 while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
                     chunk, got, _, _ = socket.recv_fds(conn, 4096, 4)
                     fds += got
+                    for fd in got:  # recv_fds takes no MSG_CMSG_CLOEXEC: no container may inherit them
+                        os.set_inheritable(fd, False)
                     if not chunk:
                         break
                     data += chunk
@@ -119,7 +121,13 @@ class Supervisor:
                 return {"pid": self.monitors[directory].pid}, False, None
             monitor = Monitor(directory, self.me, self.own_pidns)
             stdin = fds[0] if request.get("stdin") and fds else None
-            if error := monitor.start(stdin, request.get("attach", False), request.get("winsize")):
+            try:
+                error = monitor.start(stdin, request.get("attach", False), request.get("winsize"))
+            except BaseException:
+                if monitor.terminal is not None:
+                    os.close(monitor.terminal)
+                raise
+            if error:
                 monitor.close()
                 return {"error": error}, False, None
             self.monitors[directory] = monitor
