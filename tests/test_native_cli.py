@@ -446,6 +446,9 @@ def test_run_with_a_terminal_relays_it_keys_size_and_exit_code(ns, state_dir):
                            input="through the terminal\n", capture_output=True, text=True, env=_env(state_dir),
                            timeout=60)
     assert piped.returncode == 0 and "through the terminal" in piped.stdout, piped.stderr
+    partial = subprocess.run([ORCHESTR, "run", "--rm", "-it", "--network", "none", "-n", ns, TEST_IMAGE, "cat"],
+                             input="no newline", capture_output=True, text=True, env=_env(state_dir), timeout=60)
+    assert partial.returncode == 0 and "no newline" in partial.stdout, partial.stderr
     assert records(state_dir) == []
 
 

@@ -549,13 +549,14 @@ class Containers:
             if spec.tty:
                 terminal = self._start(config, attach=True, winsize=_winsize(stdin))
                 _relay(terminal, stdin, output)
+                code = steps.drive_blocking(self._wait_steps(container.id))
             else:
-                with _feeding(stdin) as pipe:
+                with _feeding(stdin) as pipe:  # fed until the container has ended
                     self._start(config, pipe)
                     if output is not None:
                         for line in steps.stream_blocking(self._log_steps(container.id, True, None)):
                             output(line)
-            code = steps.drive_blocking(self._wait_steps(container.id))
+                    code = steps.drive_blocking(self._wait_steps(container.id))
             return self._view(*self._load(container.id)), code
         finally:
             if remove:
@@ -608,8 +609,11 @@ def _feeding(stdin: int | None) -> Iterator[int | None]:
     stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
 
     def feed() -> None:
+        poller = select.poll()
+        poller.register(stdin, select.POLLIN)
+        poller.register(stop_r, select.POLLIN)
         try:
-            while stop_r not in select.select([stdin, stop_r], [], [])[0]:
+            while stop_r not in {fd for fd, _ in poller.poll()}:
                 data = os.read(stdin, 65536)
                 if not data:
                     return
@@ -620,16 +624,17 @@ def _feeding(stdin: int | None) -> Iterator[int | None]:
             return
         finally:
             os.close(write_end)
+            os.close(stop_r)
 
     feeder = threading.Thread(target=feed, name="orchestr-stdin", daemon=True)
     feeder.start()
     try:
         yield read_end
     finally:
-        os.close(read_end)  # the supervisor and the container hold their own copies
-        os.write(stop_w, b"x")
+        os.close(read_end)  # the container's copies are gone with it: a write blocked on a full pipe ends
+        with contextlib.suppress(BrokenPipeError):  # the feeder has ended already, at the end of stdin
+            os.write(stop_w, b"x")
         feeder.join(timeout=5)
-        os.close(stop_r)
         os.close(stop_w)
 
 
@@ -637,7 +642,8 @@ def _relay(terminal: int, stdin: int | None, output: Callable[[LogLine], None] |
     """Copies stdin to the container's terminal and the terminal's output to output, until the container
     has closed it; follows stdin's window size meanwhile. Input waits in a queue while the terminal takes
     none, so a container that neither reads nor has its output read cannot stall the relay. The end of
-    stdin is passed on as the terminal's end-of-file character. Closes terminal."""
+    stdin is passed on as the terminal's end-of-file character (twice after a partial line, as typing it
+    would need). Closes terminal."""
     import select
 
     def resized(*_) -> None:
@@ -647,28 +653,35 @@ def _relay(terminal: int, stdin: int | None, output: Callable[[LogLine], None] |
     watching = stdin is not None and os.isatty(stdin)
     previous = signals.signal(signals.SIGWINCH, resized) if watching else None
     os.set_blocking(terminal, False)
-    pending = b""
+    pending, last = b"", b"\n"
     reading = stdin is not None
+    poller = select.poll()
     try:
         while True:
-            sources = [terminal] + ([stdin] if reading and len(pending) < (1 << 20) else [])
-            ready, writable, _ = select.select(sources, [terminal] if pending else [], [])
-            if terminal in writable:
+            room = len(pending) < (1 << 20)  # past that, stdin waits until the terminal takes some
+            poller.register(terminal, select.POLLIN | (select.POLLOUT if pending else 0))
+            if reading:
+                poller.register(stdin, select.POLLIN if room else 0)
+            events = dict(poller.poll())
+            if events.get(terminal, 0) & select.POLLOUT:
                 try:
                     pending = pending[os.write(terminal, pending):]
                 except BlockingIOError:
                     pass
-            if reading and stdin in ready:
+            if reading and room and events.get(stdin, 0):
                 try:
                     data = os.read(stdin, 65536)
                 except OSError:
                     data = b""
                 if data:
-                    pending += data
-                else:  # the end of input: end-of-file for whatever reads the terminal, as a typed ^D is
-                    pending += termios.tcgetattr(terminal)[6][termios.VEOF]
+                    pending, last = pending + data, data[-1:]
+                else:  # the end of input: end-of-file for whatever reads the terminal
                     reading = False
-            if terminal in ready:
+                    poller.unregister(stdin)
+                    eof = termios.tcgetattr(terminal)[6][termios.VEOF]
+                    if eof != b"\0":
+                        pending += eof if last in (b"\n", eof) else eof * 2
+            if events.get(terminal, 0) & (select.POLLIN | select.POLLHUP | select.POLLERR):
                 try:
                     data = os.read(terminal, 65536)
                 except BlockingIOError:

@@ -222,9 +222,13 @@ class _SplitReader(io.RawIOBase):
         return self.pos
 
     def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
-        data = self._take(len(b), keep=True)
-        b[:len(data)] = data
-        return len(data)
+        """Fills b whole unless the region ends: tarfile reads an extended header with one read() and takes
+        what comes back as all of it."""
+        view, filled = memoryview(b), 0
+        while filled < len(view) and (data := self._take(len(view) - filled, keep=True)):
+            view[filled:filled + len(data)] = data
+            filled += len(data)
+        return filled
 
     def _take(self, n: int, keep: bool) -> memoryview:
         n = max(0, min(n, self.size - self.pos, len(self._buf)))
