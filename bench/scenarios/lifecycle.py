@@ -50,7 +50,7 @@ def run(ctx: Context) -> list[dict]:
     groups = compare("one `true` container", contenders, repeat=repeat, warmup=warmup)
     medians = {s["tool"]: (s["summary"] or {}).get("median") for s in groups[0]["series"]}
     if medians.get(LIB) and medians.get(LIB_BRIDGE):
-        added = (medians[LIB_BRIDGE] - medians[LIB]) * 1000
+        added = round((medians[LIB_BRIDGE] - medians[LIB]) * 1000, 1) + 0.0  # + 0.0: no "-0.0"
         met = "met" if added <= BRIDGE_GOAL_MS else "NOT MET"
         ctx.note(f"The bridge network adds {added:.1f} ms to the library lifecycle's median (goal: at most "
                  f"{BRIDGE_GOAL_MS:g} ms: {met}). Another container of the namespace keeps its bridge up meanwhile, "
