@@ -271,6 +271,34 @@ async def test_a_layer_whose_files_cannot_give_its_tar_back_keeps_its_blob(runti
 
 
 @pytest.mark.anyio
+async def test_a_layer_with_a_sparse_file_imports_through_its_stored_blob(runtime, tmp_path):
+    """GNU tar's sparse members cannot be read in the one forward pass: such a layer keeps its tar."""
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    with open(root / "data" / "holes", "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(4 << 20)
+        f.write(b"middle")
+    layer = tmp_path / "layer.tar"
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-C", str(root), "-cf", str(layer), "data"], check=True)
+    with tarfile.open(layer) as tar:
+        assert any(m.issparse() for m in tar)
+    archive = tmp_path / "sparse.tar"
+    mkimage.write_docker_archive(archive, [mkimage.busybox_layer().bytes(), layer.read_bytes()],
+                                 ["orchestr-test/sparse:1"])
+    [image] = await runtime.import_image(archive)
+    diff_id = archive_config(archive)["rootfs"]["diff_ids"][1]
+    assert runtime.store.blob_path(diff_id).is_file()
+    holes = runtime.store.layer_paths("orchestr-test/sparse:1")[1] / "data" / "holes"
+    data = holes.read_bytes()
+    assert len(data) == 8 << 20 and data[4 << 20:(4 << 20) + 6] == b"middle" and not any(data[:4 << 20])
+    out = tmp_path / "sparse-layout.tar"
+    await runtime.export_image("orchestr-test/sparse:1", out)
+    [again] = await NativeRuntime(Config(state_dir=tmp_path / "again")).import_image(out)
+    assert (again.id, again.digest) == (image.id, image.digest)
+
+
+@pytest.mark.anyio
 async def test_import_an_oci_layout_written_by_skopeo(runtime, busybox_archive, tmp_path):
     layout = tmp_path / "oci.tar"
     subprocess.run(["skopeo", "copy", "--quiet", f"docker-archive:{busybox_archive}",
