@@ -219,6 +219,17 @@ async def test_the_seccomp_filter_refuses_what_capabilities_allow_unless_unconfi
     await native.delete(c.id, force=True)
 
 
+@pytest.mark.anyio
+async def test_an_older_supervisor_cannot_take_a_standard_input_and_says_so(native, namespace, monkeypatch):
+    c = await native.create(spec(namespace, "old-0", "cat"))
+    config, _ = native._load(c.id)
+    # what a supervisor from before -i and -t answers: it would have ignored the passed descriptor
+    monkeypatch.setattr(native._supervisor, "request", lambda message, timeout=60.0, fds=(): {"pid": 1})
+    with pytest.raises(RuntimeFailure, match="supervisor is older than orchestr"):
+        native._start(config, stdin=0)
+    assert native._start(config) is None  # a plain start asks nothing new of it
+
+
 def test_the_seccomp_program_jumps_inside_itself_and_ends_in_returns():
     from orchestr_native.process import seccomp
 

@@ -250,6 +250,11 @@ class Containers:
             raise RuntimeFailure(f"container {config['name']}: the supervisor failed: {e}") from None
         if "error" in reply:
             raise RuntimeFailure(f"container {config['name']}: {reply['error']}")
+        if (stdin is not None or attach) and not reply.get("io"):
+            # a supervisor from before -i and -t, still looking after containers an older orchestr started
+            raise RuntimeFailure(f"container {config['name']}: this state dir's supervisor is older than orchestr "
+                                 "and cannot pass a standard input or a terminal; it exits once it supervises "
+                                 "nothing for a minute")
         return reply.get("fd")
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:

@@ -132,7 +132,7 @@ class Supervisor:
                 return {"error": error}, False, None
             self.monitors[directory] = monitor
             terminal, monitor.terminal = monitor.terminal, None
-            return {"pid": monitor.pid}, False, terminal
+            return {"pid": monitor.pid, "io": True}, False, terminal  # io: takes stdin, gives terminals
         if op == "cancel-restart":
             monitor = self.monitors.get(request["dir"])
             if monitor is not None and monitor.phase == "backoff":
