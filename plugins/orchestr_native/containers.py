@@ -24,8 +24,6 @@ from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
 from orchestr.model import L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, Port, State
 
-from .steps import Steps
-
 from . import cgroups, logs, steps
 from .process import linux
 from .supervisor import records
@@ -218,7 +216,7 @@ class Containers:
     async def start(self, id: str) -> None:
         await steps.drive(self._start_steps(id))
 
-    def _start_steps(self, id: str) -> Steps[None]:
+    def _start_steps(self, id: str) -> steps.Steps[None]:
         config, state = self._load(id)
         if _supervised(state):
             if not (self._dir / id / records.STOP).exists():
@@ -260,7 +258,7 @@ class Containers:
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
         await steps.drive(self._stop_steps(id, signal, timeout))
 
-    def _stop_steps(self, id: str, signal: str, timeout: float) -> Steps[None]:
+    def _stop_steps(self, id: str, signal: str, timeout: float) -> steps.Steps[None]:
         config, state = self._load(id)
         if not _supervised(state):
             if state.get("supervised"):  # its supervisor died: what it left runs on unless ended here
@@ -283,7 +281,7 @@ class Containers:
         if not (yield from self._wait_unsupervised(id, 30.0)):
             raise RuntimeFailure(f"container {config['name']}: the supervisor did not record its end after the stop")
 
-    def _wait_unsupervised(self, id: str, timeout: float) -> Steps[bool]:
+    def _wait_unsupervised(self, id: str, timeout: float) -> steps.Steps[bool]:
         """Waits until the supervisor has recorded the container's end for good; False on timeout."""
         deadline = time.monotonic() + timeout
         for delay in _polls():
@@ -298,7 +296,7 @@ class Containers:
     async def delete(self, id: str, *, force: bool = False) -> None:
         await steps.drive(self._delete_steps(id, force))
 
-    def _delete_steps(self, id: str, force: bool) -> Steps[None]:
+    def _delete_steps(self, id: str, force: bool) -> steps.Steps[None]:
         config, state = self._load(id)
         current = self._view(config, state).state
         if current in (State.RUNNING, State.PAUSED) and not force:
@@ -355,7 +353,7 @@ class Containers:
     async def wait(self, id: str) -> int:
         return await steps.drive(self._wait_steps(id))
 
-    def _wait_steps(self, id: str) -> Steps[int]:
+    def _wait_steps(self, id: str) -> steps.Steps[int]:
         first = self._view(*self._load(id))
         if first.state is State.EXITED:
             return first.exit_code if first.exit_code is not None else UNKNOWN_EXIT
@@ -399,7 +397,7 @@ class Containers:
     def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
         return steps.stream(self._log_steps(id, follow, tail))
 
-    def _log_steps(self, id: str, follow: bool, tail: int | None) -> Steps[None]:
+    def _log_steps(self, id: str, follow: bool, tail: int | None) -> steps.Steps[None]:
         """Yields the container's LogLines; when following, until it has ended and its output is all read."""
         self._load(id)
         path = str(self._dir / id / logs.FILE)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -59,21 +58,14 @@ class BlobWriter:
 
     def copy_range(self, src: int, offset: int, size: int) -> int:
         """Appends size bytes of the file src from offset, in the kernel; returns how many there were."""
+        from . import unpack
+
         self.file.flush()
-        dst, start = self.file.fileno(), self.size
         self._copied = True
-        while size > 0:
-            try:
-                n = os.copy_file_range(src, dst, size, offset)
-            except OSError as e:  # across filesystems on old kernels, or a filesystem that cannot
-                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                n = os.write(dst, os.pread(src, min(size, 1 << 20), offset))
-            if n == 0:
-                break
-            offset, size, self.size = offset + n, size - n, self.size + n
+        copied = unpack.copy_file_data(src, offset, size, self.file.fileno())
+        self.size += copied
         self.file.seek(self.size)
-        return self.size - start
+        return copied
 
     def reset(self) -> None:
         """Start over, after a download broke off."""
@@ -133,17 +125,13 @@ async def _checked(unpack: Callable[[], Awaitable[None]], *checks: Callable[[], 
 
 
 def _hash_file(path: Path, size: int):  # type: ignore[no-untyped-def]
-    with open(path, "rb", buffering=0) as f:
-        return _hash_fd(f.fileno(), 0, size)
-
-
-def _hash_fd(fd: int, offset: int, size: int):  # type: ignore[no-untyped-def]
-    """The hash of size bytes of fd from offset, read through one small buffer (it stays in the CPU's cache)."""
+    """The hash of the file's first size bytes, read through one small buffer (it stays in the CPU's cache)."""
     sha, buf = hashlib.sha256(), bytearray(1 << 20)
     view = memoryview(buf)
-    while size > 0 and (n := os.preadv(fd, [view[:min(size, len(buf))]], offset)):
-        sha.update(view[:n])
-        offset, size = offset + n, size - n
+    with open(path, "rb", buffering=0) as f:
+        while size > 0 and (n := f.readinto(view[:min(size, len(buf))])):
+            sha.update(view[:n])
+            size -= n
     return sha
 
 

@@ -253,9 +253,7 @@ class _SplitReader(io.RawIOBase):
             data = self._take(left, keep=False)
             if not data:
                 raise RuntimeFailure(f"entry {m.name!r}: the layer ends inside its data")
-            view = data
-            while view:
-                view = view[os.write(out, view):]
+            _write_all(out, data)
             left -= len(data)
 
     def finish(self) -> None:
@@ -353,20 +351,28 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
-def _copy_range(src: int, offset: int, size: int, dst: int) -> None:
+def copy_file_data(src: int, offset: int, size: int, dst: int) -> int:
+    """Appends size bytes of src from offset to dst, in the kernel where it can; returns how many there were
+    (fewer when src ends first)."""
+    copied = 0
     while size > 0:
         try:
             n = os.copy_file_range(src, dst, size, offset)
-        except OSError as e:
+        except OSError as e:  # across filesystems on old kernels, or a filesystem that cannot
             if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
                 raise
             data = os.pread(src, min(size, CHUNK), offset)
-            if data:
-                _write_all(dst, data)
+            _write_all(dst, data)
             n = len(data)
         if n == 0:
-            raise RuntimeFailure("layer tarball is truncated")
-        offset, size = offset + n, size - n
+            break
+        offset, size, copied = offset + n, size - n, copied + n
+    return copied
+
+
+def _copy_range(src: int, offset: int, size: int, dst: int) -> None:
+    if copy_file_data(src, offset, size, dst) != size:
+        raise RuntimeFailure("layer tarball is truncated")
 
 
 def _copy_stream(tar: tarfile.TarFile, member: tarfile.TarInfo, dst: int) -> None:
