@@ -490,13 +490,23 @@ def registry(tmp_path):
 @pytest.mark.registry
 async def test_pull_reports_progress_per_layer(rt, registry, tmp_path, docker_image):
     ref = f"{registry}/orchestr-test/pulled:v1"
+    # An engine skips a layer only when it has pulled that blob before: a `docker load` of the same layer is not
+    # enough. So an image of the busybox layer alone (with a config of its own, so the engine cannot skip it
+    # whole) is pulled first from the same registry; its blob is then shared with the image under test, on a
+    # fresh engine as on a used one.
+    base_ref = f"{registry}/orchestr-test/base:v1"
+    base_archive = tmp_path / "base.tar"
+    base_id = mkimage.write_docker_archive(base_archive, [mkimage.busybox_layer().bytes()], [base_ref],
+                                           cmd=("echo", uuid.uuid4().hex))
     # large enough that the engine reports its download under way, not only done
     archive, image_id = unique_archive(tmp_path, ref, filler=16 << 20)
-    subprocess.run(
-        ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"docker-archive:{archive}", f"docker://{ref}"],
-        check=True, capture_output=True,
-    )
+    for path, name in ((base_archive, base_ref), (archive, ref)):
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"docker-archive:{path}", f"docker://{name}"],
+            check=True, capture_output=True,
+        )
     try:
+        await rt.ensure_image(base_ref)
         reports: list[PullProgress] = []
         image = await rt.ensure_image(ref, reports.append)
         assert image.id == image_id
@@ -514,7 +524,7 @@ async def test_pull_reports_progress_per_layer(rt, registry, tmp_path, docker_im
         with pytest.raises(NotFound, match=f"{registry}/orchestr-test/pulled:nope"):
             await rt.pull(f"{registry}/orchestr-test/pulled:nope")
     finally:
-        subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", image_id, base_id], capture_output=True)
 
 
 # -- errors and start-up --------------------------------------------------------------------
