@@ -297,13 +297,14 @@ async def cmd_history(oc: Client, args) -> int:
 
 
 async def cmd_plugins(oc: Client, args) -> int:
-    from .plugins import runtimes
+    from .plugins import offers
 
-    found = runtimes()
+    found = sorted(offers(), key=lambda r: r.shadowed_by is not None)  # the winners first
     default = oc.default_runtime if found else ""
     print_table(
-        ("RUNTIME", "PLUGIN", "PACKAGE", "DEFAULT"),
-        [(r.name, r.plugin, r.package, "*" if r.name == default else "") for r in found.values()],
+        ("RUNTIME", "PLUGIN", "PACKAGE", "DEFAULT", "NOTE"),
+        [(r.name, r.plugin, r.package, "*" if r.name == default and not r.shadowed_by else "",
+          f"shadowed by {r.shadowed_by}" if r.shadowed_by else "") for r in found],
     )
     return 0
 

@@ -73,6 +73,97 @@ def test_core_never_imports_a_plugin_by_name():
     assert not offenders
 
 
+def _plugin_module(name: str, source: str):
+    """A plugin module made from source, as an installed plugin would be imported."""
+    import types
+
+    module = types.ModuleType(name)
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+    return module
+
+
+REPLACEMENT = """
+import pluggy
+hookimpl = pluggy.HookimplMarker("orchestr")
+
+def _open(config):
+    raise RuntimeError("never opened here")
+
+@hookimpl(tryfirst=True)
+def orchestr_runtimes():
+    return {"docker": _open}
+"""
+
+
+def test_a_tryfirst_plugin_replaces_a_builtin_whatever_the_registration_order():
+    for first in (True, False):
+        pm = plugins.new_plugin_manager(register_entry_points=not first)
+        replacement = _plugin_module("orchestr_replacement", REPLACEMENT)
+        pm.register(replacement, name="replacement")
+        if first:  # registered before the built-ins, which pluggy would otherwise call first
+            pm = _with_entry_points(pm)
+        found = plugins.runtimes(pm)
+        assert found["docker"].plugin == "orchestr_replacement"
+        assert found["docker"].factory is replacement._open
+        assert found["native"].plugin == "orchestr_native"
+        shadowed = [o for o in plugins.offers(pm) if o.shadowed_by]
+        assert [(o.name, o.plugin, o.shadowed_by) for o in shadowed] == [
+            ("docker", "orchestr_docker", "orchestr_replacement")]
+
+
+def _with_entry_points(pm):
+    for name, value, _ in plugins._entry_points(plugins.ENTRY_POINT_GROUP):
+        if not pm.has_plugin(name):
+            pm.register(importlib.import_module(value.split(":")[0]), name=name)
+    return pm
+
+
+def test_a_hookwrapper_sees_and_extends_the_offers():
+    pm = plugins.new_plugin_manager()
+    wrapper = _plugin_module("orchestr_wrapper", """
+import pluggy
+hookimpl = pluggy.HookimplMarker("orchestr")
+
+def _open(config):
+    raise RuntimeError("never opened here")
+
+@hookimpl(wrapper=True)
+def orchestr_runtimes():
+    offered = yield
+    return offered + [{"extra": _open}]
+""")
+    pm.register(wrapper, name="wrapper")
+    found = plugins.runtimes(pm)
+    assert {"native", "docker", "extra"} <= set(found)
+    assert found["extra"].plugin == "orchestr_wrapper" and found["extra"].package == "(not packaged)"
+
+
+def test_trace_switch_logs_every_hook_call_on_stderr(tmp_path):
+    env = base_env(tmp_path / "state")
+    quiet = orchestr("plugins", env=env)
+    assert "plugin hook" not in quiet.stderr
+    traced = orchestr("plugins", env=dict(env, ORCHESTR_TRACE_PLUGINS="1"))
+    assert traced.stdout == quiet.stdout
+    assert "orchestr: plugin hook orchestr_runtimes() calls " in traced.stderr
+    assert "orchestr: plugin hook orchestr_runtimes returned [" in traced.stderr
+
+
+def test_an_installed_plugin_replacing_docker_is_listed_with_the_builtin_shadowed(tmp_path):
+    site = tmp_path / "site"
+    (site / "orchestr_replacement-1.0.dist-info").mkdir(parents=True)
+    (site / "orchestr_replacement-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: orchestr-replacement\nVersion: 1.0\n\n")
+    (site / "orchestr_replacement-1.0.dist-info" / "entry_points.txt").write_text(
+        "[orchestr]\nreplacement = orchestr_replacement\n")
+    (site / "orchestr_replacement.py").write_text(REPLACEMENT)
+    env = dict(base_env(tmp_path / "state"), PYTHONPATH=str(site))
+    lines = ok(orchestr("plugins", env=env)).splitlines()[1:]
+    rows = [line.split() for line in lines]
+    assert ["docker", "orchestr_replacement", "orchestr-replacement", "1.0"] in [r[:4] for r in rows]
+    assert [r for r in rows if r[:2] == ["docker", "orchestr_docker"]][0][-3:] == ["shadowed", "by",
+                                                                                   "orchestr_replacement"]
+
+
 def example_runtime(state_dir: Path):
     """The example's runtime, loaded from its source file without installing it."""
     spec = importlib.util.spec_from_file_location("orchestr_hostproc_example", EXAMPLE / "orchestr_hostproc.py")
