@@ -169,6 +169,17 @@ class LogLine:
     time: str | None = None  # RFC 3339, when the runtime records it
 
 
+class EventAction(enum.StrEnum):
+    CREATE = "create"
+    START = "start"
+    DIE = "die"  # the main process ended: exit_code says how
+    OOM = "oom"  # the kernel's OOM killer ended a process of the container (a die follows when it was the main one)
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    STOP = "stop"  # a stop was asked for; die follows
+    DESTROY = "destroy"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A state change reported by a runtime's event stream."""
@@ -177,10 +188,25 @@ class Event:
     id: str
     name: str
     namespace: str
-    action: str  # create | start | die | oom | pause | unpause | stop | destroy
+    action: EventAction
     state: State | None = None
     exit_code: int | None = None
     time: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """One sample of a container's resource use; None where the runtime cannot tell."""
+
+    cpu_seconds: float | None = None  # CPU time used since the container started, user and system
+    memory: int | None = None  # bytes in use, page cache excluded where the runtime can tell
+    memory_limit: int | None = None  # bytes; None when unlimited
+    pids: int | None = None
+    net_rx: int | None = None  # bytes received and sent by the container's own network namespace
+    net_tx: int | None = None
+    block_read: int | None = None  # bytes read from and written to block devices
+    block_write: int | None = None
+    time: str | None = None  # RFC 3339, when the sample was taken
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import pluggy
 
 from . import hookspecs
 from .config import DEFAULT_RUNTIME_PREFERENCE, Config
-from .errors import RuntimeNotFound
+from .errors import UnknownRuntime
 from .runtime import Runtime
 
 ENTRY_POINT_GROUP = "orchestr"
@@ -174,7 +174,7 @@ def default_runtime_name(config: Config, pm: pluggy.PluginManager | None = None)
             return name
     if available:
         return sorted(available)[0]
-    raise RuntimeNotFound("no runtime plugin is installed (see `orchestr plugins`)")
+    raise UnknownRuntime("no runtime plugin is installed (see `orchestr plugins`)")
 
 
 def open_runtime(name: str, config: Config, pm: pluggy.PluginManager | None = None) -> Runtime:
@@ -183,5 +183,5 @@ def open_runtime(name: str, config: Config, pm: pluggy.PluginManager | None = No
         info = available[name]
     except KeyError:
         known = ", ".join(sorted(available)) or "none"
-        raise RuntimeNotFound(f"unknown runtime {name!r} (installed: {known})") from None
+        raise UnknownRuntime(f"unknown runtime {name!r} (installed: {known})") from None
     return info.factory(config)
