@@ -40,6 +40,8 @@ class Capabilities:
 
     restarts: bool = False  # applies restartPolicy itself, also while no orchestr process runs
     events: EventDelivery = EventDelivery.POLLED
+    limits: bool = False  # enforces spec.resources (cpus, memory, pids) in a cgroup of the container's own
+    image_import: bool = False  # import_image takes `docker save` and OCI-layout archives
     pause: bool = False  # Pausable: pause and resume
     signal: bool = False  # Signallable: a signal without stopping
     stats: bool = False  # StatsSource
