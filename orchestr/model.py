@@ -44,6 +44,7 @@ class Volume:
     source: str | None = None  # host path (bind) or volume name (volume); None for tmpfs
     read_only: bool = False
     size: int | None = None  # bytes; tmpfs only
+    allow_host_root: bool = False  # bind only: the host's / may be bound read-write
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,8 @@ class ContainerSpec:
     namespace: str
     image: str
     labels: dict[str, str] = field(default_factory=dict)  # includes orchestr's ownership labels
-    command: tuple[str, ...] | None = None  # replaces entrypoint and cmd
-    args: tuple[str, ...] | None = None  # replaces cmd only
+    command: tuple[str, ...] | None = None  # replaces the image's entrypoint (see orchestr.containers.argv)
+    args: tuple[str, ...] | None = None  # replaces the image's cmd
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str | None = None
     user: str | None = None
