@@ -11,7 +11,7 @@ import anyio
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, OrchestrError, RuntimeUnavailable
 from orchestr.model import Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine
-from orchestr.runtime import ProgressCallback
+from orchestr.runtime import Capabilities, ProgressCallback
 
 from .images.reference import familiar, parse
 from .images.store import ImageStore, Stored
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 class NativeRuntime:
     name = "native"
+    capabilities = Capabilities(restarts=True, limits=True, image_import=True, pause=True, blocking_run=True,
+                                image_export=True)
 
     def __init__(self, config: Config) -> None:
         self.config = config
