@@ -6,6 +6,7 @@ overlayfs, namespaces, cgroup v1 (this host's), the supervisor processes.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import json
@@ -23,8 +24,8 @@ import pytest
 
 import mkimage
 from orchestr.config import Config
-from orchestr.errors import Conflict, RuntimeFailure, RuntimeUnavailable
-from orchestr.model import ContainerSpec, Resources, RestartPolicy, State, Volume
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout
+from orchestr.model import ContainerSpec, EventAction, Resources, RestartPolicy, State, Volume
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 if str(PLUGINS) not in sys.path:
@@ -258,10 +259,27 @@ async def test_unknown_network_is_refused_with_one_line(native, namespace):
     assert await native.list(namespace) == []
 
 
-def test_non_root_is_refused(monkeypatch, state_dir, image_layers):
+def test_non_root_is_refused_for_good(monkeypatch, state_dir, image_layers):
     monkeypatch.setattr(containers_module.os, "geteuid", lambda: 1000)
-    with pytest.raises(RuntimeUnavailable, match="needs root"):
+    with pytest.raises(TerminalFailure, match="needs root") as raised:
         Containers(Config(state_dir=state_dir), LocalStore(image_layers))
+    assert not raised.value.retryable and raised.value.runtime == "native"
+
+
+@pytest.mark.anyio
+async def test_errors_of_the_runtime_say_native_and_the_container(state_dir):
+    from orchestr_native.runtime import NativeRuntime
+
+    rt = NativeRuntime(Config(state_dir=state_dir))
+    unknown = "0" * 64
+    for call in (rt.inspect, rt.start, rt.stop, rt.delete, rt.pause, rt.signal, rt.stats, rt.wait):
+        args = (unknown, "HUP") if call == rt.signal else (unknown,)
+        with pytest.raises(NotFound) as raised:
+            await call(*args)
+        assert (raised.value.runtime, raised.value.container, raised.value.retryable) == ("native", unknown, False)
+    with pytest.raises(NotFound) as raised:
+        [line async for line in rt.logs(unknown)]
+    assert raised.value.container == unknown
 
 
 @pytest.mark.anyio
@@ -273,6 +291,10 @@ async def test_image_config_gives_argv_env_workdir_and_user(native, namespace):
     assert out == "given 1 image 0 /tmp\n"
     _, out, _ = await run(native, spec(namespace, "cfg-2", "sh", "-c", "echo $HOSTNAME $HOME; id -g", image=CONFIGURED_IMAGE))
     assert out == "cfg-2 /home/app\n1000\n"
+    # a command with args runs both, as on every runtime: the image's entrypoint and cmd are both replaced
+    code, out, err = await run(native, spec(namespace, "cfg-3", "echo", "command", image=CONFIGURED_IMAGE,
+                                            args=("and", "args")))
+    assert (code, out) == (0, "command and args\n"), err
 
 
 # -- filesystem ---------------------------------------------------------------------------
@@ -318,6 +340,22 @@ async def test_volume_over_the_root_is_refused(native, namespace, tmp_path):
             await native.create(spec(namespace, "root-0", "true", volumes=(Volume("bind", target, str(tmp_path)),)))
     with pytest.raises(RuntimeFailure, match="host's / read-write"):
         await native.create(spec(namespace, "root-1", "true", volumes=(Volume("bind", "/host", "/"),)))
+
+
+@pytest.mark.anyio
+async def test_the_host_root_through_a_symlink_is_refused_read_write_unless_allowed(native, namespace, tmp_path):
+    link = tmp_path / "innocent"
+    link.symlink_to("/")
+    sentinel = tmp_path / "sentinel"
+    sentinel.write_text("untouched\n")
+    writes = ("sh", "-c", f"echo changed > /host{sentinel}")
+    with pytest.raises(TerminalFailure, match=f"binding {link}, which is the host's /, read-write is refused"):
+        await native.create(spec(namespace, "root-0", *writes, volumes=(Volume("bind", "/host", str(link)),)))
+    assert await native.list(namespace) == [] and sentinel.read_text() == "untouched\n"
+    code, _, err = await run(native, spec(namespace, "root-1", *writes,
+                                          volumes=(Volume("bind", "/host", str(link), allow_host_root=True),)))
+    assert code == 0, err
+    assert sentinel.read_text() == "changed\n"
 
 
 # -- limits -------------------------------------------------------------------------------
@@ -412,6 +450,23 @@ async def test_pause_freezes_and_resume_thaws(native, namespace):
 
 
 @pytest.mark.anyio
+async def test_events_begin_at_the_call_not_at_the_first_iteration(native, namespace):
+    seen = []
+    async with contextlib.aclosing(native.events()) as events:  # subscribed here, before anything happens
+        c = await native.create(spec(namespace, "ev-0", "sh", "-c", "exit 4"))
+        await native.start(c.id)
+        with anyio.fail_after(30):
+            async for event in events:
+                if event.id == c.id:
+                    seen.append(event)
+                    if event.action is EventAction.DIE:
+                        break
+    assert [e.action for e in seen] == [EventAction.CREATE, EventAction.START, EventAction.DIE]
+    assert seen[-1].exit_code == 4 and all(isinstance(e.action, EventAction) for e in seen)
+    await native.delete(c.id)
+
+
+@pytest.mark.anyio
 async def test_exit_codes_stop_signals_and_init(native, namespace):
     code, _, _ = await run(native, spec(namespace, "exit-0", "sh", "-c", "exit 3"))
     assert code == 3
@@ -459,6 +514,93 @@ async def test_exec_runs_in_the_container_with_its_env_and_user(native, namespac
     assert r.exit_code == 127 and b"executable file not found" in r.stderr
     r = await native.exec(c.id, ["id"], user="nobody-here")
     assert r.exit_code != 0 and b"unable to find user nobody-here" in r.stderr
+
+
+@pytest.mark.anyio
+async def test_exec_past_its_timeout_is_killed_with_what_it_started(native, namespace):
+    c = await native.create(spec(namespace, "slow-0", "sleep", "300"))
+    await native.start(c.id)
+    with pytest.raises(Timeout, match="slow-0: sh ran past its 0.5s deadline and was killed") as raised:
+        await native.exec(c.id, ["sh", "-c", "sleep 777; echo never"], timeout=0.5)
+    assert raised.value.container == c.id and raised.value.retryable
+    left = await native.exec(c.id, ["ps", "-o", "args"])
+    assert b"777" not in left.stdout, left.stdout
+    done = await native.exec(c.id, ["sh", "-c", "echo in time; exit 3"], timeout=60)
+    assert (done.exit_code, done.stdout) == (3, b"in time\n")
+    await native.delete(c.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_signal_reaches_the_container_which_keeps_running(native, namespace):
+    c = await native.create(spec(namespace, "hup-0", "sh", "-c", "trap 'echo got HUP' HUP; while :; do sleep 0.1; done"))
+    with pytest.raises(Conflict, match="created"):
+        await native.signal(c.id, "HUP")
+    await native.start(c.id)
+
+    async def told() -> bool:
+        return b"got HUP\n" in [line.data async for line in native.logs(c.id)]
+
+    await native.signal(c.id, "SIGHUP")
+    await until(told, what="the trap's output")
+    assert (await native.inspect(c.id)).state is State.RUNNING
+    with pytest.raises(TerminalFailure, match="unknown signal 'SIGNOPE'"):
+        await native.signal(c.id, "SIGNOPE")
+    await native.pause(c.id)
+    with pytest.raises(Conflict, match="paused"):
+        await native.signal(c.id, "HUP")
+    await native.delete(c.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_stats_sample_the_containers_cgroup(native, namespace):
+    s = spec(namespace, "stat-0", "sh", "-c", "x=$(head -c 3000000 /dev/zero | tr '\\0' a); sleep 300 & sleep 300 & wait",
+             resources=Resources(memory=64 << 20, pids=50))
+    c = await native.create(s)
+    with pytest.raises(Conflict, match="created"):
+        await native.stats(c.id)
+    await native.start(c.id)
+
+    async def three() -> bool:  # the shell and its two sleeps
+        return (await native.stats(c.id)).pids == 3
+
+    await until(three, what="three processes")
+    first = await native.stats(c.id)
+    assert first.memory_limit == 64 << 20 and 0 < first.memory <= 64 << 20
+    assert first.cpu_seconds is not None and first.block_read is not None and first.block_write is not None
+    assert first.net_rx is None and first.net_tx is None  # network none: no link of its own to count
+    assert first.time
+    await native.pause(c.id)  # a frozen cgroup is still counted
+    paused = await native.stats(c.id)
+    assert paused.pids == 3 and paused.cpu_seconds >= first.cpu_seconds
+    await native.stop(c.id, timeout=0)
+    with pytest.raises(Conflict, match="exited"):
+        await native.stats(c.id)
+
+    free = await native.create(spec(namespace, "stat-1", "sleep", "300"))
+    await native.start(free.id)
+    assert (await native.stats(free.id)).memory_limit is None
+    for x in (c, free):
+        await native.delete(x.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_update_changes_limits_in_place_and_for_later_starts(native, namespace, state_dir):
+    c = await native.create(spec(namespace, "grow-0", "sleep", "300",
+                                 resources=Resources(cpus=0.5, memory=32 << 20, pids=20)))
+    await native.start(c.id)
+    memory = Path(f"/sys/fs/cgroup/memory/orchestr/{c.id}")
+    # above the memory+swap limit the kernel holds: that one has to move first
+    await native.update(c.id, Resources(memory=64 << 20))
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+    if (memory / "memory.memsw.limit_in_bytes").exists():
+        assert (memory / "memory.memsw.limit_in_bytes").read_text().strip() == str(64 << 20)
+    assert (await native.stats(c.id)).memory_limit == 64 << 20
+    await native.update(c.id, Resources(memory=16 << 20, pids=40))
+    assert Path(f"/sys/fs/cgroup/pids/orchestr/{c.id}/pids.max").read_text().strip() == "40"
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(16 << 20)
+    config = json.loads((state_dir / "native" / "containers" / c.id / "config.json").read_text())
+    assert config["limits"] == {"cpus": 0.5, "memory": 16 << 20, "pids": 40}  # cpus was not given: it stays
+    await native.delete(c.id, force=True)
 
 
 async def _exec_ok(runtime, id) -> bool:
@@ -601,7 +743,7 @@ async def test_supervision_costs_at_most_2mb_pss_per_container(native, namespace
     ids = _created_ids(state_dir)
     running = _processes(str(state_dir), ids)
     assert any(line.startswith(f"{pid} ") for line in running) and len(running) >= 11
-    assert len(_cgroup_dirs(ids)) == 10 * 5  # cpu, cpuacct, memory, pids, freezer
+    assert len(_cgroup_dirs(ids)) == 10 * 6  # cpu, cpuacct, memory, pids, freezer, blkio
     per_container = _pss_kb(pid) / 10
     print(f"supervision PSS per running container (10 running): {per_container:.0f} kB")
     assert per_container <= 2048

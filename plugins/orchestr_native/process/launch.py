@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -18,6 +19,10 @@ EXEC_FAILED = 127
 
 class LaunchError(Exception):
     """Setting up the container's process failed; str() is the one line to show."""
+
+
+class Deadline(Exception):
+    """An exec'd command ran past its deadline and was killed, with what it started."""
 
 
 def _default_signals() -> None:
@@ -124,8 +129,9 @@ def start(config: dict, cgroup, report: int) -> None:
 NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")
 
 
-def enter(config: dict, pid: int, cgroup, proc: dict) -> int:
-    """Runs proc inside the running container whose init is pid; returns its exit code."""
+def enter(config: dict, pid: int, cgroup, proc: dict, timeout: float | None = None) -> int:
+    """Runs proc inside the running container whose init is pid; returns its exit code. Past timeout seconds
+    the command and its process group are killed and Deadline raised."""
     cgroup.join()
     fds = [os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -139,9 +145,20 @@ def enter(config: dict, pid: int, cgroup, proc: dict) -> int:
     child = os.fork()
     if child == 0:
         try:
+            os.setpgid(0, 0)  # a group of its own: at a deadline, what the command started goes with it
             become(proc)
         except BaseException as e:  # noqa: BLE001 - anything here must end the child, not return
             os.write(2, f"{e}\n".encode())
             os._exit(126)
+    if timeout is not None:
+        pidfd = os.pidfd_open(child)
+        try:
+            ended = select.select([pidfd], [], [], max(0.0, timeout))[0]
+        finally:
+            os.close(pidfd)
+        if not ended:
+            os.killpg(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            raise Deadline(f"killed after {timeout:g}s")
     _, status = os.waitpid(child, 0)
     return init.exit_code(status)
