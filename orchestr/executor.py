@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -169,6 +170,7 @@ class _Once:
         self._done = anyio.Event()
         self._value: Image | None = None
         self._error: BaseException | None = None
+        self._copy: Exception | None = None
 
     async def run(self, work: Awaitable[Image]) -> Image:
         try:
@@ -176,18 +178,29 @@ class _Once:
             return self._value
         except BaseException as exc:
             self._error = exc
+            self._copy = _pristine(exc)  # before the first action fills in where it happened
             raise
         finally:
             self._done.set()
 
     async def result(self) -> Image:
         await self._done.wait()
-        if isinstance(self._error, Exception):
-            raise self._error  # the same error for every action that needed the image: a NotFound stays one
+        if self._copy is not None:
+            raise _pristine(self._copy)  # the same kind of error, where each action says itself
         if self._error is not None:
             raise OrchestrError(_one_line(self._error)) from self._error
         assert self._value is not None
         return self._value
+
+
+def _pristine(exc: BaseException) -> Exception | None:
+    """A copy of exc for another action to raise, or None when it cannot be had (a cancellation)."""
+    if not isinstance(exc, Exception):
+        return None
+    try:
+        return copy.copy(exc)
+    except Exception:  # noqa: BLE001 - an exception type whose arguments do not rebuild it
+        return None
 
 
 def check_supported(service: Service, rt: Runtime) -> None:

@@ -55,7 +55,7 @@ _CANNOT_CONNECT = 900  # aiodocker's status for a request that never reached the
 class DockerRuntime:
     """orchestr's runtime on a Docker Engine: DOCKER_HOST, or the engine's default unix socket."""
 
-    name = mapping.RUNTIME
+    name = "docker"
     # The engine restarts containers by their policy and pushes events; it enforces limits, loads archives,
     # pauses, signals, samples and updates containers. Its exec has no terminal here, nothing runs without an
     # event loop, and its image export is not an OCI layout on every engine version.

@@ -438,7 +438,8 @@ class Containers:
             done = await anyio.run_process(
                 command("exec", str(self._dir / id)), input=json.dumps(request).encode(), check=False,
             )
-        if backstop.cancelled_caught or done.returncode == -signals.SIGALRM:  # how the helper says it timed out
+        if timeout is not None and (backstop.cancelled_caught or done.returncode == -signals.SIGALRM):
+            # dying of SIGALRM is how the helper says the command ran past the deadline
             raise Timeout(f"container {config['name']}: {argv[0]} ran past its {timeout:g}s deadline and was "
                           "killed", runtime=RUNTIME, container=id)
         return ExecResult(done.returncode, done.stdout, done.stderr)
