@@ -44,6 +44,7 @@ class Volume:
     source: str | None = None  # host path (bind) or volume name (volume); None for tmpfs
     read_only: bool = False
     size: int | None = None  # bytes; tmpfs only
+    allow_host_root: bool = False  # bind only: the host's / may be bound read-write
 
 
 @dataclass(frozen=True, slots=True)

@@ -366,8 +366,8 @@ class Service(_Model):
             resources=Resources(cpus=spec.resources.cpus, memory=spec.resources.memory, pids=spec.resources.pids),
             restart_policy=spec.restart_policy,
             stop_grace_period=spec.stop_grace_period,
-            volumes=tuple(Volume(type=v.type, target=v.target, source=v.source, read_only=v.read_only, size=v.size)
-                          for v in spec.volumes),
+            volumes=tuple(Volume(type=v.type, target=v.target, source=v.source, read_only=v.read_only, size=v.size,
+                                 allow_host_root=v.allow_host_root) for v in spec.volumes),
             ports=tuple(Port(container_port=p.container_port, host_port=p.host_port, protocol=p.protocol,
                              host_ip=p.host_ip) for p in spec.ports),
             network=spec.network,
