@@ -7,10 +7,12 @@ overlayfs, namespaces, cgroup v1 (this host's), the supervisor processes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,7 +181,7 @@ async def test_container_is_isolated_in_its_own_namespaces(native, namespace):
         echo procs=$(ls /proc | grep -c '^[0-9]')
         echo hostname=$(hostname)
         for ns in mnt pid uts ipc net cgroup; do echo ns_$ns=$(readlink /proc/self/ns/$ns); done
-        grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status | tr -d '\\t' | sed 's/:/=/'
+        grep -E '^(CapInh|CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status | tr -d '\\t' | sed 's/:/=/'
         echo ifaces=$(ls /sys/class/net | tr '\\n' ' ')
         mount -t tmpfs x /mnt 2>/dev/null; echo mount=$?
         echo mounts=$(awk '{print $5}' /proc/self/mountinfo | tr '\\n' ' ')
@@ -197,6 +199,7 @@ async def test_container_is_isolated_in_its_own_namespaces(native, namespace):
         assert got[f"ns_{ns}"] != os.readlink(f"/proc/self/ns/{ns}"), ns
     assert int(got["CapEff"], 16) == DEFAULT_CAPS
     assert int(got["CapBnd"], 16) == DEFAULT_CAPS
+    assert int(got["CapInh"], 16) == 0  # inheritable capabilities would pass to programs with file capabilities
     assert not int(got["CapEff"], 16) >> CAP_SYS_ADMIN & 1
     assert got["NoNewPrivs"] == "1"
     assert got["ifaces"].split() == ["lo"]
@@ -423,6 +426,66 @@ async def test_allow_host_root_binds_the_hosts_root_read_write_when_asked(native
     volumes = (Volume("bind", "/host", "/", allow_host_root=True),)
     code, out, err = await run(native, spec(namespace, "root-rw-0", "cat", f"/host{sentinel}", volumes=volumes))
     assert (code, out) == (0, "host\n"), err
+
+
+@pytest.mark.anyio
+async def test_python_inside_a_container_is_not_dumpable(native, namespace, tmp_path):
+    # The host's python runs inside the container as init (init: true) and as the exec process until it execs
+    # the command: its /proc/<pid>/exe (the host's interpreter) must stay out of the container's reach.
+    code, out, err = await run(native, spec(namespace, "init-0", "sh", "-c",
+                                            "readlink /proc/1/exe >/dev/null 2>&1 && echo visible || echo hidden",
+                                            init=True))
+    assert (code, out) == (0, "hidden\n"), err
+
+    # The exec process is held in its execve by a lease on the command's file: by then it has the container's
+    # capabilities and would be as reachable as any of the container's processes, were it dumpable.
+    tools, talk = tmp_path / "tools", tmp_path / "talk"
+    tools.mkdir()
+    talk.mkdir()
+    shutil.copy(mkimage.BUSYBOX, tools / "true")
+    script = textwrap.dedent("""\
+        until [ -e /talk/go ]; do sleep 0.05; done
+        for s in /proc/[0-9]*/status; do
+            p=${s%/status}; p=${p#/proc/}
+            if [ "$p" != 1 ] && grep -q '^PPid:.0$' $s; then
+                readlink /proc/$p/exe >/dev/null 2>&1 && echo visible > /talk/result || echo hidden > /talk/result
+            fi
+        done
+        exec sleep 60
+        """)
+    volumes = (Volume("bind", "/tools", str(tools), read_only=True), Volume("bind", "/talk", str(talk)))
+    c = await native.create(spec(namespace, "exec-dump-0", "sh", "-c", script, volumes=volumes))
+    await native.start(c.id)
+    previous = signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break is announced with SIGIO
+    fd = os.open(tools / "true", os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        async with anyio.create_task_group() as tg:
+            done = {}
+
+            async def exec_true() -> None:
+                done["result"] = await native.exec(c.id, ["/tools/true"])
+
+            tg.start_soon(exec_true)
+
+            async def breaking() -> bool:
+                return fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_WRLCK  # downgrading for a reader
+
+            await until(breaking, what="the exec opening its command")
+            (talk / "go").touch()
+
+            async def answered() -> bool:
+                return (talk / "result").exists() and (talk / "result").read_text().endswith("\n")
+
+            await until(answered, what="the container looking at the exec process")
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    finally:
+        os.close(fd)
+        signal.signal(signal.SIGIO, previous)
+    assert done["result"].exit_code == 0, done["result"].stderr
+    assert (talk / "result").read_text() == "hidden\n"
+    r = await native.exec(c.id, ["grep", "^CapInh", "/proc/self/status"])
+    assert r.stdout.split() == [b"CapInh:", b"0000000000000000"]
 
 
 # -- limits -------------------------------------------------------------------------------
