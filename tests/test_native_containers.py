@@ -488,6 +488,19 @@ async def test_python_inside_a_container_is_not_dumpable(native, namespace, tmp_
     assert r.stdout.split() == [b"CapInh:", b"0000000000000000"]
 
 
+@pytest.mark.anyio
+async def test_tmpfs_volumes_have_their_size_or_64mi(native, namespace):
+    script = textwrap.dedent("""\
+        awk '$5 == "/small" || $5 == "/default" {print $5, $NF}' /proc/self/mountinfo
+        dd if=/dev/zero of=/small/f bs=1k count=2048 2>&1 | grep -o 'No space left on device'
+        """)
+    volumes = (Volume("tmpfs", "/small", size=1 << 20), Volume("tmpfs", "/default"))
+    code, out, err = await run(native, spec(namespace, "tmpfs-0", "sh", "-c", script, volumes=volumes))
+    assert code == 0, err
+    assert out.splitlines() == ["/small rw,size=1024k", "/default rw,size=65536k",
+                                "No space left on device"]
+
+
 # -- limits -------------------------------------------------------------------------------
 
 

@@ -196,7 +196,8 @@ class Containers:
         if target == "/proc" or target.startswith("/proc/"):
             raise RuntimeFailure(f"{where}: nothing may be mounted over or inside /proc")
         if v.type == "tmpfs":
-            return {"type": "tmpfs", "source": None, "target": v.target, "read_only": v.read_only}
+            return {"type": "tmpfs", "source": None, "target": v.target, "read_only": v.read_only,
+                    "size": v.tmpfs_size}
         if v.type == "bind":
             if not v.source or not v.source.startswith("/"):
                 raise RuntimeFailure(f"{where}: a bind source must be an absolute host path, got {v.source!r}")

@@ -101,7 +101,8 @@ def mount_volume(root: str, root_fd: int, m: dict) -> None:
             raise OSError(errno.EINVAL, f"refusing to mount {where} inside /proc")
         if source is None:
             flags = NOSUID | NODEV | (RDONLY if m.get("read_only") else 0)
-            linux.mount_at(target, m["target"], "tmpfs", "tmpfs", flags, "mode=1777")
+            size = f",size={m['size']}" if m.get("size") else ""  # none recorded by an older orchestr
+            linux.mount_at(target, m["target"], "tmpfs", "tmpfs", flags, "mode=1777" + size)
         else:
             # nodev on every bind: a device node the container makes in a host directory must not open
             _bind(source, target, linux.MOUNT_ATTR_NODEV | (linux.MOUNT_ATTR_RDONLY if m.get("read_only") else 0))
