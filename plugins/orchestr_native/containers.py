@@ -190,18 +190,22 @@ class Containers:
         where = f"container {spec.name}: volume {v.target!r}"
         if not v.target.startswith("/"):
             raise RuntimeFailure(f"{where}: the target must be an absolute path")
-        if posixpath.normpath(v.target) in ("/", "//"):
+        target = "/" + posixpath.normpath(v.target).lstrip("/")  # normpath keeps a leading "//"
+        if target == "/":
             raise RuntimeFailure(f"{where}: nothing may be mounted over the container's root")
+        if target == "/proc" or target.startswith("/proc/"):
+            raise RuntimeFailure(f"{where}: nothing may be mounted over or inside /proc")
         if v.type == "tmpfs":
-            return {"type": "tmpfs", "source": None, "target": v.target, "read_only": v.read_only}
+            return {"type": "tmpfs", "source": None, "target": v.target, "read_only": v.read_only,
+                    "size": v.tmpfs_size}
         if v.type == "bind":
             if not v.source or not v.source.startswith("/"):
                 raise RuntimeFailure(f"{where}: a bind source must be an absolute host path, got {v.source!r}")
             source = os.path.realpath(v.source)
             if not os.path.exists(source):
                 raise RuntimeFailure(f"{where}: the bind source {v.source} does not exist")
-            if source == "/" and not v.read_only:
-                raise RuntimeFailure(f"{where}: binding the host's / read-write is refused")
+            if source == "/" and not (v.read_only or v.allow_host_root):
+                raise RuntimeFailure(f"{where}: binding the host's / read-write is refused without allowHostRoot")
         elif v.type == "volume":
             if not v.source or "/" in v.source or v.source in (".", ".."):
                 raise RuntimeFailure(f"{where}: a volume needs a plain name, got {v.source!r}")
@@ -209,7 +213,8 @@ class Containers:
             os.makedirs(source, exist_ok=True)
         else:
             raise RuntimeFailure(f"{where}: unknown volume type {v.type!r}; expected bind, volume or tmpfs")
-        return {"type": v.type, "source": source, "target": v.target, "read_only": v.read_only}
+        return {"type": v.type, "source": source, "target": v.target, "read_only": v.read_only,
+                "allow_host_root": v.allow_host_root}
 
     # -- lifecycle ----------------------------------------------------------------------
 
