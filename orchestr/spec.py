@@ -219,7 +219,7 @@ class VolumeSpec(_Model):
     source: str | None = None  # host path (bind, made absolute) or volume name (volume)
     target: Annotated[str, AfterValidator(_target)]
     read_only: StrictBool = False
-    size: Annotated[int | None, _unit(parse_quantity, positive=True)] = None  # bytes, tmpfs only
+    size: Annotated[int | None, _unit(parse_quantity, positive=True)] = None  # bytes, tmpfs only; none: 64Mi
     allow_host_root: StrictBool = False
 
     @field_validator("source")

@@ -423,6 +423,27 @@ async def test_tmpfs_and_read_only_root(rt, ns, docker_image):
     assert b"Read-only file system" in err
 
 
+async def test_tmpfs_volumes_have_their_size_or_64mi(rt, ns, docker_image):
+    # Without a size the engine leaves a tmpfs at the kernel's default: half the host's RAM, each.
+    volumes = (Volume("tmpfs", "/small", size=MiB), Volume("tmpfs", "/default"))
+    script = ("grep -E ' /(small|default) ' /proc/mounts | cut -d' ' -f2,4;"
+              "dd if=/dev/zero of=/small/f bs=1k count=2048 2>&1 | grep -o 'No space left on device'")
+    container = await rt.create(spec(ns, "tmpsize-0", docker_image, **sh(script), volumes=volumes))
+    try:
+        mounts = engine("container", container.id)["HostConfig"]["Mounts"]
+        assert [(m["Target"], m["TmpfsOptions"]) for m in mounts] == [
+            ("/small", {"SizeBytes": MiB}), ("/default", {"SizeBytes": 64 * MiB})]
+        await rt.start(container.id)
+        assert await rt.wait(container.id) == 0
+        out = b"".join([line.data async for line in rt.logs(container.id)]).decode()
+    finally:
+        await rt.delete(container.id, force=True)
+    lines = out.splitlines()
+    assert lines[2:] == ["No space left on device"]
+    assert sorted(lines[:2]) == ["/default rw,nosuid,nodev,noexec,relatime,size=65536k",  # mounted in either order
+                                 "/small rw,nosuid,nodev,noexec,relatime,size=1024k"]
+
+
 async def test_published_port_answers_on_loopback(rt, ns, docker_image):
     port = free_port()
     s = spec(ns, "httpd-0", docker_image, **sh("mkdir /www && echo hello > /www/index.html && httpd -f -p 8080 -h /www"),

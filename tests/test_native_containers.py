@@ -7,16 +7,19 @@ overlayfs, namespaces, cgroup v1 (this host's), the supervisor processes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -41,6 +44,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime ne
 IMAGE = "orchestr-test/busybox:latest"
 ESCAPE_IMAGE = "orchestr-test/escape:latest"
 CONFIGURED_IMAGE = "orchestr-test/configured:latest"  # busybox with Entrypoint, Cmd, Env, WorkingDir, User
+LINKED_IMAGES = {d: f"orchestr-test/{d}-link:latest" for d in ("proc", "sys", "dev")}  # /proc -> /newproc, ...
 DEFAULT_CAPS = 0xA80425FB  # Docker's default set
 CAP_SYS_ADMIN = 21
 NEVER = RestartPolicy.NEVER
@@ -80,7 +84,11 @@ def image_layers(tmp_path_factory) -> dict[str, list[Path]]:
     base = _unpack(mkimage.busybox_layer(), root / "busybox")
     # a layer whose symlinks point out of the container root: mounts on them must stay inside
     hostile = mkimage.Layer().symlink("escape", "/../../../../../../../../tmp").symlink("rel", "../../../../../../..")
-    return {IMAGE: [base], ESCAPE_IMAGE: [base, _unpack(hostile, root / "escape")], CONFIGURED_IMAGE: [base]}
+    images = {IMAGE: [base], ESCAPE_IMAGE: [base, _unpack(hostile, root / "escape")], CONFIGURED_IMAGE: [base]}
+    for d, ref in LINKED_IMAGES.items():
+        # the kernel's file systems must never be mounted where an image points them
+        images[ref] = [base, _unpack(mkimage.Layer().dir(f"new{d}").symlink(d, f"/new{d}"), root / f"{d}-link")]
+    return images
 
 
 def _mountinfo(marker: str) -> list[str]:
@@ -173,7 +181,7 @@ async def test_container_is_isolated_in_its_own_namespaces(native, namespace):
         echo procs=$(ls /proc | grep -c '^[0-9]')
         echo hostname=$(hostname)
         for ns in mnt pid uts ipc net cgroup; do echo ns_$ns=$(readlink /proc/self/ns/$ns); done
-        grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status | tr -d '\\t' | sed 's/:/=/'
+        grep -E '^(CapInh|CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status | tr -d '\\t' | sed 's/:/=/'
         echo ifaces=$(ls /sys/class/net | tr '\\n' ' ')
         mount -t tmpfs x /mnt 2>/dev/null; echo mount=$?
         echo mounts=$(awk '{print $5}' /proc/self/mountinfo | tr '\\n' ' ')
@@ -191,6 +199,7 @@ async def test_container_is_isolated_in_its_own_namespaces(native, namespace):
         assert got[f"ns_{ns}"] != os.readlink(f"/proc/self/ns/{ns}"), ns
     assert int(got["CapEff"], 16) == DEFAULT_CAPS
     assert int(got["CapBnd"], 16) == DEFAULT_CAPS
+    assert int(got["CapInh"], 16) == 0  # inheritable capabilities would pass to programs with file capabilities
     assert not int(got["CapEff"], 16) >> CAP_SYS_ADMIN & 1
     assert got["NoNewPrivs"] == "1"
     assert got["ifaces"].split() == ["lo"]
@@ -356,6 +365,177 @@ async def test_the_host_root_through_a_symlink_is_refused_read_write_unless_allo
                                           volumes=(Volume("bind", "/host", str(link), allow_host_root=True),)))
     assert code == 0, err
     assert sentinel.read_text() == "changed\n"
+
+
+@pytest.mark.anyio
+async def test_an_image_cannot_move_proc_sys_or_dev_with_a_symlink(native, namespace):
+    # With /proc a symlink to /newproc, procfs used to be mounted at /newproc while the masks and read-only
+    # binds looked for /proc/... through the link and skipped what they did not find: /proc/sys was writable.
+    # Writing /proc/sys/kernel/hostname changes only the container's own UTS namespace, whatever happens.
+    host = os.uname().nodename
+    script = "echo probe > /proc/sys/kernel/hostname; cat /sys/firmware/* >/dev/null 2>&1; hostname"
+    for d, ref in LINKED_IMAGES.items():
+        c = await native.create(spec(namespace, f"{d}-link-0", "sh", "-c", script, image=ref))
+        with pytest.raises(RuntimeFailure, match=f"the image's /{d} is not a directory"):
+            await native.start(c.id)
+        assert (await native.inspect(c.id)).state is State.EXITED
+    assert os.uname().nodename == host
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path) -> Iterator[Path]:
+    path.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "orchestr-test", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.mark.anyio
+async def test_read_only_binds_are_read_only_all_the_way_down(native, namespace, tmp_path):
+    # A read-only bind used to be read-only only at its top: mounts below its source stayed writable, and
+    # for / bound read-only at /host that meant the host's /proc/sys, /sys, /dev (without nodev: raw disks).
+    source = tmp_path / "src"
+    source.mkdir()
+    with _tmpfs(source / "sub") as sub:
+        (sub / "f").write_text("host\n")
+        script = textwrap.dedent("""\
+            echo x > /data/sub/f 2>/dev/null; echo sub=$?
+            echo probe > /host/proc/sys/kernel/hostname 2>/dev/null; echo hostname=$(hostname)
+            head -c1 /host/dev/zero >/dev/null 2>&1; echo dev=$?
+            awk '$5 ~ "^/(host|data)(/|$)" && $6 !~ /(^|,)ro(,|$)/ {print "writable", $5}' /proc/self/mountinfo
+            awk '$5 ~ "^/(host|data)(/|$)" && $6 !~ /(^|,)nodev(,|$)/ {print "devices", $5}' /proc/self/mountinfo
+            """)
+        volumes = (Volume("bind", "/data", str(source), read_only=True), Volume("bind", "/host", "/", read_only=True))
+        code, out, err = await run(native, spec(namespace, "ro-0", "sh", "-c", script, volumes=volumes))
+        assert (sub / "f").read_text() == "host\n"
+    assert code == 0, err
+    assert out.splitlines()[:3] == ["sub=1", "hostname=ro-0", "dev=1"], out
+    assert out.splitlines()[3:] == []
+
+
+@pytest.mark.anyio
+async def test_a_mount_made_on_the_host_later_is_not_writable_through_a_read_only_bind(native, namespace, tmp_path):
+    # Below a shared mount of the host, a mount made later reaches every copy, with flags of its own: under a
+    # read-only bind it would arrive writable. Binds are private copies, as Docker's are by default.
+    talk = tmp_path / "talk"
+    talk.mkdir()
+    with _tmpfs(tmp_path / "src") as source:
+        subprocess.run(["mount", "--make-shared", str(source)], check=True)
+        (source / "later").mkdir()
+        script = "until [ -e /talk/go ]; do sleep 0.05; done; echo x > /data/later/f 2>/dev/null; echo $? >/talk/result"
+        volumes = (Volume("bind", "/data", str(source), read_only=True), Volume("bind", "/talk", str(talk)))
+        c = await native.create(spec(namespace, "later-0", "sh", "-c", script, volumes=volumes))
+        await native.start(c.id)
+        with _tmpfs(source / "later") as later:
+            (talk / "go").touch()
+            assert await native.wait(c.id) == 0
+            assert not (later / "f").exists()
+    assert (talk / "result").read_text() == "1\n"
+
+
+@pytest.mark.anyio
+async def test_a_bind_source_swapped_for_a_symlink_to_root_after_create_is_refused(native, namespace, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    sentinel = tmp_path / "sentinel"
+    sentinel.write_text("host\n")
+    script = f"test -e /data{sentinel} && echo host-root-visible; echo ran"
+    rw = await native.create(spec(namespace, "swap-0", "sh", "-c", script,
+                                  volumes=(Volume("bind", "/data", str(data)),)))
+    ro = await native.create(spec(namespace, "swap-1", "sh", "-c", script,
+                                  volumes=(Volume("bind", "/data", str(data), read_only=True),)))
+    data.rmdir()
+    data.symlink_to("/")  # whoever owns the directory can do this between create and start
+    with pytest.raises(RuntimeFailure, match="the host's / read-write"):
+        await native.start(rw.id)
+    await native.start(ro.id)  # read-only, the host's / is allowed, as at create
+    assert await native.wait(ro.id) == 0
+    assert [line.data async for line in native.logs(ro.id)] == [b"host-root-visible\n", b"ran\n"]
+    assert sentinel.read_text() == "host\n"
+
+
+@pytest.mark.anyio
+async def test_allow_host_root_binds_the_hosts_root_read_write_when_asked(native, namespace, tmp_path):
+    sentinel = tmp_path / "sentinel"
+    sentinel.write_text("host\n")
+    volumes = (Volume("bind", "/host", "/", allow_host_root=True),)
+    code, out, err = await run(native, spec(namespace, "root-rw-0", "cat", f"/host{sentinel}", volumes=volumes))
+    assert (code, out) == (0, "host\n"), err
+
+
+@pytest.mark.anyio
+async def test_python_inside_a_container_is_not_dumpable(native, namespace, tmp_path):
+    # The host's python runs inside the container as init (init: true) and as the exec process until it execs
+    # the command: its /proc/<pid>/exe (the host's interpreter) must stay out of the container's reach.
+    code, out, err = await run(native, spec(namespace, "init-0", "sh", "-c",
+                                            "readlink /proc/1/exe >/dev/null 2>&1 && echo visible || echo hidden",
+                                            init=True))
+    assert (code, out) == (0, "hidden\n"), err
+
+    # The exec process is held in its execve by a lease on the command's file: by then it has the container's
+    # capabilities and would be as reachable as any of the container's processes, were it dumpable.
+    tools, talk = tmp_path / "tools", tmp_path / "talk"
+    tools.mkdir()
+    talk.mkdir()
+    shutil.copy(mkimage.BUSYBOX, tools / "true")
+    script = textwrap.dedent("""\
+        until [ -e /talk/go ]; do sleep 0.05; done
+        for s in /proc/[0-9]*/status; do
+            p=${s%/status}; p=${p#/proc/}
+            if [ "$p" != 1 ] && grep -q '^PPid:.0$' $s; then
+                readlink /proc/$p/exe >/dev/null 2>&1 && echo visible > /talk/result || echo hidden > /talk/result
+            fi
+        done
+        exec sleep 60
+        """)
+    volumes = (Volume("bind", "/tools", str(tools), read_only=True), Volume("bind", "/talk", str(talk)))
+    c = await native.create(spec(namespace, "exec-dump-0", "sh", "-c", script, volumes=volumes))
+    await native.start(c.id)
+    previous = signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break is announced with SIGIO
+    fd = os.open(tools / "true", os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        async with anyio.create_task_group() as tg:
+            done = {}
+
+            async def exec_true() -> None:
+                done["result"] = await native.exec(c.id, ["/tools/true"])
+
+            tg.start_soon(exec_true)
+
+            async def breaking() -> bool:
+                return fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_WRLCK  # downgrading for a reader
+
+            await until(breaking, what="the exec opening its command")
+            (talk / "go").touch()
+
+            async def answered() -> bool:
+                return (talk / "result").exists() and (talk / "result").read_text().endswith("\n")
+
+            await until(answered, what="the container looking at the exec process")
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    finally:
+        os.close(fd)
+        signal.signal(signal.SIGIO, previous)
+    assert done["result"].exit_code == 0, done["result"].stderr
+    assert (talk / "result").read_text() == "hidden\n"
+    r = await native.exec(c.id, ["grep", "^CapInh", "/proc/self/status"])
+    assert r.stdout.split() == [b"CapInh:", b"0000000000000000"]
+
+
+@pytest.mark.anyio
+async def test_tmpfs_volumes_have_their_size_or_64mi(native, namespace):
+    script = textwrap.dedent("""\
+        awk '$5 == "/small" || $5 == "/default" {print $5, $NF}' /proc/self/mountinfo
+        dd if=/dev/zero of=/small/f bs=1k count=2048 2>&1 | grep -o 'No space left on device'
+        """)
+    volumes = (Volume("tmpfs", "/small", size=1 << 20), Volume("tmpfs", "/default"))
+    code, out, err = await run(native, spec(namespace, "tmpfs-0", "sh", "-c", script, volumes=volumes))
+    assert code == 0, err
+    assert out.splitlines() == ["/small rw,size=1024k", "/default rw,size=65536k",
+                                "No space left on device"]
 
 
 # -- limits -------------------------------------------------------------------------------

@@ -420,6 +420,7 @@ def test_allow_host_root_permits_a_read_write_bind_of_root():
     (service,) = loads(HEAD + "  volumes: [{type: bind, source: /, target: /host, allowHostRoot: true}]\n")
     assert service.spec.volumes[0].source == "/"
     assert service.spec.volumes[0].read_only is False
+    assert service.container_spec(0).volumes[0].allow_host_root is True  # the runtime checks it at every start
 
 
 def test_a_relative_bind_source_resolves_against_the_spec_files_directory(tmp_path, monkeypatch):

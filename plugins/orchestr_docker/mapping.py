@@ -87,6 +87,8 @@ def _mount(namespace: str, volume: Volume) -> dict[str, Any]:
         mount["Source"] = volume.source
     elif volume.type == "volume":
         mount["Source"] = volume_key(namespace, volume.source or "")
+    elif volume.type == "tmpfs":
+        mount["TmpfsOptions"] = {"SizeBytes": volume.tmpfs_size}
     return mount
 
 

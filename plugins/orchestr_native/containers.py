@@ -200,9 +200,14 @@ class Containers:
         return self._view(config, {"status": "created"})
 
     def _volume(self, spec: ContainerSpec, v) -> dict:
-        """The mount of a volume orchestr.containers.volumes has checked (its bind source resolved)."""
+        """The mount of a volume orchestr.containers.volumes has checked (its target normalised, its bind source
+        resolved)."""
+        if v.target == "/proc" or v.target.startswith("/proc/"):
+            raise TerminalFailure(f"container {spec.name}: volume {v.target!r}: nothing may be mounted over or "
+                                  "inside /proc")
         if v.type == "tmpfs":
-            return {"type": "tmpfs", "source": None, "target": v.target, "read_only": v.read_only}
+            return {"type": "tmpfs", "source": None, "target": v.target, "read_only": v.read_only,
+                    "size": v.tmpfs_size}
         source = v.source
         if v.type == "volume":
             source = str(self._volumes / volume_key(spec.namespace, v.source))

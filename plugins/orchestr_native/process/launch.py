@@ -106,10 +106,18 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | IFF_UP))
 
 
+def _undumpable() -> None:
+    # This is the host's python until it execs the command, and init (init: true) stays it: non-dumpable, the
+    # container's processes can neither ptrace it nor open its /proc/<pid>/exe, the host's interpreter
+    # (CVE-2019-5736). The command's execve makes it dumpable again; forks inherit it.
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
+
+
 def start(config: dict, cgroup, report: int) -> None:
     """In a fresh child that is pid 1 of a new pid namespace: joins the cgroup, unshares, mounts, execs."""
     from ..rootfs import mounts
 
+    _undumpable()
     cgroup.join()
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
     if config["network"] == "none":
@@ -132,6 +140,7 @@ NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")
 def enter(config: dict, pid: int, cgroup, proc: dict, timeout: float | None = None) -> int:
     """Runs proc inside the running container whose init is pid; returns its exit code. Past timeout seconds
     the command and its process group are killed and Deadline raised."""
+    _undumpable()
     cgroup.join()
     fds = [os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
