@@ -191,6 +191,22 @@ async def test_bearer_token_flow(runtime, archives, tmp_path, monkeypatch):
         assert ["repository:bb:pull"] in scopes
 
 
+async def test_credentials_never_go_to_a_plain_http_token_server_on_another_host(runtime, archives, tmp_path,
+                                                                                 monkeypatch):
+    # the registry on 127.0.0.1 names a token server on 127.0.0.2 over plain HTTP: anyone could stand there
+    with running_registry(tmp_path / "registry", "token", token_host="127.0.0.2") as reg:
+        reg.push(archives["bb"], "bb:latest")
+        assert reg.token_server.realm.startswith("http://127.0.0.2:")
+        monkeypatch.setenv("DOCKER_CONFIG", str(docker_config(tmp_path / "config", reg.host, *reg.creds)))
+        reg.token_server.requests.clear()
+        reg.token_server.authorizations.clear()
+        with pytest.raises(RuntimeFailure, match="go only to its own host or over HTTPS"):
+            await runtime.pull(f"{reg.host}/bb:latest")
+        assert reg.token_server.requests, "the token server was never asked"
+        assert reg.token_server.authorizations == [None] * len(reg.token_server.requests)
+        assert runtime.store.all() == []
+
+
 HELPER = """#!/bin/sh
 # a credential helper speaking the docker-credential-* protocol: `get` reads the server on stdin
 read server
