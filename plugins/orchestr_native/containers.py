@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from orchestr.config import Config
+from orchestr.config import Config, private, private_dir
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
 from orchestr.model import L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, Port, State
 
@@ -122,8 +122,9 @@ class Containers:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self._dir.mkdir(parents=True, exist_ok=True)
-        with open(self._root / "containers.lock", "w") as lock:
+        private_dir(self._root)  # tightens an older orchestr's 0755 ones
+        private_dir(self._dir)
+        with open(self._root / "containers.lock", "w", opener=private) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
@@ -147,8 +148,9 @@ class Containers:
             mounts = [self._volume(spec, v) for v in spec.volumes]
             id = os.urandom(32).hex()
             d = self._dir / id
-            for sub in ("upper", "work", "rootfs"):
-                (d / sub).mkdir(parents=True, mode=0o755)
+            d.mkdir(mode=0o700)
+            for sub in ("upper", "work", "rootfs"):  # as the container's / shows them; d keeps others out
+                (d / sub).mkdir(mode=0o755)
             files = {"/etc/hostname": d / "hostname", "/etc/hosts": d / "hosts"}
             files["/etc/hostname"].write_text(f"{spec.name}\n")
             files["/etc/hosts"].write_text(f"127.0.0.1\tlocalhost {spec.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -205,8 +207,8 @@ class Containers:
         elif v.type == "volume":
             if not v.source or "/" in v.source or v.source in (".", ".."):
                 raise RuntimeFailure(f"{where}: a volume needs a plain name, got {v.source!r}")
-            source = str(self._volumes / f"{spec.namespace}_{v.source}")
-            os.makedirs(source, exist_ok=True)
+            source = str(private_dir(self._volumes) / f"{spec.namespace}_{v.source}")
+            os.makedirs(source, 0o755, exist_ok=True)  # as the container sees it; volumes/ keeps others out
         else:
             raise RuntimeFailure(f"{where}: unknown volume type {v.type!r}; expected bind, volume or tmpfs")
         return {"type": v.type, "source": source, "target": v.target, "read_only": v.read_only}
@@ -266,7 +268,7 @@ class Containers:
             return
         sig = _signal(signal)
         d = self._dir / id
-        (d / records.STOP).touch()
+        (d / records.STOP).touch(0o600)
         if state.get("status") == "running":
             self._event(config, "stop")
             cgroup = self._cgroup(id)
@@ -459,8 +461,8 @@ class Containers:
 
     async def events(self) -> AsyncIterator[Event]:
         path = self._root / records.EVENTS
-        self._root.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        private_dir(self._root)
+        path.touch(0o600)
         f = open(path, "rb")
         try:
             f.seek(0, os.SEEK_END)
