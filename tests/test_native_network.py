@@ -7,6 +7,7 @@ tests create.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import json
@@ -18,6 +19,7 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -190,13 +192,13 @@ async def test_network_none_and_host_have_no_address(net):
     assert not (net.state / "native" / "network" / Network(net.state / "native").bridge(ns)).exists()
 
 
-@pytest.fixture
-def outside(tmp_path):
-    """A network namespace standing for the world beyond the host: 198.51.100.2/30 behind a veth pair, with no
-    route back to any container subnet, so only masqueraded traffic can be answered."""
+@contextlib.contextmanager
+def _next_door(where: str, host_ip: str, peer_ip: str) -> Iterator[None]:
+    """A network namespace at where, joined to the host by a veth pair: host_ip/30 on the host's end, peer_ip/30
+    on its eth0. Removed afterwards, veth and all."""
     from pyroute2 import IPRoute
 
-    where, host_side = str(tmp_path / "outside"), f"otst{uuid.uuid4().hex[:8]}"
+    host_side = f"otst{uuid.uuid4().hex[:8]}"
 
     def make() -> None:
         netns.inside(where, lambda: None, create=True)
@@ -207,13 +209,13 @@ def outside(tmp_path):
             finally:
                 os.close(fd)
             index = ipr.link_lookup(ifname=host_side)[0]
-            ipr.addr("add", index=index, address="198.51.100.1", prefixlen=30)
+            ipr.addr("add", index=index, address=host_ip, prefixlen=30)
             ipr.link("set", index=index, state="up")
 
         def configure() -> None:  # an IPRoute made in this thread talks to the namespace the thread is in
             with IPRoute(groups=0) as ipr:
                 eth0 = ipr.link_lookup(ifname="eth0")[0]
-                ipr.addr("add", index=eth0, address="198.51.100.2", prefixlen=30)
+                ipr.addr("add", index=eth0, address=peer_ip, prefixlen=30)
                 ipr.link("set", index=eth0, state="up")
 
         netns.inside(where, configure, create=False)
@@ -226,9 +228,17 @@ def outside(tmp_path):
 
     try:
         anyio.run(anyio.to_thread.run_sync, make)
-        yield "198.51.100.2"
+        yield
     finally:
         anyio.run(anyio.to_thread.run_sync, remove)
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A network namespace standing for the world beyond the host: 198.51.100.2/30 behind a veth pair, with no
+    route back to any container subnet, so only masqueraded traffic can be answered."""
+    with _next_door(str(tmp_path / "outside"), "198.51.100.1", "198.51.100.2"):
+        yield "198.51.100.2"
 
 
 @pytest.mark.anyio
@@ -253,33 +263,13 @@ def forward_accepting():
 
 @pytest.fixture
 def neighbour(tmp_path):
-    """A network namespace standing for a machine next to the host: a veth pair with a /30 of its own, on which
-    add_route(subnet) routes a subnet via the host. Yields (namespace path, host's address, add_route)."""
+    """A network namespace standing for a machine next to the host, on a /30 of its own, on which add_route(subnet)
+    routes a subnet via the host. Yields (namespace path, host's address, add_route)."""
     from pyroute2 import IPRoute
 
-    where, host_side = str(tmp_path / "neighbour"), f"onbr{uuid.uuid4().hex[:8]}"
+    where = str(tmp_path / "neighbour")
     base = ipaddress.ip_address("203.0.113.0") + 4 * secrets.randbelow(64)  # a /30 of TEST-NET-3
-    host_ip, peer_ip = str(base + 1), str(base + 2)
-
-    def make() -> None:
-        netns.inside(where, lambda: None, create=True)
-        with IPRoute(groups=0) as ipr:
-            fd = os.open(where, os.O_RDONLY)
-            try:
-                ipr.link("add", ifname=host_side, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-            finally:
-                os.close(fd)
-            index = ipr.link_lookup(ifname=host_side)[0]
-            ipr.addr("add", index=index, address=host_ip, prefixlen=30)
-            ipr.link("set", index=index, state="up")
-
-        def configure() -> None:
-            with IPRoute(groups=0) as ipr:
-                eth0 = ipr.link_lookup(ifname="eth0")[0]
-                ipr.addr("add", index=eth0, address=peer_ip, prefixlen=30)
-                ipr.link("set", index=eth0, state="up")
-
-        netns.inside(where, configure, create=False)
+    host_ip = str(base + 1)
 
     def add_route(subnet: str) -> None:
         def route() -> None:
@@ -288,17 +278,8 @@ def neighbour(tmp_path):
 
         netns.inside(where, route, create=False)
 
-    def remove() -> None:
-        with IPRoute(groups=0) as ipr:
-            for index in ipr.link_lookup(ifname=host_side):
-                ipr.link("del", index=index)
-        netns.remove(where)
-
-    try:
-        anyio.run(anyio.to_thread.run_sync, make)
+    with _next_door(where, host_ip, str(base + 2)):
         yield where, host_ip, add_route
-    finally:
-        anyio.run(anyio.to_thread.run_sync, remove)
 
 
 def _get_from(where: str, address: str, port: int, timeout: float) -> bytes:
