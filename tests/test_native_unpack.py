@@ -312,12 +312,15 @@ async def test_a_layer_unpacking_past_the_size_limit_is_refused_and_the_store_st
 
 
 @pytest.mark.parametrize("compress", [False, True], ids=["tar", "gzip"])
-async def test_a_layer_of_too_many_entries_is_refused(store, monkeypatch, compress):
+@pytest.mark.parametrize("kind", ["entries", "implied directories"])
+async def test_a_layer_of_too_many_entries_is_refused(store, monkeypatch, compress, kind):
     layer = mkimage.Layer()
-    for i in range(15):
-        layer.dir(f"d{i}")
-        for j in range(100):
-            layer.file(f"d{i}/f{j}", b"")
+    if kind == "entries":
+        for i in range(1500):
+            layer.file(f"f{i}", b"")
+    else:  # ten files, each under 150 directories no entry names
+        for i in range(10):
+            layer.file("/".join(f"d{i}.{j}" for j in range(150)) + "/f", b"")
     monkeypatch.setenv(unpack_module.ENTRIES_ENV, "1000")
     with pytest.raises(RuntimeFailure, match=r"^test layer: a layer has more than 1000 entries; refused "
                                              r"\(ORCHESTR_UNPACK_MAX_ENTRIES sets the limit\)$"):
@@ -355,6 +358,14 @@ async def test_a_layer_with_huge_headers_is_refused_at_the_default_limit(store, 
     with pytest.raises(RuntimeFailure, match=f"^test layer: {message}"):
         await store.ensure_layer(blob, f"sha256:{hashlib.sha256(raw).hexdigest()}", "test layer")
     assert os.listdir(store.layers) == []  # nothing half-unpacked
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "gzip"])
+async def test_a_path_too_deep_to_remove_is_refused(store, compress):
+    with pytest.raises(RuntimeFailure, match=r"^test layer: entry 'd/d/d.*\.\.\. is 601 levels deep; "
+                                             r"more than 512 is refused$"):
+        await unpack(store, mkimage.Layer().file("d/" * 600 + "f", b""), compress)
+    assert os.listdir(store.layers) == []
 
 
 @pytest.mark.parametrize("value", ["lots", "0", "-1"])

@@ -41,11 +41,12 @@ class Limits:
 
     size: its tar uncompressed, and its files' contents all told (a sparse file's holes are written out):
     32Gi, above the largest layers in use (some machine-learning images' pass 10 GB), yet a bound on what a
-    small compressed blob can make of the disk. entries: a million, several times the files of the largest
-    layers in use (a big node_modules or TeX tree has a few hundred thousand); each costs an inode and, while
-    unpacking, about a kilobyte of memory. header: the extended headers before one entry (pax records, GNU
-    long names, sparse maps), which tarfile reads whole into memory: 1Mi, what Go's archive/tar (Docker's and
-    containerd's) allows. Docker and containerd bound neither a layer's size nor its entries."""
+    small compressed blob can make of the disk. entries, and the directories their paths imply: a million,
+    several times the files of the largest layers in use (a big node_modules or TeX tree has a few hundred
+    thousand); each costs an inode and, while unpacking, about a kilobyte of memory. header: the extended
+    headers before one entry (pax records, GNU long names, sparse maps), which tarfile reads whole into
+    memory: 1Mi, what Go's archive/tar (Docker's and containerd's) allows. Docker and containerd bound neither
+    a layer's size nor its entries."""
 
     size: int = 32 << 30
     entries: int = 1_000_000
@@ -82,6 +83,9 @@ SIZE_ENV = "ORCHESTR_UNPACK_MAX_SIZE"
 ENTRIES_ENV = "ORCHESTR_UNPACK_MAX_ENTRIES"
 HEADER_ENV = "ORCHESTR_UNPACK_MAX_HEADER"
 MAX_CHAIN = 16  # extended headers before one entry: GNU tar writes at most three (long name, long link, pax)
+# Directories an entry's path may go through. A long name (within the header limit) could otherwise make
+# hundreds of thousands of nested directories, which no recursive removal (shutil.rmtree, gc) can take away.
+MAX_DEPTH = 512
 
 
 def _bytes(n: int) -> str:
@@ -536,9 +540,7 @@ class _Extractor:
                 if member is None:
                     break
                 self.tar.members.clear()  # tarfile keeps every entry it reads: a million would stay in memory
-                self.entries += 1
-                if self.entries > self.limits.entries:
-                    raise self.limits.refuse(self.what, "entries")
+                self.count()
                 if self.keep:
                     self.members.append(member)
                 try:
@@ -553,6 +555,12 @@ class _Extractor:
         finally:
             for fd in self.dirs.values():
                 os.close(fd)
+
+    def count(self) -> None:
+        """One more entry, or a directory an entry implies: each costs an inode."""
+        self.entries += 1
+        if self.entries > self.limits.entries:
+            raise self.limits.refuse(self.what, "entries")
 
     # -- walking ---------------------------------------------------------------------
     def walk(self, parts: list[str], name: str, create: bool = True) -> int:
@@ -569,6 +577,7 @@ class _Extractor:
             except FileNotFoundError:
                 if not create:
                     raise
+                self.count()
                 os.mkdir(comp, 0o755, dir_fd=fd)
                 child = os.open(comp, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:
@@ -601,6 +610,9 @@ class _Extractor:
     # -- entries ---------------------------------------------------------------------
     def entry(self, m: tarfile.TarInfo) -> None:
         parts = _clean(m.name, self.what)
+        if len(parts) > MAX_DEPTH:
+            raise RuntimeFailure(f"{self.what}: entry {m.name[:100]!r}... is {len(parts)} levels deep; "
+                                 f"more than {MAX_DEPTH} is refused")
         if not parts:
             return  # the layer's own root: overlayfs takes the root's attributes from the upper dir
         *parents, base = parts
