@@ -26,7 +26,7 @@ class LogWriter:
         self._open()
 
     def _open(self, flags: int = 0) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | flags, 0o640)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | flags, 0o600)
         self.size = os.fstat(self.fd).st_size
 
     def write(self, stream: str, data: bytes) -> None:
