@@ -76,7 +76,7 @@ class Limits:
             "entries": (f"{subject} has more than {self.entries} entries", ENTRIES_ENV),
             "header": (f"an entry's extended headers take more than {_bytes(self.header)}", HEADER_ENV),
         }[limit]
-        return RuntimeFailure(f"{what}: {past}; refused ({env} sets the limit)")
+        return TerminalFailure(f"{what}: {past}; refused ({env} sets the limit)")
 
 
 SIZE_ENV = "ORCHESTR_UNPACK_MAX_SIZE"
