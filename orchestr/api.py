@@ -123,8 +123,11 @@ class Client:
         return found
 
     # -- reconcile ----------------------------------------------------------------------
-    async def plan(self, services: Sequence, *, prune: bool = False, runtime: str | None = None) -> Plan:
-        """What apply would do, without doing it."""
+    async def plan(
+        self, services: Sequence, *, prune: bool = False, runtime: str | None = None, check_capacity: bool = True,
+    ) -> Plan:
+        """What apply would do, without doing it. A plan that makes containers is refused (SpecError) when a
+        namespace's bridge network has too few addresses for them, unless check_capacity is off."""
         from . import planner
 
         default = runtime or self.default_runtime
@@ -132,7 +135,22 @@ class Client:
         namespaces = {s.namespace for s in services}
         names = {s.spec.runtime or default for s in services} | set(self.store.runtimes_used(namespaces))
         actual = await self._actual(names, namespaces)
-        return planner.plan(services, actual, default_runtime=default, prune=prune)
+        result = planner.plan(services, actual, default_runtime=default, prune=prune)
+        if check_capacity and any(a.kind in (planner.Kind.CREATE, planner.Kind.RECREATE) for a in result):
+            capacity = await self._capacity(services, default)
+            planner.check_capacity(services, actual, capacity, default_runtime=default, prune=prune)
+        return result
+
+    async def _capacity(self, services: Sequence, default: str) -> dict[tuple[str, str], int]:
+        """(runtime, namespace) -> how many containers its bridge network has addresses for, from the runtimes
+        that know (a `bridge_capacity` method: native has one; Docker's default bridge is shared by the host)."""
+        capacity = {}
+        for name, namespace in sorted({(s.spec.runtime or default, s.namespace) for s in services
+                                       if s.spec.network == "bridge"}):
+            known = getattr(self.runtime(name), "bridge_capacity", None)
+            if known is not None:
+                capacity[(name, namespace)] = await known(namespace)
+        return capacity
 
     async def apply(
         self,

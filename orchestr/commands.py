@@ -73,7 +73,8 @@ async def cmd_apply(oc: Client, args) -> int:
 
     digest = speccache.key(args.files)
     cached = speccache.lookup(oc.config.state_dir, digest) if digest else None
-    if cached is not None and not await oc.plan(cached, prune=args.prune, runtime=args.runtime):
+    # the cache only ever tells that nothing needs doing: any other plan is made from validated files below
+    if cached and not await oc.plan(cached, prune=args.prune, runtime=args.runtime, check_capacity=False):
         _print_plan(None)  # unchanged files, and nothing to do: no need to validate them again
         return 0
     services = _load(args.files)

@@ -641,3 +641,40 @@ class TestStateDirModes:
             with pytest.raises(PermissionError):
                 subprocess.run(["id", "-u"], executable=binary, user=65534, group=65534, extra_groups=[])
         orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+
+
+def test_replicas_beyond_the_namespaces_subnet_are_refused_before_anything_changes(ns, tmp_path, state_dir):
+    env = dict(_env(state_dir), ORCHESTR_NATIVE_SUBNET_PREFIX="29")  # bridges made now get 8 addresses: 5 free
+
+    def apply(*files: str) -> subprocess.CompletedProcess:
+        return subprocess.run([ORCHESTR, "apply", *(a for f in files for a in ("-f", f))], capture_output=True,
+                              text=True, env=env, timeout=60)
+
+    first = write(tmp_path / "first.yaml", service("a", ns, replicas=3, network="bridge"),
+                  service("quiet", ns, replicas=4, network="none"))  # off the bridge: takes no address
+    up = apply(first)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert [c["ip"] is not None for c in get_json(ns, state_dir)].count(True) == 3
+
+    # another file's service: the three of the first still hold their addresses
+    second = write(tmp_path / "second.yaml", service("b", ns, replicas=3, network="bridge"))
+    refused = apply(second)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == (f"orchestr: {second}:7: spec.replicas: namespace {ns} would have 6 containers on the "
+                              "native runtime's bridge network, 3 of them already there and not in these files, which "
+                              "has addresses for 5; lower replicas, or use network: none or host for some services\n")
+    assert apply(first, write(tmp_path / "fits.yaml", service("b", ns, replicas=2, network="bridge"))).returncode == 0
+    assert len(get_json(ns, state_dir)) == 9
+
+    # the subnet a namespace has keeps counting, whatever a new one would get; no create was tried
+    env.pop("ORCHESTR_NATIVE_SUBNET_PREFIX")
+    many = write(tmp_path / "many.yaml", service("a", ns, replicas=100000, network="bridge"))
+    refused = apply(many, second)
+    assert refused.returncode == 2 and refused.stderr.startswith(f"orchestr: {many}:7: spec.replicas: namespace ")
+    assert "would have 100003 containers" in refused.stderr and "addresses for 5;" in refused.stderr
+    assert len(get_json(ns, state_dir)) == 9
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+    # with the last of its containers the bridge went, and the next is a /24 again
+    refused = apply(many)
+    assert refused.returncode == 2 and "would have 100000 containers" in refused.stderr
+    assert "addresses for 253;" in refused.stderr and get_json(ns, state_dir) == []

@@ -128,6 +128,12 @@ class NativeRuntime:
     async def reattach(self) -> list[Container]:
         return await self._containers.reattach()
 
+    async def bridge_capacity(self, namespace: str) -> int:
+        """How many containers the namespace's bridge network has addresses for (the planner refuses more)."""
+        from .network import Network
+
+        return Network(self.root).capacity(namespace)
+
     async def close(self) -> None:
         """Nothing to release: the supervisor outlives clients, and exits once idle for a minute."""
 
