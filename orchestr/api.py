@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the planner and executor load only for the verbs that recon
     from .planner import Plan
 
 OutcomeCallback = Callable[["executor.Outcome"], None]
+SETTLE = 1.0  # seconds apply watches a container it started for an end right after its start
 
 
 @dataclass(slots=True)
@@ -162,8 +163,11 @@ class Client:
         on_plan: Callable[[Plan], None] | None = None,
         on_event: OutcomeCallback | None = None,
         sources: Iterable[str] = (),
+        settle: float = SETTLE,
     ) -> ApplyResult:
-        """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete."""
+        """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete. A container
+        started that ends with a failure within settle seconds (a crash at start, an OOM kill) fails its action,
+        reported through on_event a second time."""
         from . import executor, planner
 
         default = runtime or self.default_runtime
@@ -183,7 +187,8 @@ class Client:
             by_key = {(s.namespace, s.name): s for s in services}
             pruned = {(a.namespace, a.service) for a in plan if a.kind is planner.Kind.DELETE} - set(by_key)
             outcomes = await executor.execute(
-                plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event
+                plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
+                settle=settle,
             )
             self.store.record_services(rev, {k: _document(s) for k, s in by_key.items()}, removed=pruned)
             result = ApplyResult(plan, outcomes, rev)

@@ -54,8 +54,9 @@ def _print_outcome(o: Outcome) -> None:
         print(f"  done     {a.kind.value} {a.namespace}/{a.name}", flush=True)
     elif o.skipped:
         print(f"  skipped  {a.kind.value} {a.namespace}/{a.name}: {o.error}", flush=True)
-    else:
-        print(f"  FAILED   {a.kind.value} {a.namespace}/{a.name}: {o.error}", flush=True)
+    else:  # an error: on stderr, as every error is
+        sys.stdout.flush()  # what came before it comes first where both streams go to one place
+        print(f"  FAILED   {a.kind.value} {a.namespace}/{a.name}: {o.error}", file=sys.stderr, flush=True)
 
 
 def _summary(result: ApplyResult) -> int:
@@ -85,7 +86,7 @@ async def cmd_apply(oc: Client, args) -> int:
         return 0
     result = await oc.apply(
         services, prune=args.prune, runtime=args.runtime, on_plan=_print_plan, on_event=_print_outcome,
-        sources=args.files,
+        sources=args.files, settle=args.settle,
     )
     return _summary(result)
 
@@ -115,7 +116,7 @@ async def cmd_delete(oc: Client, args) -> int:
 
 
 # -- reading -----------------------------------------------------------------------------
-TABLE = ("NAMESPACE", "NAME", "STATE", "RUNTIME", "IMAGE", "ID")
+TABLE = ("NAMESPACE", "NAME", "STATE", "RESTARTS", "RUNTIME", "IMAGE", "ID")
 WIDE = TABLE + ("PID", "IP", "PORTS", "EXIT", "SPEC-HASH", "CREATED")
 
 
@@ -123,7 +124,7 @@ def _row(c: Container, wide: bool) -> tuple:
     state = str(c.state)
     if c.state == "exited":
         state = f"exited ({c.exit_code}{', OOMKilled' if c.oom_killed else ''})"
-    row = (c.namespace, c.name, state, c.runtime, c.image, c.id[:12])
+    row = (c.namespace, c.name, state, "" if c.restarts is None else c.restarts, c.runtime, c.image, c.id[:12])
     if wide:
         ports = ",".join(f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.protocol}" for p in c.ports)
         row += (c.pid or "", c.ip or "", ports, "" if c.exit_code is None else c.exit_code, c.spec_hash,

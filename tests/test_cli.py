@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,28 @@ def test_readme_library_example_runs(docker_namespace, tmp_path, state_dir):
 def test_empty_tables_print_their_header(state_dir):
     listed = orc("images", "ls", "--runtime", "native", state_dir=state_dir, check=True)
     assert listed.stdout.split() == ["REFERENCE", "IMAGE", "ID", "CREATED", "SIZE"] and listed.stderr == ""
+
+
+def test_apply_reports_a_crash_loop_and_get_shows_its_restarts(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("crash", ns, command="echo starting; exit 3"))  # Always
+    # a long window: the watch ends once every container it started has ended, so no timing is relied on
+    up = orc("apply", "--settle", "10m", "-f", spec, state_dir=state_dir)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "0 done, 1 failed, 0 skipped" in up.stdout and "FAILED" not in up.stdout
+    assert up.stderr == f"  FAILED   create {ns}/crash-0: crash-0 exited with 3 right after its start\n"
+
+    def restarted() -> dict | None:
+        [c] = get_json(ns, state_dir)
+        return c if c["restarts"] else None
+
+    deadline = time.monotonic() + 60
+    while (c := restarted()) is None:
+        assert time.monotonic() < deadline, "the engine did not restart crash-0"
+        time.sleep(0.2)
+    engine = subprocess.run(["docker", "inspect", "-f", "{{.RestartCount}}", c["id"]], capture_output=True,
+                            text=True, check=True).stdout
+    assert c["restarts"] <= int(engine)  # the engine's own count, read a moment later
+    header = orc("get", "-n", ns, state_dir=state_dir, check=True).stdout.splitlines()[0]
+    assert header.split()[:4] == ["NAMESPACE", "NAME", "STATE", "RESTARTS"]
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
+    assert docker_containers(ns) == []

@@ -678,3 +678,34 @@ def test_replicas_beyond_the_namespaces_subnet_are_refused_before_anything_chang
     refused = apply(many)
     assert refused.returncode == 2 and "would have 100000 containers" in refused.stderr
     assert "addresses for 253;" in refused.stderr and get_json(ns, state_dir) == []
+
+
+def test_apply_reports_containers_that_end_right_after_their_start(ns, tmp_path, state_dir):
+    hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
+    spec = write(tmp_path / "app.yaml",
+                 service("crash", ns, command=["sh", "-c", "exit 1"]),  # Always: a crash loop
+                 service("hog", ns, command=hog, extra="  restartPolicy: Never\n  resources: {memory: 8Mi}\n"))
+    # a long window: the watch ends once every container it started has ended, so no timing is relied on
+    up = orc("apply", "--settle", "10m", "-f", spec, state_dir=state_dir)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "0 done, 2 failed, 0 skipped" in up.stdout and "FAILED" not in up.stdout
+    assert sorted(up.stderr.splitlines()) == [
+        f"  FAILED   create {ns}/crash-0: crash-0 exited with 1 right after its start",
+        f"  FAILED   create {ns}/hog-0: hog-0 was OOM-killed right after its start",
+    ]
+    # get shows how often the supervisor restarted the crashing one
+    crash = until(lambda: (c := by_name(get_json(ns, state_dir))["crash-0"])["restarts"] >= 2 and c,
+                  "crash-0 to be restarted twice")
+    assert by_name(get_json(ns, state_dir))["hog-0"]["restarts"] == 0
+    table = orc("get", "-n", ns, state_dir=state_dir, check=True).stdout.splitlines()
+    assert table[0].split()[:4] == ["NAMESPACE", "NAME", "STATE", "RESTARTS"]
+    restarts = {line.split()[1]: line for line in table[1:]}
+    assert "exited (137, OOMKilled)  0" in restarts["hog-0"] and crash["restarts"] >= 2
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
+
+    # a container that keeps running is done once the window is over
+    fine = write(tmp_path / "fine.yaml", service("fine", ns, command=["sh", "-c", TERMINABLE]))
+    up = orc("apply", "--settle", "100ms", "-f", fine, state_dir=state_dir)
+    assert (up.returncode, up.stderr) == (0, "") and "1 done, 0 failed" in up.stdout
+    assert get_json(ns, state_dir)[0]["restarts"] == 0
+    orc("delete", "-f", fine, state_dir=state_dir, check=True)

@@ -121,6 +121,7 @@ class Containers:
             exit_code=None if running or status is State.CREATED else exit_code,
             pid=(state.get("init") or {}).get("pid") if running else None,
             ip=(config.get("net") or {}).get("ip"), oom_killed=bool(state.get("oom_killed")),
+            restarts=state.get("restart_count", 0),
             ports=tuple(Port(p["container_port"], p["host_port"], p["protocol"], p["host_ip"])
                         for p in (config.get("net") or {}).get("ports") or ()),
             created_at=config["created_at"],
