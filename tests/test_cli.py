@@ -360,3 +360,25 @@ def test_apply_reports_a_crash_loop_and_get_shows_its_restarts(ns, tmp_path, sta
     assert header.split()[:4] == ["NAMESPACE", "NAME", "STATE", "RESTARTS"]
     orc("delete", "-f", spec, state_dir=state_dir, check=True)
     assert docker_containers(ns) == []
+
+
+def test_an_empty_file_and_an_endless_one_are_bad_input(tmp_path, state_dir, namespace):
+    empty = write(tmp_path / "empty.yaml", "# nothing yet\n")
+    for cmd in ("apply", "diff", "delete"):
+        proc = orc(cmd, "-f", empty, state_dir=state_dir)
+        assert (proc.returncode, proc.stdout) == (2, ""), proc.stdout
+        assert proc.stderr == f"orchestr: {empty}: the file holds no documents; expected at least one Service\n"
+    endless = orc("apply", "-f", "/dev/zero", state_dir=state_dir, timeout=60)  # read only up to the limit
+    assert (endless.returncode, endless.stdout) == (2, "")
+    assert endless.stderr == "orchestr: /dev/zero: the file is too large: a spec file may hold at most 8Mi\n"
+
+
+def test_an_action_that_fails_is_reported_on_stderr(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("good", ns),
+                 service("broken", ns).replace(TEST_IMAGE, "127.0.0.1:9/orchestr-test/missing:latest"))
+    proc = orc("apply", "-f", spec, state_dir=state_dir)
+    assert proc.returncode == 1
+    assert "1 done, 1 failed, 0 skipped" in proc.stdout and "FAILED" not in proc.stdout
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"  FAILED   create {ns}/broken-0: create broken-0: ") and "127.0.0.1:9" in line
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
