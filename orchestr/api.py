@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .config import Config
-from .errors import Conflict, NotFound, OrchestrError, RuntimeUnavailable, located
+from .errors import Conflict, Interrupted, NotFound, OrchestrError, RuntimeUnavailable, located
 from .model import (
     L_NAMESPACE,
     L_ONEOFF,
@@ -366,26 +368,38 @@ class Client:
         network: str | None = None,
         output: Callable[[LogLine], None] | None = None,
         progress: ProgressCallback | None = None,
+        on_signal: str | None = None,
     ) -> tuple[Container, int | None]:
-        """Run a one-off container, as `docker run`. Returns the container and, unless detach, its exit code."""
+        """Run a one-off container, as `docker run`. Returns the container and, unless detach, its exit code.
+
+        on_signal, in the main thread, takes over SIGTERM, SIGHUP and SIGINT while the container runs (those
+        ignored when the run began, as by nohup or for a shell's background job, stay ignored): "forward"
+        passes each on to the container, stopped as its runtime's stop does (killed once its stop grace period
+        has passed); "leave" stops waiting and raises Interrupted, the container left running, or stopped and
+        removed with remove. None (the default) leaves the signals as they are."""
+        if on_signal not in (None, "forward", "leave"):
+            raise ValueError(f"on_signal must be None, 'forward' or 'leave', not {on_signal!r}")
         rt_name = runtime or self.default_runtime
         rt = self.runtime(rt_name)
         spec = _oneoff(image, command, name, namespace, env, network)
         await rt.ensure_image(image, progress)
         self.store.note_runtimes([rt_name], [namespace])
         container = await rt.create(spec)
+        caught: list[int] = []
         try:
-            await rt.start(container.id)
             if detach:
+                await rt.start(container.id)
                 return await rt.inspect(container.id), None
-            if output is None:
-                code = await rt.wait(container.id)
-            else:
-                code = await _stream_until_exit(rt, container.id, output)
+            code = await _attend(rt, container.id, spec.stop_grace_period, output, on_signal, caught)
+            if caught and on_signal == "leave":
+                what = "was stopped and removed" if remove else "goes on running"
+                raise Interrupted(caught[0], f"{signal.Signals(caught[0]).name}: container {spec.name} {what}")
             return await rt.inspect(container.id), code
         finally:
             if remove and not detach:
                 with anyio.CancelScope(shield=True):
+                    if caught and on_signal == "leave":
+                        await rt.stop(container.id, timeout=spec.stop_grace_period)
                     await rt.delete(container.id, force=True)
 
     def run_blocking(
@@ -402,6 +416,7 @@ class Client:
         output: Callable[[LogLine], None] | None = None,
         stdin: int | None = None,
         tty: bool = False,
+        on_signal: str | None = None,
     ) -> tuple[Container, int] | None:
         """run() of a container in the foreground, called without an event loop, on a runtime that can do that
         (the blocking_run capability: native has it). None, with no container made, when the runtime cannot or
@@ -409,7 +424,9 @@ class Client:
         want to spare loading an event loop for it.
 
         stdin, an open fd, makes the run interactive (as `docker run -i`); tty gives the container a terminal
-        of its own, relayed to stdin and output (as `docker run -t`)."""
+        of its own, relayed to stdin and output (as `docker run -t`). on_signal is run()'s; a runtime's own
+        run_blocking may end a container whose init has no handler for a forwarded signal at once (native does,
+        and returns 128 + the signal then, as the signal would have ended it)."""
         rt_name = runtime or self.default_runtime
         rt = self.runtime(rt_name)
         if not supports(rt, "blocking_run"):
@@ -417,7 +434,8 @@ class Client:
         self.store.note_runtimes([rt_name], [namespace])
         spec = replace(_oneoff(image, command, name, namespace, env, network),
                                    interactive=stdin is not None, tty=tty)
-        return rt.run_blocking(spec, output=output, remove=remove, stdin=stdin)  # type: ignore[attr-defined]
+        return rt.run_blocking(spec, output=output, remove=remove, stdin=stdin,  # type: ignore[attr-defined]
+                               on_signal=on_signal)
 
 
 @dataclass(slots=True)
@@ -448,6 +466,47 @@ async def _stream_until_exit(rt: Runtime, id: str, output: Callable[[LogLine], N
     async for line in rt.logs(id, follow=True):
         output(line)
     return await rt.wait(id)
+
+
+_HELD = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+async def _attend(rt: Runtime, id: str, grace: float, output: Callable[[LogLine], None] | None,
+                  on_signal: str | None, caught: list[int]) -> int | None:
+    """Starts the container and waits for its end, streaming its output, with run()'s signal handling; the
+    signals caught go to caught. None when one ended the wait ("leave")."""
+    held = [s for s in _HELD if signal.getsignal(s) is not signal.SIG_IGN]
+    if on_signal is None or not held or threading.current_thread() is not threading.main_thread():
+        receiver: contextlib.AbstractContextManager = contextlib.nullcontext()
+    else:
+        receiver = anyio.open_signal_receiver(*held)
+    started = anyio.Event()
+    code = None
+    with receiver as received:
+        async with anyio.create_task_group() as tg:
+
+            async def relay() -> None:
+                async for sig in received:
+                    caught.append(sig)
+                    if on_signal == "leave":
+                        tg.cancel_scope.cancel()
+                        return
+                    tg.start_soon(_pass_on, rt, id, sig, grace, started)
+
+            if received is not None:
+                tg.start_soon(relay)
+            await rt.start(id)
+            started.set()
+            code = await (rt.wait(id) if output is None else _stream_until_exit(rt, id, output))
+            tg.cancel_scope.cancel()
+    return code
+
+
+async def _pass_on(rt: Runtime, id: str, sig: int, grace: float, started: anyio.Event) -> None:
+    """Stops the container with sig (once started), as the runtime's stop does: killed if grace passes first."""
+    await started.wait()
+    with contextlib.suppress(OrchestrError):  # ended meanwhile
+        await rt.stop(id, signal=signal.Signals(sig).name, timeout=grace)
 
 
 def _document(service) -> dict:

@@ -293,7 +293,7 @@ def run_blocking(args: argparse.Namespace) -> int | None:
                 return oc.run_blocking(
                     args.image, _argv(args), name=args.name, namespace=args.namespace, runtime=args.runtime,
                     remove=args.rm, env=_env(args.env), network=args.network, output=_write_line,
-                    stdin=sys.stdin.fileno() if args.interactive else None, tty=args.tty,
+                    stdin=sys.stdin.fileno() if args.interactive else None, tty=args.tty, on_signal=_on_signal(args),
                 )
 
         ran = once()
@@ -338,11 +338,16 @@ async def cmd_run(oc: Client, args) -> int:
         container, code = await oc.run(
             args.image, _argv(args), name=args.name, namespace=args.namespace, runtime=args.runtime, remove=args.rm,
             detach=args.detach, env=_env(args.env), network=args.network, output=_write_line, progress=progress,
+            on_signal=_on_signal(args),
         )
     if args.detach:
         print(container.id)
         return 0
     return _ran(container, code)
+
+
+def _on_signal(args) -> str:
+    return "forward" if args.sig_proxy == "true" else "leave"
 
 
 def _argv(args) -> list[str]:

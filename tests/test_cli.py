@@ -382,3 +382,51 @@ def test_an_action_that_fails_is_reported_on_stderr(ns, tmp_path, state_dir):
     [line] = proc.stderr.splitlines()
     assert line.startswith(f"  FAILED   create {ns}/broken-0: create broken-0: ") and "127.0.0.1:9" in line
     orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+
+
+# Traps the three signals a foreground run passes on, says so, then waits: its exit code tells that one came.
+TRAPPING = "trap 'exit 3' TERM HUP INT; echo ready; sleep 3600 & wait"
+
+
+def _ignoring_sigint() -> None:
+    """What `sh -c 'cmd &'` does to a background job: SIGINT ignored, so only SIGTERM and SIGHUP reach it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def signalled_run(state_dir: Path, sig: int, *args: str, preexec=None) -> tuple[int, str, bool]:
+    """`orchestr run ARGS` on the docker runtime, sent sig once its container has said ready; returns the exit code,
+    stderr and whether SIGINT was ignored by the command meanwhile."""
+    env = dict(os.environ, ORCHESTR_STATE_DIR=str(state_dir), ORCHESTR_RUNTIME="docker")
+    run = subprocess.Popen([ORCHESTR, "run", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, preexec_fn=preexec)
+    try:
+        assert run.stdout.readline() == "ready\n"
+        status = Path(f"/proc/{run.pid}/status").read_text()
+        ignored = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+        run.send_signal(sig)
+        _, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return run.returncode, err, bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
+@pytest.mark.parametrize("sig, sigint_ignored", [
+    (signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGINT, False), (signal.SIGTERM, True),
+    (signal.SIGHUP, True),
+])
+def test_a_signal_to_a_foreground_run_goes_to_its_container_which_is_removed(ns, state_dir, sig, sigint_ignored):
+    code, err, ignored = signalled_run(state_dir, sig, "--rm", "-n", ns, TEST_IMAGE, "sh", "-c", TRAPPING,
+                                       preexec=_ignoring_sigint if sigint_ignored else None)
+    assert ignored == sigint_ignored  # an ignored SIGINT stays so
+    assert (code, err) == (3, "")  # the container's own exit, from its trap
+    assert docker_containers(ns) == []
+
+
+def test_sig_proxy_false_stops_and_removes_a_run_with_rm(ns, state_dir):
+    name = f"{ns}-left"
+    code, err, _ = signalled_run(state_dir, signal.SIGTERM, "--rm", "--sig-proxy=false", "--name", name, "-n", ns,
+                                 TEST_IMAGE, "sh", "-c", TRAPPING)
+    assert (code, err) == (128 + signal.SIGTERM, f"orchestr: SIGTERM: container {name} was stopped and removed\n")
+    assert docker_containers(ns) == []

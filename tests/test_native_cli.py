@@ -290,7 +290,7 @@ def test_a_killed_apply_is_finished_by_the_next(ns, tmp_path, state_dir):
 def test_containers_outlive_orchestr_and_an_exit_without_it_is_recorded(ns, tmp_path, state_dir):
     spec = write(tmp_path / "app.yaml", service("long", ns),
                  service("short", ns, command=["sh", "-c", "sleep 1; exit 5"], extra="  restartPolicy: Never\n"))
-    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    orc("apply", "--settle", "0", "-f", spec, state_dir=state_dir, check=True)  # short's exit is for later
     started = by_name(get_json(ns, state_dir))
     long, short = started["long-0"], started["short-0"]
     assert long["state"] == "running" and short["state"] == "running"
@@ -504,7 +504,7 @@ def test_memory_limit_from_the_spec_oom_kills(ns, tmp_path, state_dir):
     hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
     spec = write(tmp_path / "app.yaml", service("hog", ns, command=hog,
                                                 extra="  restartPolicy: Never\n  resources: {memory: 16Mi}\n"))
-    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    orc("apply", "--settle", "0", "-f", spec, state_dir=state_dir, check=True)  # unwatched: its end is read below
     c = until(lambda: (c := get_json(ns, state_dir)[0])["state"] == "exited" and c, "the hog to be killed")
     assert c["exitCode"] == 137 and c["oomKilled"] is True
     limits = [Path(d, name).read_text() for d in cgroup_dirs({c["id"]})
@@ -709,3 +709,78 @@ def test_apply_reports_containers_that_end_right_after_their_start(ns, tmp_path,
     assert (up.returncode, up.stderr) == (0, "") and "1 done, 0 failed" in up.stdout
     assert get_json(ns, state_dir)[0]["restarts"] == 0
     orc("delete", "-f", fine, state_dir=state_dir, check=True)
+
+
+# Traps the three signals a foreground run passes on, says so, then waits: its exit code tells that one came.
+TRAPPING = "trap 'exit 3' TERM HUP INT; echo ready; sleep 3600 & wait"
+
+
+def _ignoring_sigint() -> None:
+    """What `sh -c 'cmd &'` does to a background job: SIGINT ignored, so only SIGTERM and SIGHUP reach it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def signalled_run(state_dir: Path, sig: int, *args: str, ready: str | None = "ready",
+                  preexec: Callable[[], None] | None = None) -> tuple[int, str, str, int]:
+    """`orchestr run ARGS` in the foreground, sent sig once its container has said ready (or, with ready None, once
+    it runs); returns the exit code, the output, and the signals the command had ignored meanwhile."""
+    run = subprocess.Popen([ORCHESTR, "run", *args], env=_env(state_dir), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+    try:
+        if ready is not None:
+            assert run.stdout.readline() == f"{ready}\n"
+        else:
+            until(lambda: any(c["state"] == "running" for c in json.loads(
+                orc("get", "-A", "-o", "json", state_dir=state_dir, check=True).stdout)), "the container to run")
+        ignored = ignored_signals(run.pid)
+        run.send_signal(sig)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return run.returncode, out, err, ignored
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_to_a_foreground_run_goes_to_its_container_which_is_removed(ns, state_dir, sig):
+    code, out, err, _ = signalled_run(state_dir, sig, "--rm", "--network", "none", "-n", ns, TEST_IMAGE,
+                                      "sh", "-c", TRAPPING)
+    assert (code, out, err) == (3, "", "")  # the container's own exit, from its trap
+    assert get_json(ns, state_dir) == [] and records(state_dir) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_background_job_whose_sigint_is_ignored_passes_on_term_and_hup(ns, state_dir, sig):
+    code, _, err, ignored = signalled_run(state_dir, sig, "--rm", "--network", "none", "-n", ns, TEST_IMAGE,
+                                          "sh", "-c", TRAPPING, preexec=_ignoring_sigint)
+    assert ignored & (1 << (signal.SIGINT - 1))  # SIGINT stayed ignored while it ran
+    assert (code, err) == (3, "")
+    assert get_json(ns, state_dir) == [] and records(state_dir) == []
+
+
+def test_a_signal_the_containers_init_does_not_handle_ends_it_as_the_signal_would(ns, state_dir):
+    # sleep, the init of its pid namespace, would drop SIGTERM: it is killed, and the run exits as if by SIGTERM
+    name = f"{ns}-kept"
+    code, _, err, _ = signalled_run(state_dir, signal.SIGTERM, "--network", "none", "--name", name, "-n", ns,
+                                    TEST_IMAGE, *SLEEP, ready=None)
+    assert (code, err) == (128 + signal.SIGTERM, "")
+    [c] = get_json(ns, state_dir)  # no --rm: it is kept, ended
+    assert (c["name"], c["state"]) == (name, "exited")
+    assert cgroup_procs(c["id"]) == set()
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+
+
+def test_sig_proxy_false_leaves_the_container_its_signals(ns, state_dir):
+    name = f"{ns}-left"
+    code, _, err, _ = signalled_run(state_dir, signal.SIGTERM, "--sig-proxy=false", "--network", "none", "--name",
+                                    name, "-n", ns, TEST_IMAGE, "sh", "-c", TRAPPING)
+    assert (code, err) == (128 + signal.SIGTERM, f"orchestr: SIGTERM: container {name} goes on running\n")
+    [c] = get_json(ns, state_dir)
+    assert c["state"] == "running" and alive(c["pid"])
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+    # with --rm, nothing would remove it later: it is stopped and removed
+    code, _, err, _ = signalled_run(state_dir, signal.SIGHUP, "--rm", "--sig-proxy=false", "--network", "none",
+                                    "--name", name, "-n", ns, TEST_IMAGE, "sh", "-c", TRAPPING)
+    assert (code, err) == (128 + signal.SIGHUP, f"orchestr: SIGHUP: container {name} was stopped and removed\n")
+    assert get_json(ns, state_dir) == [] and records(state_dir) == []

@@ -139,17 +139,18 @@ class NativeRuntime:
 
     def run_blocking(
         self, spec: ContainerSpec, *, output: Callable[[LogLine], None] | None = None, remove: bool = False,
-        stdin: int | None = None,
+        stdin: int | None = None, on_signal: str | None = None,
     ) -> tuple[Container, int] | None:
         """Runs a container to its end without an event loop; None, before anything changes, when its image is
         not in the store yet (pulling it needs the loop: use the async verbs then). stdin is the fd an
-        interactive (spec.interactive) container reads; with spec.tty its terminal is relayed to output."""
+        interactive (spec.interactive) container reads; with spec.tty its terminal is relayed to output.
+        on_signal ("forward" or "leave") takes over SIGTERM, SIGHUP and SIGINT meanwhile, as Client.run says."""
         try:
             self.store.lookup(spec.image)
         except NotFound:
             return None
         with located(self.name, spec.name):
-            return self._containers.run(spec, output, remove, stdin)
+            return self._containers.run(spec, output, remove, stdin, on_signal)
 
     # -- images -------------------------------------------------------------------------
     async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:
