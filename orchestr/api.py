@@ -372,11 +372,11 @@ class Client:
     ) -> tuple[Container, int | None]:
         """Run a one-off container, as `docker run`. Returns the container and, unless detach, its exit code.
 
-        on_signal, in the main thread, takes over SIGTERM, SIGHUP and SIGINT while the container runs (those
-        ignored when the run began, as by nohup or for a shell's background job, stay ignored): "forward"
-        passes each on to the container, stopped as its runtime's stop does (killed once its stop grace period
-        has passed); "leave" stops waiting and raises Interrupted, the container left running, or stopped and
-        removed with remove. None (the default) leaves the signals as they are."""
+        on_signal, in the main thread, takes over SIGTERM, SIGHUP and SIGINT while the container runs; those
+        ignored when the run began (nohup, a shell's background job) stay ignored. "forward" passes each on to
+        the container through the runtime's stop (killed if it has not ended its stop grace period later).
+        "leave" stops waiting and raises Interrupted: the container goes on running, or with remove is stopped
+        and removed. None, the default, leaves the signals as they are."""
         if on_signal not in (None, "forward", "leave"):
             raise ValueError(f"on_signal must be None, 'forward' or 'leave', not {on_signal!r}")
         rt_name = runtime or self.default_runtime

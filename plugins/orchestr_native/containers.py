@@ -611,12 +611,12 @@ class Containers:
         terminal merges the two streams), and its window size from stdin when that is a terminal too. Such a
         run's output is not logged.
 
-        on_signal, in the main thread, takes over SIGTERM, SIGHUP and SIGINT meanwhile (those not ignored when
-        the run began: nohup, a shell's background job): "forward" passes each on to the container, which is
-        killed once its stop grace period has passed (the result then is 128 + the signal when its init had no
-        handler for it: the init of a pid namespace drops such signals, so it is killed at once, as the signal
-        would have ended it); "leave" stops waiting and raises Interrupted, the container left running, or
-        stopped and removed with remove."""
+        on_signal, in the main thread, takes over SIGTERM, SIGHUP and SIGINT while the container runs; those
+        ignored when the run began (nohup, a shell's background job) stay ignored. "forward" passes each on to
+        the container, killed if it has not ended its stop grace period later. Its init drops a signal it has
+        no handler for (it is the init of a pid namespace): such a container is killed at once, and the exit
+        code given is 128 + the signal, as if the signal had ended it. "leave" stops waiting and raises
+        Interrupted: the container goes on running, or with remove is stopped and removed."""
         with _Relay(on_signal) as relay:
             container = self._create(spec)
             try:
@@ -816,6 +816,7 @@ class _Relay:
         self.ended_at_once: int | None = None  # the signal the container was killed at once for
         self.timer: threading.Timer | None = None
         self.interrupted = False
+        self.closed = False
 
     def __enter__(self) -> _Relay:
         if self.mode is not None and threading.current_thread() is threading.main_thread():
@@ -830,6 +831,8 @@ class _Relay:
             signals.signal(sig, signals.SIG_DFL if handler is None else handler)
 
     def _caught(self, sig: int, frame: object) -> None:
+        if self.closed:
+            return
         if self.target is None:
             self.pending.append(sig)
         else:
@@ -861,8 +864,7 @@ class _Relay:
 
     def close(self) -> None:
         """Signals from now on are dropped (the run is ending), and a pending kill with them."""
-        self.target = None
-        self.pending = []
+        self.closed = True
         if self.timer is not None:
             self.timer.cancel()
 
