@@ -33,7 +33,7 @@ from .model import (
     Stats,
 )
 from .plugins import default_runtime_name, open_runtime
-from .runtime import ProgressCallback, Runtime, StatsSource, require, supports
+from .runtime import BridgeCapacity, ProgressCallback, Runtime, StatsSource, require, supports
 from .state import Store
 
 if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
@@ -146,13 +146,15 @@ class Client:
 
     async def _capacity(self, services: Sequence, default: str) -> dict[tuple[str, str], int]:
         """(runtime, namespace) -> how many containers its bridge network has addresses for, from the runtimes
-        that know (a `bridge_capacity` method: native has one; Docker's default bridge is shared by the host)."""
+        that know (the bridge_capacity capability: native has it; Docker's default bridge is the host's)."""
         capacity = {}
         for name, namespace in sorted({(s.spec.runtime or default, s.namespace) for s in services
                                        if s.spec.network == "bridge"}):
-            known = getattr(self.runtime(name), "bridge_capacity", None)
-            if known is not None:
-                capacity[(name, namespace)] = await known(namespace)
+            rt = self.runtime(name)
+            if supports(rt, "bridge_capacity"):
+                assert isinstance(rt, BridgeCapacity)
+                with located(rt.name):
+                    capacity[(name, namespace)] = await rt.bridge_capacity(namespace)
         return capacity
 
     async def apply(
