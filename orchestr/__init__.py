@@ -42,6 +42,7 @@ _EXPORTS = {
     "RuntimeUnavailable": "orchestr.errors",
     "Timeout": "orchestr.errors",
     "TerminalFailure": "orchestr.errors",
+    "Interrupted": "orchestr.errors",
 }
 
 __all__ = sorted(_EXPORTS)

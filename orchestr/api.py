@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .config import Config
-from .errors import Conflict, NotFound, OrchestrError, RuntimeUnavailable, located
+from .errors import Conflict, Interrupted, NotFound, OrchestrError, RuntimeUnavailable, located
 from .model import (
     L_NAMESPACE,
     L_ONEOFF,
@@ -31,7 +33,7 @@ from .model import (
     Stats,
 )
 from .plugins import default_runtime_name, open_runtime
-from .runtime import ProgressCallback, Runtime, StatsSource, require, supports
+from .runtime import BridgeCapacity, ProgressCallback, Runtime, StatsSource, require, supports
 from .state import Store
 
 if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # the planner and executor load only for the verbs that recon
     from .planner import Plan
 
 OutcomeCallback = Callable[["executor.Outcome"], None]
+SETTLE = 1.0  # seconds apply watches a container it started for an end right after its start
 
 
 @dataclass(slots=True)
@@ -123,8 +126,11 @@ class Client:
         return found
 
     # -- reconcile ----------------------------------------------------------------------
-    async def plan(self, services: Sequence, *, prune: bool = False, runtime: str | None = None) -> Plan:
-        """What apply would do, without doing it."""
+    async def plan(
+        self, services: Sequence, *, prune: bool = False, runtime: str | None = None, check_capacity: bool = True,
+    ) -> Plan:
+        """What apply would do, without doing it. A plan that makes containers is refused (SpecError) when a
+        namespace's bridge network has too few addresses for them, unless check_capacity is off."""
         from . import planner
 
         default = runtime or self.default_runtime
@@ -132,7 +138,24 @@ class Client:
         namespaces = {s.namespace for s in services}
         names = {s.spec.runtime or default for s in services} | set(self.store.runtimes_used(namespaces))
         actual = await self._actual(names, namespaces)
-        return planner.plan(services, actual, default_runtime=default, prune=prune)
+        result = planner.plan(services, actual, default_runtime=default, prune=prune)
+        if check_capacity and any(a.kind in (planner.Kind.CREATE, planner.Kind.RECREATE) for a in result):
+            capacity = await self._capacity(services, default)
+            planner.check_capacity(services, actual, capacity, default_runtime=default, prune=prune)
+        return result
+
+    async def _capacity(self, services: Sequence, default: str) -> dict[tuple[str, str], int]:
+        """(runtime, namespace) -> how many containers its bridge network has addresses for, from the runtimes
+        that know (the bridge_capacity capability: native has it; Docker's default bridge is the host's)."""
+        capacity = {}
+        for name, namespace in sorted({(s.spec.runtime or default, s.namespace) for s in services
+                                       if s.spec.network == "bridge"}):
+            rt = self.runtime(name)
+            if supports(rt, "bridge_capacity"):
+                assert isinstance(rt, BridgeCapacity)
+                with located(rt.name):
+                    capacity[(name, namespace)] = await rt.bridge_capacity(namespace)
+        return capacity
 
     async def apply(
         self,
@@ -144,8 +167,11 @@ class Client:
         on_plan: Callable[[Plan], None] | None = None,
         on_event: OutcomeCallback | None = None,
         sources: Iterable[str] = (),
+        settle: float = SETTLE,
     ) -> ApplyResult:
-        """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete."""
+        """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete. A container
+        started that ends with a failure within settle seconds (a crash at start, an OOM kill) fails its action,
+        reported through on_event a second time."""
         from . import executor, planner
 
         default = runtime or self.default_runtime
@@ -165,7 +191,8 @@ class Client:
             by_key = {(s.namespace, s.name): s for s in services}
             pruned = {(a.namespace, a.service) for a in plan if a.kind is planner.Kind.DELETE} - set(by_key)
             outcomes = await executor.execute(
-                plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event
+                plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
+                settle=settle,
             )
             self.store.record_services(rev, {k: _document(s) for k, s in by_key.items()}, removed=pruned)
             result = ApplyResult(plan, outcomes, rev)
@@ -343,26 +370,38 @@ class Client:
         network: str | None = None,
         output: Callable[[LogLine], None] | None = None,
         progress: ProgressCallback | None = None,
+        on_signal: str | None = None,
     ) -> tuple[Container, int | None]:
-        """Run a one-off container, as `docker run`. Returns the container and, unless detach, its exit code."""
+        """Run a one-off container, as `docker run`. Returns the container and, unless detach, its exit code.
+
+        on_signal, in the main thread, takes over SIGTERM, SIGHUP and SIGINT while the container runs; those
+        ignored when the run began (nohup, a shell's background job) stay ignored. "forward" passes each on to
+        the container through the runtime's stop (killed if it has not ended its stop grace period later).
+        "leave" stops waiting and raises Interrupted: the container goes on running, or with remove is stopped
+        and removed. None, the default, leaves the signals as they are."""
+        if on_signal not in (None, "forward", "leave"):
+            raise ValueError(f"on_signal must be None, 'forward' or 'leave', not {on_signal!r}")
         rt_name = runtime or self.default_runtime
         rt = self.runtime(rt_name)
         spec = _oneoff(image, command, name, namespace, env, network)
         await rt.ensure_image(image, progress)
         self.store.note_runtimes([rt_name], [namespace])
         container = await rt.create(spec)
+        caught: list[int] = []
         try:
-            await rt.start(container.id)
             if detach:
+                await rt.start(container.id)
                 return await rt.inspect(container.id), None
-            if output is None:
-                code = await rt.wait(container.id)
-            else:
-                code = await _stream_until_exit(rt, container.id, output)
+            code = await _attend(rt, container.id, spec.stop_grace_period, output, on_signal, caught)
+            if caught and on_signal == "leave":
+                what = "was stopped and removed" if remove else "goes on running"
+                raise Interrupted(caught[0], f"{signal.Signals(caught[0]).name}: container {spec.name} {what}")
             return await rt.inspect(container.id), code
         finally:
             if remove and not detach:
                 with anyio.CancelScope(shield=True):
+                    if caught and on_signal == "leave":
+                        await rt.stop(container.id, timeout=spec.stop_grace_period)
                     await rt.delete(container.id, force=True)
 
     def run_blocking(
@@ -379,6 +418,7 @@ class Client:
         output: Callable[[LogLine], None] | None = None,
         stdin: int | None = None,
         tty: bool = False,
+        on_signal: str | None = None,
     ) -> tuple[Container, int] | None:
         """run() of a container in the foreground, called without an event loop, on a runtime that can do that
         (the blocking_run capability: native has it). None, with no container made, when the runtime cannot or
@@ -386,7 +426,9 @@ class Client:
         want to spare loading an event loop for it.
 
         stdin, an open fd, makes the run interactive (as `docker run -i`); tty gives the container a terminal
-        of its own, relayed to stdin and output (as `docker run -t`)."""
+        of its own, relayed to stdin and output (as `docker run -t`). on_signal is run()'s; a runtime's own
+        run_blocking may end a container whose init has no handler for a forwarded signal at once (native does,
+        and returns 128 + the signal then, as the signal would have ended it)."""
         rt_name = runtime or self.default_runtime
         rt = self.runtime(rt_name)
         if not supports(rt, "blocking_run"):
@@ -394,7 +436,8 @@ class Client:
         self.store.note_runtimes([rt_name], [namespace])
         spec = replace(_oneoff(image, command, name, namespace, env, network),
                                    interactive=stdin is not None, tty=tty)
-        return rt.run_blocking(spec, output=output, remove=remove, stdin=stdin)  # type: ignore[attr-defined]
+        return rt.run_blocking(spec, output=output, remove=remove, stdin=stdin,  # type: ignore[attr-defined]
+                               on_signal=on_signal)
 
 
 @dataclass(slots=True)
@@ -425,6 +468,47 @@ async def _stream_until_exit(rt: Runtime, id: str, output: Callable[[LogLine], N
     async for line in rt.logs(id, follow=True):
         output(line)
     return await rt.wait(id)
+
+
+_HELD = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+async def _attend(rt: Runtime, id: str, grace: float, output: Callable[[LogLine], None] | None,
+                  on_signal: str | None, caught: list[int]) -> int | None:
+    """Starts the container and waits for its end, streaming its output, with run()'s signal handling; the
+    signals caught go to caught. None when one ended the wait ("leave")."""
+    held = [s for s in _HELD if signal.getsignal(s) is not signal.SIG_IGN]
+    if on_signal is None or not held or threading.current_thread() is not threading.main_thread():
+        receiver: contextlib.AbstractContextManager = contextlib.nullcontext()
+    else:
+        receiver = anyio.open_signal_receiver(*held)
+    started = anyio.Event()
+    code = None
+    with receiver as received:
+        async with anyio.create_task_group() as tg:
+
+            async def relay() -> None:
+                async for sig in received:
+                    caught.append(sig)
+                    if on_signal == "leave":
+                        tg.cancel_scope.cancel()
+                        return
+                    tg.start_soon(_pass_on, rt, id, sig, grace, started)
+
+            if received is not None:
+                tg.start_soon(relay)
+            await rt.start(id)
+            started.set()
+            code = await (rt.wait(id) if output is None else _stream_until_exit(rt, id, output))
+            tg.cancel_scope.cancel()
+    return code
+
+
+async def _pass_on(rt: Runtime, id: str, sig: int, grace: float, started: anyio.Event) -> None:
+    """Stops the container with sig (once started), as the runtime's stop does: killed if grace passes first."""
+    await started.wait()
+    with contextlib.suppress(OrchestrError):  # ended meanwhile
+        await rt.stop(id, signal=signal.Signals(sig).name, timeout=grace)
 
 
 def _document(service) -> dict:

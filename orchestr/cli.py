@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runtime", help="runtime for services that name none")
     sp.add_argument("--dry-run", action="store_true", help="print the plan, do nothing")
     sp.add_argument("--prune", action="store_true", help="delete services of these namespaces the files omit")
+    sp.add_argument("--settle", type=_duration, default="1s", metavar="DURATION",
+                    help="watch containers this long after their start for a crash (default 1s; 0: do not watch)")
 
     sp = sub.add_parser("diff", help="print the plan; exit 0 if nothing would change, 1 if something would")
     files(sp)
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-d", "--detach", action="store_true")
     sp.add_argument("-i", "--interactive", action="store_true", help="give the container this standard input")
     sp.add_argument("-t", "--tty", action="store_true", help="give the container a terminal (relayed here)")
+    sp.add_argument("--sig-proxy", choices=["true", "false"], default="true",
+                    help="pass SIGTERM, SIGHUP and SIGINT on to the container (default true); false: such a signal "
+                         "leaves the container running, or stops and removes it with --rm")
     sp.add_argument("--runtime")
     sp.add_argument("--name")
     sp.add_argument("-n", "--namespace", default="default")
@@ -120,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _duration(text: str) -> float:
+    from .quantity import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     # pydantic looks for its own plugins through every installed package's metadata; the CLI has none.
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _report(exc: BaseException, debug: bool) -> int:
-    from .errors import OrchestrError, SpecError
+    from .errors import Interrupted, OrchestrError, SpecError
 
     if isinstance(exc, SystemExit):
         raise exc
@@ -156,6 +170,8 @@ def _report(exc: BaseException, debug: bool) -> int:
         traceback.print_exception(exc)
     if isinstance(exc, OrchestrError):
         print(f"orchestr: {exc}", file=sys.stderr)
+        if isinstance(exc, Interrupted):
+            return 128 + exc.signal
         return EXIT_ERROR if isinstance(exc, SpecError) else EXIT_FAILED
     if isinstance(exc, BrokenPipeError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -54,8 +54,9 @@ def _print_outcome(o: Outcome) -> None:
         print(f"  done     {a.kind.value} {a.namespace}/{a.name}", flush=True)
     elif o.skipped:
         print(f"  skipped  {a.kind.value} {a.namespace}/{a.name}: {o.error}", flush=True)
-    else:
-        print(f"  FAILED   {a.kind.value} {a.namespace}/{a.name}: {o.error}", flush=True)
+    else:  # an error: on stderr, as every error is
+        sys.stdout.flush()  # what came before it comes first where both streams go to one place
+        print(f"  FAILED   {a.kind.value} {a.namespace}/{a.name}: {o.error}", file=sys.stderr, flush=True)
 
 
 def _summary(result: ApplyResult) -> int:
@@ -73,7 +74,8 @@ async def cmd_apply(oc: Client, args) -> int:
 
     digest = speccache.key(args.files)
     cached = speccache.lookup(oc.config.state_dir, digest) if digest else None
-    if cached is not None and not await oc.plan(cached, prune=args.prune, runtime=args.runtime):
+    # the cache only ever tells that nothing needs doing: any other plan is made from validated files below
+    if cached and not await oc.plan(cached, prune=args.prune, runtime=args.runtime, check_capacity=False):
         _print_plan(None)  # unchanged files, and nothing to do: no need to validate them again
         return 0
     services = _load(args.files)
@@ -84,7 +86,7 @@ async def cmd_apply(oc: Client, args) -> int:
         return 0
     result = await oc.apply(
         services, prune=args.prune, runtime=args.runtime, on_plan=_print_plan, on_event=_print_outcome,
-        sources=args.files,
+        sources=args.files, settle=args.settle,
     )
     return _summary(result)
 
@@ -114,7 +116,7 @@ async def cmd_delete(oc: Client, args) -> int:
 
 
 # -- reading -----------------------------------------------------------------------------
-TABLE = ("NAMESPACE", "NAME", "STATE", "RUNTIME", "IMAGE", "ID")
+TABLE = ("NAMESPACE", "NAME", "STATE", "RESTARTS", "RUNTIME", "IMAGE", "ID")
 WIDE = TABLE + ("PID", "IP", "PORTS", "EXIT", "SPEC-HASH", "CREATED")
 
 
@@ -122,7 +124,7 @@ def _row(c: Container, wide: bool) -> tuple:
     state = str(c.state)
     if c.state == "exited":
         state = f"exited ({c.exit_code}{', OOMKilled' if c.oom_killed else ''})"
-    row = (c.namespace, c.name, state, c.runtime, c.image, c.id[:12])
+    row = (c.namespace, c.name, state, "" if c.restarts is None else c.restarts, c.runtime, c.image, c.id[:12])
     if wide:
         ports = ",".join(f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.protocol}" for p in c.ports)
         row += (c.pid or "", c.ip or "", ports, "" if c.exit_code is None else c.exit_code, c.spec_hash,
@@ -291,7 +293,7 @@ def run_blocking(args: argparse.Namespace) -> int | None:
                 return oc.run_blocking(
                     args.image, _argv(args), name=args.name, namespace=args.namespace, runtime=args.runtime,
                     remove=args.rm, env=_env(args.env), network=args.network, output=_write_line,
-                    stdin=sys.stdin.fileno() if args.interactive else None, tty=args.tty,
+                    stdin=sys.stdin.fileno() if args.interactive else None, tty=args.tty, on_signal=_on_signal(args),
                 )
 
         ran = once()
@@ -336,11 +338,16 @@ async def cmd_run(oc: Client, args) -> int:
         container, code = await oc.run(
             args.image, _argv(args), name=args.name, namespace=args.namespace, runtime=args.runtime, remove=args.rm,
             detach=args.detach, env=_env(args.env), network=args.network, output=_write_line, progress=progress,
+            on_signal=_on_signal(args),
         )
     if args.detach:
         print(container.id)
         return 0
     return _ran(container, code)
+
+
+def _on_signal(args) -> str:
+    return "forward" if args.sig_proxy == "true" else "leave"
 
 
 def _argv(args) -> list[str]:

@@ -3,6 +3,7 @@
     OrchestrError
     ├── SpecError               a spec file is wrong: file, line, field, what was expected
     ├── UnknownRuntime          no installed plugin offers the runtime asked for
+    ├── Interrupted             a signal ended the wait for a one-off container (exit status 128 + signal)
     └── RuntimeFailure          a runtime could not do what was asked (carries runtime and container)
         ├── NotFound            no such container or image
         ├── Conflict            clashes with the current state: name or port in use, not running, ...
@@ -90,3 +91,12 @@ def located(runtime: str, container: str | None = None) -> Iterator[None]:
     except RuntimeFailure as error:
         context(error, runtime=runtime, container=container)
         raise
+
+
+class Interrupted(OrchestrError):
+    """A signal ended the wait for a one-off container whose signals were not to be passed on to it; the exit
+    status to give is 128 + signal, as for a process that signal ended."""
+
+    def __init__(self, signal: int, message: str):
+        self.signal = signal
+        super().__init__(message)

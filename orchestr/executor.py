@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import anyio
 
 from .errors import NotFound, OrchestrError, RuntimeFailure, TerminalFailure, context
-from .model import Image
+from .model import Event, EventAction, Image
 from .planner import Action, Kind, Plan
 from .runtime import Runtime, require, supports
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from .spec import Service
 
 DEFAULT_GRACE = 10.0  # seconds, for containers that do not say theirs
+_STARTS = frozenset({Kind.CREATE, Kind.RECREATE, Kind.START, Kind.UNPAUSE})  # actions that leave a container running
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ async def execute(
     concurrency: int = 8,
     on_event: Callable[[Outcome], None] | None = None,
     on_start: Callable[[Action], None] | None = None,
+    settle: float = 0.0,
 ) -> list[Outcome]:
     """Run every action of plan; return one Outcome per action, in plan order.
 
@@ -45,7 +48,13 @@ async def execute(
     actions take the stop grace period from it when present). `runtimes` maps each runtime name the
     plan uses to an open Runtime. A failed action fails nobody else but the actions waiting on it,
     which are skipped. Cancellation propagates.
+
+    With settle, the containers the plan started are watched, through their runtimes' events, until settle
+    seconds after the last start (or until each has failed): the outcome of one that ends with a failure
+    meanwhile (a non-zero exit, an OOM kill) becomes a failed one, reported through on_event a second time.
     """
+    starts = settle > 0 and any(a.kind in _STARTS for a in plan.actions)
+    watch = _Watch(runtimes.values()) if starts else None
     run = _Run(services, runtimes)
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     actions = plan.actions
@@ -69,13 +78,82 @@ async def execute(
                 outcome = await run.act(action)
         outcomes[index] = outcome
         done[index].set()
+        if watch is not None and outcome.ok and action.kind in _STARTS and outcome.container_id:
+            watch.started(outcome.container_id)
         if on_event is not None:
             on_event(outcome)
 
-    async with anyio.create_task_group() as tg:
-        for index in range(len(actions)):
-            tg.start_soon(one, index)
+    async with anyio.create_task_group() as listening:
+        if watch is not None:
+            watch.listen(listening)
+        async with anyio.create_task_group() as tg:
+            for index in range(len(actions)):
+                tg.start_soon(one, index)
+        if watch is not None:
+            await watch.settled(settle)
+        listening.cancel_scope.cancel()
+    if watch is not None:
+        for index, outcome in enumerate(outcomes):
+            assert outcome is not None
+            how = watch.ended.get(outcome.container_id or "") if outcome.ok and outcome.action.kind in _STARTS else None
+            if how is not None:
+                error = f"{outcome.action.name} {how} right after its start"
+                failure = RuntimeFailure(error, runtime=outcome.action.runtime, container=outcome.container_id)
+                outcomes[index] = replace(outcome, ok=False, error=error, exception=failure)
+                if on_event is not None:
+                    on_event(outcomes[index])
     return outcomes  # type: ignore[return-value]  # every slot is filled once the group exits
+
+
+class _Watch:
+    """The runtimes' events while a plan runs: which of the containers it started ended with a failure, and how."""
+
+    def __init__(self, runtimes) -> None:  # type: ignore[no-untyped-def]
+        self.streams: list[AsyncIterator[Event]] = []
+        for rt in runtimes:
+            try:
+                self.streams.append(rt.events())  # subscribed here, before anything starts
+            except Exception:  # noqa: BLE001 - a runtime without events is not watched
+                pass
+        self.watched: set[str] = set()
+        self.ended: dict[str, str] = {}  # container id -> how it ended: "exited with 1", "was OOM-killed"
+        self.last_start = time.monotonic()
+        self.news = anyio.Event()
+
+    def listen(self, tg: anyio.abc.TaskGroup) -> None:
+        for stream in self.streams:
+            tg.start_soon(self._read, stream)
+
+    def started(self, container_id: str) -> None:
+        self.watched.add(container_id)
+        self.last_start = time.monotonic()
+
+    async def _read(self, stream: AsyncIterator[Event]) -> None:
+        oom: set[str] = set()
+        try:
+            async for event in stream:
+                if event.action == EventAction.OOM:
+                    oom.add(event.id)
+                elif event.action == EventAction.DIE and event.id not in self.ended:
+                    if event.id in oom:
+                        self.ended[event.id] = "was OOM-killed"
+                    elif event.exit_code:
+                        self.ended[event.id] = f"exited with {event.exit_code}"
+                    else:
+                        continue
+                    self.news.set()
+                    self.news = anyio.Event()
+        except Exception:  # noqa: BLE001 - watching is a courtesy: a runtime whose events fail reports no ends
+            return
+
+    async def settled(self, settle: float) -> None:
+        """Returns settle seconds after the last start, or once every container started has ended."""
+        while not self.watched <= set(self.ended):
+            left = self.last_start + settle - time.monotonic()
+            if left <= 0:
+                return
+            with anyio.move_on_after(left):
+                await self.news.wait()
 
 
 class _Run:

@@ -104,6 +104,7 @@ class Container:
     pid: int | None = None
     ip: str | None = None
     oom_killed: bool = False
+    restarts: int | None = None  # by the runtime's restart policy, since its last start by orchestr; None: not known
     ports: tuple[Port, ...] = ()  # published: host_port as the runtime bound it (picked when the spec left it out)
     created_at: str | None = None  # RFC 3339
     started_at: str | None = None
@@ -153,6 +154,7 @@ class Container:
             "state": str(self.state),
             "exitCode": self.exit_code,
             "oomKilled": self.oom_killed,
+            "restarts": self.restarts,
             "pid": self.pid,
             "ip": self.ip,
             "ports": [{"hostIP": p.host_ip, "hostPort": p.host_port, "containerPort": p.container_port,

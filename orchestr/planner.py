@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -147,6 +147,46 @@ def plan(
         actions.extend(_delete(c, reason, ()) for c, reason in sorted(surplus[key], key=_highest_first))
     _add_ups(actions, declared, steps, default_runtime)
     return Plan(tuple(actions))
+
+
+def check_capacity(
+    services: Sequence[Service],
+    actual: Sequence[Container],
+    capacity: Mapping[tuple[str, str], int],
+    *,
+    default_runtime: str,
+    prune: bool = False,
+) -> None:
+    """Raises SpecError, at the replicas of the namespace's largest service, when a namespace would have more
+    containers on a runtime's bridge network than capacity[(runtime, namespace)] says it has addresses for.
+
+    Services on network host or none take no address. Containers already there that no given service claims
+    keep theirs (one-off containers, and services these files leave out unless prune deletes them)."""
+    declared = {(s.namespace, s.name) for s in services}
+    wanted: dict[tuple[str, str], int] = {}
+    largest: dict[tuple[str, str], Service] = {}
+    for service in services:
+        spec = service.spec
+        at = (spec.runtime or default_runtime, service.namespace)
+        if spec.network != "bridge" or at not in capacity:
+            continue
+        wanted[at] = wanted.get(at, 0) + spec.replicas
+        if at not in largest or spec.replicas > largest[at].spec.replicas:
+            largest[at] = service
+    kept: defaultdict[tuple[str, str], int] = defaultdict(int)
+    for c in actual:
+        at = (c.runtime, c.namespace)
+        if at in wanted and c.ip and (c.oneoff or (c.namespace, c.service) not in declared and not prune):
+            kept[at] += 1
+    for at, count in wanted.items():
+        if count + kept[at] > capacity[at]:
+            runtime, namespace = at
+            also = f", {kept[at]} of them already there and not in these files" if kept[at] else ""
+            raise largest[at].error(
+                "spec.replicas",
+                f"namespace {namespace} would have {count + kept[at]} containers on the {runtime} runtime's bridge "
+                f"network{also}, which has addresses for {capacity[at]}; lower replicas, or use network: none or "
+                "host for some services")
 
 
 def plan_delete(targets: Iterable[Service | Key], actual: Sequence[Container]) -> Plan:

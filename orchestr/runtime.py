@@ -50,6 +50,7 @@ class Capabilities:
     blocking_run: bool = False  # BlockingRunner: run a container with no event loop
     image_export: bool = False  # ImageExporter
     update: bool = False  # ResourceUpdater: limits changed on a created or running container
+    bridge_capacity: bool = False  # BridgeCapacity: a namespace's bridge network has addresses for so many
 
 
 @runtime_checkable
@@ -171,12 +172,13 @@ class StatsSource(Protocol):
 class BlockingRunner(Protocol):
     def run_blocking(
         self, spec: ContainerSpec, *, output: Callable[[LogLine], None] | None = None, remove: bool = False,
-        stdin: int | None = None,
+        stdin: int | None = None, on_signal: str | None = None,
     ) -> tuple[Container, int] | None:
         """Create, start and wait for a container with no event loop running, handing output each line; None,
         with nothing changed, when it cannot run this one so (the caller then uses the async verbs). With
         spec.interactive, stdin (an fd) is the container's standard input; with spec.tty the container gets a
-        terminal of its own, relayed to stdin and output."""
+        terminal of its own, relayed to stdin and output. on_signal, "forward" or "leave", takes over SIGTERM,
+        SIGHUP and SIGINT meanwhile, as Client.run says."""
 
 
 @runtime_checkable
@@ -192,8 +194,14 @@ class ResourceUpdater(Protocol):
         A limit that is None stays as it is: engines cannot lift a CPU or memory limit in place."""
 
 
+@runtime_checkable
+class BridgeCapacity(Protocol):
+    async def bridge_capacity(self, namespace: str) -> int:
+        """How many containers the namespace's bridge network has addresses for, in all; apply refuses more."""
+
+
 OPTIONAL = {"pause": Pausable, "signal": Signallable, "stats": StatsSource, "blocking_run": BlockingRunner,
-            "image_export": ImageExporter, "update": ResourceUpdater}
+            "image_export": ImageExporter, "update": ResourceUpdater, "bridge_capacity": BridgeCapacity}
 
 
 def supports(runtime: object, capability: str) -> bool:

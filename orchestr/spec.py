@@ -55,6 +55,10 @@ BUILT = "<built>"  # the file named by errors about services made with Service.b
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAX_NODES = 100_000  # per document; stops alias bombs from expanding without end
+MAX_FILE_BYTES = 8 << 20  # a spec file's size; ten thousand services take about 3 MiB
+# Smaller limits start no process: Docker refuses memory under 6 MiB, and the CFS quota under 1 ms per 100 ms.
+MIN_MEMORY = 6 << 20
+MIN_CPUS = 0.01
 # Changing these adjusts a running container in place, so they stay out of the spec hash.
 _UNHASHED = {"replicas", "depends_on", "paused", "runtime"}
 
@@ -208,9 +212,40 @@ class Metadata(_Model):
     labels: Annotated[StringMap, AfterValidator(_labels)] = Field(default_factory=dict)
 
 
+@functools.cache
+def _host_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _bytes(n: int) -> str:
+    """n bytes in the largest binary unit that keeps one decimal, as specs write them."""
+    for unit, factor in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n >= factor:
+            return f"{n / factor:.1f}".removesuffix(".0") + unit
+    return str(n)
+
+
+def _cpus_in_range(value: float | None) -> float | None:
+    # The host that applies the spec runs its containers: Docker refuses more CPUs than it has, too.
+    host = os.cpu_count() or 1
+    if value is not None and not MIN_CPUS <= value <= host:
+        if value < MIN_CPUS:
+            _fail(f"expected at least {MIN_CPUS:g} CPUs (10m), the least a process can be given, got {value:g}")
+        _fail(f"expected at most {host} CPUs, as many as this host has, got {value:g}")
+    return value
+
+
+def _memory_in_range(value: int | None) -> int | None:
+    if value is not None and value < MIN_MEMORY:
+        _fail(f"expected at least {_bytes(MIN_MEMORY)}, too little memory for a process to start, got {_bytes(value)}")
+    if value is not None and value > _host_memory():
+        _fail(f"expected at most {_bytes(_host_memory())}, the memory of this host, got {_bytes(value)}")
+    return value
+
+
 class ResourcesSpec(_Model):
-    cpus: Annotated[float | None, _unit(parse_cpus)] = None
-    memory: Annotated[int | None, _unit(parse_quantity, positive=True)] = None  # bytes
+    cpus: Annotated[float | None, _unit(parse_cpus), AfterValidator(_cpus_in_range)] = None
+    memory: Annotated[int | None, _unit(parse_quantity, positive=True), AfterValidator(_memory_in_range)] = None  # bytes
     pids: StrictInt | None = Field(None, ge=1)
 
 
@@ -332,6 +367,11 @@ class Service(_Model):
         labels = json.dumps(self.metadata.labels, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(f"{labels}\n{spec}".encode()).hexdigest()[:16]
 
+    def error(self, path: str, message: str) -> SpecError:
+        """An error at path of this service's document, on the line of path or of the nearest value enclosing it."""
+        file, line = self._source
+        return SpecError(file, _line_of(self._lines, path, line) or None, path, message)
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Service:
         copied = super().model_copy(update=update, deep=deep)
         copied.__dict__.pop("spec_hash", None)  # the cached hash of the original may no longer hold
@@ -407,6 +447,7 @@ class _Lines:
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
         self.keys: dict[str, int] = {}
+        self.booleans: dict[str, str] = {}  # path -> the plain scalar YAML 1.1 made a boolean (yes, off, ...)
         self.problems: list[tuple[int, str, str]] = []  # line, path, message
 
     def find(self, path: str, default: int, key: bool = False) -> int:
@@ -445,10 +486,15 @@ class _Tree:
         line = node.start_mark.line + 1
         self.lines.values[path] = line
         self.count += 1
-        if self.count > _MAX_NODES or id(node) in self.open:
-            why = "too many values" if self.count > _MAX_NODES else "a recursive alias"
-            raise SpecError(self.filename, line, path, f"expected a spec document, got {why}")
+        if self.count > _MAX_NODES:
+            # the path is no help here: an alias bomb's is a long run of indexes
+            raise SpecError(self.filename, line, "", f"the document holds too many values: more than {_MAX_NODES:,} "
+                                                     "(each use of an alias counts its values again)")
+        if id(node) in self.open:
+            raise SpecError(self.filename, line, path, "expected a spec document, got a recursive alias")
         if isinstance(node, yaml.ScalarNode):
+            if node.tag.endswith(":bool") and not node.style:
+                self.lines.booleans[path] = node.value
             return self.loader.construct_object(node)
         self.open.add(id(node))
         try:
@@ -544,6 +590,10 @@ def _validate(data: Any, filename: str, line: int, lines: _Lines, base_dir: Path
         for error in e.errors(include_url=False):
             loc, message = _explain(error)
             path = _path(loc)
+            raw = lines.booleans.get(path)
+            # only YAML 1.1's surprises: whoever writes true or false means a boolean
+            if raw and raw.lower() not in ("true", "false") and ("a string" in message or "a user" in message):
+                message += f" (YAML reads a plain {raw} as a boolean; quote it: \"{raw}\")"
             problems.append((lines.find(path, line, key=error["type"] == "extra_forbidden"), path, message))
     if problems:
         # A wrong apiVersion or kind explains everything else, so it goes first; then file order.
@@ -575,6 +625,8 @@ def _parse(text: str, filename: str, base_dir: Path) -> list[Service]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = e.problem or "malformed"
+        if mark is not None and text[mark.index:mark.index + 1] == "\t":
+            problem = f"a tab at column {mark.column + 1}; YAML indents with spaces only"
         where = f" ({e.context})" if e.context else ""
         raise SpecError(filename, mark.line + 1 if mark else None, "", f"invalid YAML: {problem}{where}") from None
     except yaml.YAMLError as e:  # reader errors: bad characters, with an offset rather than a line
@@ -589,10 +641,22 @@ def _parse(text: str, filename: str, base_dir: Path) -> list[Service]:
 def _read(path: str | Path) -> tuple[str, str, Path]:
     """Text, name to show and base directory of one spec file; '-' is stdin."""
     name = str(path)
+    too_large = f"the file is too large: a spec file may hold at most {_bytes(MAX_FILE_BYTES)}"
     if name == "-":
-        return sys.stdin.read(), "<stdin>", Path.cwd()
+        text = sys.stdin.read(MAX_FILE_BYTES + 1)
+        if len(text.encode()) > MAX_FILE_BYTES:
+            raise SpecError("<stdin>", None, "", too_large)
+        return text, "<stdin>", Path.cwd()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise SpecError(name, None, "", f"the file is too large ({_bytes(size)}): a spec file may hold at "
+                                                f"most {_bytes(MAX_FILE_BYTES)}")
+            data = f.read(MAX_FILE_BYTES + 1)  # a pipe or device has no size to check first
+        if len(data) > MAX_FILE_BYTES:
+            raise SpecError(name, None, "", too_large)
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecError(name, None, "", "expected a UTF-8 text file") from None
     except OSError as e:
@@ -605,7 +669,10 @@ def load(paths: Iterable[str | Path]) -> list[Service]:
     services: list[Service] = []
     for path in paths:
         text, name, base_dir = _read(path)
-        services += _parse(text, name, base_dir)
+        found = _parse(text, name, base_dir)
+        if not found:
+            raise SpecError(name, None, "", "the file holds no documents; expected at least one Service")
+        services += found
     validate_set(services)
     return services
 

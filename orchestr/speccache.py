@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from .errors import OrchestrError
 from .model import RestartPolicy
 
 KEEP = 32  # cached spec sets per state dir
+MAX_FILE_BYTES = 8 << 20  # spec.MAX_FILE_BYTES, not imported from there: spec.py loads pydantic
 
 
 def key(files: list[str]) -> str | None:
@@ -29,7 +31,12 @@ def key(files: list[str]) -> str | None:
         if name == "-":
             return None
         try:
-            data = Path(name).read_bytes()
+            with open(name, "rb") as f:
+                info = os.fstat(f.fileno())
+                # only regular files no larger than a spec may be: /dev/zero or a huge file is the loader's to refuse
+                if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+                    return None
+                data = f.read()
         except OSError:
             return None
         h.update(os.path.abspath(name).encode() + b"\0" + hashlib.sha256(data).digest())

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,98 @@ def test_readme_library_example_runs(docker_namespace, tmp_path, state_dir):
 def test_empty_tables_print_their_header(state_dir):
     listed = orc("images", "ls", "--runtime", "native", state_dir=state_dir, check=True)
     assert listed.stdout.split() == ["REFERENCE", "IMAGE", "ID", "CREATED", "SIZE"] and listed.stderr == ""
+
+
+def test_apply_reports_a_crash_loop_and_get_shows_its_restarts(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("crash", ns, command="echo starting; exit 3"))  # Always
+    # a long window: the watch ends once every container it started has ended, so no timing is relied on
+    up = orc("apply", "--settle", "10m", "-f", spec, state_dir=state_dir)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "0 done, 1 failed, 0 skipped" in up.stdout and "FAILED" not in up.stdout
+    assert up.stderr == f"  FAILED   create {ns}/crash-0: crash-0 exited with 3 right after its start\n"
+
+    def restarted() -> dict | None:
+        [c] = get_json(ns, state_dir)
+        return c if c["restarts"] else None
+
+    deadline = time.monotonic() + 60
+    while (c := restarted()) is None:
+        assert time.monotonic() < deadline, "the engine did not restart crash-0"
+        time.sleep(0.2)
+    engine = subprocess.run(["docker", "inspect", "-f", "{{.RestartCount}}", c["id"]], capture_output=True,
+                            text=True, check=True).stdout
+    assert c["restarts"] <= int(engine)  # the engine's own count, read a moment later
+    header = orc("get", "-n", ns, state_dir=state_dir, check=True).stdout.splitlines()[0]
+    assert header.split()[:4] == ["NAMESPACE", "NAME", "STATE", "RESTARTS"]
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
+    assert docker_containers(ns) == []
+
+
+def test_an_empty_file_and_an_endless_one_are_bad_input(tmp_path, state_dir, namespace):
+    empty = write(tmp_path / "empty.yaml", "# nothing yet\n")
+    for cmd in ("apply", "diff", "delete"):
+        proc = orc(cmd, "-f", empty, state_dir=state_dir)
+        assert (proc.returncode, proc.stdout) == (2, ""), proc.stdout
+        assert proc.stderr == f"orchestr: {empty}: the file holds no documents; expected at least one Service\n"
+    endless = orc("apply", "-f", "/dev/zero", state_dir=state_dir, timeout=60)  # read only up to the limit
+    assert (endless.returncode, endless.stdout) == (2, "")
+    assert endless.stderr == "orchestr: /dev/zero: the file is too large: a spec file may hold at most 8Mi\n"
+
+
+def test_an_action_that_fails_is_reported_on_stderr(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("good", ns),
+                 service("broken", ns).replace(TEST_IMAGE, "127.0.0.1:9/orchestr-test/missing:latest"))
+    proc = orc("apply", "-f", spec, state_dir=state_dir)
+    assert proc.returncode == 1
+    assert "1 done, 1 failed, 0 skipped" in proc.stdout and "FAILED" not in proc.stdout
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"  FAILED   create {ns}/broken-0: create broken-0: ") and "127.0.0.1:9" in line
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+
+
+# Traps the three signals a foreground run passes on, says so, then waits: its exit code tells that one came.
+TRAPPING = "trap 'exit 3' TERM HUP INT; echo ready; sleep 3600 & wait"
+
+
+def _ignoring_sigint() -> None:
+    """What `sh -c 'cmd &'` does to a background job: SIGINT ignored, so only SIGTERM and SIGHUP reach it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def signalled_run(state_dir: Path, sig: int, *args: str, preexec=None) -> tuple[int, str, bool]:
+    """`orchestr run ARGS` on the docker runtime, sent sig once its container has said ready; returns the exit code,
+    stderr and whether SIGINT was ignored by the command meanwhile."""
+    env = dict(os.environ, ORCHESTR_STATE_DIR=str(state_dir), ORCHESTR_RUNTIME="docker")
+    run = subprocess.Popen([ORCHESTR, "run", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, preexec_fn=preexec)
+    try:
+        assert run.stdout.readline() == "ready\n"
+        status = Path(f"/proc/{run.pid}/status").read_text()
+        ignored = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+        run.send_signal(sig)
+        _, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return run.returncode, err, bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
+@pytest.mark.parametrize("sig, sigint_ignored", [
+    (signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGINT, False), (signal.SIGTERM, True),
+    (signal.SIGHUP, True),
+])
+def test_a_signal_to_a_foreground_run_goes_to_its_container_which_is_removed(ns, state_dir, sig, sigint_ignored):
+    code, err, ignored = signalled_run(state_dir, sig, "--rm", "-n", ns, TEST_IMAGE, "sh", "-c", TRAPPING,
+                                       preexec=_ignoring_sigint if sigint_ignored else None)
+    assert ignored == sigint_ignored  # an ignored SIGINT stays so
+    assert (code, err) == (3, "")  # the container's own exit, from its trap
+    assert docker_containers(ns) == []
+
+
+def test_sig_proxy_false_stops_and_removes_a_run_with_rm(ns, state_dir):
+    name = f"{ns}-left"
+    code, err, _ = signalled_run(state_dir, signal.SIGTERM, "--rm", "--sig-proxy=false", "--name", name, "-n", ns,
+                                 TEST_IMAGE, "sh", "-c", TRAPPING)
+    assert (code, err) == (128 + signal.SIGTERM, f"orchestr: SIGTERM: container {name} was stopped and removed\n")
+    assert docker_containers(ns) == []

@@ -288,3 +288,26 @@ async def test_paused_on_a_runtime_that_cannot_pause_fails_in_one_line_before_an
     assert outcomes[0].error == "pause frozen-0: the docker runtime cannot pause containers"
     assert await states(runtime, ns) == {"frozen-0": State.RUNNING}
     await delete_all(runtime, ns)
+
+
+async def test_a_container_that_ends_with_a_failure_after_its_start_fails_its_action(
+        runtime, docker_namespace, docker_image):
+    ns = docker_namespace
+    # old: killed by its delete after a second (137), an end the watch must not count: this plan made it happen
+    await converge(runtime, ns, [service(ns, docker_image, "old", command=["sleep", "3600"])])
+    crash = service(ns, docker_image, "crash", command=["sh", "-c", "exit 2"], restart_policy="Never")
+    p = plan([crash], await runtime.list(ns), default_runtime="docker", prune=True)
+    assert sorted((a.kind, a.name) for a in p) == [(Kind.CREATE, "crash-0"), (Kind.DELETE, "old-0")]
+    reported: list[Outcome] = []
+    with anyio.fail_after(GUARD):  # the window is longer: the watch ends once every container started has ended
+        outcomes = await execute(p, {(ns, "crash"): crash}, {"docker": runtime}, on_event=reported.append,
+                                 settle=GUARD * 2)
+    by_name = {o.action.name: o for o in outcomes}
+    assert by_name["old-0"].ok
+    failed = by_name["crash-0"]
+    assert (failed.ok, failed.skipped, failed.error) == (False, False, "crash-0 exited with 2 right after its start")
+    assert failed.container_id == (await runtime.list(ns))[0].id
+    # reported twice: done when it started, failed when it ended
+    assert [(o.action.name, o.ok) for o in reported if o.action.name == "crash-0"] == [("crash-0", True),
+                                                                                      ("crash-0", False)]
+    await delete_all(runtime, ns)

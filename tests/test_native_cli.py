@@ -290,7 +290,7 @@ def test_a_killed_apply_is_finished_by_the_next(ns, tmp_path, state_dir):
 def test_containers_outlive_orchestr_and_an_exit_without_it_is_recorded(ns, tmp_path, state_dir):
     spec = write(tmp_path / "app.yaml", service("long", ns),
                  service("short", ns, command=["sh", "-c", "sleep 1; exit 5"], extra="  restartPolicy: Never\n"))
-    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    orc("apply", "--settle", "0", "-f", spec, state_dir=state_dir, check=True)  # short's exit is for later
     started = by_name(get_json(ns, state_dir))
     long, short = started["long-0"], started["short-0"]
     assert long["state"] == "running" and short["state"] == "running"
@@ -504,7 +504,7 @@ def test_memory_limit_from_the_spec_oom_kills(ns, tmp_path, state_dir):
     hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
     spec = write(tmp_path / "app.yaml", service("hog", ns, command=hog,
                                                 extra="  restartPolicy: Never\n  resources: {memory: 16Mi}\n"))
-    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    orc("apply", "--settle", "0", "-f", spec, state_dir=state_dir, check=True)  # unwatched: its end is read below
     c = until(lambda: (c := get_json(ns, state_dir)[0])["state"] == "exited" and c, "the hog to be killed")
     assert c["exitCode"] == 137 and c["oomKilled"] is True
     limits = [Path(d, name).read_text() for d in cgroup_dirs({c["id"]})
@@ -641,3 +641,146 @@ class TestStateDirModes:
             with pytest.raises(PermissionError):
                 subprocess.run(["id", "-u"], executable=binary, user=65534, group=65534, extra_groups=[])
         orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+
+
+def test_replicas_beyond_the_namespaces_subnet_are_refused_before_anything_changes(ns, tmp_path, state_dir):
+    env = dict(_env(state_dir), ORCHESTR_NATIVE_SUBNET_PREFIX="29")  # bridges made now get 8 addresses: 5 free
+
+    def apply(*files: str) -> subprocess.CompletedProcess:
+        return subprocess.run([ORCHESTR, "apply", *(a for f in files for a in ("-f", f))], capture_output=True,
+                              text=True, env=env, timeout=60)
+
+    first = write(tmp_path / "first.yaml", service("a", ns, replicas=3, network="bridge"),
+                  service("quiet", ns, replicas=4, network="none"))  # off the bridge: takes no address
+    up = apply(first)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert [c["ip"] is not None for c in get_json(ns, state_dir)].count(True) == 3
+
+    # another file's service: the three of the first still hold their addresses
+    second = write(tmp_path / "second.yaml", service("b", ns, replicas=3, network="bridge"))
+    refused = apply(second)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == (f"orchestr: {second}:7: spec.replicas: namespace {ns} would have 6 containers on the "
+                              "native runtime's bridge network, 3 of them already there and not in these files, which "
+                              "has addresses for 5; lower replicas, or use network: none or host for some services\n")
+    assert apply(first, write(tmp_path / "fits.yaml", service("b", ns, replicas=2, network="bridge"))).returncode == 0
+    assert len(get_json(ns, state_dir)) == 9
+
+    # the subnet a namespace has keeps counting, whatever a new one would get; no create was tried
+    env.pop("ORCHESTR_NATIVE_SUBNET_PREFIX")
+    many = write(tmp_path / "many.yaml", service("a", ns, replicas=100000, network="bridge"))
+    refused = apply(many, second)
+    assert refused.returncode == 2 and refused.stderr.startswith(f"orchestr: {many}:7: spec.replicas: namespace ")
+    assert "would have 100003 containers" in refused.stderr and "addresses for 5;" in refused.stderr
+    assert len(get_json(ns, state_dir)) == 9
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+    # with the last of its containers the bridge went, and the next is a /24 again
+    refused = apply(many)
+    assert refused.returncode == 2 and "would have 100000 containers" in refused.stderr
+    assert "addresses for 253;" in refused.stderr and get_json(ns, state_dir) == []
+
+
+def test_apply_reports_containers_that_end_right_after_their_start(ns, tmp_path, state_dir):
+    hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
+    spec = write(tmp_path / "app.yaml",
+                 service("crash", ns, command=["sh", "-c", "exit 1"]),  # Always: a crash loop
+                 service("hog", ns, command=hog, extra="  restartPolicy: Never\n  resources: {memory: 8Mi}\n"))
+    # a long window: the watch ends once every container it started has ended, so no timing is relied on
+    up = orc("apply", "--settle", "10m", "-f", spec, state_dir=state_dir)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "0 done, 2 failed, 0 skipped" in up.stdout and "FAILED" not in up.stdout
+    assert sorted(up.stderr.splitlines()) == [
+        f"  FAILED   create {ns}/crash-0: crash-0 exited with 1 right after its start",
+        f"  FAILED   create {ns}/hog-0: hog-0 was OOM-killed right after its start",
+    ]
+    # get shows how often the supervisor restarted the crashing one
+    crash = until(lambda: (c := by_name(get_json(ns, state_dir))["crash-0"])["restarts"] >= 2 and c,
+                  "crash-0 to be restarted twice")
+    assert by_name(get_json(ns, state_dir))["hog-0"]["restarts"] == 0
+    table = orc("get", "-n", ns, state_dir=state_dir, check=True).stdout.splitlines()
+    assert table[0].split()[:4] == ["NAMESPACE", "NAME", "STATE", "RESTARTS"]
+    restarts = {line.split()[1]: line for line in table[1:]}
+    assert "exited (137, OOMKilled)  0" in restarts["hog-0"] and crash["restarts"] >= 2
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
+
+    # a container that keeps running is done once the window is over
+    fine = write(tmp_path / "fine.yaml", service("fine", ns, command=["sh", "-c", TERMINABLE]))
+    up = orc("apply", "--settle", "100ms", "-f", fine, state_dir=state_dir)
+    assert (up.returncode, up.stderr) == (0, "") and "1 done, 0 failed" in up.stdout
+    assert get_json(ns, state_dir)[0]["restarts"] == 0
+    orc("delete", "-f", fine, state_dir=state_dir, check=True)
+
+
+# Traps the three signals a foreground run passes on, says so, then waits: its exit code tells that one came.
+TRAPPING = "trap 'exit 3' TERM HUP INT; echo ready; sleep 3600 & wait"
+
+
+def _ignoring_sigint() -> None:
+    """What `sh -c 'cmd &'` does to a background job: SIGINT ignored, so only SIGTERM and SIGHUP reach it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def signalled_run(state_dir: Path, sig: int, *args: str, ready: str | None = "ready",
+                  preexec: Callable[[], None] | None = None) -> tuple[int, str, str, int]:
+    """`orchestr run ARGS` in the foreground, sent sig once its container has said ready (or, with ready None, once
+    it runs); returns the exit code, the output, and the signals the command had ignored meanwhile."""
+    run = subprocess.Popen([ORCHESTR, "run", *args], env=_env(state_dir), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+    try:
+        if ready is not None:
+            assert run.stdout.readline() == f"{ready}\n"
+        else:
+            until(lambda: any(c["state"] == "running" for c in json.loads(
+                orc("get", "-A", "-o", "json", state_dir=state_dir, check=True).stdout)), "the container to run")
+        ignored = ignored_signals(run.pid)
+        run.send_signal(sig)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return run.returncode, out, err, ignored
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_to_a_foreground_run_goes_to_its_container_which_is_removed(ns, state_dir, sig):
+    code, out, err, _ = signalled_run(state_dir, sig, "--rm", "--network", "none", "-n", ns, TEST_IMAGE,
+                                      "sh", "-c", TRAPPING)
+    assert (code, out, err) == (3, "", "")  # the container's own exit, from its trap
+    assert get_json(ns, state_dir) == [] and records(state_dir) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_background_job_whose_sigint_is_ignored_passes_on_term_and_hup(ns, state_dir, sig):
+    code, _, err, ignored = signalled_run(state_dir, sig, "--rm", "--network", "none", "-n", ns, TEST_IMAGE,
+                                          "sh", "-c", TRAPPING, preexec=_ignoring_sigint)
+    assert ignored & (1 << (signal.SIGINT - 1))  # SIGINT stayed ignored while it ran
+    assert (code, err) == (3, "")
+    assert get_json(ns, state_dir) == [] and records(state_dir) == []
+
+
+def test_a_signal_the_containers_init_does_not_handle_ends_it_as_the_signal_would(ns, state_dir):
+    # sleep, the init of its pid namespace, would drop SIGTERM: it is killed, and the run exits as if by SIGTERM
+    name = f"{ns}-kept"
+    code, _, err, _ = signalled_run(state_dir, signal.SIGTERM, "--network", "none", "--name", name, "-n", ns,
+                                    TEST_IMAGE, *SLEEP, ready=None)
+    assert (code, err) == (128 + signal.SIGTERM, "")
+    [c] = get_json(ns, state_dir)  # no --rm: it is kept, ended
+    assert (c["name"], c["state"]) == (name, "exited")
+    assert cgroup_procs(c["id"]) == set()
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+
+
+def test_sig_proxy_false_leaves_the_container_its_signals(ns, state_dir):
+    name = f"{ns}-left"
+    code, _, err, _ = signalled_run(state_dir, signal.SIGTERM, "--sig-proxy=false", "--network", "none", "--name",
+                                    name, "-n", ns, TEST_IMAGE, "sh", "-c", TRAPPING)
+    assert (code, err) == (128 + signal.SIGTERM, f"orchestr: SIGTERM: container {name} goes on running\n")
+    [c] = get_json(ns, state_dir)
+    assert c["state"] == "running" and alive(c["pid"])
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+    # with --rm, nothing would remove it later: it is stopped and removed
+    code, _, err, _ = signalled_run(state_dir, signal.SIGHUP, "--rm", "--sig-proxy=false", "--network", "none",
+                                    "--name", name, "-n", ns, TEST_IMAGE, "sh", "-c", TRAPPING)
+    assert (code, err) == (128 + signal.SIGHUP, f"orchestr: SIGHUP: container {name} was stopped and removed\n")
+    assert get_json(ns, state_dir) == [] and records(state_dir) == []

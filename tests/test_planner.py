@@ -21,7 +21,7 @@ from orchestr.model import (
     RestartPolicy,
     State,
 )
-from orchestr.planner import UP_KINDS, Kind, Plan, plan, plan_delete, plan_delete_namespace
+from orchestr.planner import UP_KINDS, Kind, Plan, check_capacity, plan, plan_delete, plan_delete_namespace
 from orchestr.spec import Service
 
 DEFAULT = "docker"
@@ -496,3 +496,65 @@ def test_a_plan_converges_in_dependency_order_and_replanning_is_empty(world, pru
         assert finished(c, svc) or c.state == (State.PAUSED if svc.spec.paused else State.RUNNING)
 
     assert plan(services, after, default_runtime=DEFAULT, prune=prune) == Plan()
+
+
+# -- room on a namespace's bridge network -----------------------------------------------------------
+
+
+def _on_bridge(c: Container, ip: str = "10.88.0.9") -> Container:
+    return replace(c, ip=ip)
+
+
+def test_replicas_beyond_the_bridge_networks_addresses_are_refused_at_their_line():
+    from orchestr.errors import SpecError
+    from orchestr.spec import loads
+
+    services = loads("apiVersion: orchestr/v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n"
+                     "  image: busybox:1\n  replicas: 100000\n", "shop.yaml")
+    with pytest.raises(SpecError) as info:
+        check_capacity(services, [], {(DEFAULT, "shop"): 253}, default_runtime=DEFAULT)
+    assert str(info.value) == ("shop.yaml:6: spec.replicas: namespace shop would have 100000 containers on the "
+                               "docker runtime's bridge network, which has addresses for 253; lower replicas, or use "
+                               "network: none or host for some services")
+    check_capacity(services, [], {(DEFAULT, "other"): 253}, default_runtime=DEFAULT)  # no limit known for shop
+    check_capacity(services, [], {("native", "shop"): 253}, default_runtime=DEFAULT)  # nor for its runtime
+
+
+def test_capacity_counts_every_bridge_container_the_namespace_would_have():
+    web, db = service("web", 200), service("db", 53)
+    check_capacity([web, db], [], {(DEFAULT, "default"): 253}, default_runtime=DEFAULT)
+    with pytest.raises(Exception, match="would have 254 containers"):
+        check_capacity([web, service("db", 54)], [], {(DEFAULT, "default"): 253}, default_runtime=DEFAULT)
+
+    # off the bridge, a service takes no address
+    host = Service.build("cache", replicas=500, network="host")
+    none = Service.build("batch", replicas=500, network="none")
+    check_capacity([web, db, host, none], [], {(DEFAULT, "default"): 253}, default_runtime=DEFAULT)
+
+    # containers already there that these services do not claim keep their addresses, one-offs too
+    undeclared = _on_bridge(container("old"))
+    oneoff = _on_bridge(container("run-1", oneoff=True))
+    own = [_on_bridge(running(web, i)) for i in range(200)]  # already counted as web's replicas
+    elsewhere = [_on_bridge(container("old", ns="other")), _on_bridge(container("x", runtime="native")),
+                 container("nonet")]  # other namespace, other runtime, no address
+    actual = [*own, *elsewhere]
+    check_capacity([web, db], actual, {(DEFAULT, "default"): 253}, default_runtime=DEFAULT)
+    with pytest.raises(Exception, match=r"would have 254 containers .*, 1 of them already there and not in these"):
+        check_capacity([web, db], [*actual, undeclared], {(DEFAULT, "default"): 253}, default_runtime=DEFAULT)
+    # pruned, the undeclared one makes room; a one-off is never pruned
+    check_capacity([web, db], [*actual, undeclared], {(DEFAULT, "default"): 253}, default_runtime=DEFAULT,
+                   prune=True)
+    with pytest.raises(Exception, match="would have 254 containers"):
+        check_capacity([web, db], [*actual, oneoff], {(DEFAULT, "default"): 253}, default_runtime=DEFAULT,
+                       prune=True)
+
+
+def test_the_refusal_names_the_largest_service_of_the_namespace():
+    from orchestr.errors import SpecError
+    from orchestr.spec import loads
+
+    text = "".join(f"---\napiVersion: orchestr/v1\nkind: Service\nmetadata: {{name: s{n}}}\nspec:\n"
+                   f"  image: busybox:1\n  replicas: {n}\n" for n in (3, 9, 5))
+    with pytest.raises(SpecError) as info:
+        check_capacity(loads(text, "f.yaml"), [], {(DEFAULT, "default"): 16}, default_runtime=DEFAULT)
+    assert (info.value.line, info.value.path) == (14, "spec.replicas")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,30 @@ MALFORMED = {
     "recursive alias": (
         HEAD + "  command: &argv [sh, *argv]\n",
         "shop.yaml:8: spec.command[1]: expected a spec document, got a recursive alias"),
+    "memory too small for a process": (
+        HEAD + "  resources: {memory: 1Ki}\n",
+        "shop.yaml:8: spec.resources.memory: expected at least 6Mi, too little memory for a process to start, "
+        "got 1Ki"),
+    "cpus too few for a process": (
+        HEAD + "  resources: {cpus: 1m}\n",
+        "shop.yaml:8: spec.resources.cpus: expected at least 0.01 CPUs (10m), the least a process can be given, "
+        "got 0.001"),
+    "a tab in the indentation": (
+        HEAD + "  env:\n\tA: 1\n",
+        "shop.yaml:9: invalid YAML: a tab at column 1; YAML indents with spaces only "
+        "(while scanning for the next token)"),
+    "a name YAML 1.1 reads as a boolean": (
+        HEAD.replace("name: web", "name: yes"),
+        "shop.yaml:4: metadata.name: expected a string, got true (YAML reads a plain yes as a boolean; "
+        "quote it: \"yes\")"),
+    "an env value YAML 1.1 reads as a boolean": (
+        HEAD + "  env: {DEBUG: on}\n",
+        "shop.yaml:8: spec.env.DEBUG: expected a string or a number, got true (YAML reads a plain on as a "
+        "boolean; quote it: \"on\")"),
+    "an argument YAML 1.1 reads as a boolean": (
+        HEAD + "  command: [answer, no]\n",
+        "shop.yaml:8: spec.command[1]: expected a string, got false (YAML reads a plain no as a boolean; "
+        "quote it: \"no\")"),
     "the first error in line order": (
         HEAD + "  replicas: -1\n  restartPolicy: Sometimes\n  imagee: x\n",
         "shop.yaml:8: spec.replicas: expected an integer >= 0, got -1"),
@@ -328,6 +353,54 @@ def test_unreadable_file(tmp_path):
     with pytest.raises(SpecError) as info:
         load([tmp_path / "missing.yaml"])
     assert str(info.value) == f"{tmp_path / 'missing.yaml'}: cannot read the spec file: No such file or directory"
+
+
+def test_an_empty_file_holds_no_documents(tmp_path):
+    for text in ("", "# nothing but a comment\n---\n"):
+        empty = write(tmp_path / "empty.yaml", text)
+        with pytest.raises(SpecError) as info:
+            load([empty])
+        assert str(info.value) == f"{empty}: the file holds no documents; expected at least one Service"
+
+
+def test_a_file_too_large_is_refused_naming_the_limit(tmp_path, monkeypatch):
+    big = tmp_path / "big.yaml"
+    with big.open("w") as f:  # valid YAML all the way, so only the size can refuse it
+        f.write(doc("web", "  env:\n"))
+        line = "    K{}: " + "v" * 100 + "\n"
+        for i in range(500_000):
+            f.write(line.format(i))
+    size = big.stat().st_size
+    assert size > 50 << 20
+    with pytest.raises(SpecError) as info:
+        load([big])
+    assert str(info.value) == f"{big}: the file is too large ({size / 2**20:.1f}Mi): a spec file may hold at most 8Mi"
+    # a pipe has no size to look at first: its reading stops at the limit
+    monkeypatch.setattr("sys.stdin", io.StringIO(big.read_text()))
+    with pytest.raises(SpecError) as info:
+        load(["-"])
+    assert str(info.value) == "<stdin>: the file is too large: a spec file may hold at most 8Mi"
+
+
+def test_an_alias_bomb_is_refused_naming_the_limit():
+    text = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        text += f"{name}: &{name} [{', '.join(['*' + previous] * 9)}]\n"
+    assert error_of(text) == ("shop.yaml:1: the document holds too many values: more than 100,000 "
+                              "(each use of an alias counts its values again)")
+
+
+def test_limits_beyond_this_host_are_refused():
+    cpus = os.cpu_count()
+    assert error_of(HEAD + f"  resources: {{cpus: {cpus + 1}}}\n") == (
+        f"shop.yaml:8: spec.resources.cpus: expected at most {cpus} CPUs, as many as this host has, got {cpus + 1}")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    gib = f"{memory / 2**30:.1f}".removesuffix(".0")
+    assert error_of(HEAD + f"  resources:\n    memory: {memory + 2**30}\n") == (
+        f"shop.yaml:9: spec.resources.memory: expected at most {gib}Gi, the memory of this host, "
+        f"got {(memory + 2**30) / 2**30:.1f}".removesuffix(".0") + "Gi")
+    (service,) = loads(HEAD + f"  resources: {{cpus: {cpus}, memory: 6Mi}}\n")
+    assert (service.spec.resources.cpus, service.spec.resources.memory) == (cpus, 6 << 20)
 
 
 def test_error_carries_its_parts():

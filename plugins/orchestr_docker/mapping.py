@@ -168,6 +168,7 @@ def container_from_inspect(info: dict[str, Any]) -> Container:
         ports=_bound_ports((key.partition("/"), b.get("HostIp"), b.get("HostPort"))
                            for key, bound in (net.get("Ports") or {}).items() for b in bound or ()),
         oom_killed=bool(st.get("OOMKilled")),
+        restarts=info.get("RestartCount", 0),
         created_at=_time(info.get("Created")),
         started_at=_time(st.get("StartedAt")),
         finished_at=_time(st.get("FinishedAt")),
@@ -190,6 +191,7 @@ def container_from_summary(item: dict[str, Any]) -> Container:
         state=state,
         labels=labels,
         exit_code=int(exited[1]) if exited and state is State.EXITED else None,
+        restarts=0 if state is State.CREATED else None,  # a summary has no restart count; inspect has
         ip=next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), None),
         ports=_bound_ports(((str(p.get("PrivatePort")), "/", p.get("Type")), p.get("IP"), p.get("PublicPort"))
                            for p in item.get("Ports") or ()),

@@ -12,6 +12,7 @@ import shutil
 import signal as signals
 import struct
 import termios
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ import anyio
 from orchestr.config import Config, private, private_dir
 from orchestr.containers import UNKNOWN_EXIT, rfc3339, volume_key, volumes
 from orchestr.containers import argv as resolve_argv
-from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout
+from orchestr.errors import Conflict, Interrupted, NotFound, OrchestrError, RuntimeFailure, TerminalFailure, Timeout
 from orchestr.model import (
     L_NAMESPACE,
     Container,
@@ -121,6 +122,7 @@ class Containers:
             exit_code=None if running or status is State.CREATED else exit_code,
             pid=(state.get("init") or {}).get("pid") if running else None,
             ip=(config.get("net") or {}).get("ip"), oom_killed=bool(state.get("oom_killed")),
+            restarts=state.get("restart_count", 0),
             ports=tuple(Port(p["container_port"], p["host_port"], p["protocol"], p["host_ip"])
                         for p in (config.get("net") or {}).get("ports") or ()),
             created_at=config["created_at"],
@@ -600,33 +602,73 @@ class Containers:
     # -- a one-off container, blocking -------------------------------------------------
 
     def run(self, spec: ContainerSpec, output: Callable[[LogLine], None] | None = None,
-            remove: bool = False, stdin: int | None = None) -> tuple[Container, int]:
+            remove: bool = False, stdin: int | None = None, on_signal: str | None = None) -> tuple[Container, int]:
         """Creates and starts a container, hands its output to output as it comes, and returns it with its exit
         code once it has ended; removes it afterwards when remove is set, also when interrupted.
 
         With spec.interactive, stdin (an fd) is the container's standard input. With spec.tty, the container
         gets a terminal of its own, which this relays: stdin to it, its output to output (as stdout; a
         terminal merges the two streams), and its window size from stdin when that is a terminal too. Such a
-        run's output is not logged."""
-        container = self._create(spec)
+        run's output is not logged.
+
+        on_signal, in the main thread, takes over SIGTERM, SIGHUP and SIGINT while the container runs; those
+        ignored when the run began (nohup, a shell's background job) stay ignored. "forward" passes each on to
+        the container, killed if it has not ended its stop grace period later. Its init drops a signal it has
+        no handler for (it is the init of a pid namespace): such a container is killed at once, and the exit
+        code given is 128 + the signal, as if the signal had ended it. "leave" stops waiting and raises
+        Interrupted: the container goes on running, or with remove is stopped and removed."""
+        with _Relay(on_signal) as relay:
+            container = self._create(spec)
+            try:
+                return self._run(container, spec, output, stdin, relay)
+            except Interrupted as e:
+                if remove:
+                    steps.drive_blocking(self._stop_steps(container.id, "SIGTERM", spec.stop_grace_period))
+                what = "was stopped and removed" if remove else "goes on running"
+                raise Interrupted(e.signal, f"{signals.Signals(e.signal).name}: container {spec.name} {what}") from None
+            finally:
+                relay.close()
+                if remove:
+                    steps.drive_blocking(self._delete_steps(container.id, True))
+
+    def _run(self, container: Container, spec: ContainerSpec, output: Callable[[LogLine], None] | None,
+             stdin: int | None, relay: _Relay) -> tuple[Container, int]:
+        """run(), from the container made to its end."""
         stdin = stdin if spec.interactive else None
-        try:
-            config, _ = self._load(container.id)
-            if spec.tty:
-                terminal = self._start(config, attach=True, winsize=_winsize(stdin))
-                _relay(terminal, stdin, output)
-                code = steps.drive_blocking(self._wait_steps(container.id))
-            else:
-                with _feeding(stdin) as pipe:  # fed until the container has ended
-                    self._start(config, pipe)
-                    if output is not None:
-                        for line in steps.stream_blocking(self._log_steps(container.id, True, None)):
-                            output(line)
-                    code = steps.drive_blocking(self._wait_steps(container.id))
-            return self._view(*self._load(container.id)), code
-        finally:
-            if remove:
-                steps.drive_blocking(self._delete_steps(container.id, True))
+        config, _ = self._load(container.id)
+        forward = functools.partial(self._forward, container.id, spec.stop_grace_period, relay)
+        if spec.tty:
+            terminal = self._start(config, attach=True, winsize=_winsize(stdin))
+            try:
+                relay.attach(forward)
+            except BaseException:
+                os.close(terminal)
+                raise
+            _relay(terminal, stdin, output)
+        else:
+            with _feeding(stdin) as pipe:  # fed until the container has ended
+                self._start(config, pipe)
+                relay.attach(forward)
+                if output is not None:
+                    for line in steps.stream_blocking(self._log_steps(container.id, True, None)):
+                        output(line)
+        code = steps.drive_blocking(self._wait_steps(container.id))
+        if relay.ended_at_once is not None and code == 128 + signals.SIGKILL:
+            code = 128 + relay.ended_at_once
+        return self._view(*self._load(container.id)), code
+
+    def _forward(self, id: str, grace: float, relay: _Relay, sig: int) -> None:
+        """Passes sig on to the container's init and has it killed if it has not ended grace seconds later. An
+        init without a handler for sig is killed at once: as the init of a pid namespace it would drop sig."""
+        init = self._load(id)[1].get("init")
+        if not records.alive(init):
+            return
+        if _catches(init["pid"], sig):
+            _kill(init, sig)
+            relay.after(grace, functools.partial(_kill, init, signals.SIGKILL))
+        else:
+            relay.ended_at_once = relay.ended_at_once or sig
+            _kill(init, signals.SIGKILL)
 
     def supervisor_pid(self) -> int | None:
         """The supervisor process of this state dir, when one runs (for measuring what supervision costs)."""
@@ -756,6 +798,85 @@ def _relay(terminal: int, stdin: int | None, output: Callable[[LogLine], None] |
         if watching:
             signals.signal(signals.SIGWINCH, previous)
         os.close(terminal)
+
+
+class _Relay:
+    """run()'s hold on SIGTERM, SIGHUP and SIGINT while a one-off container runs in the foreground (see run);
+    a signal that arrives before the container has started waits for it."""
+
+    SIGNALS = (signals.SIGTERM, signals.SIGHUP, signals.SIGINT)
+
+    def __init__(self, mode: str | None) -> None:
+        if mode not in (None, "forward", "leave"):
+            raise ValueError(f"on_signal must be None, 'forward' or 'leave', not {mode!r}")
+        self.mode = mode
+        self.previous: dict[int, object] = {}
+        self.pending: list[int] = []
+        self.target: Callable[[int], None] | None = None
+        self.ended_at_once: int | None = None  # the signal the container was killed at once for
+        self.timer: threading.Timer | None = None
+        self.interrupted = False
+        self.closed = False
+
+    def __enter__(self) -> _Relay:
+        if self.mode is not None and threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                if signals.getsignal(sig) is not signals.SIG_IGN:  # nohup's or a background job's: stays so
+                    self.previous[sig] = signals.signal(sig, self._caught)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        for sig, handler in self.previous.items():
+            signals.signal(sig, signals.SIG_DFL if handler is None else handler)
+
+    def _caught(self, sig: int, frame: object) -> None:
+        if self.closed:
+            return
+        if self.target is None:
+            self.pending.append(sig)
+        else:
+            self._deliver(sig)
+
+    def _deliver(self, sig: int) -> None:
+        if self.mode == "forward" and self.target is not None:
+            try:
+                self.target(sig)
+            except (OSError, OrchestrError):  # gone meanwhile: nothing left to pass it to
+                pass
+        elif self.mode == "leave" and not self.interrupted:  # once: a second signal must not cut short the first's
+            self.interrupted = True
+            raise Interrupted(sig, signals.Signals(sig).name)
+
+    def attach(self, target: Callable[[int], None]) -> None:
+        """Signals go to target from now on, those that came before first."""
+        self.target = target
+        pending, self.pending = self.pending, []
+        for sig in pending:
+            self._deliver(sig)
+
+    def after(self, seconds: float, then: Callable[[], None]) -> None:
+        """Calls then in seconds, unless closed before; only the first such call counts."""
+        if self.timer is None:
+            self.timer = threading.Timer(seconds, then)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def close(self) -> None:
+        """Signals from now on are dropped (the run is ending), and a pending kill with them."""
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process pid has a handler for sig."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(line.split()[1] for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught, 16) >> (sig - 1) & 1)
 
 
 def _supervised(state: dict) -> bool:

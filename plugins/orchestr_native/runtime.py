@@ -28,7 +28,7 @@ class NativeRuntime:
     # A one-off run can have a terminal (run_blocking), an exec cannot.
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.POLLED, limits=True, image_import=True, pause=True, signal=True,
-        stats=True, blocking_run=True, image_export=True, update=True,
+        stats=True, blocking_run=True, image_export=True, update=True, bridge_capacity=True,
     )
 
     def __init__(self, config: Config) -> None:
@@ -128,22 +128,29 @@ class NativeRuntime:
     async def reattach(self) -> list[Container]:
         return await self._containers.reattach()
 
+    async def bridge_capacity(self, namespace: str) -> int:
+        """How many containers the namespace's bridge network has addresses for (the planner refuses more)."""
+        from .network import Network
+
+        return Network(self.root).capacity(namespace)
+
     async def close(self) -> None:
         """Nothing to release: the supervisor outlives clients, and exits once idle for a minute."""
 
     def run_blocking(
         self, spec: ContainerSpec, *, output: Callable[[LogLine], None] | None = None, remove: bool = False,
-        stdin: int | None = None,
+        stdin: int | None = None, on_signal: str | None = None,
     ) -> tuple[Container, int] | None:
         """Runs a container to its end without an event loop; None, before anything changes, when its image is
         not in the store yet (pulling it needs the loop: use the async verbs then). stdin is the fd an
-        interactive (spec.interactive) container reads; with spec.tty its terminal is relayed to output."""
+        interactive (spec.interactive) container reads; with spec.tty its terminal is relayed to output.
+        on_signal ("forward" or "leave") takes over SIGTERM, SIGHUP and SIGINT meanwhile, as Client.run says."""
         try:
             self.store.lookup(spec.image)
         except NotFound:
             return None
         with located(self.name, spec.name):
-            return self._containers.run(spec, output, remove, stdin)
+            return self._containers.run(spec, output, remove, stdin, on_signal)
 
     # -- images -------------------------------------------------------------------------
     async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:

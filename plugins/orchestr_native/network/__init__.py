@@ -4,7 +4,8 @@ Layout: each orchestr namespace of a state dir gets a bridge orc-<hash> with a /
 (ORCHESTR_NATIVE_SUBNET, default the first free /24 of 10.88.0.0/16, then 10.89.0.0/16 and on, skipping any
 that a host route overlaps, Docker's 172.17.0.0/16 included). Containers of one namespace share its bridge;
 forwarding between two orchestr bridges is dropped, so namespaces are isolated from each other, and reach one
-another only through published ports. A namespace holds at most 253 containers on the bridge.
+another only through published ports. A namespace holds at most 253 containers on the bridge; bridges made
+with ORCHESTR_NATIVE_SUBNET_PREFIX set (16 to 30) get subnets of that size instead, /22 for 1021 containers.
 
 Each container gets a network namespace of its own, made at create and bind-mounted at
 /run/orchestr/netns/<id> (netns.py), before any process exists: a veth pair with `orc<id[:10]>` on the bridge

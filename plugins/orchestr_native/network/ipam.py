@@ -17,10 +17,11 @@ from orchestr.config import private
 from orchestr.errors import RuntimeFailure
 
 POOL_ENV = "ORCHESTR_NATIVE_SUBNET"
+PREFIX_ENV = "ORCHESTR_NATIVE_SUBNET_PREFIX"  # the size of a new namespace's subnet, as a prefix length
 # Private ranges Docker (172.17.0.0/16 and up) and most LANs (192.168.x) leave alone; the first one with room
 # that no host route overlaps is used.
 DEFAULT_POOLS = tuple(f"10.{n}.0.0/16" for n in range(88, 100))
-SUBNET_PREFIX = 24  # each namespace's share of the pool
+SUBNET_PREFIX = 24  # each namespace's share of the pool, unless PREFIX_ENV says otherwise: 253 containers
 RECORD = "bridge.json"
 
 
@@ -34,17 +35,40 @@ def pools() -> list[ipaddress.IPv4Network]:
         raise RuntimeFailure(f"{POOL_ENV}={text!r} is not an IPv4 network such as 10.88.0.0/16") from None
 
 
+def prefix() -> int:
+    """The prefix length of the subnet a namespace's bridge gets when it is made."""
+    text = os.environ.get(PREFIX_ENV)
+    if not text:
+        return SUBNET_PREFIX
+    value = text.strip().removeprefix("/")
+    if not value.isdigit() or not 16 <= int(value) <= 30:
+        raise RuntimeFailure(f"{PREFIX_ENV}={text!r} is not a prefix length from 16 to 30, such as 22 "
+                             f"(for {hosts(ipaddress.IPv4Network('10.0.0.0/22'))} containers a namespace)")
+    return int(value)
+
+
+def hosts(subnet: ipaddress.IPv4Network) -> int:
+    """How many containers subnet has addresses for: all but its network, gateway and broadcast addresses."""
+    return max(subnet.num_addresses - 3, 0)
+
+
+def next_hosts() -> int:
+    """hosts() of the subnet the next new namespace gets."""
+    size = max(prefix(), min(pool.prefixlen for pool in pools()))
+    return hosts(ipaddress.IPv4Network(f"10.0.0.0/{size}", strict=False))
+
+
 def pick_subnet(taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
     """The first block of the pool that overlaps nothing in taken (host routes and recorded subnets)."""
     candidates = pools()
     for pool in candidates:
         if pool.prefixlen > 30:
             raise RuntimeFailure(f"{POOL_ENV}={pool} is too small; use a /30 or larger, such as 10.88.0.0/16")
-        for block in pool.subnets(new_prefix=max(SUBNET_PREFIX, pool.prefixlen)):
+        for block in pool.subnets(new_prefix=max(prefix(), pool.prefixlen)):
             if not any(block.overlaps(t) for t in taken):
                 return block
     where = str(candidates[0]) if len(candidates) == 1 else f"{candidates[0]} to {candidates[-1]}"
-    raise RuntimeFailure(f"no free /{SUBNET_PREFIX} subnet left in {where} for another namespace's bridge; "
+    raise RuntimeFailure(f"no free /{prefix()} subnet left in {where} for another namespace's bridge; "
                          f"set {POOL_ENV} to a free range")
 
 

@@ -35,6 +35,12 @@ class Network:
         """The namespace's bridge: one per state dir and namespace, 15 characters as the kernel allows."""
         return BRIDGE_PREFIX + hashlib.sha256(f"{self.root}\0{namespace}".encode()).hexdigest()[:11]
 
+    def capacity(self, namespace: str) -> int:
+        """How many containers the namespace's bridge has addresses for: those of its subnet, or, before it has
+        one, of the subnet it would get."""
+        record = records.read_json(str(self.dir / self.bridge(namespace) / ipam.RECORD))
+        return ipam.hosts(ipaddress.IPv4Network(record["subnet"])) if record else ipam.next_hosts()
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Host-wide: bridges, subnets, published ports and iptables are shared by every state dir."""
