@@ -40,6 +40,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime ne
 IMAGE = "orchestr-test/busybox:latest"
 ESCAPE_IMAGE = "orchestr-test/escape:latest"
 CONFIGURED_IMAGE = "orchestr-test/configured:latest"  # busybox with Entrypoint, Cmd, Env, WorkingDir, User
+FIFO_PASSWD_IMAGE = "orchestr-test/fifo-passwd:latest"  # busybox whose /etc/passwd is a FIFO
 DEFAULT_CAPS = 0xA80425FB  # Docker's default set
 CAP_SYS_ADMIN = 21
 NEVER = RestartPolicy.NEVER
@@ -79,7 +80,11 @@ def image_layers(tmp_path_factory) -> dict[str, list[Path]]:
     base = _unpack(mkimage.busybox_layer(), root / "busybox")
     # a layer whose symlinks point out of the container root: mounts on them must stay inside
     hostile = mkimage.Layer().symlink("escape", "/../../../../../../../../tmp").symlink("rel", "../../../../../../..")
-    return {IMAGE: [base], ESCAPE_IMAGE: [base, _unpack(hostile, root / "escape")], CONFIGURED_IMAGE: [base]}
+    # a layer whose /etc/passwd is a FIFO: reading it waits for ever for a writer
+    fifo = tarfile.TarInfo("etc/passwd")
+    fifo.type, fifo.mode = tarfile.FIFOTYPE, 0o644
+    return {IMAGE: [base], ESCAPE_IMAGE: [base, _unpack(hostile, root / "escape")], CONFIGURED_IMAGE: [base],
+            FIFO_PASSWD_IMAGE: [base, _unpack(mkimage.Layer().raw(fifo), root / "fifo-passwd")]}
 
 
 def _mountinfo(marker: str) -> list[str]:
@@ -605,3 +610,14 @@ async def test_supervision_costs_at_most_2mb_pss_per_container(native, namespace
     per_container = _pss_kb(pid) / 10
     print(f"supervision PSS per running container (10 running): {per_container:.0f} kB")
     assert per_container <= 2048
+
+
+@pytest.mark.anyio
+async def test_exec_into_a_container_whose_etc_passwd_became_a_fifo_fails_with_one_line(native, namespace):
+    c = await native.create(spec(namespace, "fifo-2", "sleep", "300"))
+    await native.start(c.id)
+    made = await native.exec(c.id, ["sh", "-c", "rm /etc/passwd && mkfifo /etc/passwd"])
+    assert made.exit_code == 0, made.stderr
+    with anyio.fail_after(30):
+        done = await native.exec(c.id, ["true"])
+    assert done.exit_code == 126 and done.stderr.count(b"\n") == 1 and b"/etc/passwd" in done.stderr, done
