@@ -99,6 +99,7 @@ class Container:
     created_at: str | None = None  # RFC 3339
     started_at: str | None = None
     finished_at: str | None = None
+    log_lines_dropped: int = 0  # output the runtime could not log (a full disk), when it counts that
 
     @property
     def service(self) -> str:
@@ -152,6 +153,7 @@ class Container:
             "createdAt": self.created_at,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
+            "logLinesDropped": self.log_lines_dropped,
         }
 
 

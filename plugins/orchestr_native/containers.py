@@ -59,7 +59,8 @@ class ImageStore(Protocol):
 class Containers:
     """Containers of one state dir; state_dir/native/containers/<id> holds each one's records and layers."""
 
-    def __init__(self, config: Config, store: ImageStore, *, log_max_size: int = 10 * MiB, log_max_files: int = 3):
+    def __init__(self, config: Config, store: ImageStore, *, log_max_size: int = 10 * MiB, log_max_files: int = 3,
+                 start_timeout: float = 30.0):
         if os.geteuid() != 0:
             raise RuntimeUnavailable("the native runtime needs root (rootless mode is not supported)")
         self._root = Path(config.state_dir) / "native"
@@ -67,6 +68,7 @@ class Containers:
         self._volumes = self._root / "volumes"
         self._store = store
         self._log = {"max_size": log_max_size, "max_files": log_max_files}
+        self._start_timeout = start_timeout  # for a container's first process to exec its command
         self._supervisor = SupervisorClient(str(self._root))
         self._cgroup_version = cgroups.version()
 
@@ -112,6 +114,7 @@ class Containers:
                         for p in (config.get("net") or {}).get("ports") or ()),
             created_at=config["created_at"],
             started_at=state.get("started_at"), finished_at=None if running else state.get("finished_at"),
+            log_lines_dropped=state.get("log_lines_dropped", 0),
         )
 
     def _event(self, config: dict, action: str, state: State | None = None, exit_code: int | None = None) -> None:
@@ -172,7 +175,7 @@ class Containers:
                            "merged": str(d / "rootfs"), "read_only": spec.read_only},
                 "mounts": mounts, "files": {k: str(v) for k, v in files.items()}, "limits": limits.as_dict(),
                 "restart_policy": str(spec.restart_policy), "stop_grace_period": spec.stop_grace_period,
-                "log": self._log, "cgroup_version": self._cgroup_version,
+                "log": self._log, "cgroup_version": self._cgroup_version, "start_timeout": self._start_timeout,
             }
             records.write_json(str(d / records.CONFIG), config)  # no state.json yet: _load reads that as created
             try:
@@ -565,10 +568,11 @@ class Containers:
             if remove:
                 steps.drive_blocking(self._delete_steps(container.id, True))
 
-    def supervisor_pid(self) -> int | None:
-        """The supervisor process of this state dir, when one runs (for measuring what supervision costs)."""
+    def supervisor_pids(self) -> list[int]:
+        """The supervisor's processes of this state dir when it runs, its keeper (when it has one) first, then
+        its worker (for measuring what supervision costs)."""
         reply = self._supervisor.ask({"op": "ping"})
-        return reply["pid"] if reply else None
+        return [pid for pid in (reply.get("keeper"), reply["pid"]) if pid] if reply else []
 
 
 def _process(spec: ContainerSpec, image: dict) -> dict:
