@@ -157,11 +157,16 @@ class Container:
         }
 
 
+EXEC_OUTPUT_LIMIT = 16 << 20  # bytes of each stream that exec keeps, by default, when it collects its output
+
+
 @dataclass(frozen=True, slots=True)
 class ExecResult:
     exit_code: int
     stdout: bytes
     stderr: bytes
+    stdout_dropped: int = 0  # bytes past the output limit, not kept
+    stderr_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .model import (
+    EXEC_OUTPUT_LIMIT,
     Container,
     ContainerSpec,
     Event,
@@ -61,9 +62,12 @@ class Runtime(Protocol):
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None,
+        workdir: str | None = None, output: Callable[[LogLine], None] | None = None,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
-        """Run a command in a running container and collect its output."""
+        """Run a command in a running container. With output, its output goes there as it comes (in chunks, not
+        lines), and the result's stdout and stderr stay empty; without, each stream is kept up to output_limit
+        bytes, and the rest is counted in the result (stdout_dropped, stderr_dropped)."""
 
     async def wait(self, id: str) -> int:
         """Wait until the container exits; return its exit code."""
@@ -101,3 +105,26 @@ class Runtime(Protocol):
 
     async def image_prune(self) -> list[str]:
         """Remove unused images; return what was removed."""
+
+
+class ExecOutput:
+    """What exec does with a command's output, for any runtime: hands it to output as it comes, or keeps up to
+    limit bytes of each stream and counts the rest, so that a command's output never fills memory."""
+
+    def __init__(self, output: Callable[[LogLine], None] | None, limit: int = EXEC_OUTPUT_LIMIT):
+        self.output, self.limit = output, max(0, limit)
+        self.kept = {"stdout": bytearray(), "stderr": bytearray()}
+        self.dropped = {"stdout": 0, "stderr": 0}
+
+    def add(self, stream: str, data: bytes) -> None:
+        if self.output is not None:
+            self.output(LogLine(stream=stream, data=data))
+            return
+        kept = self.kept[stream]
+        room = max(0, self.limit - len(kept))
+        kept += data[:room]
+        self.dropped[stream] += max(0, len(data) - room)
+
+    def result(self, exit_code: int) -> ExecResult:
+        return ExecResult(exit_code, bytes(self.kept["stdout"]), bytes(self.kept["stderr"]),
+                          self.dropped["stdout"], self.dropped["stderr"])

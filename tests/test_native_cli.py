@@ -242,6 +242,25 @@ def test_apply_reapply_change_scale_delete(ns, tmp_path, state_dir):
     assert records(state_dir) == []
 
 
+def test_exec_streams_its_output_as_it_comes(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("web", ns))
+    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    script = "echo first; until [ -f /tmp/go ]; do sleep 0.05; done; echo second; echo done >&2; exit 4"
+    proc = subprocess.Popen([ORCHESTR, "exec", "-n", ns, "web-0", "--", "sh", "-c", script], env=_env(state_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # the command waits for /tmp/go, made only once its first line has come through
+        assert select.select([proc.stdout], [], [], 30)[0], "no output before the command ended"
+        assert proc.stdout.readline() == b"first\n"
+        orc("exec", "-n", ns, "web-0", "--", "touch", "/tmp/go", state_dir=state_dir, check=True)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (out, err, proc.returncode) == (b"second\n", b"done\n", 4)
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
+
+
 # -- supervision --------------------------------------------------------------------------------
 
 def test_a_runtime_that_is_down_stands_in_the_way_of_its_own_namespaces_only(ns, tmp_path, state_dir):

@@ -24,7 +24,7 @@ import pytest
 import mkimage
 from orchestr.config import Config
 from orchestr.errors import Conflict, RuntimeFailure, RuntimeUnavailable
-from orchestr.model import ContainerSpec, Resources, RestartPolicy, State, Volume
+from orchestr.model import EXEC_OUTPUT_LIMIT, ContainerSpec, ExecResult, Resources, RestartPolicy, State, Volume
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 if str(PLUGINS) not in sys.path:
@@ -464,6 +464,24 @@ async def test_exec_runs_in_the_container_with_its_env_and_user(native, namespac
     assert r.exit_code == 127 and b"executable file not found" in r.stderr
     r = await native.exec(c.id, ["id"], user="nobody-here")
     assert r.exit_code != 0 and b"unable to find user nobody-here" in r.stderr
+
+
+@pytest.mark.anyio
+async def test_exec_output_is_bounded_or_streamed(native, namespace):
+    c = await native.create(spec(namespace, "exec-1", "sleep", "300"))
+    await native.start(c.id)
+    # more than the default limit of each stream is dropped and counted, not kept
+    flood = f"head -c {EXEC_OUTPUT_LIMIT + 12345} /dev/zero; echo oops >&2"
+    r = await native.exec(c.id, ["sh", "-c", flood])
+    assert (r.exit_code, len(r.stdout), r.stdout_dropped, r.stderr, r.stderr_dropped) == \
+        (0, EXEC_OUTPUT_LIMIT, 12345, b"oops\n", 0)
+    r = await native.exec(c.id, ["sh", "-c", "echo 0123456789; echo abc >&2"], output_limit=4)
+    assert (r.stdout, r.stdout_dropped, r.stderr, r.stderr_dropped) == (b"0123", 7, b"abc\n", 0)
+    # or handed on as it comes, and nothing kept
+    got = []
+    r = await native.exec(c.id, ["sh", "-c", "echo one; echo two >&2; exit 3"], output=got.append)
+    assert r == ExecResult(3, b"", b"")
+    assert sorted((x.stream, x.data) for x in got) == [("stderr", b"two\n"), ("stdout", b"one\n")]
 
 
 async def _exec_ok(runtime, id) -> bool:

@@ -24,7 +24,7 @@ import signal as signals
 import subprocess
 import threading
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +33,7 @@ import anyio
 from orchestr.errors import Conflict, NotFound, RuntimeFailure
 from orchestr.hookspecs import hookimpl
 from orchestr.model import (
+    EXEC_OUTPUT_LIMIT,
     L_NAMESPACE,
     Container,
     ContainerSpec,
@@ -43,7 +44,7 @@ from orchestr.model import (
     LogLine,
     State,
 )
-from orchestr.runtime import ProgressCallback
+from orchestr.runtime import ExecOutput, ProgressCallback
 
 NAME = "hostproc"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -263,17 +264,27 @@ class HostProcRuntime:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None,
+        workdir: str | None = None, output: Callable[[LogLine], None] | None = None,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
         rec = self._running(id)
+        collected = ExecOutput(output, output_limit)  # streams the output, or keeps a bounded part of it
         try:
-            done = await anyio.run_process(
-                list(argv), cwd=workdir or rec["workdir"], env={**rec["env"], **(env or {})}, check=False,
-            )
+            proc = await anyio.open_process(list(argv), cwd=workdir or rec["workdir"],
+                                            env={**rec["env"], **(env or {})}, stdin=subprocess.DEVNULL)
         except OSError as exc:
             where = f"hostproc container {rec['name']!r}: cannot run {argv[0]!r}"
             raise RuntimeFailure(f"{where}: {exc.strerror}") from None
-        return ExecResult(done.returncode, done.stdout, done.stderr)
+        async with proc:
+            async def pump(stream, name: str) -> None:
+                async for data in stream:
+                    collected.add(name, data)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump, proc.stdout, "stdout")
+                tg.start_soon(pump, proc.stderr, "stderr")
+            code = await proc.wait()
+        return collected.result(code)
 
     async def wait(self, id: str) -> int:
         """The exit code, or -1 when the process ended without leaving one (killed from outside)."""

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import anyio
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
 from orchestr.model import (
+    EXEC_OUTPUT_LIMIT,
     L_NAMESPACE,
     Container,
     ContainerSpec,
@@ -34,7 +35,7 @@ from orchestr.model import (
     LogLine,
     State,
 )
-from orchestr.runtime import ProgressCallback
+from orchestr.runtime import ExecOutput, ProgressCallback
 
 from . import engine, mapping, streams
 
@@ -232,19 +233,20 @@ class DockerRuntime:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None,
+        workdir: str | None = None, output: Callable[[LogLine], None] | None = None,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
-        output = {1: bytearray(), 2: bytearray()}
+        collected = ExecOutput(output, output_limit)
         with self._errors(f"container {id}"):
             execution = await self._container(id).exec(
                 list(argv), environment=env, user=user or "", workdir=workdir
             )
             async with execution.start(detach=False) as stream:
                 while (message := await stream.read_out()) is not None:
-                    output.get(message.stream, output[1]).extend(message.data)
+                    collected.add("stderr" if message.stream == 2 else "stdout", message.data)
             # the engine records the exit code before it closes the output streams
             info = await execution.inspect()
-        return ExecResult(info["ExitCode"], bytes(output[1]), bytes(output[2]))
+        return collected.result(info["ExitCode"])
 
     async def wait(self, id: str) -> int:
         with self._errors(f"container {id}"):

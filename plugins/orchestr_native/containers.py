@@ -22,7 +22,10 @@ import anyio
 
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
-from orchestr.model import L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, Port, State
+from orchestr.model import (
+    EXEC_OUTPUT_LIMIT, L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, Port, State,
+)
+from orchestr.runtime import ExecOutput
 
 from . import cgroups, logs, steps
 from .process import linux
@@ -383,7 +386,8 @@ class Containers:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None,
+        workdir: str | None = None, output: Callable[[LogLine], None] | None = None,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
         config, state = self._load(id)
         current = self._view(config, state).state
@@ -392,10 +396,20 @@ class Containers:
         if not argv:
             raise RuntimeFailure(f"container {config['name']}: exec needs a command")
         request = {"argv": list(argv), "env": env or {}, "user": user, "cwd": workdir}
-        done = await anyio.run_process(
-            command("exec", str(self._dir / id)), input=json.dumps(request).encode(), check=False,
-        )
-        return ExecResult(done.returncode, done.stdout, done.stderr)
+        collected = ExecOutput(output, output_limit)
+        async with await anyio.open_process(command("exec", str(self._dir / id))) as proc:
+            await proc.stdin.send(json.dumps(request).encode())
+            await proc.stdin.aclose()
+
+            async def pump(stream: anyio.abc.ByteReceiveStream, name: str) -> None:
+                async for data in stream:
+                    collected.add(name, data)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump, proc.stdout, "stdout")
+                tg.start_soon(pump, proc.stderr, "stderr")
+            code = await proc.wait()
+        return collected.result(code)
 
     def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
         return steps.stream(self._log_steps(id, follow, tail))

@@ -10,7 +10,9 @@ import anyio
 
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, OrchestrError, RuntimeUnavailable
-from orchestr.model import Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine
+from orchestr.model import (
+    EXEC_OUTPUT_LIMIT, Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine,
+)
 from orchestr.runtime import ProgressCallback
 
 from .images.reference import familiar, parse
@@ -79,9 +81,11 @@ class NativeRuntime:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None,
+        workdir: str | None = None, output: Callable[[LogLine], None] | None = None,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
-        return await self._containers.exec(id, argv, env=env, user=user, workdir=workdir)
+        return await self._containers.exec(id, argv, env=env, user=user, workdir=workdir, output=output,
+                                           output_limit=output_limit)
 
     async def wait(self, id: str) -> int:
         return await self._containers.wait(id)
