@@ -819,6 +819,32 @@ async def test_a_killed_supervisor_worker_costs_nothing(native, namespace, state
 
 
 @pytest.mark.anyio
+async def test_a_start_under_way_when_the_worker_dies_fails_and_leaves_nothing_behind(native, namespace):
+    c = await native.create(spec(namespace, "torn-0", "sh", "-c", "echo hi; exit 5"))
+    cgroup = cgroups.manager(c.id)
+    cgroup.freeze()  # holds the start before its exec, however long the worker takes to die
+    errors = []
+
+    async def start():
+        try:
+            await native.start(c.id)
+        except RuntimeFailure as e:
+            errors.append(str(e))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start)
+        await until(lambda: anyio.to_thread.run_sync(cgroup.procs), what="the start's process")
+        worker = native.supervisor_pids()[-1]
+        os.kill(worker, signal.SIGKILL)
+    assert len(errors) == 1 and "the supervisor closed the connection" in errors[0]
+    # the next worker ended what the start had begun; a new start works
+    await until(lambda: anyio.to_thread.run_sync(lambda: not cgroup.procs()), what="the torn start to be ended")
+    assert (await native.inspect(c.id)).state is State.CREATED and native.supervisor_pids()[-1] != worker
+    await native.start(c.id)
+    assert await native.wait(c.id) == 5 and await _stdout(native, c.id) == [b"hi\n"]
+
+
+@pytest.mark.anyio
 async def test_a_killed_keeper_leaves_its_worker_in_charge(native, namespace, state_dir):
     c = await native.create(spec(namespace, "alone-0", "sh", "-c", "until [ -f /stop ]; do sleep 0.02; done; exit 6"))
     await native.start(c.id)

@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Sequence
 
+from .. import cgroups
 from . import records
 from .monitor import Monitor, end_run
 from .records import SOCKET
@@ -96,7 +97,12 @@ class Supervisor:
                 continue
             self.monitors[d] = monitor
         for d, run in runs.items():  # starts no record speaks of: their clients were told they failed
-            end_run(run)
+            try:
+                config = records.read_json(os.path.join(d, records.CONFIG))
+                cgroup = cgroups.manager(config["id"], cgroup_version=config.get("cgroup_version"))
+            except (OSError, ValueError, KeyError, TypeError):
+                cgroup = None
+            end_run(run, cgroup)
             self.link.send({"op": "release", "dir": d})
 
     def run(self) -> None:
@@ -221,6 +227,8 @@ class Supervisor:
         if op == "start":
             directory = request["dir"]
             monitor = self.monitors.get(directory)
+            if monitor is not None and monitor.phase == "done":  # kept only until its end is written
+                return {"error": "its last exit is not recorded yet (is the disk full?); try again"}, False, None
             if monitor is not None and monitor.phase != "starting":
                 return {"pid": monitor.pid}, False, None
             if monitor is None:

@@ -69,13 +69,22 @@ class Keeper:
             if self._reap():
                 return
             if self.worker is None and self.respawn_at is not None and time.monotonic() >= self.respawn_at:
-                self._spawn(wake_r, wake_w)
+                try:
+                    self._spawn(wake_r, wake_w)
+                except OSError as e:  # no memory or no fds to fork with: try again later
+                    _log(f"orchestr-keeper: cannot start a worker: {e}")
+                    self.respawn_at = time.monotonic() + max(self.backoff, BACKOFF_FIRST)
 
     def _spawn(self, *own: int) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         gc.collect()
         gc.freeze()  # what the worker inherits stays shared: no collection of the worker's writes to it
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            mine.close()
+            theirs.close()
+            raise
         if pid == 0:
             code = 1
             try:
@@ -113,18 +122,18 @@ class Keeper:
             try:
                 message = json.loads(data)
                 op, directory = message["op"], message["dir"]
+                if op == "hold":
+                    run = Run(message["pid"], message["start"], message["streams"], fds)
+                    self._release(directory)
+                    self.runs[directory], fds = run, []
+                elif op == "release":
+                    self._release(directory)
+                elif op == "exited" and (run := self.runs.get(directory)) is not None and run.pid == message["pid"]:
+                    run.status = message["status"]  # the worker reaped it itself, and may die before recording it
             except (ValueError, KeyError, TypeError):
-                op, directory = None, None
-            if op == "hold":
-                self._release(directory)
-                self.runs[directory] = Run(message["pid"], message["start"], message["streams"], fds)
-                continue
+                _log("orchestr-keeper: ignored a malformed message from the worker")
             for fd in fds:
                 os.close(fd)
-            if op == "release":
-                self._release(directory)
-            elif op == "exited" and (run := self.runs.get(directory)) is not None and run.pid == message["pid"]:
-                run.status = message["status"]  # the worker reaped it itself, and may die before recording it
 
     def _release(self, directory: str) -> None:
         run = self.runs.pop(directory, None)

@@ -157,12 +157,12 @@ class Monitor:
         self.restarting = True  # no client waits for any start from here on
         ident = self.state.get("init") or {}
         if run is not None and (run.pid, run.start) != (ident.get("pid"), ident.get("start")):
-            end_run(run)  # a start the dead worker had not settled: it failed, and what it began is ended
+            end_run(run, self.cgroup)  # a start the dead worker had not settled: it failed, and is ended
             self.host.link.send({"op": "release", "dir": self.dir})
             run = None
         if self.state.get("status") != "running":  # exited, waiting to be restarted
             if run is not None:
-                end_run(run)
+                end_run(run, self.cgroup)
                 self.host.link.send({"op": "release", "dir": self.dir})
             self.phase, self.deadline = "backoff", time.monotonic() + BACKOFF_FIRST
             return
@@ -384,7 +384,7 @@ class Monitor:
         self.log.close()
 
 
-def end_run(run: Run) -> None:
+def end_run(run: Run, cgroup: cgroups.Manager | None) -> None:
     """Kills what a start left that no one will settle, when it is still that process, and closes its outputs."""
     if run.status is None:
         try:
@@ -395,6 +395,8 @@ def end_run(run: Run) -> None:
             try:
                 if records.start_time(run.pid) == run.start:
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    if cgroup is not None and cgroup.frozen():
+                        cgroup.thaw()  # a frozen process cannot die
             except ProcessLookupError:
                 pass
             finally:
