@@ -249,7 +249,9 @@ class Containers:
         (d / records.STOP).unlink(missing_ok=True)
         request = {"op": "start", "dir": str(d), "stdin": stdin is not None, "attach": attach, "winsize": winsize}
         try:
-            reply = self._supervisor.request(request, fds=[stdin] if stdin is not None else [])
+            # answered once the start is settled: at worst when the supervisor gives it up, after start_timeout
+            timeout = float(config.get("start_timeout") or 30.0) + 30.0
+            reply = self._supervisor.request(request, timeout, fds=[stdin] if stdin is not None else [])
         except (OSError, EOFError) as e:
             raise RuntimeFailure(f"container {config['name']}: the supervisor failed: {e}") from None
         if "error" in reply:
