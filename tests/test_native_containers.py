@@ -813,6 +813,8 @@ async def test_a_killed_supervisor_worker_costs_nothing(native, namespace, state
 
     await until(ended, timeout=30, what="both runs to end")
     assert await _stdout(native, c.id) == _numbers(40)
+    notes = [x.data async for x in native.logs(c.id) if x.stream == "stderr"]
+    assert len(notes) == 1 and notes[0].startswith(b"orchestr: supervision resumed after a crash")
     events = [json.loads(line) for line in (state_dir / "native" / "events.jsonl").read_text().splitlines()]
     assert [(e["action"], e.get("exit_code")) for e in events if e["id"] == c.id and e["action"] in ("start", "die")] \
         == [("start", None), ("die", 3), ("start", None), ("die", 0)]

@@ -20,13 +20,15 @@ One supervisor per state dir supervises every running container of it, as two pr
 
 When the worker dies (kill -9, the OOM killer, a bug), the kernel makes the keeper the parent of the
 containers' inits; it reaps those that end and keeps their wait status, and forks a new worker at once (then
-after 0.5s, 1s, ... up to 30s while workers keep dying within a minute). The new worker inherits the held
+after 0.5s, 1s, ... up to 5s while workers keep dying within a minute). The new worker inherits the held
 pipes and adopts every container whose state.json says this keeper supervises it: a pidfd for the init (its
 exit status comes from the keeper), its output from the held pipes (written meanwhile, it waited in them; a
 writer blocks once a pipe's 64 KiB are full), its restart policy and backoff. A start the dead worker had not
 settled is ended, and its client told the supervisor closed the connection. Clients only queue on the socket
 meanwhile, and `get`, `exec`, `stop` and `apply` see the containers as running all along. What is lost is at
-most what the dead worker had read but not yet logged: one read (64 KiB) and an unfinished line per stream.
+most what the dead worker had read but not yet logged: one read (64 KiB) and an unfinished line per stream,
+which a line in each adopted container's log says may be missing (under a steady flood of output, a crash
+usually costs that much; a container that writes now and then loses nothing).
 Should the keeper die instead, the worker goes on alone and records itself as the supervisor. Should both die
 (or the machine reboot), reattach() finds the containers they left and ends them (their output pipes have no
 reader any more); the next apply starts them again by policy.

@@ -20,7 +20,7 @@ from . import host, records
 from .records import SOCKET
 
 OOM_SCORE_ADJ = -999  # the OOM killer should pick a worker (which costs nothing now) or a container, not this
-BACKOFF_FIRST, BACKOFF_MAX, STEADY = 0.5, 30.0, 60.0  # seconds between workers that keep dying; a steady life
+BACKOFF_FIRST, BACKOFF_MAX, STEADY = 0.5, 5.0, 60.0  # seconds between workers that keep dying; a steady life
 
 
 class Run:

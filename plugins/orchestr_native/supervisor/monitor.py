@@ -30,6 +30,8 @@ DRAIN_AFTER_EXIT = 5.0  # the pid namespace dies with its init, so its pipes clo
 START_TIMEOUT = 30.0  # seconds for an init to exec its command, unless the container's config says otherwise
 SAVE_RETRY = 1.0  # seconds between attempts to write a state that could not be written (a full disk)
 MAX_REPORT = 4096
+RESUMED = (b"orchestr: supervision resumed after a crash; output read just before it (64 KiB per stream at most) "
+           b"may be missing\n")
 
 
 def describe(e: BaseException) -> str:
@@ -172,6 +174,8 @@ class Monitor:
         if run is not None:
             self.outputs, self.held, self.status = dict(zip(run.fds, run.streams)), True, run.status
             self.pending = {fd: b"" for fd in self.outputs}
+            # the pipes kept what was written meanwhile; only what the dead worker had read and not logged is gone
+            self.log.write("stderr", RESUMED)
         if self.status is None and records.alive(ident):
             try:
                 self.pidfd = os.pidfd_open(self.pid)
