@@ -736,7 +736,7 @@ async def test_a_full_disk_drops_log_lines_and_ends_no_container(native, namespa
         # the counter goes on while its lines cannot be logged, and a start whose records cannot be written works
         full_at = int(counted.read_text())
         await until(lambda: anyio.to_thread.run_sync(lambda: int(counted.read_text() or 0) > full_at + 200),
-                    what="the counter going on")
+                    timeout=30, what="the counter going on")
         await roomy.start(late.id)
         assert cgroups.manager(late.id).procs()  # it runs, though no record says so yet
 
