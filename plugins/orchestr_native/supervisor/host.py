@@ -88,12 +88,18 @@ class Supervisor:
                 continue
             if not state or not state.get("supervised") or state.get("supervisor") != self.me:
                 continue
-            run = runs.pop(d, None)
+            run, monitor = runs.pop(d, None), None
             try:
                 monitor = Monitor(d, self)
                 monitor.adopt(run)
             except Exception:  # noqa: BLE001 - one container's trouble must not keep the others unsupervised
                 _log_exception()
+                if monitor is not None:
+                    self._abandon(monitor)  # as after any internal error: ended, not left running unwatched
+                for fd in run.fds if run is not None else ():
+                    if monitor is None or fd not in monitor.outputs:
+                        os.close(fd)
+                self.link.send({"op": "release", "dir": d})
                 continue
             self.monitors[d] = monitor
         for d, run in runs.items():  # starts no record speaks of: their clients were told they failed
@@ -146,11 +152,14 @@ class Supervisor:
                 self._drop(monitor)
         except Exception:  # noqa: BLE001 - logged; that container is ended, the others go on
             _log_exception()
-            try:
-                monitor.abandon()
-            except Exception:  # noqa: BLE001
-                _log_exception()
-            self._drop(monitor)
+            self._abandon(monitor)
+
+    def _abandon(self, monitor: Monitor) -> None:
+        try:
+            monitor.abandon()
+        except Exception:  # noqa: BLE001
+            _log_exception()
+        self._drop(monitor)
 
     def _drop(self, monitor: Monitor) -> None:
         if self.monitors.get(monitor.dir) is monitor:
