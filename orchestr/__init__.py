@@ -27,10 +27,21 @@ _EXPORTS = {
     "ContainerSpec": "orchestr.model",
     "State": "orchestr.model",
     "Image": "orchestr.model",
+    "Event": "orchestr.model",
+    "EventAction": "orchestr.model",
+    "Stats": "orchestr.model",
     "Runtime": "orchestr.runtime",
+    "Capabilities": "orchestr.runtime",
+    "supports": "orchestr.runtime",
     "OrchestrError": "orchestr.errors",
     "SpecError": "orchestr.errors",
+    "UnknownRuntime": "orchestr.errors",
+    "RuntimeFailure": "orchestr.errors",
     "NotFound": "orchestr.errors",
+    "Conflict": "orchestr.errors",
+    "RuntimeUnavailable": "orchestr.errors",
+    "Timeout": "orchestr.errors",
+    "TerminalFailure": "orchestr.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,6 +16,10 @@ L_DEPENDS_ON = "orchestr.depends-on"  # comma-separated service names, so delete
 L_ONEOFF = "orchestr.oneoff"  # set by `orchestr run`: never planned, never pruned
 L_STOP_GRACE = "orchestr.stop-grace"  # seconds: deletes of services no longer declared still honour it
 
+# The size of a tmpfs volume that gives none, as `docker run --tmpfs` has it. A tmpfs holds its files in memory
+# that no OOM kill frees; left to the kernel, each one could take half the host's RAM.
+TMPFS_SIZE = 64 << 20
+
 
 class State(enum.StrEnum):
     CREATED = "created"
@@ -43,7 +47,12 @@ class Volume:
     target: str
     source: str | None = None  # host path (bind) or volume name (volume); None for tmpfs
     read_only: bool = False
-    size: int | None = None  # bytes; tmpfs only
+    size: int | None = None  # bytes; tmpfs only (tmpfs_size is what runtimes use)
+    allow_host_root: bool = False  # bind only: the host's / may be bound read-write
+
+    @property
+    def tmpfs_size(self) -> int:
+        return self.size or TMPFS_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +71,8 @@ class ContainerSpec:
     namespace: str
     image: str
     labels: dict[str, str] = field(default_factory=dict)  # includes orchestr's ownership labels
-    command: tuple[str, ...] | None = None  # replaces entrypoint and cmd
-    args: tuple[str, ...] | None = None  # replaces cmd only
+    command: tuple[str, ...] | None = None  # replaces the image's entrypoint (see orchestr.containers.argv)
+    args: tuple[str, ...] | None = None  # replaces the image's cmd
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str | None = None
     user: str | None = None
@@ -168,12 +177,28 @@ class ExecResult:
     stdout_dropped: int = 0  # bytes past the output limit, not kept
     stderr_dropped: int = 0
 
+    @property
+    def truncated(self) -> bool:
+        """Whether output past the limit was dropped."""
+        return bool(self.stdout_dropped or self.stderr_dropped)
+
 
 @dataclass(frozen=True, slots=True)
 class LogLine:
     stream: str  # stdout | stderr
     data: bytes  # one line, newline included when the container wrote one
     time: str | None = None  # RFC 3339, when the runtime records it
+
+
+class EventAction(enum.StrEnum):
+    CREATE = "create"
+    START = "start"
+    DIE = "die"  # the main process ended: exit_code says how
+    OOM = "oom"  # the kernel's OOM killer ended a process of the container (a die follows when it was the main one)
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    STOP = "stop"  # a stop was asked for; die follows
+    DESTROY = "destroy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +209,25 @@ class Event:
     id: str
     name: str
     namespace: str
-    action: str  # create | start | die | oom | pause | unpause | stop | destroy
+    action: EventAction
     state: State | None = None
     exit_code: int | None = None
     time: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """One sample of a container's resource use; None where the runtime cannot tell."""
+
+    cpu_seconds: float | None = None  # CPU time used since the container started, user and system
+    memory: int | None = None  # bytes in use, page cache excluded where the runtime can tell
+    memory_limit: int | None = None  # bytes; None when unlimited
+    pids: int | None = None
+    net_rx: int | None = None  # bytes received and sent by the container's own network namespace
+    net_tx: int | None = None
+    block_read: int | None = None  # bytes read from and written to block devices
+    block_write: int | None = None
+    time: str | None = None  # RFC 3339, when the sample was taken
 
 
 @dataclass(frozen=True, slots=True)

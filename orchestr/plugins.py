@@ -13,7 +13,7 @@ import pluggy
 
 from . import hookspecs
 from .config import DEFAULT_RUNTIME_PREFERENCE, Config
-from .errors import RuntimeNotFound
+from .errors import UnknownRuntime
 from .runtime import Runtime
 
 ENTRY_POINT_GROUP = "orchestr"
@@ -25,6 +25,7 @@ class RuntimeInfo:
     factory: hookspecs.RuntimeFactory
     plugin: str  # the plugin's module name
     package: str  # the distribution it came from, "name version"
+    shadowed_by: str | None = None  # the plugin whose runtime of the same name wins, when this one loses
 
 
 _packages: dict[int, str] = {}  # id(plugin module) -> "distribution version", for the plugins found here
@@ -32,8 +33,17 @@ _packages: dict[int, str] = {}  # id(plugin module) -> "distribution version", f
 
 @functools.cache
 def plugin_manager() -> pluggy.PluginManager:
+    """The process's plugin manager, with every plugin of the entry-point group registered."""
+    return new_plugin_manager()
+
+
+def new_plugin_manager(register_entry_points: bool = True) -> pluggy.PluginManager:
     pm = pluggy.PluginManager("orchestr")
     pm.add_hookspecs(hookspecs)
+    if os.environ.get("ORCHESTR_TRACE_PLUGINS", "") not in ("", "0"):
+        pm.add_hookcall_monitoring(_trace_before, _trace_after)
+    if not register_entry_points:
+        return pm
     for name, value, package in _entry_points(ENTRY_POINT_GROUP):
         if pm.has_plugin(name) or pm.is_blocked(name):
             continue
@@ -44,6 +54,21 @@ def plugin_manager() -> pluggy.PluginManager:
         pm.register(plugin, name=name)
         _packages[id(plugin)] = package
     return pm
+
+
+def _trace_before(hook_name: str, impls: list, kwargs: dict) -> None:
+    names = ", ".join(impl.plugin_name for impl in reversed(impls))  # pluggy calls the last one first
+    print(f"orchestr: plugin hook {hook_name}({', '.join(map(str, kwargs))}) calls {names or 'nothing'}",
+          file=sys.stderr)
+
+
+def _trace_after(outcome, hook_name: str, impls: list, kwargs: dict) -> None:
+    try:
+        result = outcome.get_result()
+    except BaseException as e:  # noqa: BLE001 - reported here, raised again by pluggy to the caller
+        print(f"orchestr: plugin hook {hook_name} raised {e!r}", file=sys.stderr)
+        return
+    print(f"orchestr: plugin hook {hook_name} returned {result!r}", file=sys.stderr)
 
 
 def _entry_points(group: str) -> Iterator[tuple[str, str, str]]:
@@ -103,18 +128,41 @@ def _package(dist_dir: str) -> str:
     return f"{fields.get('Name', '?')} {fields.get('Version', '?')}"
 
 
-def runtimes(pm: pluggy.PluginManager | None = None) -> dict[str, RuntimeInfo]:
-    """Every runtime some plugin provides; the first plugin registered for a name wins."""
+def offers(pm: pluggy.PluginManager | None = None) -> list[RuntimeInfo]:
+    """Every runtime every plugin offers, in pluggy's call order (see hookspecs.orchestr_runtimes): for each
+    name the first offer wins and the later ones are marked shadowed."""
     pm = pm or plugin_manager()
-    dists = {id(plugin): f"{dist.project_name} {dist.version}" for plugin, dist in pm.list_plugin_distinfo()}
-    dists.update((id(plugin), _packages[id(plugin)]) for plugin in pm.get_plugins() if id(plugin) in _packages)
     found: dict[str, RuntimeInfo] = {}
-    for impl in pm.hook.orchestr_runtimes.get_hookimpls():  # registration order
-        for name, factory in (impl.function() or {}).items():
-            found.setdefault(
-                name, RuntimeInfo(name, factory, impl.plugin.__name__, dists.get(id(impl.plugin), "(not packaged)"))
-            )
-    return found
+    out = []
+    for offered in pm.hook.orchestr_runtimes():
+        for name, factory in offered.items():
+            plugin, package = _origin(pm, factory)
+            winner = found.get(name)
+            info = RuntimeInfo(name, factory, plugin, package, winner.plugin if winner else None)
+            found.setdefault(name, info)
+            out.append(info)
+    return out
+
+
+def runtimes(pm: pluggy.PluginManager | None = None) -> dict[str, RuntimeInfo]:
+    """The runtime that wins for each name some plugin offers."""
+    return {info.name: info for info in offers(pm) if info.shadowed_by is None}
+
+
+def _origin(pm: pluggy.PluginManager, factory: object) -> tuple[str, str]:
+    """(plugin module, "distribution version") of the registered plugin that defines factory: the plugin
+    whose module holds the factory's, or is the package above it."""
+    inner = getattr(factory, "func", factory)  # a functools.partial
+    module = getattr(inner, "__module__", None) or type(inner).__module__
+    best = None
+    for plugin in pm.get_plugins():
+        name = getattr(plugin, "__name__", None) or type(plugin).__module__
+        if (module == name or module.startswith(name + ".")) and (best is None or len(name) > len(best[0])):
+            best = (name, plugin)
+    if best is None:
+        return module, "(not packaged)"
+    dists = {id(p): f"{d.project_name} {d.version}" for p, d in pm.list_plugin_distinfo()}
+    return best[0], _packages.get(id(best[1])) or dists.get(id(best[1]), "(not packaged)")
 
 
 def default_runtime_name(config: Config, pm: pluggy.PluginManager | None = None) -> str:
@@ -126,7 +174,7 @@ def default_runtime_name(config: Config, pm: pluggy.PluginManager | None = None)
             return name
     if available:
         return sorted(available)[0]
-    raise RuntimeNotFound("no runtime plugin is installed (see `orchestr plugins`)")
+    raise UnknownRuntime("no runtime plugin is installed (see `orchestr plugins`)")
 
 
 def open_runtime(name: str, config: Config, pm: pluggy.PluginManager | None = None) -> Runtime:
@@ -135,5 +183,5 @@ def open_runtime(name: str, config: Config, pm: pluggy.PluginManager | None = No
         info = available[name]
     except KeyError:
         known = ", ".join(sorted(available)) or "none"
-        raise RuntimeNotFound(f"unknown runtime {name!r} (installed: {known})") from None
+        raise UnknownRuntime(f"unknown runtime {name!r} (installed: {known})") from None
     return info.factory(config)

@@ -1,11 +1,19 @@
-"""The runtime interface: the small set of verbs every runtime plugin implements."""
+"""The runtime seam: the verbs every runtime plugin implements, the optional ones, and what a runtime declares.
+
+A runtime is a `ContainerRuntime` and an `ImageStore`. What it can do beyond the required verbs it says in its
+`capabilities` (as Nomad's drivers do), and each optional verb it declares is one of the small protocols below,
+checked with `supports()` instead of probing attributes. The conformance kit (`orchestr.testing`) checks both.
+"""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from .errors import TerminalFailure
 from .model import (
     EXEC_OUTPUT_LIMIT,
     Container,
@@ -16,23 +24,47 @@ from .model import (
     Image,
     LogLine,
     PullProgress,
+    Resources,
+    Stats,
 )
 
 ProgressCallback = Callable[[PullProgress], None]
 
 
-@runtime_checkable
-class Runtime(Protocol):
-    """A container runtime, as orchestr drives it.
+class EventDelivery(enum.StrEnum):
+    PUSHED = "pushed"  # the engine sends each change as it happens
+    POLLED = "polled"  # the runtime compares snapshots: a change shows up within its poll interval
 
-    Every method is async and works on the runtime's own container id. Only containers
-    carrying orchestr's ownership labels (see orchestr.model) are ever listed or touched.
-    Errors are orchestr.errors types: NotFound, Conflict, RuntimeFailure, RuntimeUnavailable.
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a runtime can do beyond the required verbs; each flag that names an optional verb promises it."""
+
+    restarts: bool = False  # applies restartPolicy itself, also while no orchestr process runs
+    events: EventDelivery = EventDelivery.POLLED
+    limits: bool = False  # enforces spec.resources (cpus, memory, pids) in a cgroup of the container's own
+    image_import: bool = False  # import_image takes `docker save` and OCI-layout archives
+    pause: bool = False  # Pausable: pause and resume
+    signal: bool = False  # Signallable: a signal without stopping
+    stats: bool = False  # StatsSource
+    exec_tty: bool = False  # exec with a terminal of its own (a one-off run's terminal is BlockingRunner's)
+    blocking_run: bool = False  # BlockingRunner: run a container with no event loop
+    image_export: bool = False  # ImageExporter
+    update: bool = False  # ResourceUpdater: limits changed on a created or running container
+
+
+@runtime_checkable
+class ContainerRuntime(Protocol):
+    """The container verbs every runtime has.
+
+    Every verb is async and works on the runtime's own container id. Only containers carrying orchestr's
+    ownership labels (see orchestr.model) are ever listed or touched. Errors are orchestr.errors types, all
+    RuntimeFailure: NotFound, Conflict, RuntimeUnavailable (retryable), Timeout, TerminalFailure.
     """
 
     name: str
+    capabilities: Capabilities
 
-    # -- containers ---------------------------------------------------------------------
     async def create(self, spec: ContainerSpec) -> Container:
         """Create (not start) a container; the image must already be present (see ensure_image)."""
 
@@ -43,13 +75,7 @@ class Runtime(Protocol):
         """Send signal, wait up to timeout seconds, then SIGKILL. Stopping a stopped container is a no-op."""
 
     async def delete(self, id: str, *, force: bool = False) -> None:
-        """Remove a container and everything it owns; force stops it first."""
-
-    async def pause(self, id: str) -> None:
-        """Freeze every process of the container."""
-
-    async def resume(self, id: str) -> None:
-        """Thaw a paused container."""
+        """Remove a container and everything it owns; a running one is a Conflict unless force stops it."""
 
     async def inspect(self, id: str) -> Container:
         """The container's current state."""
@@ -62,18 +88,21 @@ class Runtime(Protocol):
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None, output: Callable[[LogLine], None] | None = None,
+        workdir: str | None = None, timeout: float | None = None, output: Callable[[LogLine], None] | None = None,
         output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
-        """Run a command in a running container. With output, its output goes there as it comes (in chunks, not
-        lines), and the result's stdout and stderr stay empty; without, each stream is kept up to output_limit
-        bytes, and the rest is counted in the result (stdout_dropped, stderr_dropped)."""
+        """Run a command in a running container. Past timeout seconds the command is killed and Timeout raised.
+        With output, its output goes there as it comes (in chunks, not lines), and the result's stdout and
+        stderr stay empty; without, each stream is kept up to output_limit bytes, and what is past that is
+        dropped and counted in the result (ExecResult.truncated; ExecOutput does this for any runtime)."""
 
     async def wait(self, id: str) -> int:
         """Wait until the container exits; return its exit code."""
 
     def events(self) -> AsyncIterator[Event]:
-        """State changes of orchestr-owned containers, as they happen, until cancelled."""
+        """State changes of orchestr-owned containers, until cancelled. Not async itself: the stream includes
+        every change after this call returns, even before its first iteration, so a caller subscribes, then
+        lists, and misses nothing in between."""
 
     async def reattach(self) -> list[Container]:
         """Find containers left by an earlier process (or a crash), clean what is stale, return the live ones."""
@@ -81,7 +110,11 @@ class Runtime(Protocol):
     async def close(self) -> None:
         """Release connections; containers keep running."""
 
-    # -- images -------------------------------------------------------------------------
+
+@runtime_checkable
+class ImageStore(Protocol):
+    """The image verbs every runtime has."""
+
     async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:
         """Return the local image, pulling it first when absent."""
 
@@ -105,6 +138,82 @@ class Runtime(Protocol):
 
     async def image_prune(self) -> list[str]:
         """Remove unused images; return what was removed."""
+
+
+@runtime_checkable
+class Runtime(ContainerRuntime, ImageStore, Protocol):
+    """A container runtime as orchestr drives it: the container verbs and the image store."""
+
+
+# -- optional verbs: each declared in Capabilities -------------------------------------------------
+
+
+@runtime_checkable
+class Pausable(Protocol):
+    async def pause(self, id: str) -> None:
+        """Freeze every process of the container."""
+
+    async def resume(self, id: str) -> None:
+        """Thaw a paused container."""
+
+
+@runtime_checkable
+class Signallable(Protocol):
+    async def signal(self, id: str, signal: str) -> None:
+        """Send signal (a name such as SIGHUP, or a number) to the container's main process; it keeps running
+        unless the signal ends it. A container that is not running is a Conflict."""
+
+
+@runtime_checkable
+class StatsSource(Protocol):
+    async def stats(self, id: str) -> Stats:
+        """One sample of the container's resource use; fields the runtime cannot know are None. A container
+        that is not running (or paused) is a Conflict."""
+
+
+@runtime_checkable
+class BlockingRunner(Protocol):
+    def run_blocking(
+        self, spec: ContainerSpec, *, output: Callable[[LogLine], None] | None = None, remove: bool = False,
+        stdin: int | None = None,
+    ) -> tuple[Container, int] | None:
+        """Create, start and wait for a container with no event loop running, handing output each line; None,
+        with nothing changed, when it cannot run this one so (the caller then uses the async verbs). With
+        spec.interactive, stdin (an fd) is the container's standard input; with spec.tty the container gets a
+        terminal of its own, relayed to stdin and output."""
+
+
+@runtime_checkable
+class ImageExporter(Protocol):
+    async def export_image(self, ref: str, path: Path) -> None:
+        """Write the image as an OCI image-layout tarball, named by ref when ref has a tag."""
+
+
+@runtime_checkable
+class ResourceUpdater(Protocol):
+    async def update(self, id: str, resources: Resources) -> None:
+        """Apply new limits to a created or running container in place, and keep them across its restarts.
+        A limit that is None stays as it is: engines cannot lift a CPU or memory limit in place."""
+
+
+OPTIONAL = {"pause": Pausable, "signal": Signallable, "stats": StatsSource, "blocking_run": BlockingRunner,
+            "image_export": ImageExporter, "update": ResourceUpdater}
+
+
+def supports(runtime: object, capability: str) -> bool:
+    """Whether runtime declares capability (a Capabilities field) and, for an optional verb, implements it."""
+    caps = getattr(runtime, "capabilities", None)
+    if not isinstance(caps, Capabilities) or not getattr(caps, capability):
+        return False
+    protocol = OPTIONAL.get(capability)
+    return protocol is None or isinstance(runtime, protocol)
+
+
+def require(runtime: Runtime, capability: str, what: str, container: str | None = None) -> None:
+    """TerminalFailure, in one line, unless runtime supports capability; what says what was asked for
+    ("pause containers")."""
+    if not supports(runtime, capability):
+        raise TerminalFailure(f"the {runtime.name} runtime cannot {what}", runtime=runtime.name, container=container)
 
 
 class ExecOutput:

@@ -330,11 +330,12 @@ class Monitor:
         code = UNKNOWN_EXIT if self.status is None else init.exit_code(self.status)
         oom = self.cgroup.oom_kills() > self.oom_before
         self.state.update(status="exited", exit_code=code, oom_killed=oom, finished_at=logs.now())
+        self._next(code)
+        # after the state is written: whoever acts on the event finds the container exited
         if oom:
             self._event("oom")
         self._event("die", state="exited", exit_code=code)
-        self._next(code)
-        self._release()  # after the state is written: a crash in between leaves the keeper's copy, not a gap
+        self._release()  # after the state too: a crash in between leaves the keeper's copy, not a gap
 
     def _next(self, code: int) -> bool:
         """Records the exit and decides on a restart by policy; True when one is scheduled."""
