@@ -15,6 +15,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from . import __version__
+from .config import private, private_dir
+from .errors import OrchestrError
 from .model import RestartPolicy
 
 KEEP = 32  # cached spec sets per state dir
@@ -65,12 +67,13 @@ def remember(state_dir: Path, digest: str, services) -> None:
         for s in services
     ]
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         tmp = directory / f".{digest}.tmp"
-        tmp.write_text(json.dumps(rows))
+        with open(tmp, "w", opener=private) as f:
+            f.write(json.dumps(rows))
         tmp.rename(directory / f"{digest}.json")
         entries = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
         for old in entries[:-KEEP]:
             old.unlink(missing_ok=True)
-    except OSError:
+    except (OSError, OrchestrError):
         pass

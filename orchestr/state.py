@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 
+from .config import private_dir
 from .errors import OrchestrError
 
 SCHEMA = """
@@ -68,14 +69,20 @@ class Store:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
+            path = self.state_dir / "state.db"
             try:
-                self.state_dir.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.state_dir / "state.db", isolation_level=None, timeout=30)
+                private_dir(self.state_dir)
+                # applied specs carry their env: the owner's only. SQLite gives -wal and -shm the database's mode.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                for name in (path, f"{path}-wal", f"{path}-shm"):  # an older orchestr's were 0644
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(name, 0o600)
+                db = sqlite3.connect(path, isolation_level=None, timeout=30)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(SCHEMA)
             except (OSError, sqlite3.Error) as exc:
-                raise OrchestrError(f"state store {self.state_dir / 'state.db'}: {exc}") from exc
+                raise OrchestrError(f"state store {path}: {exc}") from exc
             self._db = db
         return self._db
 
@@ -87,7 +94,7 @@ class Store:
     @contextlib.asynccontextmanager
     async def lock(self) -> AsyncIterator[None]:
         """Serialises applies and deletes across processes; the kernel drops it if the holder dies."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         fd = os.open(self.state_dir / "apply.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:

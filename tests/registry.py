@@ -41,9 +41,9 @@ def _b64url(data: bytes) -> str:
 
 
 class TokenServer:
-    """Issues registry tokens to user:password only; anyone else gets 401."""
+    """Issues registry tokens to user:password only; anyone else gets 401. Listens on host (a loopback address)."""
 
-    def __init__(self, directory: Path, user: str, password: str) -> None:
+    def __init__(self, directory: Path, user: str, password: str, host: str = "127.0.0.1") -> None:
         self.key, self.cert = directory / "token.key", directory / "token.crt"
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key, "-out", self.cert,
@@ -56,11 +56,13 @@ class TokenServer:
         self._basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self._user = user
         self.requests: list[str] = []
+        self.authorizations: list[str | None] = []  # the Authorization header of each request, None when absent
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 server.requests.append(self.path)
+                server.authorizations.append(self.headers.get("Authorization"))
                 if self.headers.get("Authorization") != server._basic:
                     self.send_response(401)
                     self.send_header("WWW-Authenticate", 'Basic realm="orchestr-test"')
@@ -77,8 +79,8 @@ class TokenServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.realm = f"http://127.0.0.1:{self._httpd.server_address[1]}/token"
+        self._httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.realm = f"http://{host}:{self._httpd.server_address[1]}/token"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
 
@@ -182,9 +184,10 @@ class Registry:
 
 
 @contextlib.contextmanager
-def running_registry(directory: Path, auth: str | None = None, creds: tuple[str, str] = ("alice", "s3cret")
-                     ) -> Iterator[Registry]:
-    """A docker-registry on a free loopback port; auth is None, "htpasswd" or "token"."""
+def running_registry(directory: Path, auth: str | None = None, creds: tuple[str, str] = ("alice", "s3cret"),
+                     token_host: str = "127.0.0.1") -> Iterator[Registry]:
+    """A docker-registry on a free loopback port; auth is None, "htpasswd" or "token" (its token server on
+    token_host: 127.0.0.2 is another host than the registry's 127.0.0.1)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = [
@@ -198,7 +201,7 @@ def running_registry(directory: Path, auth: str | None = None, creds: tuple[str,
         (directory / "htpasswd").write_text(htpasswd)
         config += ["auth:", "  htpasswd:", "    realm: orchestr-test", f"    path: {directory / 'htpasswd'}"]
     elif auth == "token":
-        token_server = TokenServer(directory, *creds)
+        token_server = TokenServer(directory, *creds, host=token_host)
         config += ["auth:", "  token:", f"    realm: {token_server.realm}", f"    service: {SERVICE}",
                    f"    issuer: {ISSUER}", f"    rootcertbundle: {token_server.cert}"]
     (directory / "config.yml").write_text("\n".join(config) + "\n")

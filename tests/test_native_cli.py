@@ -12,15 +12,20 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
+import sqlite3
+import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import mkimage
 import pytest
 
 from conftest import TEST_IMAGE
@@ -612,3 +617,79 @@ def test_no_ignored_signal_reaches_the_command(ns, state_dir):
     assert ignored_signals(supervisor) & (1 << 31)  # the supervisor did inherit signal 32 ignored
     assert ignored_signals(container["pid"]) == 0
     orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+
+
+# -- the state dir's modes ----------------------------------------------------------------------
+
+SUID_IMAGE = "orchestr-test/suid:latest"
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+# what orchestr makes for itself under a state dir: its owner's only. The rest (layers' contents, containers'
+# upper, work and root dirs, volumes, the /etc files containers see) keep the modes containers need.
+PRIVATE_DIRS = ["", "spec-cache", "native", "native/images", "native/images/blobs", "native/images/blobs/sha256",
+                "native/images/layers", "native/images/layers/*", "native/images/locks", "native/containers",
+                "native/containers/*", "native/volumes", "native/network", "native/network/*"]
+PRIVATE_FILES = ["state.db", "spec-cache/*.json", "native/events.jsonl", "native/supervisor.log",
+                 "native/supervisor.lock", "native/containers.lock", "native/images/index.json",
+                 "native/images/blobs/sha256/*", "native/images/layers/*/size", "native/images/layers/*/tar-split",
+                 "native/containers/*/config.json", "native/containers/*/state.json",
+                 "native/containers/*/container.log", "native/network/*/bridge.json", "native/network/*/10.*"]
+
+
+class TestStateDirModes:
+    """On a state dir whose parents anyone may enter, as /var/lib/orchestr's are (pytest's tmp is root's own,
+    which would hide a loose state dir): a fresh one, and one an older orchestr left 0755 with a 0644 store."""
+
+    @pytest.fixture(params=["fresh", "loose"])
+    def state_dir(self, request, monkeypatch):
+        parent = Path(tempfile.mkdtemp(prefix="orchestr-modes-"))
+        parent.chmod(0o755)
+        path = parent / "state"
+        if request.param == "loose":
+            for d in ("native/containers", "native/images/blobs/sha256", "native/images/layers", "native/volumes",
+                      "spec-cache"):
+                (path / d).mkdir(parents=True)
+            sqlite3.connect(path / "state.db").close()
+            for p in [path, *path.rglob("*")]:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+        monkeypatch.setenv("ORCHESTR_STATE_DIR", str(path))
+        yield path
+        SupervisorClient(str(path / "native")).ask({"op": "quit-if-idle"})
+        shutil.rmtree(parent)
+
+    def test_nothing_under_it_is_open_to_other_users(self, ns, tmp_path, state_dir):
+        # an image whose layer carries a setuid-root busybox; a container that makes one more in its upper dir,
+        # with a secret in its env and a volume
+        archive = tmp_path / "suid.tar"
+        suid = mkimage.Layer().dir("bin").file("bin/suid", mkimage.BUSYBOX.read_bytes(), 0o4755)
+        mkimage.write_docker_archive(archive, [mkimage.busybox_layer().bytes(), suid.bytes()], [SUID_IMAGE])
+        orc("images", "import", str(archive), state_dir=state_dir, check=True)
+        plant = "cp /bin/busybox /planted && chmod 4755 /planted && exec sleep 3600"
+        doc = service("web", ns, network="bridge", command=["sh", "-c", plant],
+                      extra="  env: {SECRET: hunter2}\n  volumes: [{type: volume, source: data, target: /data}]\n")
+        orc("apply", "-f", write(tmp_path / "app.yaml", doc.replace(TEST_IMAGE, SUID_IMAGE)), state_dir=state_dir,
+            check=True)
+        [config] = state_dir.glob("native/containers/*/config.json")
+        assert "hunter2" in config.read_text()
+        binaries = until(lambda: (found := [*state_dir.glob("native/images/layers/*/diff/bin/suid"),
+                                            *state_dir.glob("native/containers/*/upper/planted")]
+                                  )[1:] and found, "the planted binary")
+        assert all(b.stat().st_mode & stat.S_ISUID for b in binaries)
+
+        for pattern, mode in [(p, 0o700) for p in PRIVATE_DIRS] + [(p, 0o600) for p in PRIVATE_FILES]:
+            found = list(state_dir.glob(pattern)) if pattern else [state_dir]
+            assert found, pattern
+            assert {str(p.relative_to(state_dir)): stat.S_IMODE(p.stat().st_mode) for p in found} == \
+                {str(p.relative_to(state_dir)): mode for p in found}
+
+        # another user can neither list the state dir, nor reach anything under it, nor run what is there
+        listing = subprocess.run([*NOBODY, "ls", str(state_dir)], capture_output=True, text=True)
+        assert listing.returncode != 0 and "Permission denied" in listing.stderr
+        below = [os.path.join(d, n) for d, dirs, files in os.walk(state_dir) for n in dirs + files]
+        assert len(below) > 100
+        reached = subprocess.run([*NOBODY, "stat", "--format=%n", "--", *below], capture_output=True, text=True)
+        assert reached.stdout.splitlines() == []
+        assert reached.stderr.count("Permission denied") == len(below)
+        for binary in binaries:  # busybox as `id`: it would print 0, the setuid root's id
+            with pytest.raises(PermissionError):
+                subprocess.run(["id", "-u"], executable=binary, user=65534, group=65534, extra_groups=[])
+        orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)

@@ -1042,7 +1042,7 @@ async def test_a_start_that_hangs_before_exec_is_given_up_and_holds_up_no_one(na
 async def test_a_full_disk_drops_log_lines_and_ends_no_container(native, namespace, state_dir, image_layers):
     containers = state_dir / "native" / "containers"
     containers.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "orchestr-test-full", str(containers)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "orchestr-test-full", str(containers)], check=True)
     roomy = Containers(Config(state_dir=state_dir), LocalStore(image_layers), log_max_size=1 << 20)  # no rotation
     try:
         count = "i=0; while [ ! -f /stop ]; do i=$((i+1)); echo $i; echo $i > /run/count; sleep 0.01; done; exit 5"

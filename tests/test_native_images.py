@@ -427,3 +427,49 @@ async def test_remove_is_refused_while_a_container_uses_the_image(runtime, busyb
         await runtime.delete(container.id, force=True)
         await runtime.close()
     assert f"image {image.id}" in await runtime.image_prune()
+
+
+BOMB = "orchestr-test/bomb:1"
+
+
+def _bomb(path: Path, form: str) -> Path:
+    """An image archive whose second layer is a bomb of one of these forms; returns its path."""
+    if form == "many entries":
+        top = mkimage.Layer()
+        for i in range(1500):
+            top.file(f"f{i}", b"")
+    else:
+        top = mkimage.Layer().file("zeros", bytes(64 << 20))
+    mkimage.write_docker_archive(path, [mkimage.busybox_layer().bytes(), top.bytes()], [BOMB])
+    if form == "gzip layers":
+        gzip_layers(path, path.with_suffix(".gz.tar"))
+        return path.with_suffix(".gz.tar")
+    if form == "gzip archive":
+        path.with_suffix(".tar.gz").write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+        return path.with_suffix(".tar.gz")
+    return path
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("form", ["large", "gzip layers", "gzip archive", "many entries"])
+async def test_an_image_bomb_is_refused_whole_and_the_store_stays_usable(runtime, busybox_archive, tmp_path,
+                                                                        monkeypatch, form):
+    path = _bomb(tmp_path / "bomb.tar", form)
+    monkeypatch.setenv(unpack.SIZE_ENV, "16Mi")
+    monkeypatch.setenv(unpack.ENTRIES_ENV, "1000")
+    limit = "has more than 1000 entries" if form == "many entries" else "unpacks to more than 16Mi"
+    with pytest.raises(RuntimeFailure, match=f"^{path}.*: (a layer|the archive) {limit}; refused") as refused:
+        await runtime.import_image(path)
+    assert "\n" not in str(refused.value)
+    assert await runtime.images() == []
+    store = runtime.store
+    bomb_layer = archive_config(tmp_path / "bomb.tar")["rootfs"]["diff_ids"][1]
+    assert not store.has_layer(bomb_layer) and not store.has_blob(bomb_layer)
+    assert [n for n in os.listdir(store.layers) + os.listdir(store.blobs) if ".tmp-" in n] == []
+    [image] = await runtime.import_image(busybox_archive)  # the store takes other images as before
+    assert image.references == (TEST_IMAGE,)
+    monkeypatch.setenv(unpack.SIZE_ENV, "1Gi")  # the same image, trusted: the limits raised, it imports
+    monkeypatch.setenv(unpack.ENTRIES_ENV, "2000")
+    [bomb] = await runtime.import_image(path)
+    top = runtime.store.layer_paths(bomb.id)[-1]
+    assert len(os.listdir(top)) == 1500 if form == "many entries" else (top / "zeros").stat().st_size == 64 << 20

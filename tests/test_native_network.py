@@ -7,15 +7,19 @@ tests create.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -188,13 +192,13 @@ async def test_network_none_and_host_have_no_address(net):
     assert not (net.state / "native" / "network" / Network(net.state / "native").bridge(ns)).exists()
 
 
-@pytest.fixture
-def outside(tmp_path):
-    """A network namespace standing for the world beyond the host: 198.51.100.2/30 behind a veth pair, with no
-    route back to any container subnet, so only masqueraded traffic can be answered."""
+@contextlib.contextmanager
+def _next_door(where: str, host_ip: str, peer_ip: str) -> Iterator[None]:
+    """A network namespace at where, joined to the host by a veth pair: host_ip/30 on the host's end, peer_ip/30
+    on its eth0. Removed afterwards, veth and all."""
     from pyroute2 import IPRoute
 
-    where, host_side = str(tmp_path / "outside"), f"otst{uuid.uuid4().hex[:8]}"
+    host_side = f"otst{uuid.uuid4().hex[:8]}"
 
     def make() -> None:
         netns.inside(where, lambda: None, create=True)
@@ -205,13 +209,13 @@ def outside(tmp_path):
             finally:
                 os.close(fd)
             index = ipr.link_lookup(ifname=host_side)[0]
-            ipr.addr("add", index=index, address="198.51.100.1", prefixlen=30)
+            ipr.addr("add", index=index, address=host_ip, prefixlen=30)
             ipr.link("set", index=index, state="up")
 
         def configure() -> None:  # an IPRoute made in this thread talks to the namespace the thread is in
             with IPRoute(groups=0) as ipr:
                 eth0 = ipr.link_lookup(ifname="eth0")[0]
-                ipr.addr("add", index=eth0, address="198.51.100.2", prefixlen=30)
+                ipr.addr("add", index=eth0, address=peer_ip, prefixlen=30)
                 ipr.link("set", index=eth0, state="up")
 
         netns.inside(where, configure, create=False)
@@ -224,15 +228,118 @@ def outside(tmp_path):
 
     try:
         anyio.run(anyio.to_thread.run_sync, make)
-        yield "198.51.100.2"
+        yield
     finally:
         anyio.run(anyio.to_thread.run_sync, remove)
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A network namespace standing for the world beyond the host: 198.51.100.2/30 behind a veth pair, with no
+    route back to any container subnet, so only masqueraded traffic can be answered."""
+    with _next_door(str(tmp_path / "outside"), "198.51.100.1", "198.51.100.2"):
+        yield "198.51.100.2"
 
 
 @pytest.mark.anyio
 async def test_outbound_traffic_leaves_through_the_hosts_address(net, outside):
     code, out = await net.run(net.namespace(), "client-0", f"ping -c1 -W2 {outside} >/dev/null && echo answered")
     assert (code, out) == (0, "answered\n")
+
+
+@pytest.fixture
+def forward_accepting():
+    """The host's FORWARD policy set to ACCEPT, as on a host without dockerd (which sets DROP), and put back
+    afterwards whatever happens; concurrent test runs on the host take turns."""
+    with open("/tmp/orchestr-test-forward-policy.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        policy = _policy()
+        subprocess.run(["iptables", "-w", "-P", "FORWARD", "ACCEPT"], check=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["iptables", "-w", "-P", "FORWARD", policy], check=True)
+
+
+@pytest.fixture
+def neighbour(tmp_path):
+    """A network namespace standing for a machine next to the host, on a /30 of its own, on which add_route(subnet)
+    routes a subnet via the host. Yields (namespace path, host's address, add_route)."""
+    from pyroute2 import IPRoute
+
+    where = str(tmp_path / "neighbour")
+    base = ipaddress.ip_address("203.0.113.0") + 4 * secrets.randbelow(64)  # a /30 of TEST-NET-3
+    host_ip = str(base + 1)
+
+    def add_route(subnet: str) -> None:
+        def route() -> None:
+            with IPRoute(groups=0) as ipr:
+                ipr.route("add", dst=subnet, gateway=host_ip)
+
+        netns.inside(where, route, create=False)
+
+    with _next_door(where, host_ip, str(base + 2)):
+        yield where, host_ip, add_route
+
+
+def _get_from(where: str, address: str, port: int, timeout: float) -> bytes:
+    """An HTTP GET of / at address:port made from the network namespace at where; the whole answer."""
+    s = netns.inside(where, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM), create=False)
+    with s:
+        s.settimeout(timeout)
+        s.connect((address, port))
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+        return answer
+
+
+@pytest.mark.anyio
+async def test_a_neighbour_routing_to_containers_reaches_published_ports_only(net, neighbour, forward_accepting):
+    where, host_ip, add_route = neighbour
+    ns = net.namespace()
+    port = _free_port()
+    web = await net.up(ns, "web-0", "sh", "-c", "echo served > /var/www/index.html; httpd -p 8080 -h /var/www; "
+                       "exec httpd -f -p 80 -h /var/www", ports=(Port(80, port, "tcp"),))
+    assert await _fetch(f"http://{web.ip}:8080/") == b"served\n"  # the unpublished port is open, to the host
+    assert await _fetch(f"http://127.0.0.1:{port}/") == b"served\n"
+    subnet = str(ipaddress.ip_network(f"{web.ip}/24", strict=False))
+    await anyio.to_thread.run_sync(add_route, subnet)
+    # the published port, through the host's address on the neighbour's link
+    answer = await anyio.to_thread.run_sync(_get_from, where, host_ip, port, 10)
+    assert answer.endswith(b"\r\n\r\nserved\n"), answer
+    # the unpublished one, routed straight to the container: dropped, though FORWARD's policy accepts
+    with pytest.raises(TimeoutError):
+        await anyio.to_thread.run_sync(_get_from, where, web.ip, 8080, 3)
+
+
+def test_turning_forwarding_on_sets_the_forward_policy_to_drop(tmp_path):
+    """In network namespaces of the test's own (forwarding, sysctls and iptables are per namespace), each a
+    host with forwarding off and FORWARD accepting everything, or one that forwards already."""
+    from pyroute2 import IPRoute
+
+    from orchestr_native.network import firewall
+
+    def host(forwarding: str) -> tuple[str, str]:
+        with IPRoute(groups=0) as ipr:
+            ipr.link("add", ifname="orc-test", kind="bridge")
+        Path("/proc/sys/net/ipv4/ip_forward").write_text(forwarding)
+        assert _policy() == "ACCEPT"
+        firewall.enable_forwarding("orc-test")
+        return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(), _policy()
+
+    for forwarding, policy in (("0", "DROP"), ("1", "ACCEPT")):
+        where = str(tmp_path / f"host-{forwarding}")
+        try:
+            assert netns.inside(where, lambda: host(forwarding), create=True) == ("1", policy)
+        finally:
+            netns.remove(where)
+
+
+def _policy() -> str:
+    rules = subprocess.run(["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True, check=True)
+    return rules.stdout.split()[2]  # "-P FORWARD DROP"
 
 
 # -- published ports -----------------------------------------------------------------------

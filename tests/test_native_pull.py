@@ -191,6 +191,22 @@ async def test_bearer_token_flow(runtime, archives, tmp_path, monkeypatch):
         assert ["repository:bb:pull"] in scopes
 
 
+async def test_credentials_never_go_to_a_plain_http_token_server_on_another_host(runtime, archives, tmp_path,
+                                                                                 monkeypatch):
+    # the registry on 127.0.0.1 names a token server on 127.0.0.2 over plain HTTP: anyone could stand there
+    with running_registry(tmp_path / "registry", "token", token_host="127.0.0.2") as reg:
+        reg.push(archives["bb"], "bb:latest")
+        assert reg.token_server.realm.startswith("http://127.0.0.2:")
+        monkeypatch.setenv("DOCKER_CONFIG", str(docker_config(tmp_path / "config", reg.host, *reg.creds)))
+        reg.token_server.requests.clear()
+        reg.token_server.authorizations.clear()
+        with pytest.raises(RuntimeFailure, match="go only to its own host or over HTTPS"):
+            await runtime.pull(f"{reg.host}/bb:latest")
+        assert reg.token_server.requests, "the token server was never asked"
+        assert reg.token_server.authorizations == [None] * len(reg.token_server.requests)
+        assert runtime.store.all() == []
+
+
 HELPER = """#!/bin/sh
 # a credential helper speaking the docker-credential-* protocol: `get` reads the server on stdin
 read server
@@ -320,3 +336,26 @@ def test_run_of_an_image_not_yet_pulled_pulls_it_first(open_registry, tmp_path):
     again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert (again.returncode, again.stdout, again.stderr) == (0, "app\n", "")
     assert not os.listdir(tmp_path / "state" / "native" / "containers")
+
+
+async def test_a_bomb_layer_is_refused_whole_and_a_later_pull_works(runtime, open_registry, tmp_path, monkeypatch):
+    bomb = mkimage.Layer().file("zeros", bytes(64 << 20)).bytes()
+    archive = tmp_path / "bomb.tar"
+    mkimage.write_docker_archive(archive, [mkimage.busybox_layer().bytes(), bomb], ["bomb:latest"])
+    open_registry.push(archive, "bomb:latest")  # skopeo gzips the layers: 64 MiB of zeros become a few KiB
+    raw, _ = open_registry.manifest("bomb", "latest")
+    layer = json.loads(raw)["layers"][1]
+    assert layer["size"] < 1 << 20
+    ref = f"{open_registry.host}/bomb:latest"
+    monkeypatch.setenv(unpack.SIZE_ENV, "16Mi")
+    with pytest.raises(RuntimeFailure) as refused:
+        await runtime.pull(ref)
+    assert str(refused.value) == (f"{ref}: a layer unpacks to more than 16Mi; refused "
+                                  "(ORCHESTR_UNPACK_MAX_SIZE sets the limit)")
+    store = runtime.store
+    diff_id = f"sha256:{hashlib.sha256(bomb).hexdigest()}"
+    assert store.all() == [] and not store.has_blob(layer["digest"]) and not store.has_layer(diff_id)
+    assert [n for n in os.listdir(store.layers) + os.listdir(store.blobs) if ".tmp-" in n] == []
+    monkeypatch.setenv(unpack.SIZE_ENV, "1Gi")
+    image = await runtime.pull(ref)
+    assert (store.layer_paths(image.id)[-1] / "zeros").stat().st_size == 64 << 20

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import stat
 import struct
+import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ import mkimage
 import pytest
 
 from orchestr.errors import RuntimeFailure
+from orchestr_native.images import unpack as unpack_module
 from orchestr_native.images.locks import try_flock
 from orchestr_native.images.store import ImageStore
 
@@ -242,3 +245,132 @@ def test_leftovers_of_a_crash_are_removed_on_open_unless_still_being_written(tmp
         os.close(held)
     ImageStore(tmp_path / "store")
     assert os.listdir(store.layers) == []
+
+
+# -- image bombs: small blobs that would unpack to a full disk or memory ------------------------------
+
+def _sparse_layer(tmp_path: Path, size: int) -> bytes:
+    """A GNU tar layer holding one sparse file of size bytes, nearly all a hole: a few KiB of tar."""
+    root = tmp_path / "sparse-root"
+    root.mkdir()
+    with open(root / "holes", "wb") as f:
+        f.truncate(size)
+        f.write(b"start")
+    out = tmp_path / "sparse.tar"
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-C", str(root), "-cf", str(out), "holes"], check=True)
+    return out.read_bytes()
+
+
+def _pax_chain(n: int) -> mkimage.Layer:
+    """n extended headers in a row before one file: tarfile follows such a chain by recursion."""
+    layer = mkimage.Layer()
+    for _ in range(n):
+        layer.raw(entry("PaxHeader", tarfile.XHDTYPE), b"16 comment=hey\n")
+    return layer.file("f", "x")
+
+
+def _global_headers(n: int, size: int) -> mkimage.Layer:
+    """n global pax headers of size bytes each (tarfile keeps them all, for every later entry)."""
+    layer = mkimage.Layer()
+    for i in range(n):
+        value = "x" * (size - 20)
+        record = f"comment{i}={value}\n"
+        length = len(record) + 8
+        layer.raw(entry("GlobalHead", tarfile.XGLTYPE), f"{length + len(str(length)) - 7} {record}".encode())
+    return layer.file("f", "x")
+
+
+def _long_gnu_name(length: int) -> bytes:
+    """A GNU tar layer whose one file has a name length bytes long, in a GNU long-name header."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = entry("n" * length, tarfile.REGTYPE)
+        tar.addfile(info, io.BytesIO(b""))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "gzip"])
+@pytest.mark.parametrize("kind", ["file", "sparse file"])
+async def test_a_layer_unpacking_past_the_size_limit_is_refused_and_the_store_stays_usable(
+        store, tmp_path, monkeypatch, compress, kind):
+    size = 64 << 20
+    raw = mkimage.Layer().file("zeros", bytes(size)).bytes() if kind == "file" else _sparse_layer(tmp_path, size)
+    blob = gzip.compress(raw, mtime=0) if compress else raw
+    if compress or kind == "sparse file":
+        assert len(blob) < size // 256  # small as stored, large unpacked
+    diff_id = f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    digest = store.put_bytes(blob, "test layer")
+    monkeypatch.setenv(unpack_module.SIZE_ENV, "16Mi")
+    with pytest.raises(RuntimeFailure) as refused:
+        await store.ensure_layer(digest, diff_id, "bomb:1")
+    assert str(refused.value) == ("bomb:1: a layer unpacks to more than 16Mi; refused "
+                                  "(ORCHESTR_UNPACK_MAX_SIZE sets the limit)")
+    assert os.listdir(store.layers) == []  # nothing half-unpacked
+    monkeypatch.setenv(unpack_module.SIZE_ENV, "1Gi")  # a trusted image: the limit raised, the same layer unpacks
+    await store.ensure_layer(digest, diff_id, "bomb:1")
+    name = "zeros" if kind == "file" else "holes"
+    assert (store.layer_dir(diff_id) / "diff" / name).stat().st_size == size
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "gzip"])
+@pytest.mark.parametrize("kind", ["entries", "implied directories"])
+async def test_a_layer_of_too_many_entries_is_refused(store, monkeypatch, compress, kind):
+    layer = mkimage.Layer()
+    if kind == "entries":
+        for i in range(1500):
+            layer.file(f"f{i}", b"")
+    else:  # ten files, each under 150 directories no entry names
+        for i in range(10):
+            layer.file("/".join(f"d{i}.{j}" for j in range(150)) + "/f", b"")
+    monkeypatch.setenv(unpack_module.ENTRIES_ENV, "1000")
+    with pytest.raises(RuntimeFailure, match=r"^test layer: a layer has more than 1000 entries; refused "
+                                             r"\(ORCHESTR_UNPACK_MAX_ENTRIES sets the limit\)$"):
+        await unpack(store, layer, compress)
+    assert os.listdir(store.layers) == []  # nothing half-unpacked
+
+
+HEADER_BOMBS: dict[str, tuple[Callable[[], bytes], str]] = {
+    "a huge pax record": (
+        lambda: mkimage.Layer().raw(entry("f", tarfile.REGTYPE, pax_headers={"comment": "x" * (2 << 20)}), b"").bytes(),
+        r"an entry's extended headers take more than 1Mi; refused \(ORCHESTR_UNPACK_MAX_HEADER sets the limit\)$",
+    ),
+    "a huge GNU long name": (
+        lambda: _long_gnu_name(2 << 20),
+        r"an entry's extended headers take more than 1Mi",
+    ),
+    "global pax headers adding up": (
+        lambda: _global_headers(4, 400 << 10).bytes(),
+        r"an entry's extended headers take more than 1Mi",
+    ),
+    "a chain of pax headers": (
+        lambda: _pax_chain(400).bytes(),
+        r"an entry has more than 16 extended headers; refused$",
+    ),
+}
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "gzip"])
+@pytest.mark.parametrize("case", list(HEADER_BOMBS))
+async def test_a_layer_with_huge_headers_is_refused_at_the_default_limit(store, monkeypatch, case, compress):
+    monkeypatch.delenv(unpack_module.HEADER_ENV, raising=False)
+    build, message = HEADER_BOMBS[case]
+    raw = build()
+    blob = store.put_bytes(gzip.compress(raw, mtime=0) if compress else raw, "test layer")
+    with pytest.raises(RuntimeFailure, match=f"^test layer: {message}"):
+        await store.ensure_layer(blob, f"sha256:{hashlib.sha256(raw).hexdigest()}", "test layer")
+    assert os.listdir(store.layers) == []  # nothing half-unpacked
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "gzip"])
+async def test_a_path_too_deep_to_remove_is_refused(store, compress):
+    with pytest.raises(RuntimeFailure, match=r"^test layer: entry 'd/d/d.*\.\.\. is 601 levels deep; "
+                                             r"more than 512 is refused$"):
+        await unpack(store, mkimage.Layer().file("d/" * 600 + "f", b""), compress)
+    assert os.listdir(store.layers) == []
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-1"])
+def test_a_bad_limit_is_named(tmp_path, monkeypatch, value):
+    monkeypatch.setenv(unpack_module.SIZE_ENV, value)
+    with pytest.raises(RuntimeFailure, match=rf"^ORCHESTR_UNPACK_MAX_SIZE: expected a quantity like 8Gi, got '{value}'$"):
+        unpack_module.Limits.from_env()

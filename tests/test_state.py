@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import anyio
 import pytest
 
+from orchestr import speccache
+from orchestr.errors import OrchestrError
 from orchestr.state import Store
 
 
@@ -121,3 +126,59 @@ def test_a_killed_writer_leaves_a_readable_store(tmp_path):
     rev = store.begin("apply", ["ns"], [])
     store.finish(rev, "converged")
     assert store.revisions()[0].status == "converged"
+
+
+# -- modes: the state dir holds specs with their secrets, and the native runtime's layers and containers -----
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _use(state: Path) -> Store:
+    """Everything of the core that writes under a state dir: the store (held open), its lock, the spec cache."""
+    store = Store(state)
+    store.record_services(store.begin("apply", ["shop"], ["shop.yaml"]), {("shop", "web"): {"env": {"K": "v"}}})
+
+    async def locked() -> None:
+        async with store.lock():
+            pass
+
+    anyio.run(locked)
+    speccache.remember(state, "0" * 64, [])
+    return store
+
+
+def test_a_fresh_state_dir_is_its_owners_only(tmp_path):
+    old = os.umask(0)  # whatever the umask
+    try:
+        state = tmp_path / "parent" / "state"  # parents orchestr makes are its owner's only too
+        store = _use(state)
+        assert _mode(tmp_path / "parent") == _mode(state) == _mode(state / "spec-cache") == 0o700
+        for name in ("state.db", "state.db-wal", "state.db-shm", "apply.lock", f"spec-cache/{'0' * 64}.json"):
+            assert _mode(state / name) == 0o600, name
+        store.close()
+    finally:
+        os.umask(old)
+
+
+def test_an_older_orchestrs_loose_state_dir_is_tightened(tmp_path):
+    state = tmp_path / "state"
+    (state / "spec-cache").mkdir(parents=True)
+    sqlite3.connect(state / "state.db").close()
+    for path, mode in ((state, 0o755), (state / "spec-cache", 0o755), (state / "state.db", 0o644)):
+        path.chmod(mode)
+    store = _use(state)
+    assert (_mode(state), _mode(state / "spec-cache"), _mode(state / "state.db")) == (0o700, 0o700, 0o600)
+    assert store.services() == {("shop", "web"): {"env": {"K": "v"}}}
+    store.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user needs root")
+def test_a_state_dir_owned_by_another_user_is_refused_and_left_alone(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)
+    state.chmod(0o755)
+    with pytest.raises(OrchestrError, match=r"owned by uid 65534, not by this user \(uid 0\).*chown it or use another"):
+        Store(state).services()
+    assert os.listdir(state) == [] and _mode(state) == 0o755

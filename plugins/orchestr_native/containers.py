@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from orchestr.config import Config
+from orchestr.config import Config, private, private_dir
 from orchestr.containers import UNKNOWN_EXIT, rfc3339, volume_key, volumes
 from orchestr.containers import argv as resolve_argv
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout
@@ -140,8 +140,9 @@ class Containers:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self._dir.mkdir(parents=True, exist_ok=True)
-        with open(self._root / "containers.lock", "w") as lock:
+        private_dir(self._root)  # tightens an older orchestr's 0755 ones
+        private_dir(self._dir)
+        with open(self._root / "containers.lock", "w", opener=private) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
@@ -165,8 +166,9 @@ class Containers:
             mounts = [self._volume(spec, v) for v in volumes(spec)]
             id = os.urandom(32).hex()
             d = self._dir / id
-            for sub in ("upper", "work", "rootfs"):
-                (d / sub).mkdir(parents=True, mode=0o755)
+            d.mkdir(mode=0o700)
+            for sub in ("upper", "work", "rootfs"):  # as the container's / shows them; d keeps others out
+                (d / sub).mkdir(mode=0o755)
             files = {"/etc/hostname": d / "hostname", "/etc/hosts": d / "hosts"}
             files["/etc/hostname"].write_text(f"{spec.name}\n")
             files["/etc/hosts"].write_text(f"127.0.0.1\tlocalhost {spec.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -215,8 +217,8 @@ class Containers:
                     "size": v.tmpfs_size}
         source = v.source
         if v.type == "volume":
-            source = str(self._volumes / volume_key(spec.namespace, v.source))
-            os.makedirs(source, exist_ok=True)
+            source = str(private_dir(self._volumes) / volume_key(spec.namespace, v.source))
+            os.makedirs(source, 0o755, exist_ok=True)  # as the container sees it; volumes/ keeps others out
         return {"type": v.type, "source": source, "target": v.target, "read_only": v.read_only,
                 "allow_host_root": v.allow_host_root}
 
@@ -277,7 +279,7 @@ class Containers:
             return
         sig = _signal(signal)
         d = self._dir / id
-        (d / records.STOP).touch()
+        (d / records.STOP).touch(0o600)
         if state.get("status") == "running":
             self._event(config, "stop")
             cgroup = self._cgroup(id)
@@ -534,8 +536,8 @@ class Containers:
     def events(self) -> AsyncIterator[Event]:
         """Events from the moment of this call, not of the first iteration: a caller can subscribe, then act."""
         path = self._root / records.EVENTS
-        self._root.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        private_dir(self._root)
+        path.touch(0o600)
         info = os.stat(path)
         return self._events(path, info.st_ino, info.st_size)
 

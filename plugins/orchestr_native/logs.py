@@ -38,7 +38,7 @@ class LogWriter:
             self.error = e.strerror or str(e)  # tried again at the next write
 
     def _open(self, flags: int = 0) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | flags, 0o640)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | flags, 0o600)
         self.size = os.fstat(self.fd).st_size
 
     def write(self, stream: str, data: bytes) -> None:

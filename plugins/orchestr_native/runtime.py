@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from orchestr.config import Config
+from orchestr.config import Config, private_dir
 from orchestr.errors import Conflict, NotFound, OrchestrError, TerminalFailure, located
 from orchestr.model import (
     EXEC_OUTPUT_LIMIT, Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine, Resources, Stats,
@@ -42,6 +42,8 @@ class NativeRuntime:
     @property
     def store(self) -> ImageStore:
         if self._store is None:
+            private_dir(self.config.state_dir)  # tightens an older orchestr's 0755 ones
+            private_dir(self.root)
             self._store = ImageStore(self.root / "images")
         return self._store
 

@@ -33,14 +33,20 @@ CHUNK = 1 << 20
 
 
 class _Archive:
-    """Random access to the members of an uncompressed tarball."""
+    """Random access to the members of an uncompressed tarball, held to a layer's limits on entries and headers."""
 
     def __init__(self, f: BinaryIO, what: str) -> None:
         self.file, self.what = f, what
+        limits = unpack.Limits.from_env()
+        self.members: dict[str, tarfile.TarInfo] = {}
         try:
-            with tarfile.open(fileobj=f, mode="r:") as tar:
-                self.members = {posixpath.normpath(m.name.lstrip("/")): m for m in tar}
-        except tarfile.TarError as e:
+            with unpack.open_tar(f, "r:", what, limits) as tar:
+                while (m := tar.next()) is not None:
+                    tar.members.clear()
+                    self.members[posixpath.normpath(m.name.lstrip("/"))] = m
+                    if len(self.members) > limits.entries:
+                        raise limits.refuse(what, "entries", "the archive")
+        except (tarfile.TarError, ValueError) as e:
             raise RuntimeFailure(f"{what}: not a tar archive: {e}") from None
 
     def member(self, name: str) -> tarfile.TarInfo:
@@ -106,10 +112,14 @@ async def import_archive(store: ImageStore, path: Path, progress: ProgressCallba
 
 
 def _inflate(src: BinaryIO, kind: str, dst: BinaryIO, what: str) -> None:
+    """The archive inflated, as large as a layer may be: a small .tar.gz must not fill the disk."""
+    limits = unpack.Limits.from_env()
     try:
         reader = unpack.decompressor(src, kind, what)
         while data := reader.read(CHUNK):
             dst.write(data)
+            if dst.tell() > limits.size:
+                raise limits.refuse(what, "size", "the archive")
     except (EOFError, zlib.error, OSError) as e:
         raise RuntimeFailure(f"{what}: corrupt {kind} archive: {e}") from None
     dst.flush()
@@ -128,9 +138,12 @@ async def _copy_blob(archive: _Archive, name: str, writer: BlobWriter, inflate: 
         chunks = archive.chunks(name)
         first = next(chunks, b"")
         src = unpack.decompressor(_ChunkReader(first, chunks), kind, archive.what)
+        limits = unpack.Limits.from_env()
         try:
             while data := src.read(CHUNK):
                 writer.write(data)
+                if writer.size > limits.size:
+                    raise limits.refuse(archive.what, "size")
         except (EOFError, zlib.error, OSError) as e:
             raise RuntimeFailure(f"{archive.what}: {name!r} is a corrupt {kind} stream: {e}") from None
 

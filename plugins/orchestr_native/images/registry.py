@@ -7,6 +7,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -40,6 +41,7 @@ class RegistryClient:
         host = "registry-1.docker.io" if registry == "docker.io" else registry
         self.base = f"{'http' if insecure(registry) else 'https'}://{host}/v2/{repository}"
         self._credentials = auth.credentials(registry)
+        self._withheld = False  # the credentials were kept from the token server last asked
         self._authorization: str | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -133,7 +135,17 @@ class RegistryClient:
         return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
     def _who(self) -> str:
+        if self._withheld:
+            return (f"anonymous access (the credentials for {self.registry} go only to its own host or over "
+                    "HTTPS, and its token server is neither)")
         return f"the credentials of {self._credentials[0]!r}" if self._credentials else "anonymous access"
+
+    def _trusts(self, realm: str) -> bool:
+        """Whether the token server at realm may see the credentials: on the registry's own host, or over HTTPS,
+        as Docker decides. A registry naming a plain-HTTP realm elsewhere would otherwise hand the password to
+        that host and to anyone on the way."""
+        url = urlsplit(realm)
+        return url.scheme == "https" or (url.hostname is not None and url.hostname == urlsplit(self.base).hostname)
 
     async def _authorize(self, challenge: str, what: str) -> None:
         import aiohttp
@@ -151,7 +163,8 @@ class RegistryClient:
         query = {"service": params.get("service", self.registry)}
         query["scope"] = params.get("scope") or f"repository:{self.repository}:pull"
         assert self._session is not None
-        headers = {"Authorization": self._basic()} if self._credentials else {}
+        self._withheld = bool(self._credentials) and not self._trusts(params["realm"])
+        headers = {"Authorization": self._basic()} if self._credentials and not self._withheld else {}
         try:
             async with self._session.get(params["realm"], params=query, headers=headers) as resp:
                 if resp.status in (401, 403):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 
+from orchestr.config import private, private_dir
 from orchestr.errors import NotFound, RuntimeFailure
 
 from .locks import Locks, flocked, try_flock
@@ -46,7 +47,7 @@ class BlobWriter:
     def __init__(self, path: Path, digest: str, what: str) -> None:
         self.final, self.digest, self.what = path, digest, what
         self.tmp = path.with_name(f"{path.name}.tmp-{os.urandom(4).hex()}")
-        self.file = open(self.tmp, "xb", buffering=1 << 20)  # noqa: SIM115 (closed by commit or abort)
+        self.file = open(self.tmp, "xb", buffering=1 << 20, opener=private)  # noqa: SIM115 (closed by commit or abort)
         self.sha = hashlib.sha256()
         self.size = 0
         self._copied = False  # some data came by copy_range: verify() hashes the file
@@ -135,6 +136,11 @@ def _hash_file(path: Path, size: int):  # type: ignore[no-untyped-def]
     return sha
 
 
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb", opener=private) as f:
+        f.write(data)
+
+
 def _file_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -187,8 +193,8 @@ class ImageStore:
         self.layers = root / "layers"
         self.locks = Locks(root / "locks")
         self.index_path = root / "index.json"
-        for d in (self.blobs, self.layers, self.locks.directory):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (root, self.blobs.parent, self.blobs, self.layers, self.locks.directory):
+            private_dir(d)  # layers hold setuid binaries; an older orchestr made these 0755
         self._remove_leftovers()
 
     # -- blobs -----------------------------------------------------------------------
@@ -334,11 +340,11 @@ class ImageStore:
                                                            tmp / "diff", what)
                 except unpack.Unsplittable:
                     return False
-                (tmp / "size").write_text(str(size))
+                _write(tmp / "size", str(size).encode())
                 if split is None:
                     await anyio.to_thread.run_sync(self._copy_blob, fd, offset, size, diff_id, what)
                 else:
-                    (tmp / SPLIT).write_bytes(split)
+                    _write(tmp / SPLIT, split)
                 os.rename(tmp, self.layer_dir(diff_id))
             finally:
                 if tmp.exists():
@@ -357,8 +363,9 @@ class ImageStore:
     def _new_layer_dir(self, diff_id: str) -> Path:
         final = self.layer_dir(diff_id)
         tmp = final.with_name(f"{final.name}.tmp-{os.urandom(4).hex()}")
-        (tmp / "diff").mkdir(parents=True)
-        os.chmod(tmp / "diff", 0o755)
+        tmp.mkdir(0o700)
+        (tmp / "diff").mkdir()
+        os.chmod(tmp / "diff", 0o755)  # the layer's root, as containers see it (whatever the umask)
         return tmp
 
     def _unpack(self, blob: Path, blob_digest: str, diff_id: str, what: str, publish: bool = True) -> Path:
@@ -369,7 +376,7 @@ class ImageStore:
             from . import unpack  # tar handling loads only when a layer is unpacked
 
             size = unpack.unpack(blob, blob_digest, diff_id, tmp / "diff", what)
-            (tmp / "size").write_text(str(size))
+            _write(tmp / "size", str(size).encode())
             if publish:
                 os.rename(tmp, final)  # a layer directory without a tmp suffix is always complete
                 return final
@@ -412,7 +419,7 @@ class ImageStore:
             index = self._read_index()
             change(index)
             tmp = self.index_path.with_name(f"index.json.tmp-{os.urandom(4).hex()}")
-            with open(tmp, "w") as f:
+            with open(tmp, "w", opener=private) as f:
                 json.dump(index, f, indent=1, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())

@@ -2,6 +2,8 @@
 
 Every path is resolved one component at a time from an open directory fd with O_NOFOLLOW, so no entry,
 however hostile, can make a write land outside the layer: a symlink on the way is refused, never followed.
+A layer is held to Limits (its size, its entries, each entry's headers), so no image bomb can fill the disk or
+memory: one past them is refused, and nothing of it is stored.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import struct
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from orchestr.errors import RuntimeFailure, TerminalFailure
+from orchestr.quantity import parse_quantity
 
 CHUNK = 1 << 20
 OPAQUE = ".wh..wh..opq"
@@ -29,6 +33,66 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one layer may unpack to, each from its environment variable (a quantity, or a number of entries).
+
+    size: its tar uncompressed, and its files' contents all told (a sparse file's holes are written out):
+    32Gi, above the largest layers in use (some machine-learning images' pass 10 GB), yet a bound on what a
+    small compressed blob can make of the disk. entries, and the directories their paths imply: a million,
+    several times the files of the largest layers in use (a big node_modules or TeX tree has a few hundred
+    thousand); each costs an inode and, while unpacking, about a kilobyte of memory. header: the extended
+    headers before one entry (pax records, GNU long names, sparse maps), which tarfile reads whole into
+    memory: 1Mi, what Go's archive/tar (Docker's and containerd's) allows. Docker and containerd bound neither
+    a layer's size nor its entries."""
+
+    size: int = 32 << 30
+    entries: int = 1_000_000
+    header: int = 1 << 20
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        values = {}
+        for name, env in (("size", SIZE_ENV), ("entries", ENTRIES_ENV), ("header", HEADER_ENV)):
+            text = os.environ.get(env, "").strip()
+            if not text:
+                continue
+            try:
+                value = int(text) if name == "entries" else parse_quantity(text)
+            except ValueError:
+                value = 0
+            if value <= 0:
+                expected = "a number of entries like 500000" if name == "entries" else "a quantity like 8Gi"
+                raise RuntimeFailure(f"{env}: expected {expected}, got {text!r}")
+            values[name] = value
+        return cls(**values)
+
+    def refuse(self, what: str, limit: str, subject: str = "a layer") -> RuntimeFailure:
+        """The one-line error for what (subject in it) past limit: "size", "entries" or "header"."""
+        past, env = {
+            "size": (f"{subject} unpacks to more than {_bytes(self.size)}", SIZE_ENV),
+            "entries": (f"{subject} has more than {self.entries} entries", ENTRIES_ENV),
+            "header": (f"an entry's extended headers take more than {_bytes(self.header)}", HEADER_ENV),
+        }[limit]
+        return RuntimeFailure(f"{what}: {past}; refused ({env} sets the limit)")
+
+
+SIZE_ENV = "ORCHESTR_UNPACK_MAX_SIZE"
+ENTRIES_ENV = "ORCHESTR_UNPACK_MAX_ENTRIES"
+HEADER_ENV = "ORCHESTR_UNPACK_MAX_HEADER"
+MAX_CHAIN = 16  # extended headers before one entry: GNU tar writes at most three (long name, long link, pax)
+# Directories an entry's path may go through. A long name (within the header limit) could otherwise make
+# hundreds of thousands of nested directories, which no recursive removal (shutil.rmtree, gc) can take away.
+MAX_DEPTH = 512
+
+
+def _bytes(n: int) -> str:
+    for unit, shift in (("Gi", 30), ("Mi", 20), ("Ki", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return f"{n} bytes"
 
 
 def compression(head: bytes) -> str | None:
@@ -88,10 +152,12 @@ class _Gunzip:
 
 
 class HashingReader:
-    """Counts and hashes everything read through it, reading ahead in large steps."""
+    """Counts and hashes everything read through it, reading ahead in large steps; refuses more than limits
+    allow a layer (what names it)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, limits: Limits, what: str) -> None:
         self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
+        self.limits, self.what = limits, what
         self._buf, self._pos = memoryview(b""), 0
 
     def read(self, n: int = -1) -> bytes:
@@ -99,6 +165,8 @@ class HashingReader:
             data = self.raw.read(4 * CHUNK)
             self.sha.update(data)
             self.size += len(data)
+            if self.size > self.limits.size:
+                raise self.limits.refuse(self.what, "size")
             self._buf, self._pos = memoryview(data), 0
         end = len(self._buf) if n < 0 else min(len(self._buf), self._pos + n)
         data = self._buf[self._pos:end].tobytes()
@@ -120,6 +188,7 @@ def unpack(blob: Path, blob_digest: str, diff_id: str, dest: Path, what: str) ->
     The uncompressed stream must hash to diff_id. A plain tar blob was verified when stored, so its digest
     stands for the stream and its data is copied in the kernel; a compressed one is hashed while read.
     """
+    limits = Limits.from_env()
     with open(blob, "rb") as f:
         kind = compression(f.read(4))
         f.seek(0)
@@ -129,7 +198,9 @@ def unpack(blob: Path, blob_digest: str, diff_id: str, dest: Path, what: str) ->
                 if blob_digest != diff_id:
                     raise RuntimeFailure(f"{what}: uncompressed layer {blob_digest} does not match diff-id {diff_id}")
                 src = f.fileno()
-                with _open_tar(f, "r:", what) as tar:
+                if os.fstat(src).st_size > limits.size:
+                    raise limits.refuse(what, "size")
+                with open_tar(f, "r:", what, limits) as tar:
 
                     def copy(m: tarfile.TarInfo, fd: int) -> None:
                         if m.issparse():
@@ -137,12 +208,12 @@ def unpack(blob: Path, blob_digest: str, diff_id: str, dest: Path, what: str) ->
                         else:
                             _copy_range(src, m.offset_data, m.size, fd)
 
-                    _Extractor(root, what, copy, tar).run()
+                    _Extractor(root, what, copy, tar, limits).run()
                 return os.fstat(src).st_size
-            reader = HashingReader(decompressor(f, kind, what))
+            reader = HashingReader(decompressor(f, kind, what), limits, what)
             try:
-                with _open_tar(reader, "r|", what) as tar:
-                    _Extractor(root, what, lambda m, fd: _copy_stream(tar, m, fd), tar).run()
+                with open_tar(reader, "r|", what, limits) as tar:
+                    _Extractor(root, what, lambda m, fd: _copy_stream(tar, m, fd), tar, limits).run()
                 reader.drain()
             except (EOFError, zlib.error) as e:
                 raise RuntimeFailure(f"{what}: corrupt {kind} stream: {e}") from None
@@ -163,18 +234,22 @@ def unpack_region(fd: int, offset: int, size: int, diff_id: str, dest: Path, wha
     None when the files cannot give it back (an entry later replaces a file whose data it would need).
     Raises Unsplittable for a layer this pass cannot read (sparse files): unpack a stored blob then.
     """
+    limits = Limits.from_env()
+    if size > limits.size:
+        raise limits.refuse(what, "size")
     reader = _SplitReader(fd, offset, size)
     root = os.open(dest, _DIR_FLAGS)
     try:
-        with _open_tar(reader, "r:", what) as tar:
+        with open_tar(reader, "r:", what, limits) as tar:
 
             def copy(m: tarfile.TarInfo, out: int) -> None:
                 if m.issparse():
                     raise Unsplittable(f"{what}: entry {m.name!r} is a sparse file")
                 reader.file_data(m, out, "/".join(_clean(m.name, what)))
 
-            _Extractor(root, what, copy, tar).run()
-            members = list(tar.members)
+            extractor = _Extractor(root, what, copy, tar, limits, keep=True)
+            extractor.run()
+            members = extractor.members
         reader.finish()
     finally:
         os.close(root)
@@ -338,11 +413,58 @@ def rebuild(diff: Path, split: bytes, what: str) -> tuple[int, Iterator[bytes]]:
     return size, chunks()
 
 
-def _open_tar(f: object, mode: str, what: str) -> tarfile.TarFile:
+def open_tar(f: object, mode: str, what: str, limits: Limits) -> tarfile.TarFile:
     try:
-        return tarfile.open(fileobj=f, mode=mode, bufsize=1 << 16)  # type: ignore[call-overload]
+        return tarfile.open(fileobj=f, mode=mode, bufsize=1 << 16,  # type: ignore[call-overload]
+                            tarinfo=_bounded_headers(limits, what))
     except tarfile.TarError as e:
         raise RuntimeFailure(f"{what}: not a tar archive: {e}") from None
+
+
+def _bounded_headers(limits: Limits, what: str) -> type[tarfile.TarInfo]:
+    """A TarInfo that reads each entry's headers within limits.header bytes, and the archive's global pax headers
+    within as many: tarfile itself reads a header of any size into memory, and follows any chain of them."""
+    globals_read = [0]
+
+    class Bounded(tarfile.TarInfo):
+        __slots__ = ()
+
+        def _proc_member(self, tar):  # type: ignore[no-untyped-def]  # tarfile's hook for subclasses
+            if self.type == tarfile.XGLTYPE:
+                globals_read[0] += self.size
+                if globals_read[0] > limits.header:
+                    raise limits.refuse(what, "header")
+            budget = tar.fileobj
+            if isinstance(budget, _HeaderBudget):  # the next header of a chain
+                budget.chain += 1
+                if budget.chain > MAX_CHAIN:
+                    raise RuntimeFailure(f"{what}: an entry has more than {MAX_CHAIN} extended headers; refused")
+                return super()._proc_member(tar)
+            tar.fileobj = _HeaderBudget(budget, limits, what)
+            try:
+                return super()._proc_member(tar)
+            finally:
+                tar.fileobj = budget
+
+    return Bounded
+
+
+class _HeaderBudget:
+    """tarfile's file while it reads one entry's headers: no read may take them past limits.header bytes."""
+
+    def __init__(self, raw: BinaryIO, limits: Limits, what: str) -> None:
+        self.raw, self.limits, self.what = raw, limits, what
+        self.left, self.chain = limits.header, 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self.left:
+            raise self.limits.refuse(self.what, "header")
+        data = self.raw.read(n)
+        self.left -= len(data)
+        return data
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.raw, name)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -396,22 +518,31 @@ def _ns(t: float) -> int:
 
 
 class _Extractor:
+    """Unpacks tar's entries into root, within limits; with keep, members are the entries in order."""
+
     def __init__(
-        self, root: int, what: str, copy: Callable[[tarfile.TarInfo, int], None], tar: tarfile.TarFile
+        self, root: int, what: str, copy: Callable[[tarfile.TarInfo, int], None], tar: tarfile.TarFile,
+        limits: Limits, keep: bool = False,
     ) -> None:
-        self.root, self.what, self.copy, self.tar = root, what, copy, tar
+        self.root, self.what, self.copy, self.tar, self.limits = root, what, copy, tar, limits
         self.dirs: dict[str, int] = {}  # open fds of directories already walked, by relative path
         self.dir_times: dict[str, int] = {}
+        self.members: list[tarfile.TarInfo] = []
+        self.keep, self.entries, self.size = keep, 0, 0
 
     def run(self) -> None:
         try:
             while True:
                 try:
                     member = self.tar.next()
-                except tarfile.TarError as e:
+                except (tarfile.TarError, ValueError) as e:  # ValueError: a sparse map tarfile cannot parse
                     raise RuntimeFailure(f"{self.what}: corrupt tar archive: {e}") from None
                 if member is None:
                     break
+                self.tar.members.clear()  # tarfile keeps every entry it reads: a million would stay in memory
+                self.count()
+                if self.keep:
+                    self.members.append(member)
                 try:
                     self.entry(member)
                 except tarfile.TarError as e:
@@ -424,6 +555,12 @@ class _Extractor:
         finally:
             for fd in self.dirs.values():
                 os.close(fd)
+
+    def count(self) -> None:
+        """One more entry, or a directory an entry implies: each costs an inode."""
+        self.entries += 1
+        if self.entries > self.limits.entries:
+            raise self.limits.refuse(self.what, "entries")
 
     # -- walking ---------------------------------------------------------------------
     def walk(self, parts: list[str], name: str, create: bool = True) -> int:
@@ -440,6 +577,7 @@ class _Extractor:
             except FileNotFoundError:
                 if not create:
                     raise
+                self.count()
                 os.mkdir(comp, 0o755, dir_fd=fd)
                 child = os.open(comp, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:
@@ -472,6 +610,9 @@ class _Extractor:
     # -- entries ---------------------------------------------------------------------
     def entry(self, m: tarfile.TarInfo) -> None:
         parts = _clean(m.name, self.what)
+        if len(parts) > MAX_DEPTH:
+            raise RuntimeFailure(f"{self.what}: entry {m.name[:100]!r}... is {len(parts)} levels deep; "
+                                 f"more than {MAX_DEPTH} is refused")
         if not parts:
             return  # the layer's own root: overlayfs takes the root's attributes from the upper dir
         *parents, base = parts
@@ -492,6 +633,9 @@ class _Extractor:
             return
         self.remove(parent, base, path)
         if m.isreg():
+            self.size += m.size  # a sparse file's full size: its holes are written out
+            if self.size > self.limits.size:
+                raise self.limits.refuse(self.what, "size")
             fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent)
             try:
                 self.copy(m, fd)

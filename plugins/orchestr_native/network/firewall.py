@@ -9,7 +9,10 @@ tagged with its container's id, and is never rewritten. All of it goes with the 
 The rules, with B one bridge and S its subnet:
   FORWARD      replies and DNAT'd connections into any orchestr bridge: ACCEPT (dockerd sets the policy to DROP,
                and with br_netfilter loaded bridged traffic passes FORWARD too); B to B: ACCEPT; one orchestr
-               bridge to another: DROP, which isolates namespaces; from an orchestr bridge elsewhere: ACCEPT.
+               bridge to another: DROP, which isolates namespaces; from an orchestr bridge elsewhere: ACCEPT;
+               anything else into an orchestr bridge: DROP. Forwarding is on for the whole host, so without
+               that last rule a neighbour routing S via this host would reach every port of every container
+               whenever the policy is ACCEPT: only published ports (DNAT'd) are for the world.
   INPUT        a packet for 127.0.0.0/8 arriving on an orchestr bridge that is no reply: DROP. route_localnet
                (below) would otherwise let a container reach services the host binds to loopback only.
   POSTROUTING  S leaving by anything but B: MASQUERADE (outbound NAT; also a container reaching another
@@ -71,6 +74,7 @@ def _rules(table: str, bridges: dict[str, ipaddress.IPv4Network]) -> list[str]:
             *(f"{FORWARD} -i {b} -o {b} {_C} -j ACCEPT" for b in sorted(bridges)),
             f'{FORWARD} -i {ANY_BRIDGE} -o {ANY_BRIDGE} -m comment --comment "{TAG}: namespaces are isolated" -j DROP',
             f"{FORWARD} -i {ANY_BRIDGE} {_C} -j ACCEPT",
+            f'{FORWARD} -o {ANY_BRIDGE} -m comment --comment "{TAG}: only published ports are reachable" -j DROP',
             f"{INPUT} -i {ANY_BRIDGE} -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT {_C} -j DROP",
         ]
     out = [f"{POSTROUTING} -s 127.0.0.0/8 -o {ANY_BRIDGE} {_C} -j MASQUERADE"]
@@ -100,8 +104,13 @@ def remove_ports(id: str, ip: str | None = None, ports: list[dict] | None = None
 
 
 def enable_forwarding(bridge: str) -> None:
-    """IPv4 forwarding for the host, and route_localnet on the bridge so 127.0.0.1:hostPort can be DNAT'd to it."""
-    _sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+    """IPv4 forwarding for the host, and route_localnet on the bridge so 127.0.0.1:hostPort can be DNAT'd to it.
+
+    Forwarding is host-wide: turning it on would also make the host a router between its other interfaces. So,
+    as dockerd does, when this is what turns it on the FORWARD policy becomes DROP; orchestr's own traffic is
+    accepted by its rules. A host that forwarded already keeps its policy."""
+    if _sysctl("/proc/sys/net/ipv4/ip_forward", "1"):
+        _run(["iptables", "-w", "-P", "FORWARD", "DROP"])
     _sysctl(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet", "1")
 
 
@@ -112,11 +121,14 @@ def _dnat(id: str, ip: str, p: dict) -> str:
             f"-j DNAT --to-destination {ip}:{p['container_port']}")
 
 
-def _sysctl(path: str, value: str) -> None:
+def _sysctl(path: str, value: str) -> bool:
+    """Sets the sysctl at path to value; True when it had another."""
     with open(path, "r+") as f:
-        if f.read().strip() != value:
-            f.seek(0)
-            f.write(value)
+        if f.read().strip() == value:
+            return False
+        f.seek(0)
+        f.write(value)
+        return True
 
 
 def _saved() -> dict[str, list[str]]:

@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from orchestr.config import private
 from orchestr.errors import RuntimeFailure
 
 POOL_ENV = "ORCHESTR_NATIVE_SUBNET"
@@ -76,7 +77,7 @@ def allocate(directory: Path, subnet: ipaddress.IPv4Network, lease: dict, taken:
         if ip in taken:
             continue
         try:
-            with open(directory / ip, "x") as f:
+            with open(directory / ip, "x", opener=private) as f:
                 f.write(json.dumps(lease))
         except FileExistsError:
             continue
@@ -87,7 +88,7 @@ def allocate(directory: Path, subnet: ipaddress.IPv4Network, lease: dict, taken:
 def keep(directory: Path, ip: str, lease: dict) -> None:
     """Puts back the lease of a container that holds ip (after its records were lost); refuses if another has it."""
     try:
-        with open(directory / ip, "x") as f:
+        with open(directory / ip, "x", opener=private) as f:
             f.write(json.dumps(lease))
     except FileExistsError:
         holder = leases(directory).get(ip, {}).get("id")

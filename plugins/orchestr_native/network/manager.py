@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from orchestr.config import private_dir
 from orchestr.errors import RuntimeFailure
 from orchestr.model import L_REPLICA, L_SERVICE, ContainerSpec
 
@@ -129,7 +130,8 @@ class Network:
                 recorded = [ipaddress.IPv4Network(r["subnet"]) for r in self._records().values()]
                 subnet = str(ipam.pick_subnet(routed + recorded))
             record = {"namespace": namespace, "subnet": subnet, "mtu": mtu}
-            here.mkdir(parents=True, exist_ok=True)
+            private_dir(self.dir)  # tightens an older orchestr's 0755 one
+            private_dir(here)
             records.write_json(str(here / ipam.RECORD), record)
         network = ipaddress.IPv4Network(record["subnet"])
         clash = next((r for r in routed if r.overlaps(network)), None)

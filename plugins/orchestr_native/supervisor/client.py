@@ -12,6 +12,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from orchestr.config import private, private_dir
+
 from .records import SOCKET
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,15 +89,15 @@ class SupervisorClient:
         return reply
 
     def _spawn(self) -> None:
-        os.makedirs(self.root, exist_ok=True)
-        with open(os.path.join(self.root, "supervisor.lock"), "w") as lock:
+        private_dir(self.root)
+        with open(os.path.join(self.root, "supervisor.lock"), "w", opener=private) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._send({"op": "ping"}, 10.0)
                 return  # another orchestr process started it meanwhile
             except (*_NOT_LISTENING, ConnectionResetError, EOFError):
                 pass
-            with open(os.path.join(self.root, "supervisor.log"), "ab") as log:
+            with open(os.path.join(self.root, "supervisor.log"), "ab", opener=private) as log:
                 proc = subprocess.Popen(
                     command("host", self.root), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                     start_new_session=True,

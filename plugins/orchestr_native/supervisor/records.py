@@ -19,7 +19,7 @@ EVENTS_MAX = 1 << 20
 def write_json(path: str, data: dict) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", opener=private) as f:
             json.dump(data, f)
             f.flush()
             os.fsync(f.fileno())
@@ -30,6 +30,12 @@ def write_json(path: str, data: dict) -> None:
         except OSError:
             pass
         raise
+
+
+def private(path: str, flags: int) -> int:
+    """An opener for open(): records are the owner's only (a container's config holds its env, secrets
+    included). orchestr.config has the same, but the supervisor runs without orchestr's imports."""
+    return os.open(path, flags | os.O_CLOEXEC, 0o600)
 
 
 def read_json(path: str) -> dict | None:
@@ -73,7 +79,7 @@ def append_event(root: str, event: dict) -> None:
     """Appends one event line to root's event log; O_APPEND keeps concurrent writers' lines whole."""
     path = os.path.join(root, EVENTS)
     line = json.dumps(dict(event, time=now())).encode() + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         if os.fstat(fd).st_size > EVENTS_MAX:
             os.replace(path, path + ".1")
