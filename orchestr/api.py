@@ -293,8 +293,10 @@ class Client:
                 yield line
 
     async def exec(self, name: str, argv: Sequence[str], namespace: str = "default", **kw) -> ExecResult:
-        """Runs argv in the container; env, user, workdir and timeout (seconds: the command is killed then, and
-        orchestr.Timeout raised) as the runtime's exec takes them."""
+        """Runs argv in the container; env, user, workdir, timeout (seconds: the command is killed then, and
+        orchestr.Timeout raised), output (a callback that gets the output as it comes) and output_limit (bytes of
+        each stream kept when there is no callback; the rest is dropped and counted) as the runtime's exec
+        takes them."""
         async with self._found(name, namespace) as (rt, c):
             return await rt.exec(c.id, argv, **kw)
 

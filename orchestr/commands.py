@@ -249,9 +249,9 @@ async def cmd_exec(oc: Client, args) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise OrchestrError("exec needs a command: orchestr exec NAME -- CMD...")
-    result = await oc.exec(args.name, argv, args.namespace, env=_env(args.env) or None, user=args.user)
-    sys.stdout.buffer.write(result.stdout)
-    sys.stderr.buffer.write(result.stderr)
+    # streamed as it comes: nothing is kept, however much the command writes
+    result = await oc.exec(args.name, argv, args.namespace, env=_env(args.env) or None, user=args.user,
+                           output=_write_line)
     return result.exit_code
 
 

@@ -109,6 +109,7 @@ class Container:
     created_at: str | None = None  # RFC 3339
     started_at: str | None = None
     finished_at: str | None = None
+    log_lines_dropped: int = 0  # output the runtime could not log (a full disk), when it counts that
 
     @property
     def service(self) -> str:
@@ -163,7 +164,11 @@ class Container:
             "createdAt": self.created_at,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
+            "logLinesDropped": self.log_lines_dropped,
         }
+
+
+EXEC_OUTPUT_LIMIT = 16 << 20  # bytes of each stream that exec keeps, by default, when it collects its output
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +176,13 @@ class ExecResult:
     exit_code: int
     stdout: bytes
     stderr: bytes
+    stdout_dropped: int = 0  # bytes past the output limit, not kept
+    stderr_dropped: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        """Whether output past the limit was dropped."""
+        return bool(self.stdout_dropped or self.stderr_dropped)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from .errors import TerminalFailure
 from .model import (
+    EXEC_OUTPUT_LIMIT,
     Container,
     ContainerSpec,
     Event,
@@ -88,10 +89,13 @@ class ContainerRuntime(Protocol):
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None, timeout: float | None = None,
+        workdir: str | None = None, timeout: float | None = None, output: Callable[[LogLine], None] | None = None,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
-        """Run a command in a running container and collect its output (bounded; see ExecResult.truncated).
-        Past timeout seconds the command is killed and Timeout raised."""
+        """Run a command in a running container. Past timeout seconds the command is killed and Timeout raised.
+        With output, its output goes there as it comes (in chunks, not lines), and the result's stdout and
+        stderr stay empty; without, each stream is kept up to output_limit bytes, and what is past that is
+        dropped and counted in the result (ExecResult.truncated; ExecOutput does this for any runtime)."""
 
     async def wait(self, id: str) -> int:
         """Wait until the container exits; return its exit code."""
@@ -218,3 +222,26 @@ def require(runtime: Runtime, capability: str, what: str, container: str | None 
     ("pause containers")."""
     if not supports(runtime, capability):
         raise TerminalFailure(f"the {runtime.name} runtime cannot {what}", runtime=runtime.name, container=container)
+
+
+class ExecOutput:
+    """What exec does with a command's output, for any runtime: hands it to output as it comes, or keeps up to
+    limit bytes of each stream and counts the rest, so that a command's output never fills memory."""
+
+    def __init__(self, output: Callable[[LogLine], None] | None, limit: int = EXEC_OUTPUT_LIMIT):
+        self.output, self.limit = output, max(0, limit)
+        self.kept = {"stdout": bytearray(), "stderr": bytearray()}
+        self.dropped = {"stdout": 0, "stderr": 0}
+
+    def add(self, stream: str, data: bytes) -> None:
+        if self.output is not None:
+            self.output(LogLine(stream=stream, data=data))
+            return
+        kept = self.kept[stream]
+        room = max(0, self.limit - len(kept))
+        kept += data[:room]
+        self.dropped[stream] += max(0, len(data) - room)
+
+    def result(self, exit_code: int) -> ExecResult:
+        return ExecResult(exit_code, bytes(self.kept["stdout"]), bytes(self.kept["stderr"]),
+                          self.dropped["stdout"], self.dropped["stderr"])

@@ -20,6 +20,7 @@ from conftest import ROOT, docker_containers
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure, Timeout
 from orchestr.model import (
+    EXEC_OUTPUT_LIMIT,
     L_NAMESPACE,
     L_REPLICA,
     L_SERVICE,
@@ -192,6 +193,20 @@ async def test_exec_with_env_user_workdir_and_exit_code(rt, ns, docker_image):
     with pytest.raises(Conflict, match="not running"):
         await rt.exec(c.id, ["true"])
     await rt.delete(c.id)
+
+
+async def test_exec_output_is_bounded_or_streamed(rt, ns, docker_image):
+    c = await rt.create(spec(ns, "flood-0", docker_image, command=("sleep", "1000")))
+    await rt.start(c.id)
+    flood = f"head -c {EXEC_OUTPUT_LIMIT + 12345} /dev/zero; echo oops >&2"
+    r = await rt.exec(c.id, ["sh", "-c", flood])
+    assert (r.exit_code, len(r.stdout), r.stdout_dropped, r.stderr, r.stderr_dropped) == \
+        (0, EXEC_OUTPUT_LIMIT, 12345, b"oops\n", 0)
+    got = []
+    r = await rt.exec(c.id, ["sh", "-c", "echo one; echo two >&2; exit 3"], output=got.append)
+    assert r == ExecResult(3, b"", b"")
+    assert sorted((x.stream, x.data) for x in got) == [("stderr", b"two\n"), ("stdout", b"one\n")]
+    await rt.delete(c.id, force=True)
 
 
 async def test_exec_past_its_timeout_is_killed_with_what_it_started(rt, ns, docker_image):

@@ -117,8 +117,14 @@ def cmdline(pid: int | str) -> str:
 
 
 def supervisor_pid(state_dir: Path) -> int | None:
+    """The supervisor's worker: the parent of the containers it started."""
     reply = SupervisorClient(str(state_dir / "native")).ask({"op": "ping"})
     return reply["pid"] if reply else None
+
+
+def keeper_pid(state_dir: Path) -> int | None:
+    reply = SupervisorClient(str(state_dir / "native")).ask({"op": "ping"})
+    return reply["keeper"] if reply else None
 
 
 def records(state_dir: Path) -> list[str]:
@@ -241,6 +247,25 @@ def test_apply_reapply_change_scale_delete(ns, tmp_path, state_dir):
     assert records(state_dir) == []
 
 
+def test_exec_streams_its_output_as_it_comes(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("web", ns))
+    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    script = "echo first; until [ -f /tmp/go ]; do sleep 0.05; done; echo second; echo done >&2; exit 4"
+    proc = subprocess.Popen([ORCHESTR, "exec", "-n", ns, "web-0", "--", "sh", "-c", script], env=_env(state_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # the command waits for /tmp/go, made only once its first line has come through
+        assert select.select([proc.stdout], [], [], 30)[0], "no output before the command ended"
+        assert proc.stdout.readline() == b"first\n"
+        orc("exec", "-n", ns, "web-0", "--", "touch", "/tmp/go", state_dir=state_dir, check=True)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (out, err, proc.returncode) == (b"second\n", b"done\n", 4)
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
+
+
 # -- supervision --------------------------------------------------------------------------------
 
 def test_a_runtime_that_is_down_stands_in_the_way_of_its_own_namespaces_only(ns, tmp_path, state_dir):
@@ -264,7 +289,9 @@ def test_a_runtime_that_is_down_stands_in_the_way_of_its_own_namespaces_only(ns,
 
 
 def test_a_killed_apply_is_finished_by_the_next(ns, tmp_path, state_dir):
-    spec = write(tmp_path / "app.yaml", service("web", ns, replicas=6))
+    # web waits for db: killed when db is done, the apply has not finished web (its starts run at once)
+    spec = write(tmp_path / "app.yaml", service("db", ns),
+                 service("web", ns, replicas=6, extra="  dependsOn: [db]\n"))
     proc = subprocess.Popen([ORCHESTR, "apply", "-f", spec], env=_env(state_dir), stdout=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if line.strip().startswith("done"):
@@ -278,7 +305,7 @@ def test_a_killed_apply_is_finished_by_the_next(ns, tmp_path, state_dir):
     out = orc("apply", "-f", spec, state_dir=state_dir, check=True).stdout
     assert " 0 failed" in out.splitlines()[-1]
     containers = get_json(ns, state_dir)
-    assert sorted(c["name"] for c in containers) == [f"web-{i}" for i in range(6)]
+    assert sorted(c["name"] for c in containers) == ["db-0", *(f"web-{i}" for i in range(6))]
     assert {c["state"] for c in containers} == {"running"}
     assert all(alive(c["pid"]) for c in containers)
     assert sorted(records(state_dir)) == sorted(c["id"] for c in containers)  # no half-made container is left
@@ -315,6 +342,28 @@ def test_containers_outlive_orchestr_and_an_exit_without_it_is_recorded(ns, tmp_
     assert not alive(long["pid"])
 
 
+def test_a_killed_supervisor_worker_changes_nothing(ns, tmp_path, state_dir):
+    spec = write(tmp_path / "app.yaml", service("web", ns, replicas=2))
+    orc("apply", "-f", spec, state_dir=state_dir, check=True)
+    before = get_json(ns, state_dir)
+    worker, keeper = supervisor_pid(state_dir), keeper_pid(state_dir)
+    assert all(parent(c["pid"]) == worker for c in before) and parent(worker) == keeper
+    assert Path(f"/proc/{keeper}/comm").read_text() == "orchestr-keeper\n"
+    assert Path(f"/proc/{worker}/comm").read_text() == "orchestr-sup\n"
+
+    os.kill(worker, signal.SIGKILL)
+    until(lambda: not alive(worker), "the worker's death")
+    # the containers run on, their parent now the keeper, and the next worker looks after them
+    assert get_json(ns, state_dir) == before
+    assert "nothing to do" in orc("apply", "-f", spec, state_dir=state_dir, check=True).stdout
+    assert get_json(ns, state_dir) == before
+    assert supervisor_pid(state_dir) not in (None, worker) and keeper_pid(state_dir) == keeper
+    assert all(parent(c["pid"]) == keeper for c in before)
+    assert orc("exec", "-n", ns, "web-0", "--", "echo", "hi", state_dir=state_dir, check=True).stdout == "hi\n"
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
+    assert not any(alive(c["pid"]) for c in before)
+
+
 def test_a_killed_supervisor_is_cleaned_up_by_the_next_apply(ns, tmp_path, state_dir):
     spec = write(tmp_path / "app.yaml", service("web", ns, replicas=2))
     orc("apply", "-f", spec, state_dir=state_dir, check=True)
@@ -322,8 +371,11 @@ def test_a_killed_supervisor_is_cleaned_up_by_the_next_apply(ns, tmp_path, state
     supervisor = supervisor_pid(state_dir)
     assert supervisor is not None and all(parent(c["pid"]) == supervisor for c in before.values())
 
+    # both of its processes, the keeper first, so that no new worker is started: what a reboot does
+    keeper = keeper_pid(state_dir)
+    os.kill(keeper, signal.SIGKILL)
     os.kill(supervisor, signal.SIGKILL)
-    until(lambda: not alive(supervisor), "the supervisor's death")
+    until(lambda: not alive(supervisor) and not alive(keeper), "the supervisor's death")
     # unsupervised, the containers count as exited; a stop ends what still runs of one of them
     assert {c["state"] for c in get_json(ns, state_dir)} == {"exited"}
     assert all(alive(c["pid"]) for c in before.values())

@@ -28,7 +28,9 @@ import pytest
 import mkimage
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout
-from orchestr.model import ContainerSpec, EventAction, Resources, RestartPolicy, State, Volume
+from orchestr.model import (
+    EXEC_OUTPUT_LIMIT, ContainerSpec, EventAction, ExecResult, Resources, RestartPolicy, State, Volume,
+)
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 if str(PLUGINS) not in sys.path:
@@ -44,6 +46,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime ne
 IMAGE = "orchestr-test/busybox:latest"
 ESCAPE_IMAGE = "orchestr-test/escape:latest"
 CONFIGURED_IMAGE = "orchestr-test/configured:latest"  # busybox with Entrypoint, Cmd, Env, WorkingDir, User
+FIFO_PASSWD_IMAGE = "orchestr-test/fifo-passwd:latest"  # busybox whose /etc/passwd is a FIFO
 LINKED_IMAGES = {d: f"orchestr-test/{d}-link:latest" for d in ("proc", "sys", "dev")}  # /proc -> /newproc, ...
 DEFAULT_CAPS = 0xA80425FB  # Docker's default set
 CAP_SYS_ADMIN = 21
@@ -84,10 +87,14 @@ def image_layers(tmp_path_factory) -> dict[str, list[Path]]:
     base = _unpack(mkimage.busybox_layer(), root / "busybox")
     # a layer whose symlinks point out of the container root: mounts on them must stay inside
     hostile = mkimage.Layer().symlink("escape", "/../../../../../../../../tmp").symlink("rel", "../../../../../../..")
+    # a layer whose /etc/passwd is a FIFO: reading it waits for ever for a writer
+    fifo = tarfile.TarInfo("etc/passwd")
+    fifo.type, fifo.mode = tarfile.FIFOTYPE, 0o644
     images = {IMAGE: [base], ESCAPE_IMAGE: [base, _unpack(hostile, root / "escape")], CONFIGURED_IMAGE: [base]}
     for d, ref in LINKED_IMAGES.items():
         # the kernel's file systems must never be mounted where an image points them
         images[ref] = [base, _unpack(mkimage.Layer().dir(f"new{d}").symlink(d, f"/new{d}"), root / f"{d}-link")]
+    images[FIFO_PASSWD_IMAGE] = [base, _unpack(mkimage.Layer().raw(fifo), root / "fifo-passwd")]
     return images
 
 
@@ -697,6 +704,24 @@ async def test_exec_runs_in_the_container_with_its_env_and_user(native, namespac
 
 
 @pytest.mark.anyio
+async def test_exec_output_is_bounded_or_streamed(native, namespace):
+    c = await native.create(spec(namespace, "exec-1", "sleep", "300"))
+    await native.start(c.id)
+    # more than the default limit of each stream is dropped and counted, not kept
+    flood = f"head -c {EXEC_OUTPUT_LIMIT + 12345} /dev/zero; echo oops >&2"
+    r = await native.exec(c.id, ["sh", "-c", flood])
+    assert (r.exit_code, len(r.stdout), r.stdout_dropped, r.stderr, r.stderr_dropped) == \
+        (0, EXEC_OUTPUT_LIMIT, 12345, b"oops\n", 0)
+    r = await native.exec(c.id, ["sh", "-c", "echo 0123456789; echo abc >&2"], output_limit=4)
+    assert (r.stdout, r.stdout_dropped, r.stderr, r.stderr_dropped) == (b"0123", 7, b"abc\n", 0) and r.truncated
+    # or handed on as it comes, and nothing kept
+    got = []
+    r = await native.exec(c.id, ["sh", "-c", "echo one; echo two >&2; exit 3"], output=got.append)
+    assert r == ExecResult(3, b"", b"")
+    assert sorted((x.stream, x.data) for x in got) == [("stderr", b"two\n"), ("stdout", b"one\n")]
+
+
+@pytest.mark.anyio
 async def test_exec_past_its_timeout_is_killed_with_what_it_started(native, namespace):
     c = await native.create(spec(namespace, "slow-0", "sleep", "300"))
     await native.start(c.id)
@@ -888,9 +913,12 @@ async def test_containers_outlive_a_killed_orchestr_and_their_exit_is_recorded(n
 async def test_reattach_ends_containers_whose_supervisor_died(native, namespace, state_dir):
     c = await native.create(spec(namespace, "stale-0", "sleep", "300"))
     await native.start(c.id)
-    supervisor = native.supervisor_pid()
-    os.kill(supervisor, signal.SIGKILL)
-    await until(lambda: _gone(supervisor), what="the supervisor's death")
+    # both of its processes: as after a reboot, nothing is left to take the container over
+    pids = native.supervisor_pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        await until(lambda: _gone(pid), what="the supervisor's death")
     assert await native.reattach() == []
     after = await native.inspect(c.id)
     assert after.state is State.EXITED and after.exit_code == 255
@@ -917,13 +945,244 @@ async def test_supervision_costs_at_most_2mb_pss_per_container(native, namespace
         c = await native.create(spec(namespace, f"pss-{i}", "sleep", "300"))
         await native.start(c.id)
     await anyio.sleep(0.5)
-    pid = native.supervisor_pid()
-    assert pid is not None
+    pids = native.supervisor_pids()
+    assert len(pids) == 2  # the keeper and its worker
     # the leak check of the fixture sees what runs now: the supervisor, the containers and their cgroups
     ids = _created_ids(state_dir)
     running = _processes(str(state_dir), ids)
-    assert any(line.startswith(f"{pid} ") for line in running) and len(running) >= 11
+    assert all(any(line.startswith(f"{pid} ") for line in running) for pid in pids) and len(running) >= 12
     assert len(_cgroup_dirs(ids)) == 10 * 6  # cpu, cpuacct, memory, pids, freezer, blkio
-    per_container = _pss_kb(pid) / 10
+    per_container = sum(_pss_kb(pid) for pid in pids) / 10
     print(f"supervision PSS per running container (10 running): {per_container:.0f} kB")
     assert per_container <= 2048
+
+
+# -- supervision under attack: a hostile image or container, a full disk, a crash ---------
+
+COUNT = "i=0; while [ $i -lt {n} ]; do i=$((i+1)); echo $i; sleep 0.02; done; exit {code}"
+
+
+async def _stdout(runtime: Containers, id: str) -> list[bytes]:
+    return [x.data async for x in runtime.logs(id) if x.stream == "stdout"]
+
+
+def _numbers(n: int) -> list[bytes]:
+    return [f"{i}\n".encode() for i in range(1, n + 1)]
+
+
+@pytest.mark.anyio
+async def test_a_fifo_for_etc_passwd_fails_its_start_and_holds_up_no_one(native, namespace):
+    counter = await native.create(spec(namespace, "count-0", "sh", "-c", COUNT.format(n=50, code=4)))
+    await native.start(counter.id)
+    # made a FIFO by the container itself, in its upper layer, before its restart
+    restarting = await native.create(spec(namespace, "fifo-0", "sh", "-c", "rm /etc/passwd; mkfifo /etc/passwd; exit 1",
+                                          restart_policy=RestartPolicy.ALWAYS))
+    await native.start(restarting.id)
+    # made a FIFO by the image
+    hostile = await native.create(spec(namespace, "fifo-1", "true", image=FIFO_PASSWD_IMAGE))
+    with anyio.fail_after(30), pytest.raises(RuntimeFailure) as info:
+        await native.start(hostile.id)
+    assert "/etc/passwd" in str(info.value) and "\n" not in str(info.value)
+    assert (await native.inspect(hostile.id)).state is State.EXITED
+
+    # the supervisor went on meanwhile: the other container's output is all logged, its exit recorded
+    with anyio.fail_after(30):
+        assert await native.wait(counter.id) == 4
+    assert await _stdout(native, counter.id) == _numbers(50)
+
+    async def restart_refused():
+        return [x.data async for x in native.logs(restarting.id) if b"/etc/passwd" in x.data]
+
+    refusals = await until(restart_refused, what="the restart to be refused")
+    assert refusals[0].count(b"\n") == 1
+    await native.stop(restarting.id, timeout=1)
+
+
+@pytest.mark.anyio
+async def test_exec_into_a_container_whose_etc_passwd_became_a_fifo_fails_with_one_line(native, namespace):
+    c = await native.create(spec(namespace, "fifo-2", "sleep", "300"))
+    await native.start(c.id)
+    made = await native.exec(c.id, ["sh", "-c", "rm /etc/passwd && mkfifo /etc/passwd"])
+    assert made.exit_code == 0, made.stderr
+    with anyio.fail_after(30):
+        done = await native.exec(c.id, ["true"])
+    assert done.exit_code == 126 and done.stderr.count(b"\n") == 1 and b"/etc/passwd" in done.stderr, done
+
+
+@pytest.mark.anyio
+async def test_a_start_that_hangs_before_exec_is_given_up_and_holds_up_no_one(native, namespace, state_dir,
+                                                                              image_layers):
+    impatient = Containers(Config(state_dir=state_dir), LocalStore(image_layers), start_timeout=2.0)
+    hung = await impatient.create(spec(namespace, "hung-0", "true"))
+    cgroup = cgroups.manager(hung.id)
+    cgroup.freeze()  # the container's first process freezes as it joins its cgroup, before it can exec
+    errors = []
+
+    async def start_hung():
+        try:
+            await impatient.start(hung.id)
+        except RuntimeFailure as e:
+            errors.append(str(e))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start_hung)
+        await until(lambda: anyio.to_thread.run_sync(cgroup.procs), what="the hung start's process")
+        # while that start hangs, another container starts, and its output and exit are recorded
+        counter = await native.create(spec(namespace, "count-1", "sh", "-c", COUNT.format(n=20, code=4)))
+        with anyio.fail_after(30):
+            await native.start(counter.id)
+            assert await native.wait(counter.id) == 4
+        assert await _stdout(native, counter.id) == _numbers(20)
+    assert errors == ["container hung-0: its first process did not start within 2s"]
+    assert cgroup.procs() == [] and not cgroup.frozen()
+    assert (await native.inspect(hung.id)).state is State.EXITED
+
+
+@pytest.mark.anyio
+async def test_a_full_disk_drops_log_lines_and_ends_no_container(native, namespace, state_dir, image_layers):
+    containers = state_dir / "native" / "containers"
+    containers.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "orchestr-test-full", str(containers)], check=True)
+    roomy = Containers(Config(state_dir=state_dir), LocalStore(image_layers), log_max_size=1 << 20)  # no rotation
+    try:
+        count = "i=0; while [ ! -f /stop ]; do i=$((i+1)); echo $i; echo $i > /run/count; sleep 0.01; done; exit 5"
+        counter = await roomy.create(spec(namespace, "count-2", "sh", "-c", count, volumes=(Volume("tmpfs", "/run"),)))
+        fill = "until [ -f /go ]; do sleep 0.01; done; dd if=/dev/zero of=/fill bs=64k; exec sleep 300"
+        filler = await roomy.create(spec(namespace, "fill-0", "sh", "-c", fill))
+        wait = "until [ -f /stop ]; do sleep 0.01; done; exit 6"
+        late = await roomy.create(spec(namespace, "late-0", "sh", "-c", wait))
+        await roomy.start(counter.id)
+        counted = Path(f"/proc/{(await roomy.inspect(counter.id)).pid}/root/run/count")
+        await roomy.start(filler.id)
+        assert (await roomy.exec(filler.id, ["touch", "/go"])).exit_code == 0
+        await until(lambda: anyio.to_thread.run_sync(lambda: os.statvfs(containers).f_bavail == 0), what="a full disk")
+
+        # the counter goes on while its lines cannot be logged, and a start whose records cannot be written works
+        full_at = int(counted.read_text())
+        await until(lambda: anyio.to_thread.run_sync(lambda: int(counted.read_text() or 0) > full_at + 200),
+                    timeout=30, what="the counter going on")
+        await roomy.start(late.id)
+        assert cgroups.manager(late.id).procs()  # it runs, though no record says so yet
+
+        # space comes back: the lines dropped meanwhile are counted in the state and said so in the log
+        freed = await roomy.exec(filler.id, ["rm", "/fill"])
+        assert freed.exit_code == 0, freed.stderr
+        await until(lambda: _dropped(roomy, counter.id), what="the dropped lines to be reported")
+
+        async def late_recorded():
+            return (await roomy.inspect(late.id)).state is State.RUNNING
+
+        await until(late_recorded, what="the late start to be recorded")
+        for c, code in ((counter, 5), (late, 6)):
+            assert (await roomy.exec(c.id, ["touch", "/stop"])).exit_code == 0
+            with anyio.fail_after(30):
+                assert await roomy.wait(c.id) == code
+        lines = [x async for x in roomy.logs(counter.id)]
+        numbers = [int(x.data) for x in lines if x.stream == "stdout"]
+        notices = [x for x in lines if x.stream == "stderr"]
+        dropped = (await roomy.inspect(counter.id)).log_lines_dropped
+        assert numbers == sorted(numbers) and numbers[0] == 1 and dropped > 0
+        assert numbers[-1] - len(numbers) == dropped  # every line is either in the log or counted
+        assert [x.data for x in notices] == [f"orchestr: {dropped} lines of output were dropped: "
+                                             "No space left on device\n".encode()]
+        assert (await roomy.inspect(filler.id)).state is State.RUNNING
+    finally:
+        subprocess.run(["mount", "-o", "remount,size=64m", str(containers)], check=True)  # room to record the ends
+        try:
+            for c in await roomy.list():
+                await roomy.delete(c.id, force=True)
+        finally:
+            subprocess.run(["umount", "-l", str(containers)], check=True)
+
+
+async def _dropped(runtime: Containers, id: str) -> int:
+    return (await runtime.inspect(id)).log_lines_dropped
+
+
+RESUMABLE = (
+    "[ -f /done ] && exit 0; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo $i; sleep 0.02; done; "
+    "until [ -f /go ]; do sleep 0.02; done; while [ $i -lt 40 ]; do i=$((i+1)); echo $i; sleep 0.02; done; "
+    "touch /done; exit 3"
+)
+
+
+@pytest.mark.anyio
+async def test_a_killed_supervisor_worker_costs_nothing(native, namespace, state_dir):
+    c = await native.create(spec(namespace, "count-3", "sh", "-c", RESUMABLE, restart_policy=RestartPolicy.ON_FAILURE))
+    await native.start(c.id)
+    before = await native.inspect(c.id)
+    keeper, worker = native.supervisor_pids()
+
+    async def counted(n):
+        return len(await _stdout(native, c.id)) >= n
+
+    await until(lambda: counted(5), what="the count to begin")
+    os.kill(worker, signal.SIGKILL)
+    await until(lambda: _gone(worker), what="the worker's death")
+    # the keeper starts another worker, which takes the running container over
+    await until(lambda: anyio.to_thread.run_sync(lambda: native.supervisor_pids()[1] != worker),
+                what="a new worker")
+    assert native.supervisor_pids()[0] == keeper
+    assert [x.id for x in await native.reattach()] == [c.id]
+    await native.start(c.id)  # a start of a running container leaves it alone
+    now = await native.inspect(c.id)
+    assert now.state is State.RUNNING and now.pid == before.pid and now.started_at == before.started_at
+    go = await native.exec(c.id, ["touch", "/go"])
+    assert go.exit_code == 0, go.stderr
+
+    # it counts on; its exit with 3 is recorded and restarts it by policy; the second run ends with 0
+    async def ended():
+        after = await native.inspect(c.id)
+        return after.state is State.EXITED and after.exit_code == 0
+
+    await until(ended, timeout=30, what="both runs to end")
+    assert await _stdout(native, c.id) == _numbers(40)
+    notes = [x.data async for x in native.logs(c.id) if x.stream == "stderr"]
+    assert len(notes) == 1 and notes[0].startswith(b"orchestr: supervision resumed after a crash")
+    events = [json.loads(line) for line in (state_dir / "native" / "events.jsonl").read_text().splitlines()]
+    assert [(e["action"], e.get("exit_code")) for e in events if e["id"] == c.id and e["action"] in ("start", "die")] \
+        == [("start", None), ("die", 3), ("start", None), ("die", 0)]
+
+
+@pytest.mark.anyio
+async def test_a_start_under_way_when_the_worker_dies_fails_and_leaves_nothing_behind(native, namespace):
+    c = await native.create(spec(namespace, "torn-0", "sh", "-c", "echo hi; exit 5"))
+    cgroup = cgroups.manager(c.id)
+    cgroup.freeze()  # holds the start before its exec, however long the worker takes to die
+    errors = []
+
+    async def start():
+        try:
+            await native.start(c.id)
+        except RuntimeFailure as e:
+            errors.append(str(e))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start)
+        await until(lambda: anyio.to_thread.run_sync(cgroup.procs), what="the start's process")
+        worker = native.supervisor_pids()[-1]
+        os.kill(worker, signal.SIGKILL)
+    assert len(errors) == 1 and "the supervisor closed the connection" in errors[0]
+    # the next worker ended what the start had begun; a new start works
+    await until(lambda: anyio.to_thread.run_sync(lambda: not cgroup.procs()), what="the torn start to be ended")
+    assert (await native.inspect(c.id)).state is State.CREATED and native.supervisor_pids()[-1] != worker
+    await native.start(c.id)
+    assert await native.wait(c.id) == 5 and await _stdout(native, c.id) == [b"hi\n"]
+
+
+@pytest.mark.anyio
+async def test_a_killed_keeper_leaves_its_worker_in_charge(native, namespace, state_dir):
+    c = await native.create(spec(namespace, "alone-0", "sh", "-c", "until [ -f /stop ]; do sleep 0.02; done; exit 6"))
+    await native.start(c.id)
+    keeper, worker = native.supervisor_pids()
+    os.kill(keeper, signal.SIGKILL)
+    await until(lambda: _gone(keeper), what="the keeper's death")
+
+    async def recorded():
+        return native._load(c.id)[1]["supervisor"]["pid"] == worker
+
+    await until(recorded, what="the worker to record itself as the supervisor")
+    assert (await native.inspect(c.id)).state is State.RUNNING
+    assert (await native.exec(c.id, ["touch", "/stop"])).exit_code == 0
+    with anyio.fail_after(30):
+        assert await native.wait(c.id) == 6

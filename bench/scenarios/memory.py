@@ -20,7 +20,11 @@ DESCRIPTION = (
     "(/proc/PID/smaps_rollup) divided by K is the cost per container: orchestr native (started with "
     "`orchestr apply`) against containerd's shims (started with `ctr run -d`)."
 )
-NOTES = ["PSS shares each page among the processes that map it, so shims sharing their binary pay it once in total."]
+NOTES = [
+    "PSS shares each page among the processes that map it, so shims sharing their binary pay it once in total.",
+    "orchestr native's supervision is two processes, the worker (the containers' parent) and its keeper (the "
+    "worker's parent, which outlives a crash of it): both are counted.",
+]
 
 NATIVE = "orchestr native"
 

@@ -25,7 +25,7 @@ import signal as signals
 import subprocess
 import threading
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -35,6 +35,7 @@ from orchestr.containers import argv as resolve_argv
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout
 from orchestr.hookspecs import hookimpl
 from orchestr.model import (
+    EXEC_OUTPUT_LIMIT,
     L_NAMESPACE,
     Container,
     ContainerSpec,
@@ -46,7 +47,7 @@ from orchestr.model import (
     LogLine,
     State,
 )
-from orchestr.runtime import Capabilities, ProgressCallback
+from orchestr.runtime import Capabilities, ExecOutput, ProgressCallback
 
 NAME = "hostproc"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -282,10 +283,11 @@ class HostProcRuntime:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None, timeout: float | None = None,
+        workdir: str | None = None, timeout: float | None = None, output: Callable[[LogLine], None] | None = None,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
         rec = self._running(id)
-        output = {"stdout": b"", "stderr": b""}
+        collected = ExecOutput(output, output_limit)  # handed on as it comes, or kept up to output_limit
         try:
             # a session of its own, so that at the deadline what the command started is killed with it
             proc = await anyio.open_process(
@@ -298,7 +300,7 @@ class HostProcRuntime:
 
         async def drain(name: str, stream) -> None:
             async for chunk in stream:
-                output[name] += chunk
+                collected.add(name, chunk)
 
         async with proc:
             with anyio.move_on_after(timeout) as deadline:
@@ -310,7 +312,7 @@ class HostProcRuntime:
                 _signal_group(proc.pid, signals.SIGKILL)
                 raise Timeout(f"hostproc container {rec['name']!r}: {argv[0]} ran past its {timeout:g}s deadline "
                               "and was killed", runtime=NAME, container=id)
-        return ExecResult(proc.returncode, output["stdout"], output["stderr"])
+        return collected.result(proc.returncode)
 
     async def wait(self, id: str) -> int:
         """The exit code; UNKNOWN_EXIT when the process ended without leaving one (killed from outside)."""

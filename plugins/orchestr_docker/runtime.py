@@ -16,7 +16,7 @@ import os
 import signal as signals
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from orchestr.containers import argv as resolve_argv
 from orchestr.containers import volume_key, volumes
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure, Timeout, located
 from orchestr.model import (
+    EXEC_OUTPUT_LIMIT,
     L_NAMESPACE,
     Container,
     ContainerSpec,
@@ -40,7 +41,7 @@ from orchestr.model import (
     State,
     Stats,
 )
-from orchestr.runtime import Capabilities, EventDelivery, ProgressCallback
+from orchestr.runtime import Capabilities, EventDelivery, ExecOutput, ProgressCallback
 
 from . import engine, mapping, streams
 
@@ -275,9 +276,10 @@ class DockerRuntime:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None, timeout: float | None = None,
+        workdir: str | None = None, timeout: float | None = None, output: Callable[[LogLine], None] | None = None,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
-        output = {1: bytearray(), 2: bytearray()}
+        collected = ExecOutput(output, output_limit)
         with self._errors(f"container {id}", container=id):
             execution = await self._container(id).exec(
                 list(argv), environment=env, user=user or "", workdir=workdir
@@ -285,13 +287,13 @@ class DockerRuntime:
             with anyio.move_on_after(timeout) as deadline:
                 async with execution.start(detach=False) as stream:
                     while (message := await stream.read_out()) is not None:
-                        output.get(message.stream, output[1]).extend(message.data)
+                        collected.add("stderr" if message.stream == 2 else "stdout", message.data)
             if deadline.cancelled_caught:
                 await self._end_exec(id, execution)
                 raise Timeout(f"container {id}: {argv[0]} ran past its {timeout:g}s deadline and was killed")
             # the engine records the exit code before it closes the output streams
             info = await execution.inspect()
-        return ExecResult(info["ExitCode"], bytes(output[1]), bytes(output[2]))
+        return collected.result(info["ExitCode"])
 
     async def _end_exec(self, id: str, execution: aiodocker.execs.Exec) -> None:
         """Kills an exec'd command and what it started. The engine has no verb for that: its processes are

@@ -25,6 +25,7 @@ from orchestr.containers import UNKNOWN_EXIT, rfc3339, volume_key, volumes
 from orchestr.containers import argv as resolve_argv
 from orchestr.errors import Conflict, Interrupted, NotFound, OrchestrError, RuntimeFailure, TerminalFailure, Timeout
 from orchestr.model import (
+    EXEC_OUTPUT_LIMIT,
     L_NAMESPACE,
     Container,
     ContainerSpec,
@@ -37,6 +38,7 @@ from orchestr.model import (
     State,
     Stats,
 )
+from orchestr.runtime import ExecOutput
 
 from . import cgroups, logs, steps
 from .process import linux
@@ -73,7 +75,8 @@ class ImageStore(Protocol):
 class Containers:
     """Containers of one state dir; state_dir/native/containers/<id> holds each one's records and layers."""
 
-    def __init__(self, config: Config, store: ImageStore, *, log_max_size: int = 10 * MiB, log_max_files: int = 3):
+    def __init__(self, config: Config, store: ImageStore, *, log_max_size: int = 10 * MiB, log_max_files: int = 3,
+                 start_timeout: float = 30.0):
         if os.geteuid() != 0:  # and it will not come to have it: no retry can help
             raise TerminalFailure("the native runtime needs root (rootless mode is not supported)", runtime=RUNTIME)
         self._root = Path(config.state_dir) / "native"
@@ -81,6 +84,7 @@ class Containers:
         self._volumes = self._root / "volumes"
         self._store = store
         self._log = {"max_size": log_max_size, "max_files": log_max_files}
+        self._start_timeout = start_timeout  # for a container's first process to exec its command
         self._supervisor = SupervisorClient(str(self._root))
         self._cgroup_version = cgroups.version()
 
@@ -127,6 +131,7 @@ class Containers:
                         for p in (config.get("net") or {}).get("ports") or ()),
             created_at=config["created_at"],
             started_at=state.get("started_at"), finished_at=None if running else state.get("finished_at"),
+            log_lines_dropped=state.get("log_lines_dropped", 0),
         )
 
     def _event(self, config: dict, action: str, state: State | None = None, exit_code: int | None = None) -> None:
@@ -189,7 +194,7 @@ class Containers:
                            "merged": str(d / "rootfs"), "read_only": spec.read_only},
                 "mounts": mounts, "files": {k: str(v) for k, v in files.items()}, "limits": limits.as_dict(),
                 "restart_policy": str(spec.restart_policy), "stop_grace_period": spec.stop_grace_period,
-                "log": self._log, "cgroup_version": self._cgroup_version,
+                "log": self._log, "cgroup_version": self._cgroup_version, "start_timeout": self._start_timeout,
             }
             records.write_json(str(d / records.CONFIG), config)  # no state.json yet: _load reads that as created
             try:
@@ -251,7 +256,9 @@ class Containers:
         (d / records.STOP).unlink(missing_ok=True)
         request = {"op": "start", "dir": str(d), "stdin": stdin is not None, "attach": attach, "winsize": winsize}
         try:
-            reply = self._supervisor.request(request, fds=[stdin] if stdin is not None else [])
+            # answered once the start is settled: at worst when the supervisor gives it up, after start_timeout
+            timeout = float(config.get("start_timeout") or 30.0) + 30.0
+            reply = self._supervisor.request(request, timeout, fds=[stdin] if stdin is not None else [])
         except (OSError, EOFError) as e:
             raise RuntimeFailure(f"container {config['name']}: the supervisor failed: {e}") from None
         if "error" in reply:
@@ -433,7 +440,8 @@ class Containers:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None, timeout: float | None = None,
+        workdir: str | None = None, timeout: float | None = None, output: Callable[[LogLine], None] | None = None,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
         config, state = self._load(id)
         current = self._view(config, state).state
@@ -442,16 +450,27 @@ class Containers:
         if not argv:
             raise RuntimeFailure(f"container {config['name']}: exec needs a command")
         request = {"argv": list(argv), "env": env or {}, "user": user, "cwd": workdir, "timeout": timeout}
+        collected = ExecOutput(output, output_limit)  # handed on as it comes, or kept up to output_limit
+        code = None
         # the helper kills the command at the deadline; past it and a grace, stop waiting for output regardless
         with anyio.move_on_after(None if timeout is None else timeout + EXEC_GRACE) as backstop:
-            done = await anyio.run_process(
-                command("exec", str(self._dir / id)), input=json.dumps(request).encode(), check=False,
-            )
-        if timeout is not None and (backstop.cancelled_caught or done.returncode == -signals.SIGALRM):
+            async with await anyio.open_process(command("exec", str(self._dir / id))) as proc:
+                await proc.stdin.send(json.dumps(request).encode())
+                await proc.stdin.aclose()
+
+                async def pump(stream: anyio.abc.ByteReceiveStream, name: str) -> None:
+                    async for data in stream:
+                        collected.add(name, data)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(pump, proc.stdout, "stdout")
+                    tg.start_soon(pump, proc.stderr, "stderr")
+                code = await proc.wait()
+        if timeout is not None and (backstop.cancelled_caught or code == -signals.SIGALRM):
             # dying of SIGALRM is how the helper says the command ran past the deadline
             raise Timeout(f"container {config['name']}: {argv[0]} ran past its {timeout:g}s deadline and was "
                           "killed", runtime=RUNTIME, container=id)
-        return ExecResult(done.returncode, done.stdout, done.stderr)
+        return collected.result(code)
 
     def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
         return steps.stream(self._log_steps(id, follow, tail))
@@ -670,10 +689,11 @@ class Containers:
             relay.ended_at_once = relay.ended_at_once or sig
             _kill(init, signals.SIGKILL)
 
-    def supervisor_pid(self) -> int | None:
-        """The supervisor process of this state dir, when one runs (for measuring what supervision costs)."""
+    def supervisor_pids(self) -> list[int]:
+        """The supervisor's processes of this state dir when it runs, its keeper (when it has one) first, then
+        its worker (for measuring what supervision costs)."""
         reply = self._supervisor.ask({"op": "ping"})
-        return reply["pid"] if reply else None
+        return [pid for pid in (reply.get("keeper"), reply["pid"]) if pid] if reply else []
 
 
 def _process(spec: ContainerSpec, image: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -19,27 +20,65 @@ def now() -> str:
 
 class LogWriter:
     """Appends records to path; past max_size bytes the file becomes path.1 (path.1 becomes path.2, ...),
-    keeping max_files files in all."""
+    keeping max_files files in all.
 
-    def __init__(self, path: str, max_size: int, max_files: int):
+    A record that cannot be written (a full disk) is dropped, never half written, and counted in lost; the
+    next record that can be written is preceded by one on stderr saying how many were dropped and why."""
+
+    def __init__(self, path: str, max_size: int, max_files: int, lost: int = 0):
         self.path, self.max_size, self.max_files = path, max_size, max(1, max_files)
-        self._open()
+        self.lost = lost  # records dropped over the container's life
+        self.unsaid = 0  # of those, the ones no record in the log mentions yet
+        self.error = ""
+        self.fd: int | None = None
+        self.size = 0
+        try:
+            self._open()
+        except OSError as e:
+            self.error = e.strerror or str(e)  # tried again at the next write
 
     def _open(self, flags: int = 0) -> None:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | flags, 0o600)
         self.size = os.fstat(self.fd).st_size
 
     def write(self, stream: str, data: bytes) -> None:
+        if self.unsaid:
+            note = f"orchestr: {self.unsaid} lines of output were dropped: {self.error}\n"
+            if not self._append("stderr", note.encode()):
+                self.lost += 1
+                self.unsaid += 1
+                return
+            self.unsaid = 0
+        if not self._append(stream, data):
+            self.lost += 1
+            self.unsaid += 1
+
+    def _append(self, stream: str, data: bytes) -> bool:
         # surrogateescape keeps bytes that are not UTF-8; json escapes them and reading reverses it
         record = json.dumps({"time": now(), "stream": stream, "log": data.decode("utf-8", "surrogateescape")})
         line = record.encode() + b"\n"
-        if self.size and self.size + len(line) > self.max_size:
-            self._rotate()
-        os.write(self.fd, line)
+        try:
+            if self.fd is None:
+                self._open()
+            if self.size and self.size + len(line) > self.max_size:
+                self._rotate()
+            written = os.write(self.fd, line)
+            if written < len(line):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as e:
+            self.error = e.strerror or str(e)
+            if self.fd is not None:
+                try:
+                    os.ftruncate(self.fd, self.size)  # no torn record: readers would lose the next one with it
+                except OSError:
+                    pass
+            return False
         self.size += len(line)
+        return True
 
     def _rotate(self) -> None:
-        os.close(self.fd)
+        fd, self.fd = self.fd, None
+        os.close(fd)
         if self.max_files == 1:
             self._open(os.O_TRUNC)
             return
@@ -50,7 +89,9 @@ class LogWriter:
         self._open()
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def files(path: str) -> list[str]:

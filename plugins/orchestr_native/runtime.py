@@ -11,7 +11,9 @@ import anyio
 
 from orchestr.config import Config, private_dir
 from orchestr.errors import Conflict, NotFound, OrchestrError, TerminalFailure, located
-from orchestr.model import Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine, Resources, Stats
+from orchestr.model import (
+    EXEC_OUTPUT_LIMIT, Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine, Resources, Stats,
+)
 from orchestr.runtime import Capabilities, EventDelivery, ProgressCallback
 
 from .images.reference import familiar, parse
@@ -113,10 +115,12 @@ class NativeRuntime:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None, timeout: float | None = None,
+        workdir: str | None = None, timeout: float | None = None, output: Callable[[LogLine], None] | None = None,
+        output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
         with located(self.name, id):
-            return await self._containers.exec(id, argv, env=env, user=user, workdir=workdir, timeout=timeout)
+            return await self._containers.exec(id, argv, env=env, user=user, workdir=workdir, timeout=timeout,
+                                               output=output, output_limit=output_limit)
 
     async def wait(self, id: str) -> int:
         with located(self.name, id):

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
+MAX_SIZE = 16 << 20  # bytes; a real passwd or group file is far smaller
+
 
 def _entries(path: str) -> list[list[str]]:
+    """The file's entries. It belongs to the container, which may have made it anything: a FIFO or a device
+    would block the read for ever (O_NONBLOCK makes only the open return), so only a regular file is read."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return []
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LookupError(f"unable to read {path}: not a regular file")
+        data = f.read(MAX_SIZE + 1)
+    if len(data) > MAX_SIZE:
+        raise LookupError(f"unable to read {path}: larger than {MAX_SIZE >> 20} MiB")
+    text = data.decode("utf-8", errors="replace")
+    return [line.split(":") for line in text.split("\n") if line.strip() and not line.startswith("#")]
 
 
 def lookup(spec: str | None) -> tuple[int, int, list[int], str]:

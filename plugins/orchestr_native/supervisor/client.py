@@ -1,4 +1,5 @@
-"""The orchestr side of supervision: starts the supervisor host on demand and sends it requests."""
+"""The orchestr side of supervision: starts the supervisor (its keeper, which forks the worker) on demand and
+sends it requests."""
 
 from __future__ import annotations
 

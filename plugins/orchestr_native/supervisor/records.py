@@ -18,11 +18,18 @@ EVENTS_MAX = 1 << 20
 
 def write_json(path: str, data: dict) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", opener=private) as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", opener=private) as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)  # a full disk must not also collect half-written copies
+        except OSError:
+            pass
+        raise
 
 
 def private(path: str, flags: int) -> int:
