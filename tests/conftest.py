@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+from orchestr.testing import images as mkimage
 
-import mkimage  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TEST_IMAGE = "orchestr-test/busybox:latest"
 
