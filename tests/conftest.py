@@ -12,6 +12,8 @@ import pytest
 
 from orchestr.testing import images as mkimage
 
+pytest_plugins = ["orchestr.testing.plugin"]  # the conformance kit's fixtures, for test_conformance.py
+
 ROOT = Path(__file__).resolve().parent.parent
 
 TEST_IMAGE = "orchestr-test/busybox:latest"
