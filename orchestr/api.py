@@ -5,7 +5,9 @@ The CLI is a thin layer over this; an anyio program uses it directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .config import Config
-from .errors import NotFound, OrchestrError, RuntimeUnavailable
+from .errors import Conflict, NotFound, OrchestrError, RuntimeUnavailable, located
 from .model import (
     L_NAMESPACE,
     L_ONEOFF,
@@ -26,9 +28,10 @@ from .model import (
     LogLine,
     RestartPolicy,
     State,
+    Stats,
 )
 from .plugins import default_runtime_name, open_runtime
-from .runtime import ProgressCallback, Runtime
+from .runtime import ProgressCallback, Runtime, StatsSource, require, supports
 from .state import Store
 
 if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
@@ -125,6 +128,7 @@ class Client:
         from . import planner
 
         default = runtime or self.default_runtime
+        self._check_supported(services, default)
         namespaces = {s.namespace for s in services}
         names = {s.spec.runtime or default for s in services} | set(self.store.runtimes_used(namespaces))
         actual = await self._actual(names, namespaces)
@@ -145,6 +149,7 @@ class Client:
         from . import executor, planner
 
         default = runtime or self.default_runtime
+        self._check_supported(services, default)
         async with self.store.lock():
             if not dry_run:
                 used = self.store.runtimes_used({s.namespace for s in services})
@@ -200,6 +205,13 @@ class Client:
             self.store.finish(rev, "converged" if result.ok else "failed")
             return result
 
+    def _check_supported(self, services: Sequence, default: str) -> None:
+        """TerminalFailure, before anything changes, when a service asks for what its runtime cannot do."""
+        from .executor import check_supported
+
+        for s in services:
+            check_supported(s, self.runtime(s.spec.runtime or default))
+
     def _runtimes_for(self, plan: Plan) -> dict[str, Runtime]:
         return {name: self.runtime(name) for a in plan for name in (a.runtime, a.old_runtime) if name}
 
@@ -236,34 +248,85 @@ class Client:
         for c in await self.get(namespace):
             if c.name == name:
                 return self.runtime(c.runtime), c
-        raise NotFound(f"no container {name!r} in namespace {namespace!r} (see `orchestr get -n {namespace}`)")
+        raise NotFound(f"no container {name!r} in namespace {namespace!r} (see `orchestr get -n {namespace}`)",
+                       container=f"{namespace}/{name}")
+
+    @contextlib.asynccontextmanager
+    async def _found(self, name: str, namespace: str) -> AsyncIterator[tuple[Runtime, Container]]:
+        """find(), with every runtime error raised meanwhile saying which runtime and container."""
+        rt, c = await self.find(name, namespace)
+        with located(rt.name, c.id):
+            yield rt, c
 
     async def logs(
         self, name: str, namespace: str = "default", *, follow: bool = False, tail: int | None = None
     ) -> AsyncIterator[LogLine]:
-        rt, c = await self.find(name, namespace)
-        async for line in rt.logs(c.id, follow=follow, tail=tail):
-            yield line
+        async with self._found(name, namespace) as (rt, c):
+            async for line in rt.logs(c.id, follow=follow, tail=tail):
+                yield line
 
     async def exec(self, name: str, argv: Sequence[str], namespace: str = "default", **kw) -> ExecResult:
-        rt, c = await self.find(name, namespace)
-        return await rt.exec(c.id, argv, **kw)
+        """Runs argv in the container; env, user, workdir and timeout (seconds: the command is killed then, and
+        orchestr.Timeout raised) as the runtime's exec takes them."""
+        async with self._found(name, namespace) as (rt, c):
+            return await rt.exec(c.id, argv, **kw)
 
     async def start(self, name: str, namespace: str = "default") -> None:
-        rt, c = await self.find(name, namespace)
-        await rt.start(c.id)
+        async with self._found(name, namespace) as (rt, c):
+            await rt.start(c.id)
 
     async def stop(self, name: str, namespace: str = "default", *, timeout: float = 10.0) -> None:
-        rt, c = await self.find(name, namespace)
-        await rt.stop(c.id, timeout=timeout)
+        async with self._found(name, namespace) as (rt, c):
+            await rt.stop(c.id, timeout=timeout)
 
     async def pause(self, name: str, namespace: str = "default") -> None:
-        rt, c = await self.find(name, namespace)
-        await rt.pause(c.id)
+        async with self._found(name, namespace) as (rt, c):
+            require(rt, "pause", "pause containers", c.id)
+            await rt.pause(c.id)  # type: ignore[attr-defined]  # Pausable, as require found
 
     async def unpause(self, name: str, namespace: str = "default") -> None:
-        rt, c = await self.find(name, namespace)
-        await rt.resume(c.id)
+        async with self._found(name, namespace) as (rt, c):
+            require(rt, "pause", "pause containers", c.id)
+            await rt.resume(c.id)  # type: ignore[attr-defined]
+
+    async def signal(self, name: str, signal: str, namespace: str = "default") -> None:
+        """Sends signal (SIGHUP, HUP or a number) to the container's main process, which keeps running unless
+        the signal ends it."""
+        async with self._found(name, namespace) as (rt, c):
+            require(rt, "signal", "signal containers", c.id)
+            await rt.signal(c.id, signal)  # type: ignore[attr-defined]  # Signallable, as require found
+
+    async def stats(self, namespace: str | None = "default", names: Sequence[str] = ()) -> list[Sample]:
+        """One sample of every running or paused container of namespace (None: every namespace), or of the
+        containers called names whatever their state. A container that is not running, or whose runtime reports
+        no stats, has None for its stats."""
+        containers = await self.get(namespace)
+        if names:
+            known = {c.name for c in containers}
+            if missing := [n for n in names if n not in known]:
+                where = "any namespace" if namespace is None else f"namespace {namespace!r}"
+                raise NotFound(f"no container {missing[0]!r} in {where}", container=missing[0])
+            containers = [c for c in containers if c.name in names]
+        else:
+            containers = [c for c in containers if c.state in (State.RUNNING, State.PAUSED)]
+        samples: list[Sample] = [Sample(c) for c in containers]
+
+        async def one(sample: Sample) -> None:
+            rt = self.runtime(sample.container.runtime)
+            if sample.container.state not in (State.RUNNING, State.PAUSED) or not supports(rt, "stats"):
+                return
+            assert isinstance(rt, StatsSource)
+            try:
+                with located(rt.name, sample.container.id):
+                    sample.stats = await rt.stats(sample.container.id)
+            except (NotFound, Conflict):  # gone or ended since it was listed
+                return
+            sample.taken = time.monotonic()
+
+        async with anyio.create_task_group() as tg:
+            for sample in samples:
+                tg.start_soon(one, sample)
+        return samples
 
     # -- one-off containers -------------------------------------------------------------
     async def run(
@@ -325,13 +388,22 @@ class Client:
         stdin, an open fd, makes the run interactive (as `docker run -i`); tty gives the container a terminal
         of its own, relayed to stdin and output (as `docker run -t`)."""
         rt_name = runtime or self.default_runtime
-        blocking = getattr(self.runtime(rt_name), "run_blocking", None)
-        if blocking is None:
+        rt = self.runtime(rt_name)
+        if not supports(rt, "blocking_run"):
             return None
         self.store.note_runtimes([rt_name], [namespace])
         spec = replace(_oneoff(image, command, name, namespace, env, network),
                                    interactive=stdin is not None, tty=tty)
-        return blocking(spec, output=output, remove=remove, stdin=stdin)
+        return rt.run_blocking(spec, output=output, remove=remove, stdin=stdin)  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Sample:
+    """One container's stats (None when it has none to give) and when they were taken (time.monotonic())."""
+
+    container: Container
+    stats: Stats | None = None
+    taken: float | None = None
 
 
 def _oneoff(image: str, command: Sequence[str], name: str | None, namespace: str, env: dict[str, str] | None,

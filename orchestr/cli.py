@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tail", type=int, metavar="N")
     sp.add_argument("-t", "--timestamps", action="store_true")
 
+    sp = sub.add_parser("stats", help="resource use of running containers, refreshed every second, as top")
+    ns(sp)
+    sp.add_argument("names", nargs="*", metavar="NAME", help="only these containers (default: every running one)")
+    sp.add_argument("--no-stream", action="store_true", help="print one sample and exit")
+    sp.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                    help="json: one array per sample, on one line unless --no-stream")
+
     sp = sub.add_parser("exec", help="run a command in a running container")
     ns(sp)
     sp.add_argument("name")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -12,9 +13,10 @@ from .api import Client
 from .cli import EXIT_ERROR, EXIT_FAILED, dumps
 from .errors import OrchestrError
 from .progress import PullPrinter
+from .runtime import require, supports
 
 if TYPE_CHECKING:
-    from .api import ApplyResult
+    from .api import ApplyResult, Sample
     from .executor import Outcome
     from .model import Container, LogLine
     from .planner import Action, Plan
@@ -164,6 +166,73 @@ async def cmd_logs(oc: Client, args) -> int:
     return 0
 
 
+STATS = ("NAMESPACE", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS")
+STATS_INTERVAL = 1.0  # seconds between two samples; CPU % is the CPU time used between them
+
+
+async def cmd_stats(oc: Client, args) -> int:
+    import anyio
+
+    before = {s.container.id: s for s in await oc.stats(args.namespace, args.names)}
+    for name in sorted({s.container.runtime for s in before.values()}):
+        if not supports(oc.runtime(name), "stats"):
+            print(f"orchestr: warning: the {name} runtime reports no stats", file=sys.stderr)
+    while True:
+        await anyio.sleep(STATS_INTERVAL)
+        samples = await oc.stats(args.namespace, args.names)
+        usage = [_usage(before.get(s.container.id), s) for s in samples]
+        before = {s.container.id: s for s in samples}
+        if args.output == "json":
+            print(dumps(usage, "json") if args.no_stream else json.dumps(usage), flush=True)
+        elif not usage and args.no_stream:
+            print(f"no running containers in namespace {args.namespace!r}", file=sys.stderr)
+        else:
+            if not args.no_stream and sys.stdout.isatty():
+                print("\x1b[H\x1b[2J", end="")  # top-like: each sample replaces the last on the screen
+            print_table(STATS, [_stats_row(u) for u in usage])
+            sys.stdout.flush()
+        if args.no_stream:
+            return 0
+
+
+def _usage(before: Sample | None, now: Sample) -> dict:
+    """What `stats -o json` prints for one container: now's sample, with CPU % since before."""
+    c, st = now.container, now.stats
+    cpu = None
+    if before and before.stats and st and None not in (before.stats.cpu_seconds, st.cpu_seconds) and \
+            before.taken and now.taken and now.taken > before.taken:
+        cpu = round((st.cpu_seconds - before.stats.cpu_seconds) / (now.taken - before.taken) * 100, 2)
+    memory_percent = None
+    if st and st.memory is not None and st.memory_limit:
+        memory_percent = round(st.memory / st.memory_limit * 100, 2)
+    return {
+        "namespace": c.namespace, "name": c.name, "runtime": c.runtime, "id": c.id, "state": str(c.state),
+        "cpuPercent": cpu, "memory": st and st.memory, "memoryLimit": st and st.memory_limit,
+        "memoryPercent": memory_percent, "pids": st and st.pids, "netRx": st and st.net_rx,
+        "netTx": st and st.net_tx, "blockRead": st and st.block_read, "blockWrite": st and st.block_write,
+    }
+
+
+def _stats_row(u: dict) -> tuple:
+    def pair(a: int | None, b: int | None) -> str:
+        return "--" if a is None and b is None else f"{_size(a or 0)} / {_size(b or 0)}"
+
+    cpu = "--" if u["cpuPercent"] is None else f"{u['cpuPercent']:.2f}%"
+    memory = "--" if u["memory"] is None else \
+        f"{_binary(u['memory'])} / {'unlimited' if u['memoryLimit'] is None else _binary(u['memoryLimit'])}"
+    percent = "--" if u["memoryPercent"] is None else f"{u['memoryPercent']:.2f}%"
+    return (u["namespace"], u["name"], cpu, memory, percent, pair(u["netRx"], u["netTx"]),
+            pair(u["blockRead"], u["blockWrite"]), "--" if u["pids"] is None else u["pids"])
+
+
+def _binary(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
 def _env(pairs: Sequence[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
@@ -227,7 +296,7 @@ def run_blocking(args: argparse.Namespace) -> int | None:
 
         ran = once()
         if ran is None and attached:
-            if not hasattr(oc.runtime(args.runtime), "run_blocking"):
+            if not supports(oc.runtime(args.runtime), "blocking_run"):
                 raise OrchestrError(f"run -i/-t needs a runtime that relays a terminal (native does); "
                                     f"{args.runtime or oc.default_runtime} does not")
             import anyio
@@ -326,6 +395,7 @@ async def cmd_images(oc: Client, args) -> int:
             image = await rt.pull(args.ref, progress)
         print(f"{args.ref}: {image.digest or image.id}")
     elif cmd == "import":
+        require(rt, "image_import", "import image archives")
         if not args.path.is_file():
             raise OrchestrError(f"{args.path}: no such file")
         with PullPrinter() as progress:
@@ -333,10 +403,8 @@ async def cmd_images(oc: Client, args) -> int:
         for image in images:
             print(f"imported {', '.join(image.references) or image.id}")
     elif cmd == "export":
-        export = getattr(rt, "export_image", None)
-        if export is None:
-            raise OrchestrError(f"the {rt.name} runtime cannot export images")
-        await export(args.ref, args.path)
+        require(rt, "image_export", "export images")
+        await rt.export_image(args.ref, args.path)  # type: ignore[attr-defined]  # ImageExporter, as require found
         print(f"exported {args.ref} to {args.path}")
     elif cmd == "ls":
         images = await rt.images()

@@ -15,6 +15,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class OrchestrError(Exception):
     """Base of every error orchestr reports to a user; str() is the one line the CLI prints."""
@@ -77,3 +80,13 @@ def context(error: RuntimeFailure, *, runtime: str | None = None, container: str
     error.runtime = error.runtime or runtime
     error.container = error.container or container
     return error
+
+
+@contextlib.contextmanager
+def located(runtime: str, container: str | None = None) -> Iterator[None]:
+    """Fills in runtime and container on every RuntimeFailure raised inside that did not say where."""
+    try:
+        yield
+    except RuntimeFailure as error:
+        context(error, runtime=runtime, container=container)
+        raise

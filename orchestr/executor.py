@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 
-from .errors import NotFound, OrchestrError
+from .errors import NotFound, OrchestrError, RuntimeFailure, TerminalFailure, context
 from .model import Image
 from .planner import Action, Kind, Plan
-from .runtime import Runtime
+from .runtime import Runtime, require, supports
 
 if TYPE_CHECKING:
     from .spec import Service
@@ -26,6 +27,7 @@ class Outcome:
     skipped: bool = False  # not attempted because a prerequisite failed or was skipped
     error: str | None = None  # one line: what failed, or for a skipped action which prerequisite
     container_id: str | None = None  # the container the action left behind (the new one for CREATE/RECREATE)
+    exception: Exception | None = None  # what failed, as raised (a RuntimeFailure says runtime, container, retryable)
 
 
 async def execute(
@@ -88,7 +90,9 @@ class _Run:
         try:
             container_id = await self._act(action)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this action's outcome
-            return Outcome(action, False, error=f"{action.kind} {action.name}: {_one_line(exc)}")
+            if isinstance(exc, RuntimeFailure):
+                context(exc, runtime=action.runtime, container=action.container_id or action.name)
+            return Outcome(action, False, error=f"{action.kind} {action.name}: {_one_line(exc)}", exception=exc)
         return Outcome(action, True, container_id=container_id)
 
     async def _act(self, action: Action) -> str | None:
@@ -105,9 +109,11 @@ class _Run:
         elif kind == Kind.STOP:
             await rt.stop(cid, timeout=await self._grace_of(action, rt, cid))
         elif kind == Kind.PAUSE:
-            await rt.pause(cid)
+            require(rt, "pause", "pause containers", cid)
+            await rt.pause(cid)  # type: ignore[attr-defined]  # Pausable, as require found
         elif kind == Kind.UNPAUSE:
-            await rt.resume(cid)
+            require(rt, "pause", "pause containers", cid)
+            await rt.resume(cid)  # type: ignore[attr-defined]
         else:
             raise OrchestrError(f"unknown action kind {kind!r}")
         return cid
@@ -118,6 +124,7 @@ class _Run:
             raise OrchestrError(f"service {action.namespace}/{action.service} was not given to the executor")
         spec = service.container_spec(action.replica)
         rt = self._runtime(action.runtime)
+        check_supported(service, rt)
         # Fetch the image before touching the old container, so a bad image leaves it running.
         await self._ensure_image(rt, spec.image)
         if action.kind == Kind.RECREATE:
@@ -127,7 +134,7 @@ class _Run:
         container = await rt.create(spec)
         await rt.start(container.id)
         if service.spec.paused:
-            await rt.pause(container.id)
+            await rt.pause(container.id)  # type: ignore[attr-defined]  # Pausable, as check_supported found
         return container.id
 
     async def _ensure_image(self, rt: Runtime, ref: str) -> Image:
@@ -163,6 +170,7 @@ class _Once:
         self._done = anyio.Event()
         self._value: Image | None = None
         self._error: BaseException | None = None
+        self._copy: Exception | None = None
 
     async def run(self, work: Awaitable[Image]) -> Image:
         try:
@@ -170,16 +178,49 @@ class _Once:
             return self._value
         except BaseException as exc:
             self._error = exc
+            self._copy = _pristine(exc)  # before the first action fills in where it happened
             raise
         finally:
             self._done.set()
 
     async def result(self) -> Image:
         await self._done.wait()
+        if self._copy is not None:
+            raise _pristine(self._copy)  # the same kind of error, where each action says itself
         if self._error is not None:
             raise OrchestrError(_one_line(self._error)) from self._error
         assert self._value is not None
         return self._value
+
+
+def _pristine(exc: BaseException) -> Exception | None:
+    """A copy of exc for another action to raise, or None when it cannot be had (a cancellation)."""
+    if not isinstance(exc, Exception):
+        return None
+    try:
+        return copy.copy(exc)
+    except Exception:  # noqa: BLE001 - an exception type whose arguments do not rebuild it
+        return None
+
+
+def check_supported(service: Service, rt: Runtime) -> None:
+    """TerminalFailure, in one line naming the file, line and field, when service asks for what rt cannot do."""
+    spec = service.spec
+    resources = getattr(spec, "resources", None)  # a cached service (speccache) has none: it was checked
+    needs = [("spec.paused", "pause", "pause containers", spec.paused),
+             ("spec.resources", "limits", "enforce resource limits",
+              resources is not None and any(v is not None for v in (resources.cpus, resources.memory, resources.pids)))]
+    for field, capability, what, asked in needs:
+        if asked and not supports(rt, capability):
+            raise TerminalFailure(f"{_where(service, field)}: {field}: the {rt.name} runtime cannot {what}",
+                                  runtime=rt.name, container=f"{service.namespace}/{service.name}")
+
+
+def _where(service: Service, field: str) -> str:
+    """file:line of field in service's spec file, as far as it is known."""
+    file, line = getattr(service, "source", None) or (f"{service.namespace}/{service.name}", None)
+    line = getattr(service, "_lines", {}).get(field, line)
+    return f"{file}:{line}" if line else file
 
 
 async def _remove(rt: Runtime, cid: str, grace: float) -> None:

@@ -21,6 +21,9 @@ RuntimeFactory = Callable[["Config"], "Runtime"]
 def orchestr_runtimes() -> dict[str, RuntimeFactory]:
     """Return {runtime name: factory}. Keep the module light: import heavy clients inside the factory.
 
+    A factory takes the Config and returns an orchestr.runtime.Runtime: the required verbs, its
+    ``capabilities``, and each optional verb those declare.
+
     Every implementation is called, in pluggy's order: those marked ``tryfirst`` first, those marked
     ``trylast`` last, and within each group the plugin registered last first. When two plugins offer the
     same name, the first in that order wins and ``orchestr plugins`` shows the other as shadowed; so a

@@ -16,6 +16,10 @@ L_DEPENDS_ON = "orchestr.depends-on"  # comma-separated service names, so delete
 L_ONEOFF = "orchestr.oneoff"  # set by `orchestr run`: never planned, never pruned
 L_STOP_GRACE = "orchestr.stop-grace"  # seconds: deletes of services no longer declared still honour it
 
+# The size of a tmpfs volume that gives none, as `docker run --tmpfs` has it. A tmpfs holds its files in memory
+# that no OOM kill frees; left to the kernel, each one could take half the host's RAM.
+TMPFS_SIZE = 64 << 20
+
 
 class State(enum.StrEnum):
     CREATED = "created"
@@ -43,7 +47,12 @@ class Volume:
     target: str
     source: str | None = None  # host path (bind) or volume name (volume); None for tmpfs
     read_only: bool = False
-    size: int | None = None  # bytes; tmpfs only
+    size: int | None = None  # bytes; tmpfs only (tmpfs_size is what runtimes use)
+    allow_host_root: bool = False  # bind only: the host's / may be bound read-write
+
+    @property
+    def tmpfs_size(self) -> int:
+        return self.size or TMPFS_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +71,8 @@ class ContainerSpec:
     namespace: str
     image: str
     labels: dict[str, str] = field(default_factory=dict)  # includes orchestr's ownership labels
-    command: tuple[str, ...] | None = None  # replaces entrypoint and cmd
-    args: tuple[str, ...] | None = None  # replaces cmd only
+    command: tuple[str, ...] | None = None  # replaces the image's entrypoint (see orchestr.containers.argv)
+    args: tuple[str, ...] | None = None  # replaces the image's cmd
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str | None = None
     user: str | None = None

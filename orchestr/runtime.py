@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from .errors import TerminalFailure
 from .model import (
     Container,
     ContainerSpec,
@@ -45,7 +46,7 @@ class Capabilities:
     pause: bool = False  # Pausable: pause and resume
     signal: bool = False  # Signallable: a signal without stopping
     stats: bool = False  # StatsSource
-    exec_tty: bool = False  # exec and run with a terminal of their own
+    exec_tty: bool = False  # exec with a terminal of its own (a one-off run's terminal is BlockingRunner's)
     blocking_run: bool = False  # BlockingRunner: run a container with no event loop
     image_export: bool = False  # ImageExporter
     update: bool = False  # ResourceUpdater: limits changed on a created or running container
@@ -162,7 +163,8 @@ class Signallable(Protocol):
 @runtime_checkable
 class StatsSource(Protocol):
     async def stats(self, id: str) -> Stats:
-        """One sample of the container's resource use; fields the runtime cannot know are None."""
+        """One sample of the container's resource use; fields the runtime cannot know are None. A container
+        that is not running (or paused) is a Conflict."""
 
 
 @runtime_checkable
@@ -172,7 +174,9 @@ class BlockingRunner(Protocol):
         stdin: int | None = None,
     ) -> tuple[Container, int] | None:
         """Create, start and wait for a container with no event loop running, handing output each line; None,
-        with nothing changed, when it cannot run this one so (the caller then uses the async verbs)."""
+        with nothing changed, when it cannot run this one so (the caller then uses the async verbs). With
+        spec.interactive, stdin (an fd) is the container's standard input; with spec.tty the container gets a
+        terminal of its own, relayed to stdin and output."""
 
 
 @runtime_checkable
@@ -184,7 +188,8 @@ class ImageExporter(Protocol):
 @runtime_checkable
 class ResourceUpdater(Protocol):
     async def update(self, id: str, resources: Resources) -> None:
-        """Apply new limits to a created or running container in place."""
+        """Apply new limits to a created or running container in place, and keep them across its restarts.
+        A limit that is None stays as it is: engines cannot lift a CPU or memory limit in place."""
 
 
 OPTIONAL = {"pause": Pausable, "signal": Signallable, "stats": StatsSource, "blocking_run": BlockingRunner,
@@ -198,3 +203,10 @@ def supports(runtime: object, capability: str) -> bool:
         return False
     protocol = OPTIONAL.get(capability)
     return protocol is None or isinstance(runtime, protocol)
+
+
+def require(runtime: Runtime, capability: str, what: str, container: str | None = None) -> None:
+    """TerminalFailure, in one line, unless runtime supports capability; what says what was asked for
+    ("pause containers")."""
+    if not supports(runtime, capability):
+        raise TerminalFailure(f"the {runtime.name} runtime cannot {what}", runtime=runtime.name, container=container)

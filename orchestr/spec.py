@@ -219,7 +219,7 @@ class VolumeSpec(_Model):
     source: str | None = None  # host path (bind, made absolute) or volume name (volume)
     target: Annotated[str, AfterValidator(_target)]
     read_only: StrictBool = False
-    size: Annotated[int | None, _unit(parse_quantity, positive=True)] = None  # bytes, tmpfs only
+    size: Annotated[int | None, _unit(parse_quantity, positive=True)] = None  # bytes, tmpfs only; none: 64Mi
     allow_host_root: StrictBool = False
 
     @field_validator("source")
@@ -351,23 +351,21 @@ class Service(_Model):
         }
         if spec.depends_on:
             labels[L_DEPENDS_ON] = ",".join(spec.depends_on)
-        # With a command, args only extend it: every runtime then sees one argv.
-        command = spec.command + (spec.args or ()) if spec.command else None
         return ContainerSpec(
             name=f"{self.name}-{replica}",
             namespace=self.namespace,
             image=spec.image,
             labels=labels,
-            command=command,
-            args=None if command else spec.args,
+            command=spec.command,
+            args=spec.args,
             env=dict(spec.env),
             working_dir=spec.working_dir,
             user=spec.user,
             resources=Resources(cpus=spec.resources.cpus, memory=spec.resources.memory, pids=spec.resources.pids),
             restart_policy=spec.restart_policy,
             stop_grace_period=spec.stop_grace_period,
-            volumes=tuple(Volume(type=v.type, target=v.target, source=v.source, read_only=v.read_only, size=v.size)
-                          for v in spec.volumes),
+            volumes=tuple(Volume(type=v.type, target=v.target, source=v.source, read_only=v.read_only, size=v.size,
+                                 allow_host_root=v.allow_host_root) for v in spec.volumes),
             ports=tuple(Port(container_port=p.container_port, host_port=p.host_port, protocol=p.protocol,
                              host_ip=p.host_ip) for p in spec.ports),
             network=spec.network,

@@ -156,6 +156,33 @@ def test_container_verbs(ns, tmp_path, state_dir):
     orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
 
 
+def test_stats_samples_running_containers_as_top_does(ns, tmp_path, state_dir):
+    spin = service("spin", ns, command="while :; do :; done", extra="  resources: {cpus: 0.2, memory: 64Mi}\n")
+    idle = service("idle", ns, command="exit 0", extra="  restartPolicy: Never\n")
+    orc("apply", "-f", write(tmp_path / "app.yaml", spin, idle), state_dir=state_dir, check=True)
+    subprocess.run(["docker", "wait", f"{ns}_idle-0"], check=True, capture_output=True, timeout=60)
+
+    table = orc("stats", "-n", ns, "--no-stream", state_dir=state_dir, check=True).stdout.splitlines()
+    assert table[0].split() == ["NAMESPACE", "NAME", "CPU", "%", "MEM", "USAGE", "/", "LIMIT", "MEM", "%", "NET",
+                                "I/O", "BLOCK", "I/O", "PIDS"]
+    assert [row.split()[1] for row in table[1:]] == ["spin-0"]  # only what runs
+    assert " / 64.0MiB " in table[1]
+
+    (spinning,) = json.loads(orc("stats", "-n", ns, "spin-0", "--no-stream", "-o", "json", state_dir=state_dir,
+                                 check=True).stdout)
+    assert (spinning["name"], spinning["runtime"], spinning["memoryLimit"]) == ("spin-0", "docker", 64 << 20)
+    assert spinning["cpuPercent"] > 0  # a busy loop used some CPU between the two samples
+    assert spinning["pids"] >= 1 and 0 < spinning["memory"] <= 64 << 20
+    assert spinning["netRx"] is not None and spinning["blockRead"] is not None
+
+    named = orc("stats", "-n", ns, "idle-0", "--no-stream", state_dir=state_dir, check=True).stdout.splitlines()
+    assert named[1].split()[1:] == ["idle-0", "--", "--", "--", "--", "--", "--"]  # exited: nothing to sample
+    missing = orc("stats", "-n", ns, "nope-0", "--no-stream", state_dir=state_dir)
+    assert missing.returncode != 0 and missing.stderr == "orchestr: no container 'nope-0' in namespace " \
+        f"'{ns}'\n"
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)
+
+
 def test_run_streams_output_and_exits_with_the_containers_code(ns, state_dir):
     name = f"{ns}-once"
     proc = orc("run", "--rm", "--name", name, "-n", ns, TEST_IMAGE, "sh", "-c", "echo out; echo err >&2; exit 7",

@@ -17,13 +17,14 @@ import pytest
 
 from conftest import ROOT, docker_containers
 from orchestr.config import Config
-from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure, Timeout
 from orchestr.model import (
     L_NAMESPACE,
     L_REPLICA,
     L_SERVICE,
     L_SPEC_HASH,
     ContainerSpec,
+    EventAction,
     ExecResult,
     Port,
     PullProgress,
@@ -193,6 +194,69 @@ async def test_exec_with_env_user_workdir_and_exit_code(rt, ns, docker_image):
     await rt.delete(c.id)
 
 
+async def test_exec_past_its_timeout_is_killed_with_what_it_started(rt, ns, docker_image):
+    c = await rt.create(spec(ns, "slow-0", docker_image, command=("sleep", "1000")))
+    await rt.start(c.id)
+    # a shell that waits on a child: killing the shell alone would leave the child running
+    with pytest.raises(Timeout, match="deadline") as raised:
+        await rt.exec(c.id, ["sh", "-c", "sleep 777; echo never"], timeout=0.5)
+    assert (raised.value.runtime, raised.value.container) == ("docker", c.id)
+    left = await rt.exec(c.id, ["ps", "-o", "args"])
+    assert b"777" not in left.stdout, left.stdout
+    assert await rt.exec(c.id, ["echo", "in time"], timeout=GUARD) == ExecResult(0, b"in time\n", b"")
+    await rt.delete(c.id, force=True)
+
+
+async def test_signal_reaches_the_container_which_keeps_running(rt, ns, docker_image):
+    c = await rt.create(spec(ns, "hup-0", docker_image, **sh('trap "echo got HUP" HUP; while :; do sleep 0.1; done')))
+    await rt.start(c.id)
+    await rt.signal(c.id, "SIGHUP")
+    with anyio.fail_after(GUARD):
+        while b"got HUP\n" not in [line.data async for line in rt.logs(c.id)]:
+            await anyio.sleep(0.05)
+    assert (await rt.inspect(c.id)).state is State.RUNNING
+    await rt.stop(c.id, timeout=0)
+    with pytest.raises(Conflict, match="not running"):
+        await rt.signal(c.id, "SIGHUP")
+    await rt.delete(c.id)
+
+
+async def test_stats_sample_cpu_memory_pids_network_and_io(rt, ns, docker_image):
+    s = spec(ns, "busy-0", docker_image, **sh("x=$(head -c 4000000 /dev/zero | tr '\\0' a); sleep 1000 & wait"),
+             resources=Resources(memory=64 * MiB, pids=50))
+    c = await rt.create(s)
+    with pytest.raises(Conflict, match="not running"):
+        await rt.stats(c.id)
+    await rt.start(c.id)
+    sample = await rt.stats(c.id)
+    assert sample.memory_limit == 64 * MiB
+    assert sample.cpu_seconds is not None and sample.cpu_seconds >= 0
+    assert 0 < sample.memory <= 64 * MiB
+    assert sample.pids >= 2  # the shell and its sleep
+    assert sample.net_rx is not None and sample.net_tx is not None  # the engine's bridge network
+    assert sample.block_read is not None and sample.block_write is not None
+    assert sample.time
+    alone = await rt.create(spec(ns, "alone-0", docker_image, command=("sleep", "1000"), network="none"))
+    await rt.start(alone.id)
+    unlimited = await rt.stats(alone.id)
+    assert unlimited.memory_limit is None and unlimited.net_rx is None
+    for x in (c, alone):
+        await rt.delete(x.id, force=True)
+
+
+async def test_update_changes_limits_in_place(rt, ns, docker_image):
+    c = await rt.create(spec(ns, "grow-0", docker_image, command=("sleep", "1000"),
+                             resources=Resources(cpus=0.5, memory=32 * MiB, pids=20)))
+    await rt.start(c.id)
+    await rt.update(c.id, Resources(memory=64 * MiB, pids=40))
+    host = engine("container", c.id)["HostConfig"]
+    assert (host["NanoCpus"], host["Memory"], host["MemorySwap"], host["PidsLimit"]) == (
+        500_000_000, 64 * MiB, 64 * MiB, 40)  # cpus was not given: it stays
+    seen = await rt.exec(c.id, ["cat", "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
+    assert seen.stdout.split() == [b"40", str(64 * MiB).encode()]
+    await rt.delete(c.id, force=True)
+
+
 async def test_logs_keep_stdout_and_stderr_apart(rt, ns, docker_image):
     c = await rt.create(spec(ns, "talk-0", docker_image, **sh("echo one; echo two >&2; echo three; printf partial")))
     await rt.start(c.id)
@@ -251,6 +315,7 @@ async def test_events_report_the_lifecycle_with_the_exit_code(rt, ns, docker_ima
                     if event.action == "destroy":
                         break
     assert [e.action for e in seen] == ["create", "start", "die", "destroy"]
+    assert all(isinstance(e.action, EventAction) for e in seen)
     assert {(e.name, e.namespace, e.runtime) for e in seen} == {("ev-0", ns, "docker")}
     die = seen[2]
     assert (die.state, die.exit_code) == (State.EXITED, 4)
@@ -315,6 +380,28 @@ async def test_bind_mounts_read_only_and_writable(rt, ns, docker_image, tmp_path
     assert (tmp_path / "rw" / "g").read_text() == "mine\n"
 
 
+async def test_the_host_root_through_a_symlink_is_refused_read_write_unless_allowed(rt, ns, docker_image, tmp_path):
+    link = tmp_path / "innocent"
+    link.symlink_to("/")
+    sentinel = tmp_path / "sentinel"
+    sentinel.write_text("untouched\n")
+    writes = sh(f"echo changed > /host{sentinel}")
+    for source in (str(link), "/"):
+        with pytest.raises(TerminalFailure, match="host's /.* read-write is refused") as raised:
+            await rt.create(spec(ns, "root-0", docker_image, **writes, volumes=(Volume("bind", "/host", source),)))
+        assert "\n" not in str(raised.value) and raised.value.runtime == "docker"
+    assert docker_containers(ns) == []
+    assert sentinel.read_text() == "untouched\n"
+    # read-only, the host's / can be looked at; allowHostRoot lets it be written
+    code, _, err = await run(rt, spec(ns, "root-1", docker_image, **writes,
+                                      volumes=(Volume("bind", "/host", str(link), read_only=True),)))
+    assert code != 0 and b"Read-only file system" in err and sentinel.read_text() == "untouched\n"
+    code, _, err = await run(rt, spec(ns, "root-2", docker_image, **writes,
+                                      volumes=(Volume("bind", "/host", str(link), allow_host_root=True),)))
+    assert code == 0, err
+    assert sentinel.read_text() == "changed\n"
+
+
 async def test_named_volume_outlives_its_containers(rt, ns, docker_image):
     data = (Volume("volume", "/data", "data"),)
     assert (await run(rt, spec(ns, "writer-0", docker_image, **sh("echo kept > /data/f"), volumes=data)))[0] == 0
@@ -334,6 +421,27 @@ async def test_tmpfs_and_read_only_root(rt, ns, docker_image):
     assert out.startswith(b"tmpfs /scratch tmpfs rw")
     assert out.endswith(b"wrote\n")
     assert b"Read-only file system" in err
+
+
+async def test_tmpfs_volumes_have_their_size_or_64mi(rt, ns, docker_image):
+    # Without a size the engine leaves a tmpfs at the kernel's default: half the host's RAM, each.
+    volumes = (Volume("tmpfs", "/small", size=MiB), Volume("tmpfs", "/default"))
+    script = ("grep -E ' /(small|default) ' /proc/mounts | cut -d' ' -f2,4;"
+              "dd if=/dev/zero of=/small/f bs=1k count=2048 2>&1 | grep -o 'No space left on device'")
+    container = await rt.create(spec(ns, "tmpsize-0", docker_image, **sh(script), volumes=volumes))
+    try:
+        mounts = engine("container", container.id)["HostConfig"]["Mounts"]
+        assert [(m["Target"], m["TmpfsOptions"]) for m in mounts] == [
+            ("/small", {"SizeBytes": MiB}), ("/default", {"SizeBytes": 64 * MiB})]
+        await rt.start(container.id)
+        assert await rt.wait(container.id) == 0
+        out = b"".join([line.data async for line in rt.logs(container.id)]).decode()
+    finally:
+        await rt.delete(container.id, force=True)
+    lines = out.splitlines()
+    assert lines[2:] == ["No space left on device"]
+    assert sorted(lines[:2]) == ["/default rw,nosuid,nodev,noexec,relatime,size=65536k",  # mounted in either order
+                                 "/small rw,nosuid,nodev,noexec,relatime,size=1024k"]
 
 
 async def test_published_port_answers_on_loopback(rt, ns, docker_image):
@@ -532,9 +640,10 @@ async def test_pull_reports_progress_per_layer(rt, registry, tmp_path, docker_im
 
 async def test_container_errors(rt, ns, docker_image):
     unknown = "0" * 64
-    for call in (rt.inspect, rt.start, rt.stop, rt.delete, rt.pause, rt.resume, rt.wait):
-        with pytest.raises(NotFound, match=f"container {unknown} not found"):
+    for call in (rt.inspect, rt.start, rt.stop, rt.delete, rt.pause, rt.resume, rt.wait, rt.stats):
+        with pytest.raises(NotFound, match=f"container {unknown} not found") as raised:
             await call(unknown)
+        assert (raised.value.runtime, raised.value.container, raised.value.retryable) == ("docker", unknown, False)
     with pytest.raises(NotFound):
         await rt.exec(unknown, ["true"])
     with pytest.raises(NotFound):

@@ -3,6 +3,7 @@ recreating one service, deleting dependents first, and converge-then-replan."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 from dataclasses import dataclass, field
@@ -12,10 +13,12 @@ import pytest
 
 from conftest import docker_containers
 from orchestr.config import Config
+from orchestr.errors import RuntimeFailure, TerminalFailure
 from orchestr.executor import Outcome, execute
 from orchestr.model import Container, ContainerSpec, State
 from orchestr.planner import Kind, Plan, plan, plan_delete_namespace
 from orchestr.plugins import open_runtime
+from orchestr.runtime import Capabilities
 from orchestr.spec import Service
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker]
@@ -46,11 +49,16 @@ class Recorder:
     names: dict[str, str] = field(default_factory=dict)  # container id -> name
     in_flight: int = 0
     max_in_flight: int = 0
+    caps: Capabilities | None = None  # what the runtime declares, when the test says otherwise
     _clock: itertools.count = field(default_factory=itertools.count)
 
     @property
     def name(self) -> str:
         return self.inner.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.caps or self.inner.capabilities
 
     def __getattr__(self, verb: str):
         method = getattr(self.inner, verb)
@@ -179,6 +187,9 @@ async def test_a_failed_service_skips_its_dependents_and_nothing_else(runtime, d
     assert (broken.ok, broken.skipped) == (False, False)
     assert broken.error.startswith("create broken-0: ") and MISSING_IMAGE in broken.error
     assert "\n" not in broken.error
+    # what failed is kept as raised, saying where
+    assert isinstance(broken.exception, RuntimeFailure) and MISSING_IMAGE in str(broken.exception)
+    assert (broken.exception.runtime, broken.exception.container) == ("docker", "broken-0")
     assert [(o.ok, o.skipped, o.error) for o in (by_name["needs-broken-0"], by_name["needs-needs-0"])] == [
         (False, True, "create broken-0 failed"),
         (False, True, "create needs-broken-0 was skipped"),
@@ -256,3 +267,24 @@ async def test_deleting_undeclared_services_keeps_their_grace_period(runtime, do
     runtime.calls.clear()
     await delete_all(runtime, ns)
     assert runtime.call("stop", "slow-0").timeout == 3.0
+
+
+async def test_paused_on_a_runtime_that_cannot_pause_fails_in_one_line_before_anything_changes(
+        runtime, docker_namespace, docker_image):
+    ns = docker_namespace
+    runtime.caps = dataclasses.replace(runtime.inner.capabilities, pause=False)
+    frozen = service(ns, docker_image, "frozen", paused=True)
+    _, outcomes = await converge(runtime, ns, [frozen])
+    (outcome,) = outcomes
+    assert not outcome.ok and isinstance(outcome.exception, TerminalFailure)
+    assert outcome.error == "create frozen-0: <built>: spec.paused: the docker runtime cannot pause containers"
+    assert runtime.calls == []  # no image looked up, nothing created
+    assert docker_containers(ns) == []
+
+    # a running container asked to pause later fails the same way, and keeps running
+    await converge(runtime, ns, [service(ns, docker_image, "frozen")])
+    p, outcomes = await converge(runtime, ns, [frozen])
+    assert [(a.kind, o.ok) for a, o in zip(p, outcomes)] == [(Kind.PAUSE, False)]
+    assert outcomes[0].error == "pause frozen-0: the docker runtime cannot pause containers"
+    assert await states(runtime, ns) == {"frozen-0": State.RUNNING}
+    await delete_all(runtime, ns)

@@ -1,10 +1,10 @@
 """The native runtime's cgroup v2 manager.
 
-This host runs cgroup v1, so the v2 controllers (cpu, memory, pids) cannot be used here for real. Limits,
-OOM counting and CPU accounting are therefore tested against a fake cgroupfs tree in a temporary directory:
-the files a v2 kernel shows (cgroup.controllers, cgroup.subtree_control, cgroup.procs, cpu.max, cpu.stat,
-memory.max, memory.swap.max, memory.events, pids.max, cgroup.freeze, cgroup.events), with the kernel's
-defaults, and a small thread playing the kernel's part for freezing. What does run for real: version
+This host runs cgroup v1, so the v2 controllers (cpu, io, memory, pids) cannot be used here for real.
+Limits, OOM counting and resource accounting are therefore tested against a fake cgroupfs tree in a temporary
+directory: the files a v2 kernel shows (cgroup.controllers, cgroup.subtree_control, cgroup.procs, cpu.max,
+cpu.stat, io.stat, memory.current, memory.max, memory.stat, memory.swap.max, memory.events, pids.current,
+pids.max, cgroup.freeze, cgroup.events), with the kernel's defaults, and a small thread playing the kernel's part for freezing. What does run for real: version
 detection by statfs, and freezing, which v2 does without any controller, in the host's cgroup2 mount at
 /sys/fs/cgroup/unified.
 """
@@ -31,8 +31,9 @@ UNIFIED = "/sys/fs/cgroup/unified"
 KERNEL_DEFAULTS = {  # what a v2 kernel shows in a new cgroup with cpu, memory and pids enabled
     "cgroup.procs": "", "cgroup.freeze": "0", "cgroup.events": "populated 0\nfrozen 0\n",
     "cpu.max": "max 100000\n", "cpu.stat": "usage_usec 0\nuser_usec 0\nsystem_usec 0\n",
-    "memory.max": "max\n", "memory.swap.max": "max\n",
+    "memory.max": "max\n", "memory.swap.max": "max\n", "memory.current": "0\n", "memory.stat": "anon 0\nfile 0\n",
     "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n", "pids.max": "max\n",
+    "pids.current": "0\n", "io.stat": "",
 }
 
 
@@ -68,8 +69,8 @@ def test_limits_are_written_and_controllers_enabled_down_the_tree(fake_root):
     path = fake_cgroup(fake_root, "c1")
     manager = cgroups.manager("c1", str(fake_root), cgroup_version=2)
     manager.create(cgroups.Limits(cpus=0.5, memory=16 << 20, pids=64))
-    assert (fake_root / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
-    assert (fake_root / "orchestr" / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    assert (fake_root / "cgroup.subtree_control").read_text() == "+cpu +io +memory +pids"
+    assert (fake_root / "orchestr" / "cgroup.subtree_control").read_text() == "+cpu +io +memory +pids"
     assert (path / "cpu.max").read_text() == "50000 100000"
     assert (path / "memory.max").read_text() == str(16 << 20)
     assert (path / "memory.swap.max").read_text() == "0"
@@ -100,6 +101,24 @@ def test_oom_kills_procs_and_cpu_usage_are_read_from_the_kernel_files(fake_root)
     assert manager.oom_kills() == 1
     assert manager.procs() == [12, 34]
     assert manager.cpu_usage_ns() == 1_500_000_000
+
+
+def test_usage_is_read_from_the_kernel_files(fake_root):
+    path = fake_cgroup(fake_root, "c7")
+    manager = cgroups.manager("c7", str(fake_root), cgroup_version=2)
+    assert manager.usage() == {"cpu_ns": 0, "memory": 0, "memory_limit": None, "pids": 0, "block_read": 0,
+                               "block_write": 0}
+    (path / "cpu.stat").write_text("usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n")
+    (path / "memory.current").write_text("10485760\n")
+    (path / "memory.stat").write_text("anon 6291456\nfile 4194304\ninactive_file 2097152\nactive_file 2097152\n")
+    (path / "memory.max").write_text("67108864\n")
+    (path / "pids.current").write_text("3\n")
+    (path / "io.stat").write_text("8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"
+                                  "8:16 rbytes=1000 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n")
+    assert manager.usage() == {"cpu_ns": 2_500_000, "memory": 10485760 - 2097152, "memory_limit": 64 << 20,
+                               "pids": 3, "block_read": 5096, "block_write": 8192}
+    (path / "io.stat").unlink()  # the io controller not enabled for it
+    assert (manager.usage()["block_read"], manager.usage()["block_write"]) == (None, None)
 
 
 def test_freeze_waits_for_the_kernel_to_report_frozen(fake_root):

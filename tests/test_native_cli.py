@@ -528,6 +528,13 @@ def test_bridge_network_gives_each_replica_an_address_and_leaves_nothing(ns, tmp
     assert f" inet {ips[0]}/" in shown.stdout
     ping = orc("exec", "-n", ns, "web-0", "--", "ping", "-c", "1", "-W", "5", ips[1], state_dir=state_dir)
     assert ping.returncode == 0, ping.stdout + ping.stderr
+    # stats count each replica's own link: the ping went out of one and into the other
+    sampled = by_name(json.loads(orc("stats", "-n", ns, "--no-stream", "-o", "json", state_dir=state_dir,
+                                     check=True).stdout))
+    assert sorted(sampled) == ["web-0", "web-1"]
+    assert sampled["web-0"]["netTx"] > 0 and sampled["web-1"]["netRx"] > 0
+    assert all(sampled[n]["runtime"] == "native" and sampled[n]["pids"] == 1 for n in sampled)
+    assert all(sampled[n]["cpuPercent"] is not None and sampled[n]["memoryLimit"] is None for n in sampled)
     assert os.path.exists(f"/sys/class/net/{Network(state_dir / 'native').bridge(ns)}")
     orc("delete", "-f", spec, state_dir=state_dir, check=True)  # the fixture checks the bridge is gone too
 

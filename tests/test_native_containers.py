@@ -6,24 +6,28 @@ overlayfs, namespaces, cgroup v1 (this host's), the supervisor processes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
 from orchestr.config import Config
-from orchestr.errors import Conflict, RuntimeFailure, RuntimeUnavailable
-from orchestr.model import ContainerSpec, Resources, RestartPolicy, State, Volume
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout
+from orchestr.model import ContainerSpec, EventAction, Resources, RestartPolicy, State, Volume
 from orchestr.testing import images as mkimage
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
@@ -40,6 +44,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime ne
 IMAGE = "orchestr-test/busybox:latest"
 ESCAPE_IMAGE = "orchestr-test/escape:latest"
 CONFIGURED_IMAGE = "orchestr-test/configured:latest"  # busybox with Entrypoint, Cmd, Env, WorkingDir, User
+LINKED_IMAGES = {d: f"orchestr-test/{d}-link:latest" for d in ("proc", "sys", "dev")}  # /proc -> /newproc, ...
 DEFAULT_CAPS = 0xA80425FB  # Docker's default set
 CAP_SYS_ADMIN = 21
 NEVER = RestartPolicy.NEVER
@@ -79,7 +84,11 @@ def image_layers(tmp_path_factory) -> dict[str, list[Path]]:
     base = _unpack(mkimage.busybox_layer(), root / "busybox")
     # a layer whose symlinks point out of the container root: mounts on them must stay inside
     hostile = mkimage.Layer().symlink("escape", "/../../../../../../../../tmp").symlink("rel", "../../../../../../..")
-    return {IMAGE: [base], ESCAPE_IMAGE: [base, _unpack(hostile, root / "escape")], CONFIGURED_IMAGE: [base]}
+    images = {IMAGE: [base], ESCAPE_IMAGE: [base, _unpack(hostile, root / "escape")], CONFIGURED_IMAGE: [base]}
+    for d, ref in LINKED_IMAGES.items():
+        # the kernel's file systems must never be mounted where an image points them
+        images[ref] = [base, _unpack(mkimage.Layer().dir(f"new{d}").symlink(d, f"/new{d}"), root / f"{d}-link")]
+    return images
 
 
 def _mountinfo(marker: str) -> list[str]:
@@ -172,7 +181,7 @@ async def test_container_is_isolated_in_its_own_namespaces(native, namespace):
         echo procs=$(ls /proc | grep -c '^[0-9]')
         echo hostname=$(hostname)
         for ns in mnt pid uts ipc net cgroup; do echo ns_$ns=$(readlink /proc/self/ns/$ns); done
-        grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status | tr -d '\\t' | sed 's/:/=/'
+        grep -E '^(CapInh|CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status | tr -d '\\t' | sed 's/:/=/'
         echo ifaces=$(ls /sys/class/net | tr '\\n' ' ')
         mount -t tmpfs x /mnt 2>/dev/null; echo mount=$?
         echo mounts=$(awk '{print $5}' /proc/self/mountinfo | tr '\\n' ' ')
@@ -190,6 +199,7 @@ async def test_container_is_isolated_in_its_own_namespaces(native, namespace):
         assert got[f"ns_{ns}"] != os.readlink(f"/proc/self/ns/{ns}"), ns
     assert int(got["CapEff"], 16) == DEFAULT_CAPS
     assert int(got["CapBnd"], 16) == DEFAULT_CAPS
+    assert int(got["CapInh"], 16) == 0  # inheritable capabilities would pass to programs with file capabilities
     assert not int(got["CapEff"], 16) >> CAP_SYS_ADMIN & 1
     assert got["NoNewPrivs"] == "1"
     assert got["ifaces"].split() == ["lo"]
@@ -258,10 +268,27 @@ async def test_unknown_network_is_refused_with_one_line(native, namespace):
     assert await native.list(namespace) == []
 
 
-def test_non_root_is_refused(monkeypatch, state_dir, image_layers):
+def test_non_root_is_refused_for_good(monkeypatch, state_dir, image_layers):
     monkeypatch.setattr(containers_module.os, "geteuid", lambda: 1000)
-    with pytest.raises(RuntimeUnavailable, match="needs root"):
+    with pytest.raises(TerminalFailure, match="needs root") as raised:
         Containers(Config(state_dir=state_dir), LocalStore(image_layers))
+    assert not raised.value.retryable and raised.value.runtime == "native"
+
+
+@pytest.mark.anyio
+async def test_errors_of_the_runtime_say_native_and_the_container(state_dir):
+    from orchestr_native.runtime import NativeRuntime
+
+    rt = NativeRuntime(Config(state_dir=state_dir))
+    unknown = "0" * 64
+    for call in (rt.inspect, rt.start, rt.stop, rt.delete, rt.pause, rt.signal, rt.stats, rt.wait):
+        args = (unknown, "HUP") if call == rt.signal else (unknown,)
+        with pytest.raises(NotFound) as raised:
+            await call(*args)
+        assert (raised.value.runtime, raised.value.container, raised.value.retryable) == ("native", unknown, False)
+    with pytest.raises(NotFound) as raised:
+        [line async for line in rt.logs(unknown)]
+    assert raised.value.container == unknown
 
 
 @pytest.mark.anyio
@@ -273,6 +300,10 @@ async def test_image_config_gives_argv_env_workdir_and_user(native, namespace):
     assert out == "given 1 image 0 /tmp\n"
     _, out, _ = await run(native, spec(namespace, "cfg-2", "sh", "-c", "echo $HOSTNAME $HOME; id -g", image=CONFIGURED_IMAGE))
     assert out == "cfg-2 /home/app\n1000\n"
+    # a command with args runs both, as on every runtime: the image's entrypoint and cmd are both replaced
+    code, out, err = await run(native, spec(namespace, "cfg-3", "echo", "command", image=CONFIGURED_IMAGE,
+                                            args=("and", "args")))
+    assert (code, out) == (0, "command and args\n"), err
 
 
 # -- filesystem ---------------------------------------------------------------------------
@@ -318,6 +349,193 @@ async def test_volume_over_the_root_is_refused(native, namespace, tmp_path):
             await native.create(spec(namespace, "root-0", "true", volumes=(Volume("bind", target, str(tmp_path)),)))
     with pytest.raises(RuntimeFailure, match="host's / read-write"):
         await native.create(spec(namespace, "root-1", "true", volumes=(Volume("bind", "/host", "/"),)))
+
+
+@pytest.mark.anyio
+async def test_the_host_root_through_a_symlink_is_refused_read_write_unless_allowed(native, namespace, tmp_path):
+    link = tmp_path / "innocent"
+    link.symlink_to("/")
+    sentinel = tmp_path / "sentinel"
+    sentinel.write_text("untouched\n")
+    writes = ("sh", "-c", f"echo changed > /host{sentinel}")
+    with pytest.raises(TerminalFailure, match=f"binding {link}, which is the host's /, read-write is refused"):
+        await native.create(spec(namespace, "root-0", *writes, volumes=(Volume("bind", "/host", str(link)),)))
+    assert await native.list(namespace) == [] and sentinel.read_text() == "untouched\n"
+    code, _, err = await run(native, spec(namespace, "root-1", *writes,
+                                          volumes=(Volume("bind", "/host", str(link), allow_host_root=True),)))
+    assert code == 0, err
+    assert sentinel.read_text() == "changed\n"
+
+
+@pytest.mark.anyio
+async def test_an_image_cannot_move_proc_sys_or_dev_with_a_symlink(native, namespace):
+    # With /proc a symlink to /newproc, procfs used to be mounted at /newproc while the masks and read-only
+    # binds looked for /proc/... through the link and skipped what they did not find: /proc/sys was writable.
+    # Writing /proc/sys/kernel/hostname changes only the container's own UTS namespace, whatever happens.
+    host = os.uname().nodename
+    script = "echo probe > /proc/sys/kernel/hostname; cat /sys/firmware/* >/dev/null 2>&1; hostname"
+    for d, ref in LINKED_IMAGES.items():
+        c = await native.create(spec(namespace, f"{d}-link-0", "sh", "-c", script, image=ref))
+        with pytest.raises(RuntimeFailure, match=f"the image's /{d} is not a directory"):
+            await native.start(c.id)
+        assert (await native.inspect(c.id)).state is State.EXITED
+    assert os.uname().nodename == host
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path) -> Iterator[Path]:
+    path.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "orchestr-test", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.mark.anyio
+async def test_read_only_binds_are_read_only_all_the_way_down(native, namespace, tmp_path):
+    # A read-only bind used to be read-only only at its top: mounts below its source stayed writable, and
+    # for / bound read-only at /host that meant the host's /proc/sys, /sys, /dev (without nodev: raw disks).
+    source = tmp_path / "src"
+    source.mkdir()
+    with _tmpfs(source / "sub") as sub:
+        (sub / "f").write_text("host\n")
+        script = textwrap.dedent("""\
+            echo x > /data/sub/f 2>/dev/null; echo sub=$?
+            echo probe > /host/proc/sys/kernel/hostname 2>/dev/null; echo hostname=$(hostname)
+            head -c1 /host/dev/zero >/dev/null 2>&1; echo dev=$?
+            awk '$5 ~ "^/(host|data)(/|$)" && $6 !~ /(^|,)ro(,|$)/ {print "writable", $5}' /proc/self/mountinfo
+            awk '$5 ~ "^/(host|data)(/|$)" && $6 !~ /(^|,)nodev(,|$)/ {print "devices", $5}' /proc/self/mountinfo
+            """)
+        volumes = (Volume("bind", "/data", str(source), read_only=True), Volume("bind", "/host", "/", read_only=True))
+        code, out, err = await run(native, spec(namespace, "ro-0", "sh", "-c", script, volumes=volumes))
+        assert (sub / "f").read_text() == "host\n"
+    assert code == 0, err
+    assert out.splitlines()[:3] == ["sub=1", "hostname=ro-0", "dev=1"], out
+    assert out.splitlines()[3:] == []
+
+
+@pytest.mark.anyio
+async def test_a_mount_made_on_the_host_later_is_not_writable_through_a_read_only_bind(native, namespace, tmp_path):
+    # Below a shared mount of the host, a mount made later reaches every copy, with flags of its own: under a
+    # read-only bind it would arrive writable. Binds are private copies, as Docker's are by default.
+    talk = tmp_path / "talk"
+    talk.mkdir()
+    with _tmpfs(tmp_path / "src") as source:
+        subprocess.run(["mount", "--make-shared", str(source)], check=True)
+        (source / "later").mkdir()
+        script = "until [ -e /talk/go ]; do sleep 0.05; done; echo x > /data/later/f 2>/dev/null; echo $? >/talk/result"
+        volumes = (Volume("bind", "/data", str(source), read_only=True), Volume("bind", "/talk", str(talk)))
+        c = await native.create(spec(namespace, "later-0", "sh", "-c", script, volumes=volumes))
+        await native.start(c.id)
+        with _tmpfs(source / "later") as later:
+            (talk / "go").touch()
+            assert await native.wait(c.id) == 0
+            assert not (later / "f").exists()
+    assert (talk / "result").read_text() == "1\n"
+
+
+@pytest.mark.anyio
+async def test_a_bind_source_swapped_for_a_symlink_to_root_after_create_is_refused(native, namespace, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    sentinel = tmp_path / "sentinel"
+    sentinel.write_text("host\n")
+    script = f"test -e /data{sentinel} && echo host-root-visible; echo ran"
+    rw = await native.create(spec(namespace, "swap-0", "sh", "-c", script,
+                                  volumes=(Volume("bind", "/data", str(data)),)))
+    ro = await native.create(spec(namespace, "swap-1", "sh", "-c", script,
+                                  volumes=(Volume("bind", "/data", str(data), read_only=True),)))
+    data.rmdir()
+    data.symlink_to("/")  # whoever owns the directory can do this between create and start
+    with pytest.raises(RuntimeFailure, match="the host's / read-write"):
+        await native.start(rw.id)
+    await native.start(ro.id)  # read-only, the host's / is allowed, as at create
+    assert await native.wait(ro.id) == 0
+    assert [line.data async for line in native.logs(ro.id)] == [b"host-root-visible\n", b"ran\n"]
+    assert sentinel.read_text() == "host\n"
+
+
+@pytest.mark.anyio
+async def test_allow_host_root_binds_the_hosts_root_read_write_when_asked(native, namespace, tmp_path):
+    sentinel = tmp_path / "sentinel"
+    sentinel.write_text("host\n")
+    volumes = (Volume("bind", "/host", "/", allow_host_root=True),)
+    code, out, err = await run(native, spec(namespace, "root-rw-0", "cat", f"/host{sentinel}", volumes=volumes))
+    assert (code, out) == (0, "host\n"), err
+
+
+@pytest.mark.anyio
+async def test_python_inside_a_container_is_not_dumpable(native, namespace, tmp_path):
+    # The host's python runs inside the container as init (init: true) and as the exec process until it execs
+    # the command: its /proc/<pid>/exe (the host's interpreter) must stay out of the container's reach.
+    code, out, err = await run(native, spec(namespace, "init-0", "sh", "-c",
+                                            "readlink /proc/1/exe >/dev/null 2>&1 && echo visible || echo hidden",
+                                            init=True))
+    assert (code, out) == (0, "hidden\n"), err
+
+    # The exec process is held in its execve by a lease on the command's file: by then it has the container's
+    # capabilities and would be as reachable as any of the container's processes, were it dumpable.
+    tools, talk = tmp_path / "tools", tmp_path / "talk"
+    tools.mkdir()
+    talk.mkdir()
+    shutil.copy(mkimage.BUSYBOX, tools / "true")
+    script = textwrap.dedent("""\
+        until [ -e /talk/go ]; do sleep 0.05; done
+        for s in /proc/[0-9]*/status; do
+            p=${s%/status}; p=${p#/proc/}
+            if [ "$p" != 1 ] && grep -q '^PPid:.0$' $s; then
+                readlink /proc/$p/exe >/dev/null 2>&1 && echo visible > /talk/result || echo hidden > /talk/result
+            fi
+        done
+        exec sleep 60
+        """)
+    volumes = (Volume("bind", "/tools", str(tools), read_only=True), Volume("bind", "/talk", str(talk)))
+    c = await native.create(spec(namespace, "exec-dump-0", "sh", "-c", script, volumes=volumes))
+    await native.start(c.id)
+    previous = signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break is announced with SIGIO
+    fd = os.open(tools / "true", os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        async with anyio.create_task_group() as tg:
+            done = {}
+
+            async def exec_true() -> None:
+                done["result"] = await native.exec(c.id, ["/tools/true"])
+
+            tg.start_soon(exec_true)
+
+            async def breaking() -> bool:
+                return fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_WRLCK  # downgrading for a reader
+
+            await until(breaking, what="the exec opening its command")
+            (talk / "go").touch()
+
+            async def answered() -> bool:
+                return (talk / "result").exists() and (talk / "result").read_text().endswith("\n")
+
+            await until(answered, what="the container looking at the exec process")
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    finally:
+        os.close(fd)
+        signal.signal(signal.SIGIO, previous)
+    assert done["result"].exit_code == 0, done["result"].stderr
+    assert (talk / "result").read_text() == "hidden\n"
+    r = await native.exec(c.id, ["grep", "^CapInh", "/proc/self/status"])
+    assert r.stdout.split() == [b"CapInh:", b"0000000000000000"]
+
+
+@pytest.mark.anyio
+async def test_tmpfs_volumes_have_their_size_or_64mi(native, namespace):
+    script = textwrap.dedent("""\
+        awk '$5 == "/small" || $5 == "/default" {print $5, $NF}' /proc/self/mountinfo
+        dd if=/dev/zero of=/small/f bs=1k count=2048 2>&1 | grep -o 'No space left on device'
+        """)
+    volumes = (Volume("tmpfs", "/small", size=1 << 20), Volume("tmpfs", "/default"))
+    code, out, err = await run(native, spec(namespace, "tmpfs-0", "sh", "-c", script, volumes=volumes))
+    assert code == 0, err
+    assert out.splitlines() == ["/small rw,size=1024k", "/default rw,size=65536k",
+                                "No space left on device"]
 
 
 # -- limits -------------------------------------------------------------------------------
@@ -412,6 +630,23 @@ async def test_pause_freezes_and_resume_thaws(native, namespace):
 
 
 @pytest.mark.anyio
+async def test_events_begin_at_the_call_not_at_the_first_iteration(native, namespace):
+    seen = []
+    async with contextlib.aclosing(native.events()) as events:  # subscribed here, before anything happens
+        c = await native.create(spec(namespace, "ev-0", "sh", "-c", "exit 4"))
+        await native.start(c.id)
+        with anyio.fail_after(30):
+            async for event in events:
+                if event.id == c.id:
+                    seen.append(event)
+                    if event.action is EventAction.DIE:
+                        break
+    assert [e.action for e in seen] == [EventAction.CREATE, EventAction.START, EventAction.DIE]
+    assert seen[-1].exit_code == 4 and all(isinstance(e.action, EventAction) for e in seen)
+    await native.delete(c.id)
+
+
+@pytest.mark.anyio
 async def test_exit_codes_stop_signals_and_init(native, namespace):
     code, _, _ = await run(native, spec(namespace, "exit-0", "sh", "-c", "exit 3"))
     assert code == 3
@@ -459,6 +694,93 @@ async def test_exec_runs_in_the_container_with_its_env_and_user(native, namespac
     assert r.exit_code == 127 and b"executable file not found" in r.stderr
     r = await native.exec(c.id, ["id"], user="nobody-here")
     assert r.exit_code != 0 and b"unable to find user nobody-here" in r.stderr
+
+
+@pytest.mark.anyio
+async def test_exec_past_its_timeout_is_killed_with_what_it_started(native, namespace):
+    c = await native.create(spec(namespace, "slow-0", "sleep", "300"))
+    await native.start(c.id)
+    with pytest.raises(Timeout, match="slow-0: sh ran past its 0.5s deadline and was killed") as raised:
+        await native.exec(c.id, ["sh", "-c", "sleep 777; echo never"], timeout=0.5)
+    assert raised.value.container == c.id and raised.value.retryable
+    left = await native.exec(c.id, ["ps", "-o", "args"])
+    assert b"777" not in left.stdout, left.stdout
+    done = await native.exec(c.id, ["sh", "-c", "echo in time; exit 3"], timeout=60)
+    assert (done.exit_code, done.stdout) == (3, b"in time\n")
+    await native.delete(c.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_signal_reaches_the_container_which_keeps_running(native, namespace):
+    c = await native.create(spec(namespace, "hup-0", "sh", "-c", "trap 'echo got HUP' HUP; while :; do sleep 0.1; done"))
+    with pytest.raises(Conflict, match="created"):
+        await native.signal(c.id, "HUP")
+    await native.start(c.id)
+
+    async def told() -> bool:
+        return b"got HUP\n" in [line.data async for line in native.logs(c.id)]
+
+    await native.signal(c.id, "SIGHUP")
+    await until(told, what="the trap's output")
+    assert (await native.inspect(c.id)).state is State.RUNNING
+    with pytest.raises(TerminalFailure, match="unknown signal 'SIGNOPE'"):
+        await native.signal(c.id, "SIGNOPE")
+    await native.pause(c.id)
+    with pytest.raises(Conflict, match="paused"):
+        await native.signal(c.id, "HUP")
+    await native.delete(c.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_stats_sample_the_containers_cgroup(native, namespace):
+    s = spec(namespace, "stat-0", "sh", "-c", "x=$(head -c 3000000 /dev/zero | tr '\\0' a); sleep 300 & sleep 300 & wait",
+             resources=Resources(memory=64 << 20, pids=50))
+    c = await native.create(s)
+    with pytest.raises(Conflict, match="created"):
+        await native.stats(c.id)
+    await native.start(c.id)
+
+    async def three() -> bool:  # the shell and its two sleeps
+        return (await native.stats(c.id)).pids == 3
+
+    await until(three, what="three processes")
+    first = await native.stats(c.id)
+    assert first.memory_limit == 64 << 20 and 0 < first.memory <= 64 << 20
+    assert first.cpu_seconds is not None and first.block_read is not None and first.block_write is not None
+    assert first.net_rx is None and first.net_tx is None  # network none: no link of its own to count
+    assert first.time
+    await native.pause(c.id)  # a frozen cgroup is still counted
+    paused = await native.stats(c.id)
+    assert paused.pids == 3 and paused.cpu_seconds >= first.cpu_seconds
+    await native.stop(c.id, timeout=0)
+    with pytest.raises(Conflict, match="exited"):
+        await native.stats(c.id)
+
+    free = await native.create(spec(namespace, "stat-1", "sleep", "300"))
+    await native.start(free.id)
+    assert (await native.stats(free.id)).memory_limit is None
+    for x in (c, free):
+        await native.delete(x.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_update_changes_limits_in_place_and_for_later_starts(native, namespace, state_dir):
+    c = await native.create(spec(namespace, "grow-0", "sleep", "300",
+                                 resources=Resources(cpus=0.5, memory=32 << 20, pids=20)))
+    await native.start(c.id)
+    memory = Path(f"/sys/fs/cgroup/memory/orchestr/{c.id}")
+    # above the memory+swap limit the kernel holds: that one has to move first
+    await native.update(c.id, Resources(memory=64 << 20))
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+    if (memory / "memory.memsw.limit_in_bytes").exists():
+        assert (memory / "memory.memsw.limit_in_bytes").read_text().strip() == str(64 << 20)
+    assert (await native.stats(c.id)).memory_limit == 64 << 20
+    await native.update(c.id, Resources(memory=16 << 20, pids=40))
+    assert Path(f"/sys/fs/cgroup/pids/orchestr/{c.id}/pids.max").read_text().strip() == "40"
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(16 << 20)
+    config = json.loads((state_dir / "native" / "containers" / c.id / "config.json").read_text())
+    assert config["limits"] == {"cpus": 0.5, "memory": 16 << 20, "pids": 40}  # cpus was not given: it stays
+    await native.delete(c.id, force=True)
 
 
 async def _exec_ok(runtime, id) -> bool:
@@ -601,7 +923,7 @@ async def test_supervision_costs_at_most_2mb_pss_per_container(native, namespace
     ids = _created_ids(state_dir)
     running = _processes(str(state_dir), ids)
     assert any(line.startswith(f"{pid} ") for line in running) and len(running) >= 11
-    assert len(_cgroup_dirs(ids)) == 10 * 5  # cpu, cpuacct, memory, pids, freezer
+    assert len(_cgroup_dirs(ids)) == 10 * 6  # cpu, cpuacct, memory, pids, freezer, blkio
     per_container = _pss_kb(pid) / 10
     print(f"supervision PSS per running container (10 running): {per_container:.0f} kB")
     assert per_container <= 2048

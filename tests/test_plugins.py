@@ -19,8 +19,9 @@ import pytest
 
 from orchestr import plugins
 from orchestr.config import Config
-from orchestr.model import L_NAMESPACE, ContainerSpec, State
-from orchestr.runtime import Runtime
+from orchestr.errors import Conflict, Timeout
+from orchestr.model import L_NAMESPACE, ContainerSpec, EventAction, State
+from orchestr.runtime import OPTIONAL, Capabilities, ContainerRuntime, ImageStore, Runtime, supports
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "orchestr-hostproc"
@@ -172,15 +173,44 @@ def example_runtime(state_dir: Path):
     return module.orchestr_runtimes()["hostproc"](Config(state_dir=state_dir))
 
 
-def test_example_runtime_implements_every_verb_of_the_protocol(tmp_path):
+def _verbs(protocol: type) -> list[str]:
+    return [name for name, _ in inspect.getmembers(protocol, inspect.isfunction) if not name.startswith("_")]
+
+
+def _matches(protocol: type, runtime: object, verb: str) -> None:
+    """runtime's verb takes the protocol's parameters, and is async where the protocol's is."""
+    expected, got = getattr(protocol, verb), getattr(type(runtime), verb)
+    assert list(inspect.signature(got).parameters) == list(inspect.signature(expected).parameters), verb
+    if inspect.iscoroutinefunction(expected):
+        assert inspect.iscoroutinefunction(got), f"{verb} must be async def"
+    else:  # events must subscribe when called, which an async generator function cannot do
+        assert not inspect.iscoroutinefunction(got), f"{verb} must not be async def"
+        if verb == "events":
+            assert not inspect.isasyncgenfunction(got), "events() must subscribe when called, not when first iterated"
+
+
+@pytest.mark.parametrize("name", ["hostproc", "native", "docker"])
+def test_runtime_has_every_required_verb_and_each_optional_one_it_declares(name, tmp_path):
+    runtime = example_runtime(tmp_path) if name == "hostproc" else plugins.open_runtime(name, Config(state_dir=tmp_path))
+    assert isinstance(runtime, Runtime) and runtime.name == name
+    assert isinstance(runtime.capabilities, Capabilities)
+    required = {v: p for p in (ContainerRuntime, ImageStore) for v in _verbs(p)}
+    assert {"create", "start", "stop", "wait", "events", "reattach", "ensure_image"} <= set(required)
+    assert not set(required) & {v for p in OPTIONAL.values() for v in _verbs(p)}
+    for verb, protocol in required.items():
+        _matches(protocol, runtime, verb)
+    for capability, protocol in OPTIONAL.items():
+        declared = getattr(runtime.capabilities, capability)
+        assert supports(runtime, capability) is declared, capability
+        if declared:
+            for verb in _verbs(protocol):
+                _matches(protocol, runtime, verb)
+
+
+def test_a_runtime_declaring_a_verb_it_lacks_is_not_taken_at_its_word(tmp_path):
     runtime = example_runtime(tmp_path)
-    assert isinstance(runtime, Runtime)
-    assert runtime.name == "hostproc"
-    verbs = [name for name, _ in inspect.getmembers(Runtime, inspect.isfunction) if not name.startswith("_")]
-    assert {"create", "start", "stop", "wait", "events", "reattach", "ensure_image"} <= set(verbs)
-    for verb in verbs:
-        expected = list(inspect.signature(getattr(Runtime, verb)).parameters)
-        assert list(inspect.signature(getattr(type(runtime), verb)).parameters) == expected, verb
+    runtime.capabilities = Capabilities(pause=True, stats=True)  # it has no stats verb
+    assert supports(runtime, "pause") and not supports(runtime, "stats")
 
 
 @pytest.mark.anyio
@@ -233,6 +263,53 @@ async def test_example_runtime_stops_pauses_waits_and_reports(tmp_path, namespac
     assert [action for name, action in seen if name == "quick-0"] == ["create", "start", "die"]
     assert await rt.list(namespace) == []
     assert list((tmp_path / "hostproc").iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_example_runtime_events_begin_at_the_call_and_it_signals_and_times_out_execs(tmp_path, namespace):
+    rt = example_runtime(tmp_path)
+    events = rt.events()  # subscribed here: what happens before the first iteration is in the stream
+    spec = ContainerSpec(name="hup-0", namespace=namespace, image="none", labels={L_NAMESPACE: namespace},
+                         command=("sh", "-c", "trap 'echo got HUP' HUP; while :; do sleep 0.1; done"))
+    c = await rt.create(spec)
+    await rt.start(c.id)
+    try:
+        seen = []
+        with anyio.fail_after(30):
+            async for event in events:
+                seen.append(event.action)
+                if event.action is EventAction.START:
+                    break
+        assert seen == [EventAction.CREATE, EventAction.START]
+
+        await rt.signal(c.id, "HUP")
+        with anyio.fail_after(30):
+            while b"got HUP\n" not in [line.data async for line in rt.logs(c.id)]:
+                await anyio.sleep(0.05)
+        assert (await rt.inspect(c.id)).state is State.RUNNING
+
+        marker = f"orchestr-test-{namespace}"
+        with pytest.raises(Timeout, match="deadline") as raised:
+            await rt.exec(c.id, ["sh", "-c", f"sleep 300 # {marker}"], timeout=0.3)
+        assert (raised.value.runtime, raised.value.container) == ("hostproc", c.id)
+        left = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, marker)]
+        assert left == [], "the exec'd command outlived its deadline"
+        assert (await rt.exec(c.id, ["echo", "in time"], timeout=30)).stdout == b"in time\n"
+
+        await rt.stop(c.id, timeout=0)
+        with pytest.raises(Conflict, match="not running"):
+            await rt.signal(c.id, "HUP")
+    finally:
+        await events.aclose()
+        for x in await rt.list():
+            await rt.delete(x.id, force=True)
+
+
+def _cmdline_has(pid: str, marker: str) -> bool:
+    try:
+        return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 # -- the out-of-tree example, installed for real --------------------------------------------------------
@@ -337,6 +414,27 @@ spec:
     left = [p for tree in trees.values() for p, start in tree.items() if _running(p, start)]
     assert not left, f"processes still running after delete: {left}"
     assert [p.name for p in (tmp_path / "state" / "hostproc").iterdir() if p.is_dir()] == []
+
+
+def test_a_spec_asking_what_the_runtime_cannot_do_fails_in_one_line_and_changes_nothing(hostproc_env, namespace,
+                                                                                          tmp_path):
+    spec = tmp_path / "limited.yaml"
+    spec.write_text(f"""\
+apiVersion: orchestr/v1
+kind: Service
+metadata: {{name: limited, namespace: {namespace}}}
+spec:
+  image: busybox:latest
+  command: [sleep, "300"]
+  resources: {{memory: 64Mi}}
+""")
+    for verb in ("apply", "diff"):
+        proc = orchestr(verb, "-f", spec, "--runtime", "hostproc", env=hostproc_env)
+        assert proc.returncode != 0
+        assert proc.stderr == (f"orchestr: {spec}:7: spec.resources: the hostproc runtime cannot enforce resource "
+                               "limits\n"), proc.stderr
+    assert json.loads(ok(orchestr("get", "-n", namespace, "-o", "json", env=hostproc_env))) == []
+    assert ok(orchestr("history", env=hostproc_env)) == ""
 
 
 def test_unknown_runtime_is_one_clear_line(tmp_path):

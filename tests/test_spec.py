@@ -420,6 +420,7 @@ def test_allow_host_root_permits_a_read_write_bind_of_root():
     (service,) = loads(HEAD + "  volumes: [{type: bind, source: /, target: /host, allowHostRoot: true}]\n")
     assert service.spec.volumes[0].source == "/"
     assert service.spec.volumes[0].read_only is False
+    assert service.container_spec(0).volumes[0].allow_host_root is True  # the runtime checks it at every start
 
 
 def test_a_relative_bind_source_resolves_against_the_spec_files_directory(tmp_path, monkeypatch):
@@ -455,13 +456,14 @@ def test_stdin_is_read_for_a_dash(monkeypatch, tmp_path):
     assert service.spec.volumes[0].source == str(tmp_path / "d")
 
 
-def test_args_without_command_replace_only_cmd_and_extend_a_command():
+def test_command_and_args_reach_the_runtime_as_given():
+    # orchestr.containers.argv puts them together with the image's entrypoint and cmd, the same on every runtime
     (only_args,) = loads(HEAD + "  args: [-v, 2]\n")
     spec = only_args.container_spec(0)
     assert (spec.command, spec.args) == (None, ("-v", "2"))
     (both,) = loads(HEAD + "  command: [httpd, -f]\n  args: [-v]\n")
     spec = both.container_spec(0)
-    assert (spec.command, spec.args) == (("httpd", "-f", "-v"), None)
+    assert (spec.command, spec.args) == (("httpd", "-f"), ("-v",))
 
 
 def test_container_spec_carries_everything_and_the_ownership_labels():

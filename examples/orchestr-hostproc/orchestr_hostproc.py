@@ -2,9 +2,10 @@
 
 THERE IS NO ISOLATION. No image is unpacked, no namespace, cgroup or network is made: the
 container's command runs on the host, as the user running orchestr, with the container's
-environment and working directory; image, user, resources, restart policy, volumes, ports and
-network are ignored. This module exists to show, in one readable file, what a runtime plugin
-implements: do not run anything with it that you would not run on the host by hand.
+environment and working directory; image, user, restart policy, volumes, ports and network are
+ignored, and resources cannot be enforced (its capabilities say so: orchestr refuses a spec that
+sets them). This module exists to show, in one readable file, what a runtime plugin implements:
+do not run anything with it that you would not run on the host by hand.
 
 Every container is a directory under <state dir>/hostproc/<id>/ holding record.json (what
 orchestr asked for, its ownership labels included, and the pid once started), output.log
@@ -25,25 +26,27 @@ import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 
-from orchestr.errors import Conflict, NotFound, RuntimeFailure
+from orchestr.containers import UNKNOWN_EXIT, rfc3339
+from orchestr.containers import argv as resolve_argv
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout
 from orchestr.hookspecs import hookimpl
 from orchestr.model import (
     L_NAMESPACE,
     Container,
     ContainerSpec,
     Event,
+    EventAction,
     ExecResult,
     HistoryEntry,
     Image,
     LogLine,
     State,
 )
-from orchestr.runtime import ProgressCallback
+from orchestr.runtime import Capabilities, ProgressCallback
 
 NAME = "hostproc"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -59,25 +62,31 @@ def orchestr_runtimes():
     return {NAME: lambda config: HostProcRuntime(config.state_dir / NAME)}
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # it may have ended since we looked
         os.killpg(pid, sig)
 
 
-def _actions(before: State | None, now: State) -> list[str]:
+def _signum(name: str | int) -> int:
+    """A signal number from SIGTERM, TERM or 15."""
+    text = str(name).upper()
+    try:
+        return int(text) if text.isdigit() else signals.Signals[text if text.startswith("SIG") else f"SIG{text}"]
+    except KeyError:
+        raise TerminalFailure(f"unknown signal {name!r}; expected a name such as SIGTERM or a number",
+                              runtime=NAME) from None
+
+
+def _actions(before: State | None, now: State) -> list[EventAction]:
     """The event actions that lead from one look at a container to the next, in order."""
     if before == now:
         return []
     if {before, now} == {State.RUNNING, State.PAUSED}:
-        return ["pause" if now is State.PAUSED else "unpause"]
-    steps = [] if before else ["create"]
+        return [EventAction.PAUSE if now is State.PAUSED else EventAction.UNPAUSE]
+    steps = [] if before else [EventAction.CREATE]
     if now is not State.CREATED and before not in (State.RUNNING, State.PAUSED):
-        steps.append("start")
-    return steps + {State.PAUSED: ["pause"], State.EXITED: ["die"]}.get(now, [])
+        steps.append(EventAction.START)
+    return steps + {State.PAUSED: [EventAction.PAUSE], State.EXITED: [EventAction.DIE]}.get(now, [])
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:
@@ -94,6 +103,9 @@ class HostProcRuntime:
     """orchestr.runtime.Runtime over host processes; see the module docstring for what it lacks."""
 
     name = NAME
+    # Beyond the verbs every runtime has: pause (SIGSTOP) and signal. No restarts, limits, stats, image
+    # archives or runs without an event loop; events come from comparing snapshots.
+    capabilities = Capabilities(pause=True, signal=True)
 
     def __init__(self, root: Path):
         self.root = root
@@ -107,7 +119,7 @@ class HostProcRuntime:
         try:
             return json.loads((self._dir(id) / "record.json").read_text())
         except (OSError, ValueError):
-            raise NotFound(f"hostproc container {id!r} does not exist") from None
+            raise NotFound(f"hostproc container {id!r} does not exist", runtime=NAME, container=id) from None
 
     def _save(self, rec: dict) -> None:
         path = self._dir(rec["id"]) / "record.json"
@@ -129,11 +141,11 @@ class HostProcRuntime:
         alive = stat and stat[0] not in "ZX" and stat[1] == rec["pid_start"]
         return stat[0] if alive else None
 
-    def _exit_code(self, rec: dict) -> int | None:
+    def _exit_code(self, rec: dict) -> int:
         try:
             return int((self._dir(rec["id"]) / "exitcode").read_text())
-        except (OSError, ValueError):
-            return rec.get("exit_code")  # set when we SIGKILLed the wrapper; else unknown
+        except (OSError, ValueError):  # set when we SIGKILLed the wrapper; else killed from outside: lost
+            return UNKNOWN_EXIT if rec.get("exit_code") is None else rec["exit_code"]
 
     def _container(self, rec: dict) -> Container:
         alive = self._alive(rec)
@@ -152,22 +164,21 @@ class HostProcRuntime:
     def _running(self, id: str) -> dict:
         rec = self._load(id)
         if not self._alive(rec):
-            raise Conflict(f"hostproc container {rec['name']!r} is not running")
+            raise Conflict(f"hostproc container {rec['name']!r} is not running", runtime=NAME, container=id)
         return rec
 
     # -- containers ------------------------------------------------------------------------------
     async def create(self, spec: ContainerSpec) -> Container:
-        argv = list((spec.command or ()) + (spec.args or ()))
-        if not argv:
-            raise RuntimeFailure(f"{spec.namespace}/{spec.name}: hostproc needs a command (it has no image to ask)")
+        command = resolve_argv(spec)  # as every runtime puts command and args together; no image to ask
         if any(r["namespace"] == spec.namespace and r["name"] == spec.name for r in self._records()):
-            raise Conflict(f"hostproc container {spec.namespace}/{spec.name} already exists")
+            raise Conflict(f"hostproc container {spec.namespace}/{spec.name} already exists", runtime=NAME,
+                           container=spec.name)
         id = uuid.uuid4().hex
         self._dir(id).mkdir()
         rec = {
             "id": id, "name": spec.name, "namespace": spec.namespace, "image": spec.image,
-            "labels": dict(spec.labels), "argv": argv, "env": {"PATH": PATH, **spec.env},
-            "workdir": spec.working_dir or str(self._dir(id)), "created_at": _now(),
+            "labels": dict(spec.labels), "argv": command, "env": {"PATH": PATH, **spec.env},
+            "workdir": spec.working_dir or str(self._dir(id)), "created_at": rfc3339(),
         }
         self._save(rec)
         return self._container(rec)
@@ -187,8 +198,8 @@ class HostProcRuntime:
                 )
         except OSError as exc:
             where = f"hostproc container {rec['name']!r}: cannot start in {rec['workdir']}"
-            raise RuntimeFailure(f"{where}: {exc.strerror}") from None
-        rec.update(pid=proc.pid, pid_start=_proc_stat(proc.pid)[1], started_at=_now(), exit_code=None,
+            raise RuntimeFailure(f"{where}: {exc.strerror}", runtime=NAME, container=id) from None
+        rec.update(pid=proc.pid, pid_start=_proc_stat(proc.pid)[1], started_at=rfc3339(), exit_code=None,
                    finished_at=None)
         # Reap it when it ends, so that a long-lived caller keeps no zombie (a CLI exits long before).
         threading.Thread(target=proc.wait, daemon=True).start()
@@ -198,7 +209,7 @@ class HostProcRuntime:
         rec = self._load(id)
         if not self._alive(rec):
             return
-        _signal_group(rec["pid"], signals.Signals[signal if signal.startswith("SIG") else f"SIG{signal}"])
+        _signal_group(rec["pid"], _signum(signal))
         _signal_group(rec["pid"], signals.SIGCONT)  # a paused process would not act on the signal
         with anyio.move_on_after(timeout):
             while self._alive(rec):
@@ -207,16 +218,17 @@ class HostProcRuntime:
             _signal_group(rec["pid"], signals.SIGKILL)
             while self._alive(rec):
                 await anyio.sleep(POLL)
-            if self._exit_code(rec) is None:
+            if not (self._dir(id) / "exitcode").exists():
                 rec["exit_code"] = 128 + signals.SIGKILL
-        rec["finished_at"] = _now()
+        rec["finished_at"] = rfc3339()
         self._save(rec)
 
     async def delete(self, id: str, *, force: bool = False) -> None:
         rec = self._load(id)
         if self._alive(rec):
             if not force:
-                raise Conflict(f"hostproc container {rec['name']!r} is running (stop it first, or force)")
+                raise Conflict(f"hostproc container {rec['name']!r} is running (stop it first, or force)",
+                               runtime=NAME, container=id)
             await self.stop(id, signal="SIGKILL", timeout=0)
         shutil.rmtree(self._dir(id))
 
@@ -232,10 +244,17 @@ class HostProcRuntime:
         while self._alive(rec) == "T":
             await anyio.sleep(POLL / 10)
 
+    async def signal(self, id: str, signal: str) -> None:
+        # to the whole group: the wrapper shell ignores it, the command gets it
+        _signal_group(self._running(id)["pid"], _signum(signal))
+
     async def inspect(self, id: str) -> Container:
         return self._container(self._load(id))
 
     async def list(self, namespace: str | None = None) -> list[Container]:
+        return self._snapshot(namespace)
+
+    def _snapshot(self, namespace: str | None = None) -> list[Container]:
         return [
             self._container(rec) for rec in self._records()
             if L_NAMESPACE in rec["labels"] and namespace in (None, rec["namespace"])
@@ -263,38 +282,58 @@ class HostProcRuntime:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None,
+        workdir: str | None = None, timeout: float | None = None,
     ) -> ExecResult:
         rec = self._running(id)
+        output = {"stdout": b"", "stderr": b""}
         try:
-            done = await anyio.run_process(
-                list(argv), cwd=workdir or rec["workdir"], env={**rec["env"], **(env or {})}, check=False,
+            # a session of its own, so that at the deadline what the command started is killed with it
+            proc = await anyio.open_process(
+                list(argv), cwd=workdir or rec["workdir"], env={**rec["env"], **(env or {})},
+                stdin=subprocess.DEVNULL, start_new_session=True,
             )
         except OSError as exc:
             where = f"hostproc container {rec['name']!r}: cannot run {argv[0]!r}"
-            raise RuntimeFailure(f"{where}: {exc.strerror}") from None
-        return ExecResult(done.returncode, done.stdout, done.stderr)
+            raise RuntimeFailure(f"{where}: {exc.strerror}", runtime=NAME, container=id) from None
+
+        async def drain(name: str, stream) -> None:
+            async for chunk in stream:
+                output[name] += chunk
+
+        async with proc:
+            with anyio.move_on_after(timeout) as deadline:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(drain, "stdout", proc.stdout)
+                    tg.start_soon(drain, "stderr", proc.stderr)
+                    await proc.wait()
+            if deadline.cancelled_caught:
+                _signal_group(proc.pid, signals.SIGKILL)
+                raise Timeout(f"hostproc container {rec['name']!r}: {argv[0]} ran past its {timeout:g}s deadline "
+                              "and was killed", runtime=NAME, container=id)
+        return ExecResult(proc.returncode, output["stdout"], output["stderr"])
 
     async def wait(self, id: str) -> int:
-        """The exit code, or -1 when the process ended without leaving one (killed from outside)."""
+        """The exit code; UNKNOWN_EXIT when the process ended without leaving one (killed from outside)."""
         rec = self._load(id)
         while self._alive(rec):
             await anyio.sleep(POLL)
-        code = self._exit_code(self._load(id))
-        return -1 if code is None else code
+        return self._exit_code(self._load(id))
 
-    async def events(self) -> AsyncIterator[Event]:
-        # No engine pushes events here: compare snapshots of the records.
-        seen: dict[str, Container] = {c.id: c for c in await self.list()}
+    def events(self) -> AsyncIterator[Event]:
+        # No engine pushes events here: compare snapshots of the records. The first is taken now, not at the
+        # first iteration, so that the stream holds every change after this call.
+        return self._events({c.id: c for c in self._snapshot()})
+
+    async def _events(self, seen: dict[str, Container]) -> AsyncIterator[Event]:
         while True:
             await anyio.sleep(POLL * 5)
-            now = {c.id: c for c in await self.list()}
+            now = {c.id: c for c in self._snapshot()}
             for id, c in now.items():
                 before = seen.get(id)
                 for action in _actions(before.state if before else None, c.state):
-                    yield Event(NAME, id, c.name, c.namespace, action, c.state, c.exit_code, _now())
+                    yield Event(NAME, id, c.name, c.namespace, action, c.state, c.exit_code, rfc3339())
             for id in seen.keys() - now.keys():
-                yield Event(NAME, id, seen[id].name, seen[id].namespace, "destroy", None, None, _now())
+                yield Event(NAME, id, seen[id].name, seen[id].namespace, EventAction.DESTROY, None, None, rfc3339())
             seen = now
 
     async def reattach(self) -> list[Container]:
@@ -322,7 +361,7 @@ class HostProcRuntime:
 
     def _known(self, ref: str) -> Image:
         if ref not in self._refs():
-            raise NotFound(f"hostproc has never seen image {ref!r}")
+            raise NotFound(f"hostproc has never seen image {ref!r}", runtime=NAME)
         return self._image(ref)
 
     async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:
@@ -335,7 +374,7 @@ class HostProcRuntime:
         return await self.ensure_image(ref)
 
     async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
-        raise RuntimeFailure("hostproc has no images: it runs commands on the host")
+        raise TerminalFailure("hostproc has no images: it runs commands on the host", runtime=NAME)
 
     async def images(self) -> list[Image]:
         return [self._image(ref) for ref in self._refs()]
@@ -351,7 +390,7 @@ class HostProcRuntime:
     async def image_remove(self, ref: str, *, force: bool = False) -> None:
         self._known(ref)
         if not force and any(r["image"] == ref for r in self._records()):
-            raise Conflict(f"image {ref!r} is used by a hostproc container")
+            raise Conflict(f"image {ref!r} is used by a hostproc container", runtime=NAME)
         self._refs_file().write_text(json.dumps([r for r in self._refs() if r != ref]))
 
     async def image_prune(self) -> list[str]:

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from typing import Any
 
+from orchestr.containers import rfc3339, volume_key
 from orchestr.model import (
     L_NAMESPACE,
     Container,
     ContainerSpec,
     Event,
+    EventAction,
     HistoryEntry,
     Image,
     Port,
     PullProgress,
+    Resources,
     RestartPolicy,
     State,
+    Stats,
     Volume,
 )
 
@@ -74,16 +77,6 @@ def engine_name(namespace: str, name: str) -> str:
     return f"{namespace}_{name}"
 
 
-def volume_name(namespace: str, source: str) -> str:
-    return f"{namespace}_{source}"
-
-
-def unix_time(seconds: int | float, nanos: int = 0) -> str:
-    """RFC 3339 in UTC from a Unix time, with nanoseconds when given."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(seconds)))
-    return f"{stamp}.{nanos:09d}Z" if nanos else f"{stamp}Z"
-
-
 def _time(value: str | None) -> str | None:
     return None if not value or value == ZERO_TIME else value
 
@@ -93,12 +86,15 @@ def _mount(namespace: str, volume: Volume) -> dict[str, Any]:
     if volume.type == "bind":
         mount["Source"] = volume.source
     elif volume.type == "volume":
-        mount["Source"] = volume_name(namespace, volume.source or "")
+        mount["Source"] = volume_key(namespace, volume.source or "")
+    elif volume.type == "tmpfs":
+        mount["TmpfsOptions"] = {"SizeBytes": volume.tmpfs_size}
     return mount
 
 
-def create_body(spec: ContainerSpec) -> dict[str, Any]:
-    """The body of POST /containers/create for spec."""
+def create_body(spec: ContainerSpec, argv: list[str]) -> dict[str, Any]:
+    """The body of POST /containers/create for spec, whose volumes are checked (orchestr.containers.volumes)
+    and whose command line is argv (orchestr.containers.argv of the image's entrypoint and cmd)."""
     host: dict[str, Any] = {
         "NetworkMode": spec.network,
         "RestartPolicy": {"Name": _RESTART[spec.restart_policy]},
@@ -133,12 +129,9 @@ def create_body(spec: ContainerSpec) -> dict[str, Any]:
         "StopTimeout": math.ceil(spec.stop_grace_period),
         "HostConfig": host,
     }
-    if spec.command:
-        # a non-empty Entrypoint keeps the engine from merging in the image's Cmd
-        body["Entrypoint"] = list(spec.command)
-        body["Cmd"] = list(spec.args or ())
-    elif spec.args is not None:
-        body["Cmd"] = list(spec.args)
+    # the whole argv as the entrypoint: a non-empty Entrypoint keeps the engine from merging in the image's Cmd
+    body["Entrypoint"] = list(argv)
+    body["Cmd"] = []
     if spec.network != "host":  # the engine refuses a hostname on the host's network
         body["Hostname"] = spec.name
     if spec.working_dir:
@@ -200,7 +193,7 @@ def container_from_summary(item: dict[str, Any]) -> Container:
         ip=next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), None),
         ports=_bound_ports(((str(p.get("PrivatePort")), "/", p.get("Type")), p.get("IP"), p.get("PublicPort"))
                            for p in item.get("Ports") or ()),
-        created_at=unix_time(item["Created"]) if item.get("Created") else None,
+        created_at=rfc3339(int(item["Created"]) * 10**9) if item.get("Created") else None,
     )
 
 
@@ -239,7 +232,7 @@ def image_from_summary(item: dict[str, Any]) -> Image:
         id=item["Id"],
         references=_references(item.get("RepoTags"), item.get("RepoDigests")),
         size=item.get("Size") or 0,
-        created=unix_time(item["Created"]) if item.get("Created") else None,
+        created=rfc3339(int(item["Created"]) * 10**9) if item.get("Created") else None,
         digest=_digest(item.get("RepoDigests")),
         runtime=RUNTIME,
     )
@@ -252,7 +245,7 @@ def history_entry(item: dict[str, Any]) -> HistoryEntry:
     return HistoryEntry(
         created_by=item.get("CreatedBy") or "",
         size=size,
-        created=unix_time(item["Created"]) if item.get("Created") else None,
+        created=rfc3339(int(item["Created"]) * 10**9) if item.get("Created") else None,
         id=None if entry_id in (None, "", "<missing>") else entry_id,
         comment=item.get("Comment") or None,
         empty_layer=size == 0,  # the engine keeps no layer for a step that changed no file
@@ -276,11 +269,49 @@ def event_from_engine(message: dict[str, Any]) -> Event | None:
         id=actor.get("ID") or message.get("id", ""),
         name=_name(attrs.get("name", ""), namespace),
         namespace=namespace,
-        action=action,
+        action=EventAction(action),
         state=EVENT_STATES[action],
         exit_code=int(exit_code) if action == "die" and exit_code is not None else None,
-        time=unix_time(nanos // 10**9, nanos % 10**9) if nanos else None,
+        time=rfc3339(nanos) if nanos else None,
     )
+
+
+def stats_from_engine(raw: dict[str, Any], memory_limit: int | None) -> Stats:
+    """Stats from GET /containers/{id}/stats?stream=false (cgroup v1 or v2 underneath); memory_limit is the
+    container's own (the engine reports the host's memory when there is none)."""
+    cpu = ((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+    memory_stats = raw.get("memory_stats") or {}
+    memory = memory_stats.get("usage")
+    if memory is not None:
+        detail = memory_stats.get("stats") or {}
+        # page cache the kernel can drop at once is not in use: v1 calls it total_inactive_file, v2 inactive_file
+        inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+        memory -= inactive if inactive < memory else 0
+    networks = raw.get("networks")
+    blkio = (raw.get("blkio_stats") or {}).get("io_service_bytes_recursive")
+    return Stats(
+        cpu_seconds=cpu / 1e9 if cpu is not None else None,
+        memory=memory,
+        memory_limit=memory_limit,
+        pids=(raw.get("pids_stats") or {}).get("current"),
+        net_rx=sum(n.get("rx_bytes", 0) for n in networks.values()) if networks is not None else None,
+        net_tx=sum(n.get("tx_bytes", 0) for n in networks.values()) if networks is not None else None,
+        block_read=sum(e["value"] for e in blkio if e.get("op", "").lower() == "read") if blkio is not None else None,
+        block_write=sum(e["value"] for e in blkio if e.get("op", "").lower() == "write") if blkio is not None else None,
+        time=_time(raw.get("read")),
+    )
+
+
+def update_body(resources: Resources) -> dict[str, Any]:
+    """The body of POST /containers/{id}/update: the limits resources sets; the engine leaves the rest."""
+    body: dict[str, Any] = {}
+    if resources.cpus is not None:
+        body["NanoCpus"] = round(resources.cpus * 1e9)
+    if resources.memory is not None:
+        body["Memory"] = body["MemorySwap"] = resources.memory
+    if resources.pids is not None:
+        body["PidsLimit"] = resources.pids
+    return body
 
 
 def progress(ref: str, message: dict[str, Any]) -> PullProgress | None:

@@ -13,16 +13,20 @@ import contextlib
 import json
 import math
 import os
+import signal as signals
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from orchestr.config import Config
-from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
+from orchestr.containers import argv as resolve_argv
+from orchestr.containers import volume_key, volumes
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure, Timeout, located
 from orchestr.model import (
     L_NAMESPACE,
     Container,
@@ -32,9 +36,11 @@ from orchestr.model import (
     HistoryEntry,
     Image,
     LogLine,
+    Resources,
     State,
+    Stats,
 )
-from orchestr.runtime import ProgressCallback
+from orchestr.runtime import Capabilities, EventDelivery, ProgressCallback
 
 from . import engine, mapping, streams
 
@@ -50,6 +56,13 @@ class DockerRuntime:
     """orchestr's runtime on a Docker Engine: DOCKER_HOST, or the engine's default unix socket."""
 
     name = "docker"
+    # The engine restarts containers by their policy and pushes events; it enforces limits, loads archives,
+    # pauses, signals, samples and updates containers. Its exec has no terminal here, nothing runs without an
+    # event loop, and its image export is not an OCI layout on every engine version.
+    capabilities = Capabilities(
+        restarts=True, events=EventDelivery.PUSHED, limits=True, image_import=True, pause=True, signal=True,
+        stats=True, update=True,
+    )
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -65,8 +78,9 @@ class DockerRuntime:
             try:
                 self._client = aiodocker.Docker(url=self.host)
             except ValueError as e:
-                raise RuntimeUnavailable(
-                    f"DOCKER_HOST={self.host} is not an engine address (expected unix://PATH or tcp://HOST:PORT)"
+                raise TerminalFailure(
+                    f"DOCKER_HOST={self.host} is not an engine address (expected unix://PATH or tcp://HOST:PORT)",
+                    runtime=self.name,
                 ) from e
         return self._client
 
@@ -74,29 +88,30 @@ class DockerRuntime:
         return f"cannot reach the Docker Engine at {self.host}: {reason}; is dockerd running?"
 
     @contextlib.contextmanager
-    def _errors(self, what: str, missing: str | None = None) -> Iterator[None]:
-        """Turns the client's errors into orchestr's; what names the thing acted on."""
-        try:
-            yield
-        except engine.EngineError as e:
-            self._raise(e.status, e.message, what, missing, e)
-        except OSError as e:  # the light client could not reach the socket
-            raise RuntimeUnavailable(self._unreachable(e.strerror or str(e))) from e
-        except Exception as e:
-            if "aiodocker" not in sys.modules:
-                raise
-            import aiohttp
-            from aiodocker.exceptions import DockerError
+    def _errors(self, what: str, missing: str | None = None, container: str | None = None) -> Iterator[None]:
+        """Turns the client's errors into orchestr's; what names the thing acted on, container its id."""
+        with located(self.name, container):
+            try:
+                yield
+            except engine.EngineError as e:
+                self._raise(e.status, e.message, what, missing, e)
+            except OSError as e:  # the light client could not reach the socket
+                raise RuntimeUnavailable(self._unreachable(e.strerror or str(e))) from e
+            except Exception as e:
+                if "aiodocker" not in sys.modules:
+                    raise
+                import aiohttp
+                from aiodocker.exceptions import DockerError
 
-            if isinstance(e, DockerError):
-                if e.status == _CANNOT_CONNECT:
-                    os_error = getattr(e.__context__, "os_error", None)
-                    reason = getattr(os_error, "strerror", None) or str(e.message)
-                    raise RuntimeUnavailable(self._unreachable(reason)) from e
-                self._raise(e.status, str(e.message), what, missing, e)
-            if isinstance(e, aiohttp.ClientConnectionError):  # the engine went away in the middle of a stream
-                raise RuntimeUnavailable(self._unreachable(str(e) or type(e).__name__)) from e
-            raise
+                if isinstance(e, DockerError):
+                    if e.status == _CANNOT_CONNECT:
+                        os_error = getattr(e.__context__, "os_error", None)
+                        reason = getattr(os_error, "strerror", None) or str(e.message)
+                        raise RuntimeUnavailable(self._unreachable(reason)) from e
+                    self._raise(e.status, str(e.message), what, missing, e)
+                if isinstance(e, aiohttp.ClientConnectionError):  # the engine went away in the middle of a stream
+                    raise RuntimeUnavailable(self._unreachable(str(e) or type(e).__name__)) from e
+                raise
 
     @staticmethod
     def _raise(status: int, message: str, what: str, missing: str | None, cause: Exception):
@@ -105,6 +120,8 @@ class DockerRuntime:
             raise NotFound(missing or f"{what} not found") from cause
         if status == 409:
             raise Conflict(f"{what}: {message}") from cause
+        if status == 400:  # the engine refuses the request itself: sending it again cannot help
+            raise TerminalFailure(f"{what}: {message}") from cause
         raise RuntimeFailure(f"{what}: {message}") from cause
 
     async def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
@@ -129,23 +146,27 @@ class DockerRuntime:
 
     async def create(self, spec: ContainerSpec) -> Container:
         what = f"container {spec.namespace}/{spec.name}"
-        volumes = {mapping.volume_name(spec.namespace, v.source or "") for v in spec.volumes if v.type == "volume"}
-        with self._errors(what, missing=f"image {spec.image} not found"):
-            for volume in sorted(volumes):
+        with located(self.name, spec.name):
+            spec = replace(spec, volumes=volumes(spec))  # bind sources resolved: the engine binds what was checked
+            image = (await self.image_inspect(spec.image)).get("Config") or {}
+            argv = resolve_argv(spec, image.get("Entrypoint"), image.get("Cmd"))
+        named = {volume_key(spec.namespace, v.source or "") for v in spec.volumes if v.type == "volume"}
+        with self._errors(what, missing=f"image {spec.image} not found", container=spec.name):
+            for volume in sorted(named):
                 # creating an existing volume returns it unchanged
                 await self._docker.volumes.create({"Name": volume, "Labels": {L_NAMESPACE: spec.namespace}})
             created = await self._docker.containers.create(
-                mapping.create_body(spec), name=mapping.engine_name(spec.namespace, spec.name)
+                mapping.create_body(spec, argv), name=mapping.engine_name(spec.namespace, spec.name)
             )
         return await self.inspect(created.id)
 
     async def start(self, id: str) -> None:
-        with self._errors(f"container {id}"):
+        with self._errors(f"container {id}", container=id):
             await self._container(id).start()
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
         container = self._container(id)
-        with self._errors(f"container {id}"):
+        with self._errors(f"container {id}", container=id):
             if signal in ("SIGTERM", "TERM", "15"):
                 # the engine's stop does exactly this, and does nothing to a stopped container
                 await container.stop(t=math.ceil(timeout))
@@ -173,22 +194,44 @@ class DockerRuntime:
 
     async def delete(self, id: str, *, force: bool = False) -> None:
         # named volumes outlive their containers, as with docker rm
-        with self._errors(f"container {id}"):
+        with self._errors(f"container {id}", container=id):
             await self._container(id).delete(force=force, v=False)
 
     async def pause(self, id: str) -> None:
-        with self._errors(f"container {id}"):
+        with self._errors(f"container {id}", container=id):
             await self._container(id).pause()
 
     async def resume(self, id: str) -> None:
-        with self._errors(f"container {id}"):
+        with self._errors(f"container {id}", container=id):
             await self._container(id).unpause()
 
+    async def signal(self, id: str, signal: str) -> None:
+        # the engine answers 409 for a container that is not running
+        with self._errors(f"container {id}", container=id):
+            await self._container(id).kill(signal=str(signal))
+
+    async def stats(self, id: str) -> Stats:
+        info = await self._show(id)
+        if not info["State"]["Running"]:
+            raise Conflict(f"container {id} is not running", runtime=self.name, container=id)
+        with self._errors(f"container {id}", container=id):
+            raw = await self._get(f"containers/{id}/stats", {"stream": "false", "one-shot": "true"})
+        return mapping.stats_from_engine(raw, info["HostConfig"].get("Memory") or None)
+
+    async def update(self, id: str, resources: Resources) -> None:
+        body = mapping.update_body(resources)
+        if not body:
+            return
+        with self._errors(f"container {id}", container=id):
+            await self._docker._query_json(f"containers/{id}/update", "POST", data=json.dumps(body),
+                                           headers={"Content-Type": "application/json"})
+
     async def _show(self, id: str) -> dict[str, Any]:
-        with self._errors(f"container {id}"):
+        with self._errors(f"container {id}", container=id):
             info = await self._get(f"containers/{id}/json")
         if L_NAMESPACE not in (info["Config"].get("Labels") or {}):
-            raise NotFound(f"container {id} not found (the engine has it, but orchestr does not own it)")
+            raise NotFound(f"container {id} not found (the engine has it, but orchestr does not own it)",
+                           runtime=self.name, container=id)
         return info
 
     async def inspect(self, id: str) -> Container:
@@ -224,7 +267,7 @@ class DockerRuntime:
             "timestamps": "1",
             "tail": "all" if tail is None else str(tail),
         }
-        with self._errors(f"container {id}"):
+        with self._errors(f"container {id}", container=id):
             # the raw stream: aiodocker's log reader merges stdout and stderr
             async with self._stream(f"containers/{id}/logs", params=params) as response:
                 async for line in streams.log_lines(streams.frames(response.content, tty)):
@@ -232,22 +275,41 @@ class DockerRuntime:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None,
+        workdir: str | None = None, timeout: float | None = None,
     ) -> ExecResult:
         output = {1: bytearray(), 2: bytearray()}
-        with self._errors(f"container {id}"):
+        with self._errors(f"container {id}", container=id):
             execution = await self._container(id).exec(
                 list(argv), environment=env, user=user or "", workdir=workdir
             )
-            async with execution.start(detach=False) as stream:
-                while (message := await stream.read_out()) is not None:
-                    output.get(message.stream, output[1]).extend(message.data)
+            with anyio.move_on_after(timeout) as deadline:
+                async with execution.start(detach=False) as stream:
+                    while (message := await stream.read_out()) is not None:
+                        output.get(message.stream, output[1]).extend(message.data)
+            if deadline.cancelled_caught:
+                await self._end_exec(id, execution)
+                raise Timeout(f"container {id}: {argv[0]} ran past its {timeout:g}s deadline and was killed")
             # the engine records the exit code before it closes the output streams
             info = await execution.inspect()
         return ExecResult(info["ExitCode"], bytes(output[1]), bytes(output[2]))
 
+    async def _end_exec(self, id: str, execution: aiodocker.execs.Exec) -> None:
+        """Kills an exec'd command and what it started. The engine has no verb for that: its processes are
+        killed on this host, so only an engine on a unix socket here can have them killed."""
+        info = await execution.inspect()
+        if not info.get("Running"):
+            return
+        if not self.host.startswith("unix://"):
+            raise Timeout(f"container {id}: an exec ran past its deadline; the engine at {self.host} is not on "
+                          "this host, so the command could not be killed")
+        full_id = (await self._show(id))["Id"]
+        await anyio.to_thread.run_sync(_kill_tree, info["Pid"], full_id)
+        with anyio.move_on_after(10):  # the engine notices the end as the process is reaped
+            while (await execution.inspect()).get("Running"):
+                await anyio.sleep(0.05)
+
     async def wait(self, id: str) -> int:
-        with self._errors(f"container {id}"):
+        with self._errors(f"container {id}", container=id):
             result = await self._container(id).wait(condition="not-running")
         return int(result["StatusCode"])
 
@@ -340,6 +402,27 @@ class DockerRuntime:
         with self._errors("images"):
             report = await self._docker.images.prune(filters={"dangling": ["true"]})
         return [item["Deleted"] for item in report.get("ImagesDeleted") or () if item.get("Deleted")]
+
+
+def _kill_tree(pid: int, container_id: str) -> None:
+    """SIGKILLs pid and its descendants that belong to the container: stopped first, so that none forks
+    behind the walk. A pid whose cgroup does not name the container is not the engine's process: left alone."""
+    stopped: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            if container_id not in Path(f"/proc/{p}/cgroup").read_text():
+                continue
+            os.kill(p, signals.SIGSTOP)
+            stopped.append(p)
+            children = Path(f"/proc/{p}/task")
+            todo += [int(c) for task in children.iterdir() for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+    for p in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signals.SIGKILL)
 
 
 def _raise_stream_error(message: dict, what: str) -> None:

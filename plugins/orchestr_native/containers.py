@@ -7,7 +7,6 @@ import fcntl
 import functools
 import json
 import os
-import posixpath
 import re
 import shutil
 import signal as signals
@@ -21,8 +20,22 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from orchestr.config import Config
-from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable
-from orchestr.model import L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, Port, State
+from orchestr.containers import UNKNOWN_EXIT, rfc3339, volume_key, volumes
+from orchestr.containers import argv as resolve_argv
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout
+from orchestr.model import (
+    L_NAMESPACE,
+    Container,
+    ContainerSpec,
+    Event,
+    EventAction,
+    ExecResult,
+    LogLine,
+    Port,
+    Resources,
+    State,
+    Stats,
+)
 
 from . import cgroups, logs, steps
 from .process import linux
@@ -35,7 +48,7 @@ if TYPE_CHECKING:
 RUNTIME = "native"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MiB = 1 << 20
-UNKNOWN_EXIT = 255  # the exit code recorded when the supervisor vanished and the real one is lost
+EXEC_GRACE = 5.0  # seconds past an exec's deadline before orchestr stops waiting for its output to end
 _ID = re.compile(r"[0-9a-f]{64}")
 _POLL = 0.05
 
@@ -60,8 +73,8 @@ class Containers:
     """Containers of one state dir; state_dir/native/containers/<id> holds each one's records and layers."""
 
     def __init__(self, config: Config, store: ImageStore, *, log_max_size: int = 10 * MiB, log_max_files: int = 3):
-        if os.geteuid() != 0:
-            raise RuntimeUnavailable("the native runtime needs root (rootless mode is not supported)")
+        if os.geteuid() != 0:  # and it will not come to have it: no retry can help
+            raise TerminalFailure("the native runtime needs root (rootless mode is not supported)", runtime=RUNTIME)
         self._root = Path(config.state_dir) / "native"
         self._dir = self._root / "containers"
         self._volumes = self._root / "volumes"
@@ -144,7 +157,7 @@ class Containers:
             image = (self._store.image_config(image_id) or {}).get("config") or {}
             layers = [str(p) for p in self._store.layer_paths(image_id)]
             process = _process(spec, image)
-            mounts = [self._volume(spec, v) for v in spec.volumes]
+            mounts = [self._volume(spec, v) for v in volumes(spec)]
             id = os.urandom(32).hex()
             d = self._dir / id
             for sub in ("upper", "work", "rootfs"):
@@ -166,7 +179,7 @@ class Containers:
             limits = cgroups.Limits(spec.resources.cpus, spec.resources.memory, spec.resources.pids)
             config = {
                 "id": id, "name": spec.name, "namespace": spec.namespace, "image": spec.image,
-                "image_id": image_id, "labels": dict(spec.labels), "created_at": logs.now(),
+                "image_id": image_id, "labels": dict(spec.labels), "created_at": rfc3339(),
                 "hostname": spec.name, "network": spec.network, "net": net, "process": process, "tty": spec.tty,
                 "rootfs": {"layers": layers, "upper": str(d / "upper"), "work": str(d / "work"),
                            "merged": str(d / "rootfs"), "read_only": spec.read_only},
@@ -187,29 +200,20 @@ class Containers:
         return self._view(config, {"status": "created"})
 
     def _volume(self, spec: ContainerSpec, v) -> dict:
-        where = f"container {spec.name}: volume {v.target!r}"
-        if not v.target.startswith("/"):
-            raise RuntimeFailure(f"{where}: the target must be an absolute path")
-        if posixpath.normpath(v.target) in ("/", "//"):
-            raise RuntimeFailure(f"{where}: nothing may be mounted over the container's root")
+        """The mount of a volume orchestr.containers.volumes has checked (its target normalised, its bind source
+        resolved)."""
+        if v.target == "/proc" or v.target.startswith("/proc/"):
+            raise TerminalFailure(f"container {spec.name}: volume {v.target!r}: nothing may be mounted over or "
+                                  "inside /proc")
         if v.type == "tmpfs":
-            return {"type": "tmpfs", "source": None, "target": v.target, "read_only": v.read_only}
-        if v.type == "bind":
-            if not v.source or not v.source.startswith("/"):
-                raise RuntimeFailure(f"{where}: a bind source must be an absolute host path, got {v.source!r}")
-            source = os.path.realpath(v.source)
-            if not os.path.exists(source):
-                raise RuntimeFailure(f"{where}: the bind source {v.source} does not exist")
-            if source == "/" and not v.read_only:
-                raise RuntimeFailure(f"{where}: binding the host's / read-write is refused")
-        elif v.type == "volume":
-            if not v.source or "/" in v.source or v.source in (".", ".."):
-                raise RuntimeFailure(f"{where}: a volume needs a plain name, got {v.source!r}")
-            source = str(self._volumes / f"{spec.namespace}_{v.source}")
+            return {"type": "tmpfs", "source": None, "target": v.target, "read_only": v.read_only,
+                    "size": v.tmpfs_size}
+        source = v.source
+        if v.type == "volume":
+            source = str(self._volumes / volume_key(spec.namespace, v.source))
             os.makedirs(source, exist_ok=True)
-        else:
-            raise RuntimeFailure(f"{where}: unknown volume type {v.type!r}; expected bind, volume or tmpfs")
-        return {"type": v.type, "source": source, "target": v.target, "read_only": v.read_only}
+        return {"type": v.type, "source": source, "target": v.target, "read_only": v.read_only,
+                "allow_host_root": v.allow_host_root}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -336,6 +340,51 @@ class Containers:
         await anyio.to_thread.run_sync(self._cgroup(id).thaw)
         self._event(config, "unpause", State.RUNNING)
 
+    async def signal(self, id: str, signal: str) -> None:
+        config, state = self._load(id)
+        current = self._view(config, state).state
+        if current is not State.RUNNING:
+            raise Conflict(f"container {config['name']} is {current}; a signal needs a running container")
+        _kill(state.get("init"), _signal(signal))
+
+    async def stats(self, id: str) -> Stats:
+        config, state = self._load(id)
+        current = self._view(config, state)
+        if current.state not in (State.RUNNING, State.PAUSED):
+            raise Conflict(f"container {config['name']} is {current.state}; stats need a running container")
+        try:
+            usage = self._cgroup(id).usage()
+        except FileNotFoundError:  # ended and cleaned meanwhile
+            raise Conflict(f"container {config['name']} is no longer running") from None
+        net = None
+        if config["network"] == "bridge" and current.pid:  # a namespace of its own, with a link to count
+            from .network import netns
+
+            net = netns.counters(current.pid)
+        return Stats(
+            cpu_seconds=usage["cpu_ns"] / 1e9 if usage["cpu_ns"] is not None else None,
+            memory=usage["memory"], memory_limit=usage["memory_limit"], pids=usage["pids"],
+            net_rx=net[0] if net else None, net_tx=net[1] if net else None,
+            block_read=usage["block_read"], block_write=usage["block_write"], time=rfc3339(),
+        )
+
+    async def update(self, id: str, resources: Resources) -> None:
+        await anyio.to_thread.run_sync(self._update, id, resources)
+
+    def _update(self, id: str, resources: Resources) -> None:
+        with self._lock():
+            config, _ = self._load(id)
+            old = config["limits"]
+            limits = cgroups.Limits(*(new if new is not None else old[key] for key, new in
+                                      (("cpus", resources.cpus), ("memory", resources.memory),
+                                       ("pids", resources.pids))))
+            try:
+                self._cgroup(id).create(limits)  # writes the limits into the existing cgroup
+            except OSError as e:
+                raise RuntimeFailure(f"container {config['name']}: cannot update its limits: {e}") from None
+            config["limits"] = limits.as_dict()  # for the cgroup made again at a start after a reboot
+            records.write_json(str(self._dir / id / records.CONFIG), config)
+
     async def inspect(self, id: str) -> Container:
         return self._view(*self._load(id))
 
@@ -380,7 +429,7 @@ class Containers:
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None,
+        workdir: str | None = None, timeout: float | None = None,
     ) -> ExecResult:
         config, state = self._load(id)
         current = self._view(config, state).state
@@ -388,10 +437,16 @@ class Containers:
             raise Conflict(f"container {config['name']} is {current}; exec needs a running container")
         if not argv:
             raise RuntimeFailure(f"container {config['name']}: exec needs a command")
-        request = {"argv": list(argv), "env": env or {}, "user": user, "cwd": workdir}
-        done = await anyio.run_process(
-            command("exec", str(self._dir / id)), input=json.dumps(request).encode(), check=False,
-        )
+        request = {"argv": list(argv), "env": env or {}, "user": user, "cwd": workdir, "timeout": timeout}
+        # the helper kills the command at the deadline; past it and a grace, stop waiting for output regardless
+        with anyio.move_on_after(None if timeout is None else timeout + EXEC_GRACE) as backstop:
+            done = await anyio.run_process(
+                command("exec", str(self._dir / id)), input=json.dumps(request).encode(), check=False,
+            )
+        if timeout is not None and (backstop.cancelled_caught or done.returncode == -signals.SIGALRM):
+            # dying of SIGALRM is how the helper says the command ran past the deadline
+            raise Timeout(f"container {config['name']}: {argv[0]} ran past its {timeout:g}s deadline and was "
+                          "killed", runtime=RUNTIME, container=id)
         return ExecResult(done.returncode, done.stdout, done.stderr)
 
     def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
@@ -457,13 +512,19 @@ class Containers:
                     return
                 yield next(delays)
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
+        """Events from the moment of this call, not of the first iteration: a caller can subscribe, then act."""
         path = self._root / records.EVENTS
         self._root.mkdir(parents=True, exist_ok=True)
         path.touch()
+        info = os.stat(path)
+        return self._events(path, info.st_ino, info.st_size)
+
+    async def _events(self, path: Path, inode: int, offset: int) -> AsyncIterator[Event]:
         f = open(path, "rb")
         try:
-            f.seek(0, os.SEEK_END)
+            if os.fstat(f.fileno()).st_ino == inode:  # else rotated meanwhile: all of the new file is news
+                f.seek(offset)
             partial = b""
             while True:
                 data = f.read()
@@ -528,7 +589,7 @@ class Containers:
         (d / records.STOP).unlink(missing_ok=True)
         was_running = state.get("status") == "running"
         if was_running:
-            state.update(status="exited", exit_code=UNKNOWN_EXIT, finished_at=logs.now())
+            state.update(status="exited", exit_code=UNKNOWN_EXIT, finished_at=rfc3339())
         state["supervised"] = False
         records.write_json(str(d / records.STATE), state)
         if was_running:
@@ -572,20 +633,14 @@ class Containers:
 
 
 def _process(spec: ContainerSpec, image: dict) -> dict:
-    if spec.command is not None:
-        argv = list(spec.command)
-    else:
-        argv = list(image.get("Entrypoint") or []) + list(spec.args if spec.args is not None else image.get("Cmd") or [])
-    if not argv:
-        raise RuntimeFailure(f"container {spec.name}: no command: image {spec.image} has no Entrypoint or Cmd "
-                             "and the spec gives none")
+    command = resolve_argv(spec, image.get("Entrypoint"), image.get("Cmd"))
     env = {"PATH": DEFAULT_PATH}
     for item in image.get("Env") or []:
         key, _, value = item.partition("=")
         env[key] = value
     env.update(spec.env)
     env["HOSTNAME"] = spec.name
-    return {"argv": argv, "env": env, "cwd": spec.working_dir or image.get("WorkingDir") or "/",
+    return {"argv": command, "env": env, "cwd": spec.working_dir or image.get("WorkingDir") or "/",
             "user": spec.user or image.get("User") or "", "init": spec.init, "seccomp": spec.seccomp != "unconfined"}
 
 
@@ -713,7 +768,7 @@ def _signal(name: str) -> int:
     try:
         return int(signals.Signals[text if text.startswith("SIG") else f"SIG{text}"])
     except KeyError:
-        raise RuntimeFailure(f"unknown signal {name!r}; expected a name such as SIGTERM or a number") from None
+        raise TerminalFailure(f"unknown signal {name!r}; expected a name such as SIGTERM or a number") from None
 
 
 def _kill(ident: dict | None, sig: int) -> None:
@@ -749,7 +804,8 @@ def _log_line(raw: bytes) -> LogLine | None:
 def _event(raw: bytes) -> Event | None:
     try:
         e = json.loads(raw)
-        return Event(runtime=RUNTIME, id=e["id"], name=e["name"], namespace=e["namespace"], action=e["action"],
+        return Event(runtime=RUNTIME, id=e["id"], name=e["name"], namespace=e["namespace"],
+                     action=EventAction(e["action"]),
                      state=State(e["state"]) if e.get("state") else None, exit_code=e.get("exit_code"),
                      time=e.get("time"))
     except (ValueError, KeyError):

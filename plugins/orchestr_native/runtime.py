@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from orchestr.config import Config
-from orchestr.errors import Conflict, NotFound, OrchestrError, RuntimeUnavailable
-from orchestr.model import Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine
-from orchestr.runtime import ProgressCallback
+from orchestr.errors import Conflict, NotFound, OrchestrError, TerminalFailure, located
+from orchestr.model import Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine, Resources, Stats
+from orchestr.runtime import Capabilities, EventDelivery, ProgressCallback
 
 from .images.reference import familiar, parse
 from .images.store import ImageStore, Stored
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
 
 class NativeRuntime:
     name = "native"
+    # The supervisor applies restart policies with no orchestr process running; events are lines the runtime
+    # and the supervisor append to a log, which events() polls. cgroups give limits, pause, stats and updates.
+    # A one-off run can have a terminal (run_blocking), an exec cannot.
+    capabilities = Capabilities(
+        restarts=True, events=EventDelivery.POLLED, limits=True, image_import=True, pause=True, signal=True,
+        stats=True, blocking_run=True, image_export=True, update=True,
+    )
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -40,7 +48,8 @@ class NativeRuntime:
         if self._containers_impl is None:
             containers = _containers_module()
             if containers is None:
-                raise RuntimeUnavailable("the native runtime's container support (containers.py) is not installed")
+                raise TerminalFailure("the native runtime's container support (containers.py) is not installed",
+                                      runtime=self.name)
             self._containers_impl = containers.Containers(self.config, self.store)
         return self._containers_impl
 
@@ -49,42 +58,67 @@ class NativeRuntime:
             return False
         return bool(self._containers.uses_image(image_id))
 
-    # -- containers ---------------------------------------------------------------------
+    # -- containers: every error says this runtime and the container ---------------------
     async def create(self, spec: ContainerSpec) -> Container:
-        return await self._containers.create(spec)
+        with located(self.name, spec.name):
+            return await self._containers.create(spec)
 
     async def start(self, id: str) -> None:
-        await self._containers.start(id)
+        with located(self.name, id):
+            await self._containers.start(id)
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
-        await self._containers.stop(id, signal=signal, timeout=timeout)
+        with located(self.name, id):
+            await self._containers.stop(id, signal=signal, timeout=timeout)
 
     async def delete(self, id: str, *, force: bool = False) -> None:
-        await self._containers.delete(id, force=force)
+        with located(self.name, id):
+            await self._containers.delete(id, force=force)
 
     async def pause(self, id: str) -> None:
-        await self._containers.pause(id)
+        with located(self.name, id):
+            await self._containers.pause(id)
 
     async def resume(self, id: str) -> None:
-        await self._containers.resume(id)
+        with located(self.name, id):
+            await self._containers.resume(id)
+
+    async def signal(self, id: str, signal: str) -> None:
+        with located(self.name, id):
+            await self._containers.signal(id, signal)
+
+    async def stats(self, id: str) -> Stats:
+        with located(self.name, id):
+            return await self._containers.stats(id)
+
+    async def update(self, id: str, resources: Resources) -> None:
+        with located(self.name, id):
+            await self._containers.update(id, resources)
 
     async def inspect(self, id: str) -> Container:
-        return await self._containers.inspect(id)
+        with located(self.name, id):
+            return await self._containers.inspect(id)
 
     async def list(self, namespace: str | None = None) -> list[Container]:
-        return await self._containers.list(namespace)
+        with located(self.name):
+            return await self._containers.list(namespace)
 
-    def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
-        return self._containers.logs(id, follow=follow, tail=tail)
+    async def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
+        with located(self.name, id):
+            async with contextlib.aclosing(self._containers.logs(id, follow=follow, tail=tail)) as lines:
+                async for line in lines:
+                    yield line
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
-        workdir: str | None = None,
+        workdir: str | None = None, timeout: float | None = None,
     ) -> ExecResult:
-        return await self._containers.exec(id, argv, env=env, user=user, workdir=workdir)
+        with located(self.name, id):
+            return await self._containers.exec(id, argv, env=env, user=user, workdir=workdir, timeout=timeout)
 
     async def wait(self, id: str) -> int:
-        return await self._containers.wait(id)
+        with located(self.name, id):
+            return await self._containers.wait(id)
 
     def events(self) -> AsyncIterator[Event]:
         return self._containers.events()
@@ -106,7 +140,8 @@ class NativeRuntime:
             self.store.lookup(spec.image)
         except NotFound:
             return None
-        return self._containers.run(spec, output, remove, stdin)
+        with located(self.name, spec.name):
+            return self._containers.run(spec, output, remove, stdin)
 
     # -- images -------------------------------------------------------------------------
     async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:

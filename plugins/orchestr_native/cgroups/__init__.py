@@ -58,6 +58,12 @@ class Manager:
         """CPU time used by the cgroup's processes so far."""
         raise NotImplementedError
 
+    def usage(self) -> dict[str, int | None]:
+        """What the cgroup's processes use now: cpu_ns, memory (bytes, page cache the kernel can drop at once
+        left out), memory_limit (None: unlimited), pids, block_read and block_write (bytes; None when the host
+        does not account them for this cgroup)."""
+        raise NotImplementedError
+
     def exists(self) -> bool:
         raise NotImplementedError
 
@@ -132,6 +138,15 @@ def read_keyed(path: str) -> dict[str, int]:
             if value.strip().lstrip("-").isdigit():
                 out[key] = int(value)
     return out
+
+
+def read_int(path: str) -> int | None:
+    """A file holding one number; None for "max" (v2's unlimited) or a missing file."""
+    try:
+        text = read(path)
+    except FileNotFoundError:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else None
 
 
 def read_pids(path: str) -> list[int]:

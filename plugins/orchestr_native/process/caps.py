@@ -1,4 +1,4 @@
-"""Capabilities: Docker's default set is kept, every other one is dropped from all sets."""
+"""Capabilities: Docker's default set is kept, every other one is dropped from all sets; none is inheritable."""
 
 from __future__ import annotations
 
@@ -39,5 +39,6 @@ def drop_bounding(keep: int) -> None:
 
 
 def limit(keep: int) -> None:
-    """Sets effective, permitted and inheritable to keep (the bounding set is already cut down)."""
-    linux.capset(keep, keep, keep)
+    """Sets effective and permitted to keep (the bounding set is already cut down) and clears inheritable: an
+    inheritable capability would pass to any program with the same file capability (CVE-2022-24769)."""
+    linux.capset(keep, keep, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -18,6 +19,10 @@ EXEC_FAILED = 127
 
 class LaunchError(Exception):
     """Setting up the container's process failed; str() is the one line to show."""
+
+
+class Deadline(Exception):
+    """An exec'd command ran past its deadline and was killed, with what it started."""
 
 
 def _default_signals() -> None:
@@ -101,10 +106,18 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | IFF_UP))
 
 
+def _undumpable() -> None:
+    # This is the host's python until it execs the command, and init (init: true) stays it: non-dumpable, the
+    # container's processes can neither ptrace it nor open its /proc/<pid>/exe, the host's interpreter
+    # (CVE-2019-5736). The command's execve makes it dumpable again; forks inherit it.
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
+
+
 def start(config: dict, cgroup, report: int) -> None:
     """In a fresh child that is pid 1 of a new pid namespace: joins the cgroup, unshares, mounts, execs."""
     from ..rootfs import mounts
 
+    _undumpable()
     cgroup.join()
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
     if config["network"] == "none":
@@ -124,8 +137,10 @@ def start(config: dict, cgroup, report: int) -> None:
 NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")
 
 
-def enter(config: dict, pid: int, cgroup, proc: dict) -> int:
-    """Runs proc inside the running container whose init is pid; returns its exit code."""
+def enter(config: dict, pid: int, cgroup, proc: dict, timeout: float | None = None) -> int:
+    """Runs proc inside the running container whose init is pid; returns its exit code. Past timeout seconds
+    the command and its process group are killed and Deadline raised."""
+    _undumpable()
     cgroup.join()
     fds = [os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -139,9 +154,20 @@ def enter(config: dict, pid: int, cgroup, proc: dict) -> int:
     child = os.fork()
     if child == 0:
         try:
+            os.setpgid(0, 0)  # a group of its own: at a deadline, what the command started goes with it
             become(proc)
         except BaseException as e:  # noqa: BLE001 - anything here must end the child, not return
             os.write(2, f"{e}\n".encode())
             os._exit(126)
+    if timeout is not None:
+        pidfd = os.pidfd_open(child)
+        try:
+            ended = select.select([pidfd], [], [], max(0.0, timeout))[0]
+        finally:
+            os.close(pidfd)
+        if not ended:
+            os.killpg(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            raise Deadline(f"killed after {timeout:g}s")
     _, status = os.waitpid(child, 0)
     return init.exit_code(status)

@@ -1,4 +1,5 @@
-"""The Linux system calls Python 3.11 lacks (unshare, setns, mount, pivot_root, capset, prctl), through libc."""
+"""The Linux system calls Python 3.11 lacks (unshare, setns, mount and the new mount API, openat2, pivot_root,
+capset, prctl), through libc."""
 
 from __future__ import annotations
 
@@ -25,7 +26,23 @@ MS_PRIVATE = 0x40000
 MS_SLAVE = 0x80000
 MNT_DETACH = 0x2
 
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 0x1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+RESOLVE_NO_SYMLINKS = 0x4
+RESOLVE_BENEATH = 0x8
+
+PROC_SUPER_MAGIC = 0x9FA0
+SYSFS_MAGIC = 0x62656572
+
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
@@ -35,6 +52,8 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 _SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "s390x": 174}
+# The system calls added since Linux 5.1 have one number on every architecture.
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_OPENAT2, _SYS_MOUNT_SETATTR = 428, 429, 437, 442
 _CAP_V3 = 0x20080522
 
 
@@ -60,6 +79,43 @@ def setns(fd: int, nstype: int = 0) -> None:
 def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0, data: str | None = None) -> None:
     ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
     _check(ret, f"mount {fstype or source or ''} on {target}")
+
+
+def mount_at(fd: int, name: str, source: str | None, fstype: str | None = None, flags: int = 0,
+             data: str | None = None) -> None:
+    """mount(2) on what fd is, through /proc/self/fd so that no path is looked up again; name is for errors."""
+    ret = _libc.mount(_b(source), _b(f"/proc/self/fd/{fd}"), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    _check(ret, f"mount {fstype or source or ''} on {name}")
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """A new fd for path under dirfd, resolved as resolve (RESOLVE_*) says; close-on-exec."""
+    how = (ctypes.c_uint64 * 3)(flags | os.O_CLOEXEC, 0, resolve)  # struct open_how: flags, mode, resolve
+    return _check(_libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), _b(path), how,
+                                ctypes.c_size_t(ctypes.sizeof(how))), f"open {path}")
+
+
+def clone_tree(fd: int) -> int:
+    """A detached copy of the mount tree at fd, its submounts included (open_tree with OPEN_TREE_CLONE)."""
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH
+    return _check(_libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(fd), b"", ctypes.c_uint(flags)),
+                  "open_tree")
+
+
+def set_mount_attrs(fd: int, attrs: int, propagation: int = 0) -> None:
+    """Sets MOUNT_ATTR_* attrs, and propagation (MS_PRIVATE, ...) when given, on the mount at fd and on every
+    mount below it."""
+    attr = (ctypes.c_uint64 * 4)(attrs, 0, propagation, 0)  # struct mount_attr: set, clear, propagation, userns
+    _check(_libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(fd), b"",
+                         ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), attr, ctypes.c_size_t(ctypes.sizeof(attr))),
+           "mount_setattr")
+
+
+def move_mount(tree: int, target: int) -> None:
+    """Attaches the detached mount tree at the directory or file that the fd target is."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
+    _check(_libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(tree), b"", ctypes.c_int(target), b"",
+                         ctypes.c_uint(flags)), "move_mount")
 
 
 def umount(target: str, flags: int = 0) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 from ..process import linux
-from . import paths
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
@@ -17,9 +16,10 @@ LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/sel
 NOSUID, NODEV, NOEXEC = linux.MS_NOSUID, linux.MS_NODEV, linux.MS_NOEXEC
 
 
-def populate(root: str) -> None:
-    dev = paths.resolve(root, "/dev", create="dir")
-    linux.mount("tmpfs", dev, "tmpfs", NOSUID | NODEV, "mode=755,size=65536k")
+def populate(root: str, dev_fd: int) -> None:
+    """Mounts a tmpfs on dev_fd, the directory root/dev (never an image's symlink), and fills it."""
+    linux.mount_at(dev_fd, "/dev", "tmpfs", "tmpfs", NOSUID | NODEV, "mode=755,size=65536k")
+    dev = os.path.join(root, "dev")  # the tmpfs just mounted: nothing in it comes from the image
     for name in DEVICES:
         node = os.path.join(dev, name)
         os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))

@@ -6,6 +6,8 @@ import errno
 import os
 import stat
 
+from ..process import linux
+
 MAX_SYMLINKS = 40
 
 
@@ -50,3 +52,10 @@ def resolve(root: str, path: str, create: str | None = None) -> str:
             raise NotADirectoryError(errno.ENOTDIR, f"{'/'.join(done + [name])} is not a directory", path)
         done.append(name)
     return os.path.join(root, *done)
+
+
+def open_beneath(dirfd: int, path: str, flags: int = 0) -> int:
+    """An O_PATH fd of path under dirfd, reached through no symlink at all (ELOOP if one is on the way), so
+    nothing swapped in since path was resolved can redirect it."""
+    resolve = linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS
+    return linux.openat2(dirfd, path.strip("/") or ".", os.O_PATH | flags, resolve)

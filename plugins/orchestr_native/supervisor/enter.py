@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 from .. import cgroups
@@ -30,7 +31,12 @@ def run(directory: str) -> None:
     if request.get("cwd"):
         proc["cwd"] = request["cwd"]
     try:
-        code = launch.enter(config, ident["pid"], cgroups.manager(config["id"]), proc)
+        code = launch.enter(config, ident["pid"], cgroups.manager(config["id"]), proc, request.get("timeout"))
+    except launch.Deadline:
+        # dying of SIGALRM says so to the caller: any exit code could be the command's own
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGALRM)
+        os._exit(126)  # not reached
     except Exception as e:  # noqa: BLE001 - one line on stderr is the whole report
         sys.stderr.write(f"{e}\n")
         sys.stderr.flush()

@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 
 from .. import PARENT, Limits, Manager, read_pids, write
-from . import cpu, freezer, memory, pids
+from . import blkio, cpu, freezer, memory, pids
 
 CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer")
+OPTIONAL = ("blkio",)  # joined where the host mounts it: block I/O accounting
 
 
 class V1Manager(Manager):
     def __init__(self, id: str, root: str):
         self.id = id
         # co-mounted controllers (cpu,cpuacct) appear under both names; each directory is handled once
-        self.paths = {c: os.path.join(root, c, PARENT, id) for c in CONTROLLERS if os.path.isdir(os.path.join(root, c))}
+        self.paths = {c: os.path.join(root, c, PARENT, id) for c in CONTROLLERS + OPTIONAL
+                      if os.path.isdir(os.path.join(root, c))}
 
     def _dirs(self) -> list[str]:
         seen, out = set(), []
@@ -39,7 +41,10 @@ class V1Manager(Manager):
         # A single-threaded caller is the whole process, and moving only the calling thread ("0" to tasks) spares
         # the kernel's global threadgroup lock, whose first taking waits out an RCU grace period (5-15 ms here).
         single = len(os.listdir("/proc/self/task")) == 1
+        optional = {self.paths[c] for c in OPTIONAL if c in self.paths}
         for path in self._dirs():
+            if path in optional and not os.path.isdir(path):
+                continue  # made by an orchestr from before that controller was used
             write(os.path.join(path, "tasks" if single else "cgroup.procs"), "0")
 
     def procs(self) -> list[int]:
@@ -62,6 +67,12 @@ class V1Manager(Manager):
 
     def cpu_usage_ns(self) -> int:
         return cpu.usage_ns(self.paths["cpuacct"])
+
+    def usage(self) -> dict[str, int | None]:
+        read, written = blkio.transferred(self.paths["blkio"]) if "blkio" in self.paths else (None, None)
+        return {"cpu_ns": self.cpu_usage_ns(), "memory": memory.usage(self.paths["memory"]),
+                "memory_limit": memory.limit(self.paths["memory"]), "pids": pids.current(self.paths["pids"]),
+                "block_read": read, "block_write": written}
 
     def exists(self) -> bool:
         return any(os.path.isdir(p) for p in self.paths.values())

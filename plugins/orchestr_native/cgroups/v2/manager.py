@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .. import PARENT, Limits, Manager, read, read_pids, write
-from . import cpu, freeze, memory, pids
+from . import cpu, freeze, io, memory, pids
 
 NEEDED = {"cpus": "cpu", "memory": "memory", "pids": "pids"}
 
@@ -22,8 +22,9 @@ class V2Manager(Manager):
         if missing := sorted(wanted - available):
             raise OSError(f"cgroup v2 controllers {', '.join(missing)} are not available in {self.root}")
         os.makedirs(self.parent, exist_ok=True)
-        # A controller reaches a cgroup only when every ancestor lists it in cgroup.subtree_control.
-        enable = " ".join(f"+{c}" for c in sorted({"cpu", "memory", "pids"} & available))
+        # A controller reaches a cgroup only when every ancestor lists it in cgroup.subtree_control; io for its
+        # accounting alone.
+        enable = " ".join(f"+{c}" for c in sorted({"cpu", "io", "memory", "pids"} & available))
         if enable:
             write(os.path.join(self.root, "cgroup.subtree_control"), enable)
             write(os.path.join(self.parent, "cgroup.subtree_control"), enable)
@@ -52,6 +53,12 @@ class V2Manager(Manager):
 
     def cpu_usage_ns(self) -> int:
         return cpu.usage_ns(self.path)
+
+    def usage(self) -> dict[str, int | None]:
+        read, written = io.transferred(self.path)
+        return {"cpu_ns": self.cpu_usage_ns(), "memory": memory.usage(self.path),
+                "memory_limit": memory.limit(self.path), "pids": pids.current(self.path), "block_read": read,
+                "block_write": written}
 
     def exists(self) -> bool:
         return os.path.isdir(self.path)

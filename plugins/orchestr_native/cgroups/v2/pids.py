@@ -1,12 +1,16 @@
-"""cgroup v2 pids: pids.max."""
+"""cgroup v2 pids: pids.max, and pids.current."""
 
 from __future__ import annotations
 
 import os
 
-from .. import write
+from .. import read_int, write
 
 
 def apply(path: str, pids: int | None) -> None:
     if pids is not None:
         write(os.path.join(path, "pids.max"), str(pids))
+
+
+def current(path: str) -> int | None:
+    return read_int(os.path.join(path, "pids.current"))
