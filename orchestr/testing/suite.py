@@ -9,6 +9,7 @@ deadline only bounds a wait for what must happen. The kit fixture deletes what e
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import secrets
 import signal
@@ -44,6 +45,7 @@ pytestmark = pytest.mark.anyio
 TERMINABLE = ("sh", "-c", "trap 'exit 3' TERM; echo ready; sleep 3600 & wait")
 MiB = 1 << 20
 BOUND = 60  # seconds: only a bound on a wait for what must happen, never a measurement
+TEST_BOUND = 300  # seconds: a bound on a whole test
 
 
 @contextlib.contextmanager
@@ -201,7 +203,7 @@ async def test_signal_reaches_the_main_process_which_keeps_running(kit: Kit):
 async def test_pause_and_resume(kit: Kit):
     kit.require("pause")
     rt = kit.runtime
-    c = await kit.run("frozen", *TERMINABLE)
+    c = await ready(kit, "frozen", *TERMINABLE)
     await rt.pause(c.id)
     assert (await rt.inspect(c.id)).state is State.PAUSED
     assert [x.state for x in await rt.list(kit.namespace)] == [State.PAUSED]
@@ -212,6 +214,19 @@ async def test_pause_and_resume(kit: Kit):
     await rt.pause(c.id)
     await rt.stop(c.id, timeout=1)  # a paused container stops too
     assert (await rt.inspect(c.id)).state is State.EXITED
+
+
+async def test_pause_right_after_start(kit: Kit):
+    kit.require("pause")  # as an apply of a service with paused: true does, while the container may still be forking
+    rt = kit.runtime
+    c = await kit.run("paused-early", *TERMINABLE)
+    with within("pause returning"):
+        await rt.pause(c.id)
+    assert (await rt.inspect(c.id)).state is State.PAUSED
+    with within("resume returning"):
+        await rt.resume(c.id)
+    await eventually("paused-early saying ready after resume", lambda: _logged(kit, c.id, b"ready\n"))
+    assert (await rt.inspect(c.id)).state is State.RUNNING
 
 
 # -- limits ----------------------------------------------------------------------------------------------------
@@ -508,5 +523,18 @@ async def test_stats_of_a_running_container(kit: Kit):
     if limited and stats.memory_limit is not None:
         assert stats.memory_limit == 64 * MiB
 
+
+def _bounded(test):
+    """The test, failing instead of hanging when a verb never returns (a hung test would stall the whole run)."""
+    @functools.wraps(test)
+    async def bounded(*args, **kwargs):
+        with within(f"{test.__name__} finishing", TEST_BOUND):
+            await test(*args, **kwargs)
+    return bounded
+
+
+for _name, _test in list(globals().items()):
+    if _name.startswith("test_"):
+        globals()[_name] = _bounded(_test)
 
 __all__ = ["pytestmark", *sorted(name for name in dict(globals()) if name.startswith("test_"))]
