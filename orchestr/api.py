@@ -381,7 +381,7 @@ class Client:
         tty: bool = False,
     ) -> tuple[Container, int] | None:
         """run() of a container in the foreground, called without an event loop, on a runtime that can do that
-        (a `run_blocking` method: native has one). None, with no container made, when the runtime cannot or
+        (the blocking_run capability: native has it). None, with no container made, when the runtime cannot or
         the image is not there yet; run() pulls it then. For programs (and the CLI) that run one container and
         want to spare loading an event loop for it.
 

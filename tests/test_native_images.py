@@ -95,8 +95,9 @@ def test_familiar_names_drop_the_default_registry():
 
 @pytest.mark.parametrize("ref", ["Busybox", "busybox:", "bad tag:x!", "a@sha256:short", "a//b", ""])
 def test_invalid_references_are_refused(ref):
-    with pytest.raises(RuntimeFailure, match="invalid image reference"):
+    with pytest.raises(RuntimeFailure, match="invalid image reference") as raised:
         parse(ref)
+    assert not raised.value.retryable
 
 
 def test_platform_selection_prefers_this_machine_and_fitting_variants():

@@ -123,8 +123,9 @@ HOSTILE: dict[str, tuple[Callable[[Path], mkimage.Layer], str]] = {
 async def test_hostile_layer_is_refused_and_nothing_leaks(store, sentinel, tmp_path, case, compress):
     build, message = HOSTILE[case]
     before = snapshot(tmp_path, store.root)
-    with pytest.raises(RuntimeFailure, match=message):
+    with pytest.raises(RuntimeFailure, match=message) as raised:
         await unpack(store, build(sentinel), compress)
+    assert not raised.value.retryable  # the same layer is refused again: a controller need not retry
     assert snapshot(tmp_path, store.root) == before
     assert not Path("/pwned").exists()
     assert os.listdir(store.layers) == []  # no half-unpacked layer is left looking complete

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestr.errors import RuntimeFailure
+from orchestr.errors import TerminalFailure
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -24,8 +24,8 @@ def kind(doc: dict, declared: str | None, what: str) -> str:
         return "index"
     if media_type in MANIFESTS or (not media_type and "layers" in doc and "config" in doc):
         if not isinstance(doc.get("config"), dict) or not isinstance(doc.get("layers"), list):
-            raise RuntimeFailure(f"{what}: manifest has no config or layers")
+            raise TerminalFailure(f"{what}: manifest has no config or layers")
         return "manifest"
     if doc.get("schemaVersion") == 1:
-        raise RuntimeFailure(f"{what}: Docker schema 1 manifests are not supported (push it again with a newer tool)")
-    raise RuntimeFailure(f"{what}: unsupported manifest media type {media_type or '(none)'!r}")
+        raise TerminalFailure(f"{what}: Docker schema 1 manifests are not supported (push it again with a newer tool)")
+    raise TerminalFailure(f"{what}: unsupported manifest media type {media_type or '(none)'!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from orchestr.errors import RuntimeFailure
+from orchestr.errors import TerminalFailure
 
 DEFAULT_REGISTRY = "docker.io"
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
@@ -51,19 +51,19 @@ def parse(ref: str) -> Reference:
     if "@" in text:
         rest, digest = text.split("@", 1)
         if not _DIGEST.fullmatch(digest):
-            raise RuntimeFailure(f"invalid image reference {ref!r}: expected a sha256:<64 hex> digest after '@'")
+            raise TerminalFailure(f"invalid image reference {ref!r}: expected a sha256:<64 hex> digest after '@'")
     tag = None
     head, _, last = rest.rpartition("/")
     if ":" in last:
         last, tag = last.split(":", 1)
         if not _TAG.fullmatch(tag):
-            raise RuntimeFailure(f"invalid image reference {ref!r}: bad tag {tag!r}")
+            raise TerminalFailure(f"invalid image reference {ref!r}: bad tag {tag!r}")
     rest = f"{head}/{last}" if head else last
     first, _, remainder = rest.partition("/")
     if remainder and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
         registry, path = first, remainder
         if not _HOST.fullmatch(registry):
-            raise RuntimeFailure(f"invalid image reference {ref!r}: bad registry host {registry!r}")
+            raise TerminalFailure(f"invalid image reference {ref!r}: bad registry host {registry!r}")
     else:
         registry, path = DEFAULT_REGISTRY, rest
     if registry == "index.docker.io":
@@ -71,7 +71,7 @@ def parse(ref: str) -> Reference:
     if registry == DEFAULT_REGISTRY and "/" not in path:
         path = f"library/{path}"
     if not path or not all(_COMPONENT.fullmatch(c) for c in path.split("/")):
-        raise RuntimeFailure(
+        raise TerminalFailure(
             f"invalid image reference {ref!r}: a name is lowercase letters, digits and separators (. _ - /)"
         )
     if tag is None and digest is None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from orchestr.errors import RuntimeFailure
+from orchestr.errors import RuntimeFailure, TerminalFailure
 
 CHUNK = 1 << 20
 OPAQUE = ".wh..wh..opq"
@@ -48,7 +48,7 @@ def decompressor(f: BinaryIO, kind: str | None, what: str) -> BinaryIO:
         try:
             import zstandard
         except ImportError:
-            raise RuntimeFailure(f"{what}: zstd-compressed layers need the zstandard module") from None
+            raise TerminalFailure(f"{what}: zstd-compressed layers need the zstandard module") from None
         return zstandard.ZstdDecompressor().stream_reader(f, read_size=CHUNK)  # type: ignore[return-value]
     return f
 
@@ -384,10 +384,10 @@ def _copy_stream(tar: tarfile.TarFile, member: tarfile.TarInfo, dst: int) -> Non
 
 def _clean(name: str, what: str) -> list[str]:
     if name.startswith("/"):
-        raise RuntimeFailure(f"{what}: entry {name!r} has an absolute path; layer paths are relative")
+        raise TerminalFailure(f"{what}: entry {name!r} has an absolute path; layer paths are relative")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise RuntimeFailure(f"{what}: entry {name!r} contains '..'; layer paths stay inside the layer")
+        raise TerminalFailure(f"{what}: entry {name!r} contains '..'; layer paths stay inside the layer")
     return parts
 
 
@@ -444,7 +444,7 @@ class _Extractor:
                 child = os.open(comp, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise RuntimeFailure(
+                    raise TerminalFailure(
                         f"{self.what}: entry {name!r} goes through {path!r}, which is a symlink or not a directory"
                     ) from None
                 raise
@@ -510,9 +510,9 @@ class _Extractor:
         elif m.ischr() and m.devmajor == 0 and m.devminor == 0:
             os.mknod(base, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)  # already an overlayfs whiteout
         elif m.ischr() or m.isblk():
-            raise RuntimeFailure(f"{self.what}: entry {m.name!r} is a device node; layers may not carry devices")
+            raise TerminalFailure(f"{self.what}: entry {m.name!r} is a device node; layers may not carry devices")
         else:
-            raise RuntimeFailure(f"{self.what}: entry {m.name!r} has unsupported tar type {m.type!r}")
+            raise TerminalFailure(f"{self.what}: entry {m.name!r} has unsupported tar type {m.type!r}")
 
     def directory(self, parent: int, base: str, path: str, m: tarfile.TarInfo) -> None:
         try:
@@ -533,12 +533,12 @@ class _Extractor:
     def hardlink(self, parent: int, base: str, m: tarfile.TarInfo) -> None:
         target = _clean(m.linkname, self.what)
         if not target:
-            raise RuntimeFailure(f"{self.what}: hardlink {m.name!r} points at the layer root")
+            raise TerminalFailure(f"{self.what}: hardlink {m.name!r} points at the layer root")
         try:
             tparent = self.walk(target[:-1], m.name, create=False)
             os.link(target[-1], base, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False)
         except (FileNotFoundError, PermissionError, IsADirectoryError):
-            raise RuntimeFailure(
+            raise TerminalFailure(
                 f"{self.what}: hardlink {m.name!r} points at {m.linkname!r}, which is not a file earlier in the layer"
             ) from None
 
