@@ -27,6 +27,8 @@ from orchestr.runtime import Runtime, supports
 
 from . import images
 
+pytest.register_assert_rewrite("orchestr.testing.suite")  # its failed asserts show their values, as a test module's
+
 KIT_LABEL = "org.orchestr.conformance"  # on every container and image the kit makes
 
 
