@@ -52,9 +52,11 @@ NAME = "hostproc"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 POLL = 0.1  # seconds between looks at a process; there is no supervisor to tell us
 # Runs the command and records its exit status. The no-op trap keeps the shell alive through the
-# SIGTERM sent to the whole process group, so it can still write the status after the command dies;
+# signals sent to the whole process group, so it can still write the status after the command dies;
 # a caught (not ignored) signal is reset to default in the command, which therefore still gets it.
-WRAPPER = 'trap : TERM INT HUP QUIT; f=$1; shift; "$@"; echo $? > "$f"'
+# The command runs in a subshell, which forks: the shell's own vfork would leave it unstoppable (a
+# pause right after start would wait for ever) until the command has started.
+WRAPPER = 'trap : HUP INT QUIT USR1 USR2 ALRM TERM; f=$1; shift; ("$@"); echo $? > "$f"'
 
 
 @hookimpl
