@@ -50,6 +50,9 @@ def test_the_kit_runs_with_one_command():
     assert "1 passed" in proc.stdout
     usage = subprocess.run([sys.executable, "-m", "orchestr.testing"], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage: python -m orchestr.testing RUNTIME" in usage.stderr
+    unknown = subprocess.run([sys.executable, "-m", "orchestr.testing", "nope"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("unknown runtime 'nope' (installed: ")
+    assert unknown.stdout == "" and len(unknown.stderr.splitlines()) == 1
 
 
 def test_limits_are_read_from_cgroup_v2_where_it_is_mounted(tmp_path):

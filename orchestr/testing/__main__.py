@@ -18,6 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError:
         print("the conformance kit runs on pytest: pip install 'orchestr[test]'", file=sys.stderr)
         return 2
+    from orchestr import plugins
+
+    installed = plugins.runtimes()
+    if args[0] not in installed:
+        print(f"unknown runtime {args[0]!r} (installed: {', '.join(sorted(installed)) or 'none'})", file=sys.stderr)
+        return 2
     suite = Path(__file__).with_name("suite.py")
     # no cache provider: the suite may live in a read-only site-packages
     return int(pytest.main([str(suite), "-p", "orchestr.testing.plugin", "-p", "no:cacheprovider",

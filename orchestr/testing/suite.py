@@ -48,6 +48,11 @@ BOUND = 60  # seconds: only a bound on a wait for what must happen, never a meas
 TEST_BOUND = 300  # seconds: a bound on a whole test
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # engine clients such as aiohttp run on asyncio only
+
+
 @contextlib.contextmanager
 def within(what: str, seconds: float = BOUND) -> Iterator[None]:
     """Fails the test, saying what did not happen, when the block runs past seconds."""
