@@ -52,6 +52,7 @@ class Capabilities:
     image_export: bool = False  # ImageExporter
     update: bool = False  # ResourceUpdater: limits changed on a created or running container
     bridge_capacity: bool = False  # BridgeCapacity: a namespace's bridge network has addresses for so many
+    exec_options: bool = True  # exec honours env, user and workdir (CRI's ExecSync takes a command alone)
 
 
 @runtime_checkable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -50,6 +51,39 @@ def docker_engine() -> None:
 def docker_image(docker_engine, busybox_archive) -> str:
     """TEST_IMAGE, loaded into the Docker Engine."""
     subprocess.run(["docker", "load", "-i", str(busybox_archive)], check=True, capture_output=True)
+    return TEST_IMAGE
+
+
+def _cri_containerd_module():
+    spec = importlib.util.spec_from_file_location("cri_containerd", ROOT / "scripts" / "cri_containerd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def cri_runtime(tmp_path_factory):
+    """The tests' own CRI runtime: a second containerd with its own root, state, socket and CNI config
+    (scripts/cri_containerd.py), at ORCHESTR_CRI_ENDPOINT for the whole session; removed with every pod after.
+    A CRI runtime that does not start fails the tests that need it."""
+    runtime = _cri_containerd_module().CriContainerd(tmp_path_factory.mktemp("cri") / "containerd")
+    try:
+        endpoint = runtime.start()
+    except Exception as e:  # noqa: BLE001 - reported as the failure it is
+        pytest.fail(f"the tests' CRI runtime (containerd's CRI plugin) did not start: {e}", pytrace=False)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ORCHESTR_CRI_ENDPOINT", endpoint)
+    try:
+        yield runtime
+    finally:
+        patch.undo()
+        runtime.stop()
+
+
+@pytest.fixture(scope="session")
+def cri_image(cri_runtime, busybox_archive) -> str:
+    """TEST_IMAGE, imported into the tests' CRI runtime."""
+    cri_runtime.ctr("images", "import", str(busybox_archive))
     return TEST_IMAGE
 
 

@@ -1,6 +1,8 @@
-"""The conformance kit (orchestr.testing) over native, docker and the example hostproc plugin, loaded from its file.
+"""The conformance kit (orchestr.testing) over native, docker, cri and the example hostproc plugin, loaded from its
+file.
 
 A missing Docker Engine fails the docker half: the kit opens the runtime and its image import cannot reach it.
+The cri half runs on the tests' own CRI runtime (a second containerd), which the session starts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from orchestr import plugins
 from orchestr.testing import host
 from orchestr.testing.suite import *  # noqa: F403  (the kit's tests, run here on each runtime below)
 
-CONFORMANCE_RUNTIMES = ["native", "docker", "hostproc"]
+CONFORMANCE_RUNTIMES = ["native", "docker", "cri", "hostproc"]
 EXAMPLE = ROOT / "examples" / "orchestr-hostproc" / "orchestr_hostproc.py"
 
 
@@ -29,6 +31,11 @@ def orchestr_plugin_manager():
     pm = plugins.new_plugin_manager()
     pm.register(module, name="orchestr_hostproc")
     return pm
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cri_endpoint(cri_runtime):
+    """ORCHESTR_CRI_ENDPOINT names the tests' CRI runtime before the kit opens cri."""
 
 
 @pytest.fixture(scope="session")

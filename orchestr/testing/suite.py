@@ -300,7 +300,13 @@ async def test_exec_exit_code_and_output(kit: Kit):
     assert (result.exit_code, result.stdout, result.stderr) == (7, b"out\n", b"err\n")
 
 
+async def test_exec_sees_the_containers_env(kit: Kit):
+    c = await kit.run("exec-env", *TERMINABLE, env={"FROM_SPEC": "spec"})
+    assert (await kit.runtime.exec(c.id, ["sh", "-c", "echo $FROM_SPEC"])).stdout == b"spec\n"
+
+
 async def test_exec_env_user_and_workdir(kit: Kit):
+    kit.require("exec_options")
     rt = kit.runtime
     c = await kit.run("exec-opts", *TERMINABLE, env={"FROM_SPEC": "spec"})
     env = await rt.exec(c.id, ["sh", "-c", "echo $FROM_SPEC $FROM_EXEC"], env={"FROM_EXEC": "exec"})

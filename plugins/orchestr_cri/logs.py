@@ -1,0 +1,172 @@
+"""The CRI log files: reading them (tail, follow) across rotations and restarts, and rotating them.
+
+A CRI runtime writes a container's output to the file the pod's log directory and the container's log_path
+name, one line per record in the kubelet's format: `<RFC 3339 time> <stdout|stderr> <P|F> <content>`, where P
+marks part of a line the runtime split (a long line, or output that ended without a newline) and F the part
+that ends it. Nobody else rotates these files: the kubelet does, in Kubernetes. orchestr does it the same way
+(rename the file, ReopenContainerLog) whenever it lists containers or reads logs, so a log grows past its size
+only while no orchestr command runs. Each restart writes a new file (<attempt>.log); logs reads them all,
+oldest first, as one stream.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import anyio
+
+from orchestr.model import LogLine
+
+POLL = 0.1  # seconds between looks at a followed file
+MAX_SIZE = 10 << 20  # the kubelet's containerLogMaxSize default
+MAX_FILES = 5  # the kubelet's containerLogMaxFiles default: the current file and four before it
+_ROTATED = re.compile(r"^(\d+)\.log(?:\.(\d{8}-\d{6}\.\d{6}))?$")
+
+
+def parse(record: bytes) -> tuple[str, str, bool, bytes] | None:
+    """(time, stream, full, content) of one record without its newline; None for a line not in the format."""
+    parts = record.split(b" ", 3)
+    if len(parts) < 3 or parts[1] not in (b"stdout", b"stderr"):
+        return None
+    content = parts[3] if len(parts) == 4 else b""
+    tags = parts[2].split(b":")
+    return parts[0].decode(errors="replace"), parts[1].decode(), b"P" not in tags, content
+
+
+class Lines:
+    """Joins partial records into lines, per stream, keeping the time of each line's first part."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[str, bytes]] = {}
+
+    def add(self, record: bytes) -> LogLine | None:
+        parsed = parse(record)
+        if parsed is None:
+            return None
+        stamp, stream, full, content = parsed
+        first, head = self.pending.pop(stream, (stamp, b""))
+        if not full:
+            self.pending[stream] = (first, head + content)
+            return None
+        return LogLine(stream, head + content + b"\n", first)
+
+    def rest(self) -> list[LogLine]:
+        """What is left once the output has ended: lines that ended without a newline."""
+        rest = [LogLine(stream, data, stamp) for stream, (stamp, data) in self.pending.items()]
+        self.pending.clear()
+        return rest
+
+
+def files(current: Path) -> list[Path]:
+    """Every file of the container's output in its pod, oldest first: earlier attempts' files, then rotated
+    ones, the current one last."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in current.parent.iterdir():
+            m = _ROTATED.match(entry.name)
+            if m and entry.is_file():
+                found.append(((int(m[1]), m[2] is None, m[2] or ""), entry))
+    ordered = [path for _, path in sorted(found)]
+    if current not in ordered and current.exists():
+        ordered.append(current)
+    return ordered
+
+
+def rotate(current: Path, max_size: int = MAX_SIZE, max_files: int = MAX_FILES) -> bool:
+    """Renames the current file aside when it is past max_size (the caller then has the runtime reopen it), and
+    removes the oldest files past max_files; True when it renamed."""
+    try:
+        big = current.stat().st_size > max_size
+    except OSError:
+        return False
+    if big:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f".{time.time_ns() // 1000 % 1_000_000:06d}"
+        with contextlib.suppress(OSError):
+            current.rename(current.with_name(f"{current.name}.{stamp}"))
+    prune(current, max_files)
+    return big
+
+
+def prune(current: Path, max_files: int = MAX_FILES) -> None:
+    """Removes the container's oldest log files past max_files (the current one is always kept)."""
+    old = [p for p in files(current) if p != current]
+    for path in old[: max(0, len(old) - (max_files - 1))]:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _records(data: bytes) -> tuple[list[bytes], bytes]:
+    """Complete records in data, and the unfinished rest."""
+    *done, rest = data.split(b"\n")
+    return done, rest
+
+
+async def read(current: Path, *, tail: int | None, follow: bool,
+               alive: Callable[[], Awaitable[bool]]) -> AsyncIterator[LogLine]:
+    """The lines of every file of the container's output, oldest first (the last tail of them), then, with
+    follow, what the current file gets until the container has exited (alive() says False) and it is drained."""
+    lines = Lines()
+    kept: collections.deque[LogLine] | list[LogLine] = collections.deque(maxlen=tail) if tail is not None else []
+    handle = None
+    paths = files(current)
+    for path in paths:
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - the current file stays open for follow
+        except OSError:
+            continue
+        records, rest = _records(f.read())
+        for record in records:
+            if (line := lines.add(record)) is not None:
+                kept.append(line)
+        if path == current and follow:
+            handle, unfinished = f, rest
+        else:
+            f.close()
+    if not follow:
+        kept.extend(lines.rest())  # lines the output ended in the middle of count as its last
+    for line in kept:
+        yield line
+    if not follow:
+        return
+    if handle is None:  # the runtime has not made the file yet
+        while handle is None:
+            with contextlib.suppress(OSError):
+                handle, unfinished = open(current, "rb"), b""  # noqa: SIM115
+            if handle is None:
+                if not await alive():
+                    return
+                await anyio.sleep(POLL)
+    try:
+        while True:
+            ended = not await alive()  # asked before the read: output written before the end is read after it
+            chunk = handle.read()
+            if chunk:
+                records, unfinished = _records(unfinished + chunk)
+                for record in records:
+                    if (line := lines.add(record)) is not None:
+                        yield line
+                continue
+            if _replaced(handle, current):  # rotated: the rest is in the new file
+                handle.close()
+                handle, unfinished = open(current, "rb"), b""  # noqa: SIM115
+                continue
+            if ended:
+                break
+            await anyio.sleep(POLL)
+    finally:
+        handle.close()
+    for line in lines.rest():
+        yield line
+
+
+def _replaced(handle, current: Path) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        return os.stat(current).st_ino != os.fstat(handle.fileno()).st_ino
+    except OSError:
+        return False

@@ -1,0 +1,82 @@
+"""A pod's directory on this host, under the state dir's cri/pods/: the log directory the runtime writes the
+container's output to, the /etc/hosts orchestr keeps, and the volumes CRI cannot make itself.
+
+CRI mounts host paths only, as the kubelet hands it its volumes: a named volume is a directory of orchestr's
+(cri/volumes/<namespace>_<name>, kept when its pods go, as Docker keeps volumes), a tmpfs volume a tmpfs
+orchestr mounts in the pod's directory (as the kubelet mounts a memory-backed emptyDir), removed with the pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+from pathlib import Path
+
+from orchestr.config import private_dir
+from orchestr.containers import volume_key
+from orchestr.errors import RuntimeFailure
+from orchestr.model import ContainerSpec
+
+from .proto import cri_pb2 as pb
+
+RUNTIME = "cri"
+HOSTS = "etc-hosts"
+
+
+def root(state_dir: Path) -> Path:
+    return Path(state_dir) / "cri"
+
+
+def pod_dir(state_dir: Path, namespace: str, name: str, uid: str) -> Path:
+    """The kubelet's naming of a pod's log directory: <namespace>_<name>_<uid>."""
+    return root(state_dir) / "pods" / f"{namespace}_{name}_{uid}"
+
+
+def make(path: Path) -> Path:
+    return private_dir(path)
+
+
+def mounts(spec: ContainerSpec, path: Path, state_dir: Path, *, recursive_read_only: bool) -> list[pb.Mount]:
+    """The container's mounts for spec's checked volumes (orchestr.containers.volumes), made on the host first,
+    and its /etc/hosts when on the bridge."""
+    found = []
+    for index, v in enumerate(spec.volumes):
+        if v.type == "bind":
+            source = Path(v.source or "")
+        elif v.type == "volume":
+            source = private_dir(root(state_dir) / "volumes") / volume_key(spec.namespace, v.source or "")
+            source.mkdir(mode=0o755, exist_ok=True)
+        else:
+            source = path / "tmpfs" / str(index)
+            source.mkdir(parents=True, exist_ok=True)
+            if not source.is_mount():
+                _run(["mount", "-t", "tmpfs", "-o", f"size={v.tmpfs_size},mode=1777,nosuid,nodev", "tmpfs",
+                      str(source)], f"cannot mount the tmpfs for {v.target}")
+        found.append(pb.Mount(container_path=v.target, host_path=str(source), readonly=v.read_only,
+                              recursive_read_only=v.read_only and recursive_read_only))
+    if spec.network == "bridge":
+        found.append(pb.Mount(container_path="/etc/hosts", host_path=str(path / HOSTS), readonly=True))
+    return found
+
+
+def _run(argv: list[str], what: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeFailure(f"{what}: {done.stderr.strip()}", runtime=RUNTIME)
+
+
+def remove(path: Path) -> None:
+    """Unmounts the pod's tmpfs volumes and removes its directory, logs and all."""
+    tmpfs = path / "tmpfs"
+    with contextlib.suppress(OSError):
+        for mount in tmpfs.iterdir():
+            if mount.is_mount():
+                _run(["umount", str(mount)], f"cannot unmount {mount}")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def existing(state_dir: Path) -> list[Path]:
+    with contextlib.suppress(OSError):
+        return [p for p in (root(state_dir) / "pods").iterdir() if p.is_dir()]
+    return []
