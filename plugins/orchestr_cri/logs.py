@@ -21,12 +21,31 @@ from pathlib import Path
 
 import anyio
 
+from orchestr.errors import TerminalFailure
 from orchestr.model import LogLine
+from orchestr.quantity import parse_quantity
 
 POLL = 0.1  # seconds between looks at a followed file
 MAX_SIZE = 10 << 20  # the kubelet's containerLogMaxSize default
 MAX_FILES = 5  # the kubelet's containerLogMaxFiles default: the current file and four before it
+SIZE_ENV, FILES_ENV = "ORCHESTR_CRI_LOG_MAX_SIZE", "ORCHESTR_CRI_LOG_MAX_FILES"
 _ROTATED = re.compile(r"^(\d+)\.log(?:\.(\d{8}-\d{6}\.\d{6}))?$")
+
+
+def limits() -> tuple[int, int]:
+    """(max size, max files) of a container's log: ORCHESTR_CRI_LOG_MAX_SIZE (a quantity) and
+    ORCHESTR_CRI_LOG_MAX_FILES (at least 2: the current file and one before it), else the kubelet's defaults."""
+    size, count = os.environ.get(SIZE_ENV, "").strip(), os.environ.get(FILES_ENV, "").strip()
+    try:
+        max_size = parse_quantity(size) if size else MAX_SIZE
+    except ValueError:
+        max_size = 0
+    if max_size <= 0:
+        raise TerminalFailure(f"{SIZE_ENV}: expected a quantity like 10Mi, got {size!r}", runtime="cri")
+    max_files = int(count) if count.isdigit() else 0 if count else MAX_FILES
+    if max_files < 2:
+        raise TerminalFailure(f"{FILES_ENV}: expected a number of files, at least 2, got {count!r}", runtime="cri")
+    return max_size, max_files
 
 
 def parse(record: bytes) -> tuple[str, str, bool, bytes] | None:

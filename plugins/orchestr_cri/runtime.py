@@ -245,7 +245,7 @@ class CriRuntime(Images):
                     pod_sandbox_id=id, config=config, sandbox_config=made.sandbox_config(pod.status.metadata.attempt)),
                     timeout=CALL)
                 cid = created.container_id
-                logs.prune(Path(made.pod.log_directory) / config.log_path)
+                logs.prune(Path(made.pod.log_directory) / config.log_path, logs.limits()[1])
             else:
                 cid = current.id
             await self.conn.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=CALL)
@@ -365,7 +365,7 @@ class CriRuntime(Images):
     async def _rotate(self, made: Made, current: pb.Container) -> None:
         """Rotates a running container's log when it is past its size, as the kubelet does."""
         path = Path(made.pod.log_directory) / mapping.log_path(current.metadata.name, current.metadata.attempt)
-        if await asyncio.to_thread(logs.rotate, path):
+        if await asyncio.to_thread(logs.rotate, path, *logs.limits()):
             with contextlib.suppress(grpc.RpcError):  # it may have exited meanwhile: it writes no more
                 await self.conn.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=current.id),
                                                            timeout=CALL)
