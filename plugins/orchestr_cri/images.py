@@ -4,7 +4,8 @@ ListImages, ImageStatus, RemoveImage.
 CRI has no verb to import an archive. On containerd, whose CRI plugin keeps its images in containerd's `k8s.io`
 namespace, orchestr imports through containerd's own API with its client, `ctr` (shipped with containerd),
 at the same socket; any other CRI runtime refuses `images import` in one line.
-CRI has no untag either: removing a reference removes the image with every name it has, as crictl rmi does.
+CRI has no untag either: removing a reference removes the image with every name it has, as crictl rmi does, so
+orchestr refuses that without force when the image has other names.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ class Images:
         creds = await asyncio.to_thread(auth.credentials, registry)  # a credential helper is a process to run
         request = pb.PullImageRequest(image=pb.ImageSpec(image=ref))
         if creds is not None:
-            request.auth.CopyFrom(pb.AuthConfig(username=creds[0], password=creds[1], server_address=registry))
+            # the host the runtime will ask, as a URL: containerd compares it with that host, CRI-O takes it too
+            host = "registry-1.docker.io" if registry == reference.DEFAULT_REGISTRY else registry
+            request.auth.CopyFrom(pb.AuthConfig(username=creds[0], password=creds[1], server_address=f"https://{host}"))
         if progress:
             progress(PullProgress(ref, None, "pulling"))
         try:
@@ -128,6 +131,10 @@ class Images:
 
     async def image_remove(self, ref: str, *, force: bool = False) -> None:
         image = (await self._image_status(ref)).image
+        others = sorted({mapping.familiar(r) for r in image.repo_tags} - {ref, mapping.familiar(ref)})
+        if others and not force:
+            raise Conflict(f"image {ref} is also named {', '.join(others)}, and CRI removes an image with every name "
+                           "it has (it cannot untag); force removes them all", runtime=RUNTIME)
         if not force:
             users = await self._users()
             using = users.get(image.id) or next((users[r] for r in [*image.repo_tags, *image.repo_digests]

@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 
@@ -26,6 +27,7 @@ from orchestr.model import LogLine
 from orchestr.quantity import parse_quantity
 
 POLL = 0.1  # seconds between looks at a followed file
+REOPEN = 0.01  # seconds the runtime may still write to a rotated file once the new one is there
 MAX_SIZE = 10 << 20  # the kubelet's containerLogMaxSize default
 MAX_FILES = 5  # the kubelet's containerLogMaxFiles default: the current file and four before it
 SIZE_ENV, FILES_ENV = "ORCHESTR_CRI_LOG_MAX_SIZE", "ORCHESTR_CRI_LOG_MAX_FILES"
@@ -126,66 +128,89 @@ def _records(data: bytes) -> tuple[list[bytes], bytes]:
     return done, rest
 
 
+class _Seen:
+    """The container's log files read, or being read, kept open and known by inode: the kernel gives no new
+    file the inode of one still open, so an inode names one file for as long as it is listed here."""
+
+    def __init__(self, current: Path) -> None:
+        self.current = current
+        self.files: dict[int, BinaryIO] = {}
+
+    def unseen(self, active: BinaryIO | None = None) -> BinaryIO | None:
+        """The oldest file of the container's output not read yet, opened (a rotation or a reopen made it);
+        files that are gone (pruned) are let go of, except the one being read."""
+        listed, found = set(), None
+        for path in files(self.current):
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - kept, or handed to the caller
+            except OSError:
+                continue
+            inode = os.fstat(f.fileno()).st_ino
+            listed.add(inode)
+            if inode in self.files or found is not None:
+                f.close()
+            else:
+                self.files[inode] = found = f
+        for inode, f in list(self.files.items()):
+            if inode not in listed and f is not active:
+                f.close()
+                del self.files[inode]
+        return found
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
 async def read(current: Path, *, tail: int | None, follow: bool,
                alive: Callable[[], Awaitable[bool]]) -> AsyncIterator[LogLine]:
     """The lines of every file of the container's output, oldest first (the last tail of them), then, with
-    follow, what the current file gets until the container has exited (alive() says False) and it is drained."""
+    follow, what the runtime writes next, into the current file and those that replace it as it is rotated,
+    until the container has exited (alive() says False) and its output is drained."""
     lines = Lines()
     kept: collections.deque[LogLine] | list[LogLine] = collections.deque(maxlen=tail) if tail is not None else []
-    handle = None
-    paths = files(current)
-    for path in paths:
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - the current file stays open for follow
-        except OSError:
-            continue
-        records, rest = _records(f.read())
-        for record in records:
-            if (line := lines.add(record)) is not None:
-                kept.append(line)
-        if path == current and follow:
-            handle, unfinished = f, rest
-        else:
-            f.close()
-    if not follow:
-        kept.extend(lines.rest())  # lines the output ended in the middle of count as its last
-    for line in kept:
-        yield line
-    if not follow:
-        return
-    if handle is None:  # the runtime has not made the file yet
-        while handle is None:
-            with contextlib.suppress(OSError):
-                handle, unfinished = open(current, "rb"), b""  # noqa: SIM115
-            if handle is None:
-                if not await alive():
-                    return
-                await anyio.sleep(POLL)
+    seen = _Seen(current)
+    handle, unfinished = None, b""
     try:
+        while (f := seen.unseen(handle)) is not None:
+            handle = f
+            records, unfinished = _records(f.read())
+            for record in records:
+                if (line := lines.add(record)) is not None:
+                    kept.append(line)
+        if not follow:
+            kept.extend(lines.rest())  # lines the output ended in the middle of count as its last
+        for line in kept:
+            yield line
+        if not follow:
+            return
+        ended = False
         while True:
-            ended = not await alive()  # asked before the read: output written before the end is read after it
-            chunk = handle.read()
+            chunk = handle.read() if handle is not None else b""
             if chunk:
                 records, unfinished = _records(unfinished + chunk)
                 for record in records:
                     if (line := lines.add(record)) is not None:
                         yield line
                 continue
-            if _replaced(handle, current):  # rotated: the rest is in the new file
-                handle.close()
-                handle, unfinished = open(current, "rb"), b""  # noqa: SIM115
+            following = seen.unseen(handle)
+            if following is not None:
+                if handle is not None:
+                    # the runtime makes the new file, then moves its writer over: what it wrote in between is
+                    # in the old one
+                    await anyio.sleep(REOPEN)
+                    for record in _records(unfinished + handle.read())[0]:
+                        if (line := lines.add(record)) is not None:
+                            yield line
+                handle, unfinished = following, b""
                 continue
             if ended:
                 break
-            await anyio.sleep(POLL)
+            # once it has ended, one more look: what it wrote before its end is in the files by then
+            ended = not await alive()
+            if not ended:
+                await anyio.sleep(POLL)
+        for line in lines.rest():
+            yield line
     finally:
-        handle.close()
-    for line in lines.rest():
-        yield line
-
-
-def _replaced(handle, current: Path) -> bool:  # type: ignore[no-untyped-def]
-    try:
-        return os.stat(current).st_ino != os.fstat(handle.fileno()).st_ino
-    except OSError:
-        return False
+        seen.close()
