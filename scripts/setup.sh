@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(
-    containerd runc crun docker.io docker-registry skopeo busybox-static docker-compose
+    containerd runc crun docker.io docker-registry skopeo busybox-static docker-compose containernetworking-plugins
     iptables apache2-utils openssl make python3-venv
 )
 VENV=.venv

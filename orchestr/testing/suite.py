@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from orchestr.errors import Conflict, NotFound, RuntimeFailure, Timeout
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout
 from orchestr.model import (
     L_NAMESPACE,
     Container,
@@ -315,6 +315,16 @@ async def test_exec_env_user_and_workdir(kit: Kit):
     assert user.stdout == b"1000\n1000\n", user
     workdir = await rt.exec(c.id, ["pwd"], workdir="/tmp")
     assert workdir.stdout == b"/tmp\n"
+
+
+async def test_exec_options_a_runtime_cannot_honour_are_refused(kit: Kit):
+    if kit.runtime.capabilities.exec_options:
+        pytest.skip(f"{kit.runtime.name} declares the 'exec_options' capability: it honours them")
+    c = await kit.run("exec-no-opts", *TERMINABLE)
+    for option in ({"env": {"FROM_EXEC": "exec"}}, {"user": "1000:1000"}, {"workdir": "/tmp"}):
+        with pytest.raises(TerminalFailure) as info:
+            await kit.runtime.exec(c.id, ["true"], **option)
+        raised(kit, info, TerminalFailure)
 
 
 async def test_exec_timeout_raises_and_kills_the_command(kit: Kit):
