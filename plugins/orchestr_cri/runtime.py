@@ -419,12 +419,14 @@ class CriRuntime(Images):
 
     async def wait(self, id: str) -> int:
         _, _, current = await self._current(id)
+        pause = POLL / 10  # short containers end within a few looks; long ones are looked at every POLL
         while True:
             if current is not None:
                 status = (await self._status(current.id, pod=id)).status
                 if status.state == pb.CONTAINER_EXITED:
                     return status.exit_code
-            await anyio.sleep(POLL)
+            await anyio.sleep(pause)
+            pause = min(POLL, pause * 1.5)
             if current is None:
                 _, _, current = await self._current(id)
 
