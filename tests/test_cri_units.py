@@ -424,3 +424,63 @@ def test_a_streamed_event_makes_the_runtime_look_again(tmp_path):
 
     assert anyio.run(scenario) == [(EventAction.CREATE, None), (EventAction.START, None), (EventAction.DIE, 2),
                                    (EventAction.DESTROY, None)]
+
+
+class _EndedCall:
+    """CRI-O without enable_pod_events: the stream ends at once, with no error."""
+
+    async def read(self):
+        return grpc.aio.EOF
+
+    def cancel(self) -> None:
+        pass
+
+
+def test_a_stream_that_ends_at_once_leaves_polling(tmp_path):
+    from orchestr.config import Config
+    from orchestr_cri.runtime import CriRuntime
+
+    fake = _StreamingRuntime()
+    fake.call = _EndedCall()
+    rt = CriRuntime(Config(state_dir=tmp_path), "unix:///fake.sock")
+    rt.conn._runtime = fake
+    rt.conn.sync_runtime = fake.sync
+
+    async def scenario() -> list[EventAction]:
+        stream = rt.events()
+        fake.pods.append(pb.PodSandbox(id="p", metadata=pb.PodSandboxMetadata(name="web-0"), labels={L_NAMESPACE: NS}))
+        with anyio.fail_after(10):
+            async for event in stream:  # nobody announces the pod: a poll finds it
+                return [event.action]
+        return []
+
+    assert anyio.run(scenario) == [EventAction.CREATE]
+
+
+class _ExecRuntime:
+    """A pod with a running container whose ExecSync answers as CRI-O does for a command killed at its deadline."""
+
+    async def PodSandboxStatus(self, request, timeout=None):  # noqa: N802 - the CRI method's name
+        return pb.PodSandboxStatusResponse(status=pb.PodSandboxStatus(
+            id="p", state=pb.SANDBOX_READY, metadata=pb.PodSandboxMetadata(name="web-0"), labels={L_NAMESPACE: NS},
+            annotations=mapping.Made(pb.PodSandboxConfig(), pb.ContainerConfig(), "busybox").sandbox_config().annotations))
+
+    async def ListContainers(self, request, timeout=None):  # noqa: N802
+        return pb.ListContainersResponse(containers=[pb.Container(id="c", pod_sandbox_id="p",
+                                                                  state=pb.CONTAINER_RUNNING)])
+
+    async def ContainerStatus(self, request, timeout=None):  # noqa: N802
+        return pb.ContainerStatusResponse(status=pb.ContainerStatus(id="c", state=pb.CONTAINER_RUNNING))
+
+    async def ExecSync(self, request, timeout=None):  # noqa: N802
+        return pb.ExecSyncResponse(exit_code=-1, stderr=b"command timed out")
+
+
+def test_an_exec_crio_killed_at_its_deadline_is_a_timeout(tmp_path):
+    from orchestr.config import Config
+    from orchestr_cri.runtime import CriRuntime
+
+    rt = CriRuntime(Config(state_dir=tmp_path), "unix:///fake.sock")
+    rt.conn._runtime = _ExecRuntime()
+    with pytest.raises(Timeout, match="sleep ran past its 1s deadline"):
+        anyio.run(lambda: rt.exec("p", ["sleep", "9"], timeout=1))

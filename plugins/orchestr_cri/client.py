@@ -11,6 +11,7 @@ import grpc
 
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure, Timeout
 
+from .proto import cri_pb2 as pb
 from .proto import cri_pb2_grpc as rpc
 
 RUNTIME = "cri"
@@ -55,6 +56,14 @@ class Connection:
         self._channel: grpc.aio.Channel | None = None
         self._runtime: rpc.RuntimeServiceStub | None = None
         self._images: rpc.ImageServiceStub | None = None
+        self._version: str | None = None
+
+    async def runtime_name(self) -> str:
+        """The runtime's name, as its Version call tells it (containerd, cri-o, ...)."""
+        if self._version is None:
+            with self.errors("the CRI runtime's version"):
+                self._version = (await self.runtime.Version(pb.VersionRequest(), timeout=30)).runtime_name
+        return self._version
 
     def _open(self) -> None:
         options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.enable_http_proxy", 0)]
@@ -108,7 +117,8 @@ class Connection:
         if code == grpc.StatusCode.UNIMPLEMENTED:
             return TerminalFailure(f"{what}: the CRI runtime at {self.address} does not implement this call "
                                    f"({details})", **where)
-        if code in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION) or "is reserved for" in details:
+        # a name taken: containerd says "... is reserved for <id>", CRI-O "... name is reserved"
+        if code in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION) or "is reserved" in details:
             return Conflict(f"{what}: {details}", **where)
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return TerminalFailure(f"{what}: {details}", **where)

@@ -4,8 +4,8 @@ ListImages, ImageStatus, RemoveImage.
 CRI has no verb to import an archive. On containerd, whose CRI plugin keeps its images in containerd's `k8s.io`
 namespace, orchestr imports through containerd's own API with its client, `ctr` (shipped with containerd),
 at the same socket; any other CRI runtime refuses `images import` in one line.
-CRI has no untag either: removing a reference removes the image with every name it has, as crictl rmi does, so
-orchestr refuses that without force when the image has other names.
+CRI has no untag either: containerd's RemoveImage removes the image with every name it has (CRI-O's untags the
+name given), so on containerd orchestr refuses that without force when the image has other names.
 """
 
 from __future__ import annotations
@@ -79,14 +79,13 @@ class Images:
         path = Path(path)
         if not path.is_file():
             raise NotFound(f"image archive {path} not found", runtime=RUNTIME)
-        with self.conn.errors("the CRI runtime's version"):
-            version = await self.conn.runtime.Version(pb.VersionRequest(), timeout=30)
+        name = await self.conn.runtime_name()
         ctr = shutil.which("ctr")
-        if version.runtime_name != "containerd" or not self.conn.address.startswith("unix:") or ctr is None:
+        if name != "containerd" or not self.conn.address.startswith("unix:") or ctr is None:
             raise TerminalFailure(
-                f"cannot import {path}: CRI has no verb to import an image archive, and {version.runtime_name or 'this runtime'}"
-                " offers no other way orchestr knows (only containerd's, through ctr); push the image to a registry "
-                "and pull it", runtime=RUNTIME)
+                f"cannot import {path}: CRI has no verb to import an image archive, and {name or 'this runtime'} offers "
+                "no other way orchestr knows (only containerd's, through ctr); push the image to a registry and pull it",
+                runtime=RUNTIME)
         socket = self.conn.address.removeprefix("unix://").removeprefix("unix:")
         if progress:
             progress(PullProgress(str(path), None, "importing"))
@@ -131,10 +130,13 @@ class Images:
 
     async def image_remove(self, ref: str, *, force: bool = False) -> None:
         image = (await self._image_status(ref)).image
-        others = sorted({mapping.familiar(r) for r in image.repo_tags} - {ref, mapping.familiar(ref)})
-        if others and not force:
-            raise Conflict(f"image {ref} is also named {', '.join(others)}, and CRI removes an image with every name "
-                           "it has (it cannot untag); force removes them all", runtime=RUNTIME)
+        by_id = ref == image.id or image.id.startswith(f"sha256:{ref}")
+        if await self.conn.runtime_name() == "containerd" and not by_id:
+            # containerd removes an image with every name it has (CRI-O untags the one given)
+            others = sorted({mapping.familiar(r) for r in image.repo_tags} - {ref, mapping.familiar(ref)})
+            if others and not force:
+                raise Conflict(f"image {ref} is also named {', '.join(others)}, and containerd removes an image with "
+                               "every name it has (CRI cannot untag); force removes them all", runtime=RUNTIME)
         if not force:
             users = await self._users()
             using = users.get(image.id) or next((users[r] for r in [*image.repo_tags, *image.repo_digests]
@@ -143,7 +145,7 @@ class Images:
                 raise Conflict(f"image {ref} is in use by container {using[0][:12]} (remove it first, or force)",
                                runtime=RUNTIME)
         with self.conn.errors(f"image {ref}"):
-            await self.conn.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image.id)), timeout=120)
+            await self.conn.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
 
     async def image_prune(self) -> list[str]:
         """Removes images with no name that no container of the runtime uses, as `docker image prune` removes

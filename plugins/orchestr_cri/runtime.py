@@ -42,6 +42,7 @@ CALL = 60.0  # seconds: the deadline of a call that does not wait on a container
 SANDBOX_CALL = 240.0  # RunPodSandbox may pull the sandbox image
 POLL = 0.1  # seconds between looks at a container that is awaited
 EVENTS_POLL = 0.25  # seconds between snapshots, for runtimes without GetContainerEvents
+CRIO_TIMED_OUT = b"command timed out"  # conmon's stderr for an exec it killed at its deadline
 
 
 def _signum(name: str | int) -> int:
@@ -413,6 +414,10 @@ class CriRuntime(Images):
                                      "may answer ExecSync with (CRI returns an exec's output whole)",
                                      runtime=RUNTIME, container=id) from None
             raise self.conn.translate(e, f"container {id}: exec {argv[0]}", id) from None
+        if seconds and answer.exit_code == -1 and answer.stderr == CRIO_TIMED_OUT:
+            # CRI-O answers a command it killed at its deadline so, where containerd fails the call
+            raise Timeout(f"container {id}: {argv[0]} ran past its {timeout:g}s deadline and was killed",
+                          runtime=RUNTIME, container=id)
         collected.add("stdout", answer.stdout)
         collected.add("stderr", answer.stderr)
         return collected.result(answer.exit_code)
@@ -478,11 +483,13 @@ class CriRuntime(Images):
             while True:
                 if stream is not None:
                     try:
-                        await stream.read()  # a change: look again (what happened is read from the look)
+                        # a change: look again (what happened is read from the look)
+                        if await stream.read() is grpc.aio.EOF:
+                            stream = None  # CRI-O without enable_pod_events ends the stream at once: poll
                     except grpc.RpcError as e:
                         if code(e) != grpc.StatusCode.UNIMPLEMENTED:
                             raise self.conn.translate(e, "container events") from None
-                        stream = None  # the runtime streams no events: poll
+                        stream = None  # the runtime streams no events (containerd before 1.7): poll
                 else:
                     await anyio.sleep(EVENTS_POLL)
                 now = await self._look(seen)
