@@ -18,12 +18,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Fast scenarios: anchors on every engine this machine has (runc, crun, containerd, Docker), the
-# in-process planner, and CLI start-up.
-SCENARIOS = ["lifecycle", "planner", "startup"]
+# in-process planner, CLI start-up, and the cri runtime on a containerd of the run's own.
+SCENARIOS = ["lifecycle", "planner", "startup", "cri"]
 ANCHORS_THAT_MUST_RUN = {
     "lifecycle": ["runc run (bundle)", "crun run (bundle)", "ctr run --rm", "docker run --rm"],
     "planner": ["orchestr.planner.plan"],
     "startup": ["docker-compose --help"],
+    "cri": ["ctr run --rm", "docker-compose"],
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -107,6 +108,14 @@ def leftovers() -> dict[str, list[str]]:
                             if n.startswith("bench-")],
         "ctr namespaces": [n for n in out(["ctr", "namespaces", "ls", "-q"]) if n.startswith("orchestr-bench")],
         "temp dirs": sorted(p.name for p in Path(tempfile.gettempdir()).glob("orchestr-bench-*")),
+        # the cri scenario's own containerd: its processes, its pods' bridge and CNI's iptables chains
+        "cri containerds": [p for p in out(["pgrep", "-f", "containerd --config /tmp/orchestr-bench-"])],
+        "cri bridges": [line.split(":")[1].strip() for line in subprocess.run(
+            ["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True).stdout.splitlines()
+            if line.split(":")[1].strip().startswith("cri")],
+        "CNI rules": [line for table in ("nat", "filter") for line in subprocess.run(
+            ["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
+            if "orchestr-cri" in line],  # the CNI network scripts/cri_containerd.py names
     }
 
 
