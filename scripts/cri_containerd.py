@@ -263,20 +263,19 @@ class CriContainerd:
             return
         subprocess.run(["ip", "link", "delete", meta["bridge"]], capture_output=True)
         self._remove_pod_rules(meta)
-        shared = {c for _, c, _ in CNI_CHAINS}
         ours = [(t, c, p) for t, c, p in CNI_CHAINS if c not in meta["chains"].get(t, []) and c in _chains(t)]
-        for table, chain, _ in ours:
-            rules = _rules(table, chain)
-            # with its pods gone, the per-pod rules are gone: what is left in these is another CNI user's
-            if chain in ("CNI-HOSTPORT-DNAT", "CNI-FORWARD") and any(not r.endswith(tuple(f"-j {c}" for c in shared))
-                                                                       for r in rules):
-                return
+        # Another CNI user of this host may have pods in these chains: then they stay, and nothing of them is
+        # flushed; else their rules (the plugins' fixed ones) go one by one, and a chain only once it is empty.
+        if any(_foreign(rule) for table, chain, _ in ours for rule in _rules(table, chain)):
+            return
         for table, chain, parents in ours:
             for parent in parents:
                 for rule in _rules(table, parent):
                     if rule.endswith(f"-j {chain}"):
                         _iptables(table, "-D", *shlex.split(rule)[1:])
-            _iptables(table, "-F", chain)
+        for table, chain, _ in ours:
+            for rule in _rules(table, chain):
+                _iptables(table, "-D", *shlex.split(rule)[1:])
         for table, chain, _ in ours:
             _iptables(table, "-X", chain)
 
@@ -300,6 +299,15 @@ class CriContainerd:
             for chain in chains:
                 _iptables(table, "-F", chain)
                 _iptables(table, "-X", chain)
+
+
+def _foreign(rule: str) -> bool:
+    """Whether a rule of CNI's shared chains belongs to a pod (one jumps to a pod's chain, or names its address)."""
+    shared = {c for _, c, _ in CNI_CHAINS}
+    target = rule.rsplit(" -j ", 1)[-1].split()[0] if " -j " in rule else ""
+    addresses = re.findall(r"\d+\.\d+\.\d+\.\d+", rule)
+    return (target.startswith("CNI-") and target not in shared) or any(
+        not ipaddress.ip_address(a).is_loopback and a != "0.0.0.0" for a in addresses)
 
 
 def _rules(table: str, chain: str | None = None) -> list[str]:
