@@ -290,6 +290,14 @@ def test_hosts_name_each_replica_and_its_service(tmp_path):
     assert path.read_text() == text and path.stat().st_ino == inode
 
 
+def test_the_pods_network_namespace_from_its_verbose_status():
+    spec_ = '{"pid": 7, "runtimeSpec": {"linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/run/n"}]}}}'
+    assert network.netns({"info": spec_}) == "/run/n"
+    assert network.netns({"info": '{"pid": 7, "runtimeSpec": {"linux": {"namespaces": [{"type": "network"}]}}}'}) == \
+        "/proc/7/ns/net"
+    assert network.netns({"info": '{"runtimeSpec": {}}'}) is None and network.netns({}) is None
+
+
 def test_ports_are_picked_and_clashes_refused():
     picked = network.pick_ports("web-0", [Port(80, None, "tcp", "127.0.0.1"), Port(53, None, "udp", "127.0.0.1")], [])
     assert all(p.host_port for p in picked)

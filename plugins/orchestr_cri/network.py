@@ -2,8 +2,8 @@
 checked, /etc/hosts naming the namespace's replicas, and `network: none`.
 
 CRI has no network-less pod: every pod that is not on the host's network gets CNI's. For `network: none`
-orchestr sets every interface but loopback down right after the sandbox starts, through the sandbox's process
-on this host, which takes their routes with them; the container (without CAP_NET_ADMIN) cannot set them up
+orchestr sets every interface but loopback down right after the sandbox starts, in the pod's network namespace
+on this host (the one the sandbox's runtime spec names, else its process's), which takes their routes with them; the container (without CAP_NET_ADMIN) cannot set them up
 again. They stay in place rather than go, because CNI's teardown finds what to undo (the bridge plugin's
 masquerading rules) from the addresses on the pod's interface.
 """
@@ -11,6 +11,7 @@ masquerading rules) from the addresses on the pod's interface.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -111,9 +112,24 @@ def write_hosts(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def isolate(pid: int) -> None:
-    """Sets every interface but loopback down in the network namespace of process pid (`network: none`)."""
-    netns = f"--net=/proc/{pid}/ns/net"
+def netns(info: dict[str, str]) -> str | None:
+    """The pod's network namespace from PodSandboxStatus's verbose info: the path its runtime spec names (both
+    containerd and CRI-O give it; CRI-O's pods without an infra container have no process), else the sandbox
+    process's."""
+    try:
+        details = json.loads(info.get("info") or "{}")
+        for ns in ((details.get("runtimeSpec") or {}).get("linux") or {}).get("namespaces") or []:
+            if ns.get("type") == "network" and ns.get("path"):
+                return str(ns["path"])
+        pid = int(details.get("pid") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return f"/proc/{pid}/ns/net" if pid else None
+
+
+def isolate(path: str) -> None:
+    """Sets every interface but loopback down in the network namespace at path (`network: none`)."""
+    netns = f"--net={path}"
     shown = subprocess.run(["nsenter", netns, "ip", "-o", "link", "show"], capture_output=True, text=True)
     if shown.returncode != 0:
         raise RuntimeFailure(f"cannot enter the pod's network namespace: {shown.stderr.strip()}", runtime=RUNTIME)

@@ -198,11 +198,11 @@ class CriRuntime(Images):
                                                             timeout=SANDBOX_CALL)).pod_sandbox_id
         try:
             if net == "none":
-                pid = _info_pid(dict((await self._pod(pod_id, verbose=True)).info))
-                if pid is None:
-                    raise TerminalFailure("network none: the runtime does not tell the sandbox's process, in whose "
-                                          "network namespace orchestr sets the interfaces down")
-                await asyncio.to_thread(network.isolate, pid)
+                path = network.netns(dict((await self._pod(pod_id, verbose=True)).info))
+                if path is None:
+                    raise TerminalFailure("network none: the runtime does not tell the pod's network namespace, in "
+                                          "which orchestr sets the interfaces down")
+                await asyncio.to_thread(network.isolate, path)
             with self.conn.errors(f"container {made.pod.metadata.name}"):
                 await self.conn.runtime.CreateContainer(pb.CreateContainerRequest(
                     pod_sandbox_id=pod_id, config=made.container_config(0), sandbox_config=sandbox), timeout=CALL)
