@@ -19,7 +19,8 @@ from cri import Cri
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure
 from orchestr.testing import images as mkimage
-from orchestr.model import L_NAMESPACE, L_SERVICE, ContainerSpec, Port, State, Volume
+from orchestr.model import L_NAMESPACE, L_SERVICE, ContainerSpec, Port, Resources, State, Volume
+from orchestr.testing import host
 from orchestr_cri import cgroups, mapping
 from orchestr_cri.proto import cri_pb2 as pb
 from orchestr_cri.runtime import CriRuntime
@@ -138,15 +139,22 @@ async def test_follow_reads_every_line_across_rotations(rt, namespace, monkeypat
 
 
 async def test_a_sandbox_the_runtime_lost_is_made_again_on_start(rt, cri, namespace):
-    c = await running(rt, spec(namespace, "lost-0"))
+    s = spec(namespace, "lost-0", volumes=(Volume("tmpfs", "/scratch", size=1 << 20),), resources=Resources(pids=30))
+    c = await running(rt, s)
+    # as a reboot leaves it: the sandbox gone, and with it what the host held for the pod
     cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=c.id), timeout=60)
-    gone = await rt.inspect(c.id)
-    assert gone.state is State.EXITED
+    made = mapping.Made.of((await rt._pod(c.id)).status.annotations)
+    ((scratch, _),) = made.tmpfs
+    subprocess.run(["umount", scratch], check=True)
+    cgroups.remove(made.pod.metadata.uid)
+    assert (await rt.inspect(c.id)).state is State.EXITED
     await rt.start(c.id)
     (remade,) = await rt.list(namespace)
     assert remade.state is State.RUNNING and remade.id != c.id
     assert [p.metadata.attempt for p in cri.pods(namespace)] == [1]
     assert (await rt.exec(remade.id, ["hostname"])).stdout == b"lost-0\n"
+    assert (await rt.exec(remade.id, ["df", "-k", "/scratch"])).stdout.split()[-5] == b"1024"
+    assert host.limits((await rt.inspect(remade.id)).pid).pids == 30
 
 
 async def test_reattach_removes_what_a_cut_delete_left(rt, namespace, tmp_path):

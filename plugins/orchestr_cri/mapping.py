@@ -75,6 +75,7 @@ class Made:
     container: pb.ContainerConfig  # attempt 0's
     image: str  # as the spec names it
     pids: int | None = None  # the pids limit, which the container's config cannot carry on cgroup v1
+    tmpfs: tuple[tuple[str, int], ...] = ()  # (host path, size) of the tmpfs volumes orchestr mounts for it
 
     def annotation(self) -> str:
         return json.dumps({
@@ -82,6 +83,7 @@ class Made:
             "container": base64.b64encode(self.container.SerializeToString()).decode(),
             "image": self.image,
             "pids": self.pids,
+            "tmpfs": [list(t) for t in self.tmpfs],
         }, separators=(",", ":"))
 
     @classmethod
@@ -93,7 +95,8 @@ class Made:
             pod.ParseFromString(base64.b64decode(raw["pod"]))
             container.ParseFromString(base64.b64decode(raw["container"]))
             pids = raw.get("pids")
-            return cls(pod, container, str(raw["image"]), int(pids) if pids is not None else None)
+            tmpfs = tuple((str(path), int(size)) for path, size in raw.get("tmpfs") or ())
+            return cls(pod, container, str(raw["image"]), int(pids) if pids is not None else None, tmpfs)
         except (KeyError, ValueError, TypeError):
             return None
 

@@ -37,10 +37,11 @@ def make(path: Path) -> Path:
     return private_dir(path)
 
 
-def mounts(spec: ContainerSpec, path: Path, state_dir: Path, *, recursive_read_only: bool) -> list[pb.Mount]:
-    """The container's mounts for spec's checked volumes (orchestr.containers.volumes), made on the host first,
-    and its /etc/hosts when on the bridge."""
-    found = []
+def mounts(spec: ContainerSpec, path: Path, state_dir: Path, *,
+           recursive_read_only: bool) -> tuple[list[pb.Mount], tuple[tuple[str, int], ...]]:
+    """The container's mounts for spec's checked volumes (orchestr.containers.volumes) and, on the bridge, its
+    /etc/hosts; and the tmpfs volumes to mount first (see mount_tmpfs), as (host path, size)."""
+    found, tmpfs = [], []
     for index, v in enumerate(spec.volumes):
         if v.type == "bind":
             source = Path(v.source or "")
@@ -49,15 +50,22 @@ def mounts(spec: ContainerSpec, path: Path, state_dir: Path, *, recursive_read_o
             source.mkdir(mode=0o755, exist_ok=True)
         else:
             source = path / "tmpfs" / str(index)
-            source.mkdir(parents=True, exist_ok=True)
-            if not source.is_mount():
-                _run(["mount", "-t", "tmpfs", "-o", f"size={v.tmpfs_size},mode=1777,nosuid,nodev", "tmpfs",
-                      str(source)], f"cannot mount the tmpfs for {v.target}")
+            tmpfs.append((str(source), v.tmpfs_size))
         found.append(pb.Mount(container_path=v.target, host_path=str(source), readonly=v.read_only,
                               recursive_read_only=v.read_only and recursive_read_only))
     if spec.network == "bridge":
         found.append(pb.Mount(container_path="/etc/hosts", host_path=str(path / HOSTS), readonly=True))
-    return found
+    return found, tuple(tmpfs)
+
+
+def mount_tmpfs(volumes: tuple[tuple[str, int], ...]) -> None:
+    """Mounts each (host path, size) tmpfs that is not mounted yet (a reboot unmounts them)."""
+    for where, size in volumes:
+        source = Path(where)
+        source.mkdir(parents=True, exist_ok=True)
+        if not source.is_mount():
+            _run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=1777,nosuid,nodev", "tmpfs", where],
+                 f"cannot mount a tmpfs volume at {where}")
 
 
 def _run(argv: list[str], what: str) -> None:

@@ -80,6 +80,7 @@ class CriRuntime(Images):
             events=EventDelivery.POLLED, exec_options=False,
         )
         self._hosts_lock: anyio.Lock | None = None
+        self._ips: dict[str, str] = {}  # pod id -> its address, which stays while its sandbox lives
         self._cgroupfs: bool | None = None
         self._recursive_ro: bool | None = None
 
@@ -170,17 +171,15 @@ class CriRuntime(Images):
             uid = mapping.pod_uid(spec.namespace, spec.name)
             where = pods.make(pods.pod_dir(self.config.state_dir, spec.namespace, spec.name, uid))
             try:
-                if pids is not None and not unified:
-                    cgroups.prepare(uid, pids)
                 if spec.network == "bridge":
                     network.write_hosts(where / pods.HOSTS, network.hosts([]))
-                mounts = pods.mounts(spec, where, self.config.state_dir,
-                                     recursive_read_only=await self._recursive_read_only())
+                mounts, tmpfs = pods.mounts(spec, where, self.config.state_dir,
+                                            recursive_read_only=await self._recursive_read_only())
                 made = Made(
                     mapping.pod_config(spec, uid=uid, log_dir=str(where), ports=ports, dns=network.dns_config(),
                                        cgroup_parent=cgroups.parent(uid) if cgroupfs else ""),
                     mapping.container_config(spec, argv, mounts, unified_pids=unified),
-                    spec.image, pids)
+                    spec.image, pids, tmpfs)
                 pod_id = await self._run_pod(made, 0, spec.network)
             except BaseException:
                 with anyio.CancelScope(shield=True):
@@ -193,6 +192,10 @@ class CriRuntime(Images):
     async def _run_pod(self, made: Made, attempt: int, net: str) -> str:
         """Runs made's sandbox (attempt: how many it had before) with its first container created in it."""
         sandbox = made.sandbox_config(attempt)
+        # what the host holds for the pod: made at create, and again when a reboot took it
+        await asyncio.to_thread(pods.mount_tmpfs, made.tmpfs)
+        if made.pids is not None and not cgroups.unified():
+            cgroups.prepare(made.pod.metadata.uid, made.pids)
         with self.conn.errors(f"container {made.pod.metadata.name}: its pod sandbox"):
             pod_id = (await self.conn.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=sandbox),
                                                             timeout=SANDBOX_CALL)).pod_sandbox_id
@@ -214,6 +217,7 @@ class CriRuntime(Images):
 
     async def _remove_pod(self, pod_id: str) -> None:
         """Stops and removes a sandbox, its containers with it; a sandbox already gone counts as removed."""
+        self._ips.pop(pod_id, None)
         with self.conn.errors(f"container {pod_id}", container=pod_id):
             for call, request in ((self.conn.runtime.StopPodSandbox, pb.StopPodSandboxRequest(pod_sandbox_id=pod_id)),
                                   (self.conn.runtime.RemovePodSandbox,
@@ -226,10 +230,12 @@ class CriRuntime(Images):
 
     async def start(self, id: str) -> None:
         pod, made, current = await self._current(id)
+        attempt = pod.status.metadata.attempt
         if pod.status.state != pb.SANDBOX_READY:
             # The runtime lost the sandbox (a reboot): a new one is made from the same config, under a new id.
             await self._remove_pod(id)
-            id = await self._run_pod(made, pod.status.metadata.attempt + 1, _network(made))
+            attempt += 1
+            id = await self._run_pod(made, attempt, _network(made))
             await self._refresh_hosts(pod.status.labels[L_NAMESPACE])
             current = mapping.latest(await self._containers(id))
         where = f"container {pod.status.metadata.name}"
@@ -237,14 +243,13 @@ class CriRuntime(Images):
             return
         with self.conn.errors(where, container=id):
             if current is None or current.state != pb.CONTAINER_CREATED:
-                attempt = current.metadata.attempt + 1 if current is not None else 0
+                restarts = current.metadata.attempt + 1 if current is not None else 0
                 if current is not None:
                     await self.conn.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=current.id),
                                                             timeout=CALL)
-                config = made.container_config(attempt)
+                config = made.container_config(restarts)
                 created = await self.conn.runtime.CreateContainer(pb.CreateContainerRequest(
-                    pod_sandbox_id=id, config=config, sandbox_config=made.sandbox_config(pod.status.metadata.attempt)),
-                    timeout=CALL)
+                    pod_sandbox_id=id, config=config, sandbox_config=made.sandbox_config(attempt)), timeout=CALL)
                 cid = created.container_id
                 logs.prune(Path(made.pod.log_directory) / config.log_path, logs.limits()[1])
             else:
@@ -305,12 +310,14 @@ class CriRuntime(Images):
             raise Conflict(f"container {id} is not running", runtime=RUNTIME, container=id)
 
     async def delete(self, id: str, *, force: bool = False) -> None:
-        pod, made, current = await self._current(id)
+        pod = await self._pod(id)  # what it was made from is not needed: a pod without it goes too
+        current = mapping.latest(await self._containers(id))
         if current is not None and current.state == pb.CONTAINER_RUNNING and not force:
             raise Conflict(f"container {pod.status.metadata.name} is running (stop it first, or force)",
                            runtime=RUNTIME, container=id)
         await self._remove_pod(id)
-        await asyncio.to_thread(self._forget, made)
+        if (made := Made.of(pod.status.annotations)) is not None:
+            await asyncio.to_thread(self._forget, made)
         await self._refresh_hosts(pod.status.labels[L_NAMESPACE])
 
     @staticmethod
@@ -328,6 +335,12 @@ class CriRuntime(Images):
             answer = await self._status(current.id, verbose=current.state == pb.CONTAINER_RUNNING, pod=id)
             status, pid = answer.status, _info_pid(dict(answer.info))
         return mapping.container(pod.status, made, status, pid=pid, ip=pod.status.network.ip)
+
+    async def _ip(self, pod_id: str) -> str:
+        """A ready pod's address, asked of the runtime once."""
+        if pod_id not in self._ips:
+            self._ips[pod_id] = (await self._pod(pod_id)).status.network.ip
+        return self._ips[pod_id]
 
     async def _pods(self, namespace: str | None = None) -> list[pb.PodSandbox]:
         selector = {L_NAMESPACE: namespace} if namespace is not None else {}
@@ -354,7 +367,7 @@ class CriRuntime(Images):
                 if current is not None and current.state == pb.CONTAINER_EXITED:
                     status = (await self._status(current.id, pod=pod.id)).status
                 if pod.state == pb.SANDBOX_READY and made is not None and _network(made) == "bridge":
-                    ip = (await self._pod(pod.id)).status.network.ip
+                    ip = await self._ip(pod.id)
             except NotFound:  # removed since it was listed
                 return None
             if made is not None and current is not None and current.state == pb.CONTAINER_RUNNING:
@@ -527,8 +540,7 @@ class CriRuntime(Images):
                 if p.state != pb.SANDBOX_READY:
                     continue
                 with contextlib.suppress(NotFound):
-                    ip = (await self._pod(p.id)).status.network.ip
-                    if ip:
+                    if ip := await self._ip(p.id):
                         entries.append((ip, p.metadata.name, p.labels.get(L_SERVICE, "")))
             text = network.hosts(entries)
             for _, made in bridged:
