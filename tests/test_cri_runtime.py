@@ -196,9 +196,12 @@ async def test_published_ports_are_picked_kept_and_never_shared(rt, namespace):
     assert (await rt.inspect(c.id)).ports == c.ports and (await rt.inspect(c.id)).ip == c.ip
 
 
-async def test_what_cri_cannot_express_is_refused_in_one_line(rt, cri, namespace):
+async def test_what_cri_cannot_express_is_refused_in_one_line(rt, cri, namespace, tmp_path):
     with pytest.raises(TerminalFailure, match="CRI takes a group by its id only"):
         await rt.create(spec(namespace, "grouped-0", user="app:app"))
+    with pytest.raises(TerminalFailure, match="a name is letters, digits"):
+        await rt.create(spec(namespace, "../../escape"))
+    assert not (tmp_path / "state" / "escape").exists() and not (tmp_path / "escape").exists()
     assert cri.pods(namespace) == []
     c = await running(rt, spec(namespace, "plain-0"))
     with pytest.raises(TerminalFailure, match="ExecSync takes a command alone"):

@@ -151,6 +151,25 @@ def test_records_join_into_lines_per_stream():
     assert [(x.stream, x.data) for x in lines.rest()] == [("stdout", b"no newline at the end")]
 
 
+def test_a_line_that_never_ends_is_handed_on_in_pieces():
+    lines = logs.Lines()
+    part = b"x" * (logs.MAX_LINE // 2)
+    got = [lines.add(b"2024-01-01T00:00:00Z stdout P " + part) for _ in range(5)]
+    assert [len(x.data) for x in got if x] == [logs.MAX_LINE, logs.MAX_LINE]  # never more kept than that
+    assert [len(x.data) for x in lines.rest()] == [len(part)]
+
+
+def test_pod_directories_are_only_where_orchestr_names_them(tmp_path):
+    from orchestr_cri import pods
+
+    pod = pods.pod_dir(tmp_path, NS, "web-0", "u")
+    assert pods.owned(pod)
+    assert not pods.owned(Path("/etc")) and not pods.owned(tmp_path / "cri" / "pods" / "..")
+    with pytest.raises(RuntimeFailure, match="is not in its pod's directory"):
+        pods.mount_tmpfs(pod, (("/etc", 1 << 20),))
+    assert not (Path("/etc") / "tmpfs").exists()
+
+
 def _write(path: Path, *records: str) -> Path:
     path.write_text("".join(f"2024-01-01T00:00:00Z stdout F {r}\n" for r in records))
     return path

@@ -31,6 +31,7 @@ REOPEN = 0.01  # seconds the runtime may still write to a rotated file once the 
 MAX_SIZE = 10 << 20  # the kubelet's containerLogMaxSize default
 MAX_FILES = 5  # the kubelet's containerLogMaxFiles default: the current file and four before it
 SIZE_ENV, FILES_ENV = "ORCHESTR_CRI_LOG_MAX_SIZE", "ORCHESTR_CRI_LOG_MAX_FILES"
+MAX_LINE = 1 << 20  # bytes of a line kept while its parts come in: a container that never ends one fills no memory
 _ROTATED = re.compile(r"^(\d+)\.log(?:\.(\d{8}-\d{6}\.\d{6}))?$")
 
 
@@ -73,8 +74,10 @@ class Lines:
         stamp, stream, full, content = parsed
         first, head = self.pending.pop(stream, (stamp, b""))
         if not full:
-            self.pending[stream] = (first, head + content)
-            return None
+            if len(head) + len(content) < MAX_LINE:
+                self.pending[stream] = (first, head + content)
+                return None
+            return LogLine(stream, head + content, first)  # handed on in pieces, as the runtime wrote them
         return LogLine(stream, head + content + b"\n", first)
 
     def rest(self) -> list[LogLine]:

@@ -58,10 +58,20 @@ def mounts(spec: ContainerSpec, path: Path, state_dir: Path, *,
     return found, tuple(tmpfs)
 
 
-def mount_tmpfs(volumes: tuple[tuple[str, int], ...]) -> None:
-    """Mounts each (host path, size) tmpfs that is not mounted yet (a reboot unmounts them)."""
+def owned(path: Path) -> bool:
+    """Whether path is a pod directory as orchestr names them (<state>/cri/pods/<namespace>_<name>_<uid>), so
+    that what a pod's annotation says is never taken for a place elsewhere on the host."""
+    return path.is_absolute() and path.parent.name == "pods" and path.parent.parent.name == "cri" \
+        and path.name.count("_") >= 2 and ".." not in path.parts
+
+
+def mount_tmpfs(pod: Path, volumes: tuple[tuple[str, int], ...]) -> None:
+    """Mounts each (host path, size) tmpfs of the pod's that is not mounted yet (a reboot unmounts them); only
+    ever under the pod's own directory."""
     for where, size in volumes:
         source = Path(where)
+        if not owned(pod) or source.parent != pod / "tmpfs" or not source.name.isdigit():
+            raise RuntimeFailure(f"a tmpfs volume at {where} is not in its pod's directory {pod}", runtime=RUNTIME)
         source.mkdir(parents=True, exist_ok=True)
         if not source.is_mount():
             _run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=1777,nosuid,nodev", "tmpfs", where],

@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal as signals
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -43,6 +44,7 @@ SANDBOX_CALL = 240.0  # RunPodSandbox may pull the sandbox image
 POLL = 0.1  # seconds between looks at a container that is awaited
 EVENTS_POLL = 0.25  # seconds between snapshots, for runtimes without GetContainerEvents
 CRIO_TIMED_OUT = b"command timed out"  # conmon's stderr for an exec it killed at its deadline
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
 
 
 def _signum(name: str | int) -> int:
@@ -151,6 +153,10 @@ class CriRuntime(Images):
 
     async def create(self, spec: ContainerSpec) -> Container:
         with located(self.name, spec.name):
+            for what, value in (("name", spec.name), ("namespace", spec.namespace)):
+                if not _NAME.fullmatch(value):  # it names the pod's directory on this host
+                    raise TerminalFailure(f"container {value!r}: a {what} is letters, digits, '.', '_' and '-', "
+                                          "starting with a letter or digit")
             spec = replace(spec, volumes=volumes(spec))
             mapping.user(spec)  # a group name is refused before anything is made
             info = dict((await self._image_status(spec.image, verbose=True)).info)
@@ -193,7 +199,7 @@ class CriRuntime(Images):
         """Runs made's sandbox (attempt: how many it had before) with its first container created in it."""
         sandbox = made.sandbox_config(attempt)
         # what the host holds for the pod: made at create, and again when a reboot took it
-        await asyncio.to_thread(pods.mount_tmpfs, made.tmpfs)
+        await asyncio.to_thread(pods.mount_tmpfs, Path(made.pod.log_directory), made.tmpfs)
         if made.pids is not None and not cgroups.unified():
             cgroups.prepare(made.pod.metadata.uid, made.pids)
         with self.conn.errors(f"container {made.pod.metadata.name}: its pod sandbox"):
@@ -324,7 +330,7 @@ class CriRuntime(Images):
     def _forget(made: Made) -> None:
         """Removes what orchestr made on this host for a pod: its directory (logs, hosts, tmpfs) and cgroup."""
         where = Path(made.pod.log_directory)
-        if where.name.endswith(f"_{made.pod.metadata.uid}"):  # only a directory orchestr named for this pod
+        if pods.owned(where) and where.name.endswith(f"_{made.pod.metadata.uid}"):  # orchestr named it for this pod
             pods.remove(where)
         cgroups.remove(made.pod.metadata.uid)
 
