@@ -212,7 +212,8 @@ async def test_an_unreachable_or_malformed_endpoint_is_one_line(tmp_path, monkey
     lost = CriRuntime(Config(state_dir=tmp_path), f"unix://{tmp_path}/nothing.sock")
     with pytest.raises(RuntimeUnavailable) as info:
         await lost.list()
-    assert str(info.value).startswith(f"cannot reach the CRI runtime at unix://{tmp_path}/nothing.sock")
+    assert str(info.value).startswith(f"cannot reach the CRI runtime at unix://{tmp_path}/nothing.sock: there is no "
+                                      f"socket {tmp_path}/nothing.sock; is it running?")
     assert "\n" not in str(info.value)
     await lost.close()
     monkeypatch.setenv("ORCHESTR_CRI_ENDPOINT", "http://example")

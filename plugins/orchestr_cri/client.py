@@ -108,6 +108,9 @@ class Connection:
         details = " ".join(str(e.details() if hasattr(e, "details") else e).split())
         where = dict(runtime=RUNTIME, container=container)
         if code == grpc.StatusCode.UNAVAILABLE:
+            socket = self.address.removeprefix("unix://").removeprefix("unix:")
+            if self.address.startswith(("unix:", "/")) and not os.path.exists(socket):
+                details = f"there is no socket {socket}"
             return RuntimeUnavailable(f"cannot reach the CRI runtime at {self.address}: {details}; is it running? "
                                       "(ORCHESTR_CRI_ENDPOINT says where it listens)", **where)
         if code == grpc.StatusCode.NOT_FOUND:
