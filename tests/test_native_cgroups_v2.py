@@ -145,10 +145,10 @@ def test_freeze_waits_for_the_kernel_to_report_frozen(fake_root):
 
 def test_freeze_that_never_completes_times_out_and_thaws(fake_root):
     path = fake_cgroup(fake_root, "c6")
-    from orchestr_native.cgroups.v2 import freeze
+    from orchestr_native.cgroups.v2 import freezer
 
     with pytest.raises(TimeoutError, match="did not freeze"):
-        freeze.freeze(str(path), timeout=0.2)
+        freezer.freeze(str(path), timeout=0.2)
     assert (path / "cgroup.freeze").read_text() == "0"
 
 

@@ -12,6 +12,7 @@ import glob
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -805,6 +806,27 @@ async def test_update_changes_limits_in_place_and_for_later_starts(native, names
     assert (memory / "memory.limit_in_bytes").read_text().strip() == str(16 << 20)
     config = json.loads((state_dir / "native" / "containers" / c.id / "config.json").read_text())
     assert config["limits"] == {"cpus": 0.5, "memory": 16 << 20, "pids": 40}  # cpus was not given: it stays
+    await native.delete(c.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_a_limit_the_kernel_refuses_names_the_file_and_the_value(native, namespace, state_dir):
+    c = await native.create(spec(namespace, "tight-0", "sleep", "300", resources=Resources(memory=32 << 20)))
+    await native.start(c.id)
+    record = state_dir / "native" / "containers" / c.id / "config.json"
+    before = record.read_text()
+    # below what the running container uses: the kernel cannot reclaim enough and answers EBUSY (on a host with
+    # swap it may swap the rest out and refuse the memory+swap limit instead)
+    with pytest.raises(RuntimeFailure) as busy:
+        await native.update(c.id, Resources(memory=4096))
+    memory = f"/sys/fs/cgroup/memory/orchestr/{c.id}/memory"
+    assert re.fullmatch(f"container tight-0: cannot update its limits: cannot write 4096 to {re.escape(memory)}"
+                        r"\.(memsw\.)?limit_in_bytes: Device or resource busy", str(busy.value)), busy.value
+    with pytest.raises(RuntimeFailure) as invalid:  # pids.max takes "max" or a count
+        await native.update(c.id, Resources(pids=-1))
+    assert str(invalid.value) == ("container tight-0: cannot update its limits: cannot write -1 to "
+                                  f"/sys/fs/cgroup/pids/orchestr/{c.id}/pids.max: Invalid argument")
+    assert record.read_text() == before and (await native.inspect(c.id)).state is State.RUNNING
     await native.delete(c.id, force=True)
 
 

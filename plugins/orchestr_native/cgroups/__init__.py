@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ROOT = "/sys/fs/cgroup"
 PARENT = "orchestr"  # every container's cgroup lives under <hierarchy>/orchestr/<id>
@@ -29,7 +33,8 @@ class Manager:
     id: str
 
     def create(self, limits: Limits) -> None:
-        """Makes the cgroup (idempotent) and writes the limits."""
+        """Makes the cgroup (idempotent) and writes the limits (None: unlimited, the kernel's default left).
+        A write the kernel refuses raises files.WriteError."""
         raise NotImplementedError
 
     def join(self) -> None:
@@ -87,6 +92,19 @@ class Manager:
             time.sleep(0.01)
 
 
+def settles(done: Callable[[], bool], timeout: float) -> bool:
+    """Whether done() turns true within timeout seconds, asked again at growing intervals (the kernel settles a
+    change such as a freeze asynchronously)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
+
+
 def version(root: str = ROOT) -> int:
     """2 when root is a cgroup2 mount (the unified hierarchy), else 1."""
     from ..process import linux
@@ -117,41 +135,3 @@ def owned_ids(root: str = ROOT) -> set[str]:
         except (FileNotFoundError, NotADirectoryError):
             continue
     return found
-
-
-def write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def read_keyed(path: str) -> dict[str, int]:
-    """A flat-keyed file such as memory.events or cgroup.events: one "key value" pair a line."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            key, _, value = line.partition(" ")
-            if value.strip().lstrip("-").isdigit():
-                out[key] = int(value)
-    return out
-
-
-def read_int(path: str) -> int | None:
-    """A file holding one number; None for "max" (v2's unlimited) or a missing file."""
-    try:
-        text = read(path)
-    except FileNotFoundError:
-        return None
-    return int(text) if text.lstrip("-").isdigit() else None
-
-
-def read_pids(path: str) -> list[int]:
-    try:
-        with open(path) as f:
-            return [int(x) for x in f.read().split()]
-    except FileNotFoundError:
-        return []

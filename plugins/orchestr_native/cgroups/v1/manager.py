@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from .. import PARENT, Limits, Manager, read_pids, write
+from .. import PARENT, Limits, Manager
+from ..files import read_pids, write
 from . import blkio, cpu, freezer, memory, pids
 
 CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer")

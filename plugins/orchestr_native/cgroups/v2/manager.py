@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from .. import PARENT, Limits, Manager, read, read_pids, write
-from . import cpu, freeze, io, memory, pids
+from .. import PARENT, Limits, Manager
+from ..files import read, read_pids, write
+from . import cpu, freezer, io, memory, pids
 
 NEEDED = {"cpus": "cpu", "memory": "memory", "pids": "pids"}
 
@@ -40,13 +41,13 @@ class V2Manager(Manager):
         return read_pids(os.path.join(self.path, "cgroup.procs"))
 
     def freeze(self) -> None:
-        freeze.freeze(self.path)
+        freezer.freeze(self.path)
 
     def thaw(self) -> None:
-        freeze.thaw(self.path)
+        freezer.thaw(self.path)
 
     def frozen(self) -> bool:
-        return freeze.frozen(self.path)
+        return freezer.frozen(self.path)
 
     def oom_kills(self) -> int:
         return memory.oom_kills(self.path)
