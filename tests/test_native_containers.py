@@ -805,7 +805,7 @@ async def test_update_changes_limits_in_place_and_for_later_starts(native, names
     assert Path(f"/sys/fs/cgroup/pids/orchestr/{c.id}/pids.max").read_text().strip() == "40"
     assert (memory / "memory.limit_in_bytes").read_text().strip() == str(16 << 20)
     config = json.loads((state_dir / "native" / "containers" / c.id / "config.json").read_text())
-    assert config["limits"] == {"cpus": 0.5, "memory": 16 << 20, "pids": 40}  # cpus was not given: it stays
+    assert config["resources"] == {"cpus": 0.5, "memory": 16 << 20, "pids": 40}  # cpus was not given: it stays
     await native.delete(c.id, force=True)
 
 
@@ -827,6 +827,25 @@ async def test_a_limit_the_kernel_refuses_names_the_file_and_the_value(native, n
     assert str(invalid.value) == ("container tight-0: cannot update its limits: cannot write -1 to "
                                   f"/sys/fs/cgroup/pids/orchestr/{c.id}/pids.max: Invalid argument")
     assert record.read_text() == before and (await native.inspect(c.id)).state is State.RUNNING
+    await native.delete(c.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_a_container_recorded_by_an_older_orchestr_starts_and_updates_with_its_limits(native, namespace,
+                                                                                              state_dir):
+    c = await native.create(spec(namespace, "older-0", "sleep", "300", resources=Resources(memory=32 << 20, pids=20)))
+    record = state_dir / "native" / "containers" / c.id / "config.json"
+    config = json.loads(record.read_text())
+    config["limits"] = config.pop("resources")  # config.json as orchestr wrote it before limits were Resources
+    record.write_text(json.dumps(config))
+    native._cgroup(c.id).remove()  # as after a reboot: the start makes it again, from the record
+    await native.start(c.id)
+    assert (await native.inspect(c.id)).state is State.RUNNING
+    assert Path(f"/sys/fs/cgroup/memory/orchestr/{c.id}/memory.limit_in_bytes").read_text().strip() == str(32 << 20)
+    assert Path(f"/sys/fs/cgroup/pids/orchestr/{c.id}/pids.max").read_text().strip() == "20"
+    await native.update(c.id, Resources(pids=30))
+    config = json.loads(record.read_text())
+    assert "limits" not in config and config["resources"] == {"cpus": None, "memory": 32 << 20, "pids": 30}
     await native.delete(c.id, force=True)
 
 

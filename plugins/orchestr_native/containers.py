@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import json
@@ -185,20 +186,20 @@ class Containers:
                     shutil.rmtree(d)
                     raise
                 files["/etc/resolv.conf"] = d / "resolv.conf"
-            limits = cgroups.Limits(spec.resources.cpus, spec.resources.memory, spec.resources.pids)
             config = {
                 "id": id, "name": spec.name, "namespace": spec.namespace, "image": spec.image,
                 "image_id": image_id, "labels": dict(spec.labels), "created_at": rfc3339(),
                 "hostname": spec.name, "network": spec.network, "net": net, "process": process, "tty": spec.tty,
                 "rootfs": {"layers": layers, "upper": str(d / "upper"), "work": str(d / "work"),
                            "merged": str(d / "rootfs"), "read_only": spec.read_only},
-                "mounts": mounts, "files": {k: str(v) for k, v in files.items()}, "limits": limits.as_dict(),
+                "mounts": mounts, "files": {k: str(v) for k, v in files.items()},
+                "resources": dataclasses.asdict(spec.resources),
                 "restart_policy": str(spec.restart_policy), "stop_grace_period": spec.stop_grace_period,
                 "log": self._log, "cgroup_version": self._cgroup_version, "start_timeout": self._start_timeout,
             }
             records.write_json(str(d / records.CONFIG), config)  # no state.json yet: _load reads that as created
             try:
-                self._cgroup(id).create(limits)
+                self._cgroup(id).create(spec.resources)
             except OSError as e:
                 self._cgroup(id).remove()
                 if net:
@@ -248,7 +249,7 @@ class Containers:
         cgroup = self._cgroup(config["id"])
         try:
             if not cgroup.exists():  # made at create; gone after a reboot
-                cgroup.create(cgroups.Limits(**config["limits"]))
+                cgroup.create(_resources(config))
         except OSError as e:
             raise RuntimeFailure(f"container {config['name']}: cannot set up its cgroup: {e}") from None
         if config.get("net"):
@@ -385,15 +386,15 @@ class Containers:
     def _update(self, id: str, resources: Resources) -> None:
         with self._lock():
             config, _ = self._load(id)
-            old = config["limits"]
-            limits = cgroups.Limits(*(new if new is not None else old[key] for key, new in
-                                      (("cpus", resources.cpus), ("memory", resources.memory),
-                                       ("pids", resources.pids))))
+            old = _resources(config)
+            merged = Resources(*(n if n is not None else o for o, n in
+                                 zip(dataclasses.astuple(old), dataclasses.astuple(resources))))
             try:
-                self._cgroup(id).create(limits)  # writes the limits into the existing cgroup
+                self._cgroup(id).create(merged)  # writes the limits into the existing cgroup
             except OSError as e:
                 raise RuntimeFailure(f"container {config['name']}: cannot update its limits: {e}") from None
-            config["limits"] = limits.as_dict()  # for the cgroup made again at a start after a reboot
+            config.pop("limits", None)  # an older orchestr's name for them
+            config["resources"] = dataclasses.asdict(merged)  # for the cgroup made again at a start after a reboot
             records.write_json(str(self._dir / id / records.CONFIG), config)
 
     async def inspect(self, id: str) -> Container:
@@ -706,6 +707,11 @@ def _process(spec: ContainerSpec, image: dict) -> dict:
     env["HOSTNAME"] = spec.name
     return {"argv": command, "env": env, "cwd": spec.working_dir or image.get("WorkingDir") or "/",
             "user": spec.user or image.get("User") or "", "init": spec.init, "seccomp": spec.seccomp != "unconfined"}
+
+
+def _resources(config: dict) -> Resources:
+    """The container's limits; an orchestr from before "resources" kept them under "limits", in the same shape."""
+    return Resources(**(config["resources"] if "resources" in config else config["limits"]))
 
 
 def _winsize(fd: int | None) -> list[int] | None:

@@ -7,24 +7,14 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the supervisor imports this package without orchestr: names for annotations only
     from collections.abc import Callable
+
+    from orchestr.model import Resources
 
 ROOT = "/sys/fs/cgroup"
 PARENT = "orchestr"  # every container's cgroup lives under <hierarchy>/orchestr/<id>
 CGROUP2_SUPER_MAGIC = 0x63677270
-
-
-class Limits:
-    """What a container may use; None is unlimited."""
-
-    __slots__ = ("cpus", "memory", "pids")
-
-    def __init__(self, cpus: float | None = None, memory: int | None = None, pids: int | None = None):
-        self.cpus, self.memory, self.pids = cpus, memory, pids
-
-    def as_dict(self) -> dict:
-        return {"cpus": self.cpus, "memory": self.memory, "pids": self.pids}
 
 
 class Manager:
@@ -32,7 +22,7 @@ class Manager:
 
     id: str
 
-    def create(self, limits: Limits) -> None:
+    def create(self, resources: Resources) -> None:
         """Makes the cgroup (idempotent) and writes the limits (None: unlimited, the kernel's default left).
         A write the kernel refuses raises files.WriteError."""
         raise NotImplementedError
