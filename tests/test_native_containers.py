@@ -39,6 +39,7 @@ if str(PLUGINS) not in sys.path:
 
 from orchestr_native import cgroups  # noqa: E402
 from orchestr_native import containers as containers_module  # noqa: E402
+from orchestr_native import lifecycle  # noqa: E402
 from orchestr_native.containers import Containers  # noqa: E402
 from orchestr_native.supervisor.client import SupervisorClient  # noqa: E402
 
@@ -240,12 +241,12 @@ async def test_the_seccomp_filter_refuses_what_capabilities_allow_unless_unconfi
 @pytest.mark.anyio
 async def test_an_older_supervisor_cannot_take_a_standard_input_and_says_so(native, namespace, monkeypatch):
     c = await native.create(spec(namespace, "old-0", "cat"))
-    config, _ = native._load(c.id)
+    config, _ = native.load(c.id)
     # what a supervisor from before -i and -t answers: it would have ignored the passed descriptor
-    monkeypatch.setattr(native._supervisor, "request", lambda message, timeout=60.0, fds=(): {"pid": 1})
+    monkeypatch.setattr(native.supervisor, "request", lambda message, timeout=60.0, fds=(): {"pid": 1})
     with pytest.raises(RuntimeFailure, match="supervisor is older than orchestr"):
-        native._start(config, stdin=0)
-    assert native._start(config) is None  # a plain start asks nothing new of it
+        lifecycle.start_run(native, config, stdin=0)
+    assert lifecycle.start_run(native, config) is None  # a plain start asks nothing new of it
 
 
 def test_the_seccomp_program_jumps_inside_itself_and_ends_in_returns():
@@ -838,7 +839,7 @@ async def test_a_container_recorded_by_an_older_orchestr_starts_and_updates_with
     config = json.loads(record.read_text())
     config["limits"] = config.pop("resources")  # config.json as orchestr wrote it before limits were Resources
     record.write_text(json.dumps(config))
-    native._cgroup(c.id).remove()  # as after a reboot: the start makes it again, from the record
+    native.cgroup(c.id).remove()  # as after a reboot: the start makes it again, from the record
     await native.start(c.id)
     assert (await native.inspect(c.id)).state is State.RUNNING
     assert Path(f"/sys/fs/cgroup/memory/orchestr/{c.id}/memory.limit_in_bytes").read_text().strip() == str(32 << 20)
@@ -1220,7 +1221,7 @@ async def test_a_killed_keeper_leaves_its_worker_in_charge(native, namespace, st
     await until(lambda: _gone(keeper), what="the keeper's death")
 
     async def recorded():
-        return native._load(c.id)[1]["supervisor"]["pid"] == worker
+        return native.load(c.id)[1]["supervisor"]["pid"] == worker
 
     await until(recorded, what="the worker to record itself as the supervisor")
     assert (await native.inspect(c.id)).state is State.RUNNING
