@@ -883,6 +883,14 @@ async def test_logs_follow_streams_until_exit(native, namespace):
 
 
 @pytest.mark.anyio
+async def test_logs_follow_of_a_container_never_started_ends_with_nothing(native, namespace):
+    c = await native.create(spec(namespace, "unstarted-0", "echo", "never"))
+    with anyio.fail_after(20):
+        assert [line async for line in native.logs(c.id, follow=True)] == []
+    await native.delete(c.id)
+
+
+@pytest.mark.anyio
 async def test_restart_policy_always_restarts_until_stopped(native, namespace):
     c = await native.create(spec(namespace, "always-0", "sh", "-c", "echo run; exit 3", restart_policy=RestartPolicy.ALWAYS))
     await native.start(c.id)
