@@ -14,11 +14,10 @@ from pathlib import Path
 
 from harness import Skip
 
+from orchestr.testing import images as mkimage
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "python").exists() else Path(sys.executable).parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import mkimage  # noqa: E402
 
 # `sleep` as PID 1 ignores SIGTERM; the trap makes every tool's stop take the same short path.
 SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]

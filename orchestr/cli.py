@@ -1,16 +1,15 @@
-"""The `orchestr` command: argument parsing and printing over orchestr.api; every error is one line."""
+"""The `orchestr` command: argument parsing over orchestr.commands; every error is one line."""
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 from pathlib import Path
 
-EXIT_FAILED = 1  # an action or the container failed
-EXIT_ERROR = 2  # bad input, or orchestr could not do what was asked
+from . import commands
+from .output import report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-n", "--namespace", default="default")
 
     sp = sub.add_parser("apply", help="converge the runtimes to spec files")
+    sp.set_defaults(handler=commands.cmd_apply)
     files(sp)
     sp.add_argument("--runtime", help="runtime for services that name none")
     sp.add_argument("--dry-run", action="store_true", help="print the plan, do nothing")
@@ -37,22 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="watch containers this long after their start for a crash (default 500ms; 0: do not watch)")
 
     sp = sub.add_parser("diff", help="print the plan; exit 0 if nothing would change, 1 if something would")
+    sp.set_defaults(handler=commands.cmd_diff)
     files(sp)
     sp.add_argument("--runtime")
     sp.add_argument("--prune", action="store_true")
 
     sp = sub.add_parser("get", help="list containers")
+    sp.set_defaults(handler=commands.cmd_get)
     sp.add_argument("-n", "--namespace", default="default")
     sp.add_argument("-A", "--all-namespaces", action="store_true")
     sp.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
     sp.add_argument("--runtime", help="ask only this runtime")
 
     sp = sub.add_parser("delete", help="delete the services of spec files, or a whole namespace")
+    sp.set_defaults(handler=commands.cmd_delete)
     files(sp, required=False)
     sp.add_argument("-n", "--namespace")
     sp.add_argument("--all", action="store_true", help="with -n: every container of the namespace")
 
     sp = sub.add_parser("logs", help="print a container's output")
+    sp.set_defaults(handler=commands.cmd_logs)
     ns(sp)
     sp.add_argument("name")
     sp.add_argument("-f", "--follow", action="store_true")
@@ -60,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-t", "--timestamps", action="store_true")
 
     sp = sub.add_parser("stats", help="resource use of running containers, refreshed every second, as top")
+    sp.set_defaults(handler=commands.cmd_stats)
     ns(sp)
     sp.add_argument("names", nargs="*", metavar="NAME", help="only these containers (default: every running one)")
     sp.add_argument("--no-stream", action="store_true", help="print one sample and exit")
@@ -67,21 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="json: one array per sample, on one line unless --no-stream")
 
     sp = sub.add_parser("exec", help="run a command in a running container")
+    sp.set_defaults(handler=commands.cmd_exec)
     ns(sp)
     sp.add_argument("name")
     sp.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
     sp.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("-u", "--user")
 
-    for verb, text in (("start", "start a container"), ("stop", "stop a container"),
-                       ("pause", "freeze a container"), ("unpause", "thaw a container")):
+    for verb, text, handler in (("start", "start a container", commands.cmd_start),
+                                ("stop", "stop a container", commands.cmd_stop),
+                                ("pause", "freeze a container", commands.cmd_pause),
+                                ("unpause", "thaw a container", commands.cmd_unpause)):
         sp = sub.add_parser(verb, help=text)
+        sp.set_defaults(handler=handler)
         ns(sp)
         sp.add_argument("name")
         if verb == "stop":
             sp.add_argument("-t", "--time", type=float, default=10.0, help="grace period in seconds")
 
     sp = sub.add_parser("run", help="run a one-off container, as `docker run`")
+    sp.set_defaults(handler=commands.cmd_run)
     sp.add_argument("--rm", action="store_true", help="delete the container when it exits")
     sp.add_argument("-d", "--detach", action="store_true")
     sp.add_argument("-i", "--interactive", action="store_true", help="give the container this standard input")
@@ -98,30 +108,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD...")
 
     sp = sub.add_parser("history", help="revisions applied to the state store")
+    sp.set_defaults(handler=commands.cmd_history)
     sp.add_argument("-n", "--namespace")
 
-    sub.add_parser("plugins", help="the runtimes found and the package each came from")
+    sp = sub.add_parser("plugins", help="the runtimes found and the package each came from")
+    sp.set_defaults(handler=commands.cmd_plugins)
 
     img = sub.add_parser("images", help="manage a runtime's images").add_subparsers(
         dest="images_command", metavar="COMMAND", required=True)
 
-    def image_cmd(name, text):
+    def image_cmd(name, text, handler):
         sp = img.add_parser(name, help=text)
+        sp.set_defaults(handler=handler)
         sp.add_argument("--runtime")
         return sp
 
-    image_cmd("pull", "fetch an image from its registry").add_argument("ref")
-    image_cmd("import", "load a docker-archive or OCI layout tarball").add_argument("path", type=Path)
-    sp = image_cmd("export", "write an image as an OCI layout tarball")
+    image_cmd("pull", "fetch an image from its registry", commands.cmd_images_pull).add_argument("ref")
+    image_cmd("import", "load a docker-archive or OCI layout tarball",
+              commands.cmd_images_import).add_argument("path", type=Path)
+    sp = image_cmd("export", "write an image as an OCI layout tarball", commands.cmd_images_export)
     sp.add_argument("ref")
     sp.add_argument("path", type=Path)
-    image_cmd("ls", "list images").add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-    image_cmd("inspect", "show an image's config and layers").add_argument("ref")
-    image_cmd("history", "show how an image's layers were made").add_argument("ref")
-    sp = image_cmd("rm", "remove an image")
+    image_cmd("ls", "list images", commands.cmd_images_ls).add_argument(
+        "-o", "--output", choices=["table", "json", "yaml"], default="table")
+    image_cmd("inspect", "show an image's config and layers", commands.cmd_images_inspect).add_argument("ref")
+    image_cmd("history", "show how an image's layers were made", commands.cmd_images_history).add_argument("ref")
+    sp = image_cmd("rm", "remove an image", commands.cmd_images_rm)
     sp.add_argument("ref")
     sp.add_argument("--force", action="store_true")
-    image_cmd("prune", "remove unused images and layers")
+    image_cmd("prune", "remove unused images and layers", commands.cmd_images_prune)
     return p
 
 
@@ -139,8 +154,6 @@ def main(argv: list[str] | None = None) -> None:
     # pydantic looks for its own plugins through every installed package's metadata; the CLI has none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
-        from . import commands
-
         code = commands.run_blocking(args)
         if code is None:
             import anyio
@@ -149,41 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     except BaseException as exc:  # noqa: BLE001 - the one place errors become one line
-        code = _report(exc, args.debug)
+        code = report(exc, args.debug)
     sys.stdout.flush()
     # Everything the command made is garbage now; collecting it at exit walks every object, several times
     # over (40-50 ms here). Frozen objects are skipped, and the process ends anyway.
     gc.freeze()
     raise SystemExit(code)
-
-
-def _report(exc: BaseException, debug: bool) -> int:
-    from .errors import Interrupted, OrchestrError, SpecError
-
-    if isinstance(exc, SystemExit):
-        raise exc
-    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        return _report(exc.exceptions[0], debug)
-    if debug:
-        import traceback
-
-        traceback.print_exception(exc)
-    if isinstance(exc, OrchestrError):
-        print(f"orchestr: {exc}", file=sys.stderr)
-        if isinstance(exc, Interrupted):
-            return 128 + exc.signal
-        return EXIT_ERROR if isinstance(exc, SpecError) else EXIT_FAILED
-    if isinstance(exc, BrokenPipeError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
-    detail = str(exc).splitlines()[0] if str(exc) else ""
-    print(f"orchestr: unexpected {type(exc).__name__}: {detail} (run with --debug for details)", file=sys.stderr)
-    return EXIT_FAILED
-
-
-def dumps(value, fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(value, indent=2)
-    import yaml
-
-    return yaml.safe_dump(value, sort_keys=False).rstrip("\n")

@@ -1,4 +1,8 @@
-"""What each CLI command does, over orchestr.api; printing only, no logic of its own."""
+"""What each CLI command does, over orchestr.api; printing only, no logic of its own.
+
+The parser names these handlers, so `--help` loads this module too: what a command needs beyond the standard
+library it imports when it runs.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +11,24 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
-from .api import Client
-from .cli import EXIT_ERROR, EXIT_FAILED, dumps
 from .errors import OrchestrError
-from .progress import PullPrinter
-from .runtime import require, supports
+from .output import EXIT_ERROR, EXIT_FAILED, dumps, print_error, print_table
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which would cost `--help` the import of typing
 if TYPE_CHECKING:
-    from .api import ApplyResult, Sample
+    from .api import ApplyResult, Client, Sample
     from .executor import Outcome
     from .model import Container, LogLine
     from .planner import Action, Plan
 
 
 async def run(args: argparse.Namespace) -> int:
-    handler = globals()[f"cmd_{args.command}"]
+    """The command args.handler, with a Client open for it."""
+    from .api import Client
+
     async with Client(state_dir=args.state_dir, runtime=getattr(args, "runtime", None)) as oc:
-        return await handler(oc, args)
+        return await args.handler(oc, args)
 
 
 # -- reconcile ---------------------------------------------------------------------------
@@ -95,7 +98,7 @@ async def cmd_diff(oc: Client, args) -> int:
     try:
         plan = await oc.plan(_load(args.files), prune=args.prune, runtime=args.runtime)
     except OrchestrError as exc:
-        print(f"orchestr: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return EXIT_ERROR
     _print_plan(plan)
     return 1 if plan else 0
@@ -132,17 +135,10 @@ def _row(c: Container, wide: bool) -> tuple:
     return row
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    rows = [tuple(str(x) for x in r) for r in rows]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    for r in [tuple(header), *rows]:
-        print("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
-
-
 async def cmd_get(oc: Client, args) -> int:
     containers = await oc.get(None if args.all_namespaces else args.namespace, runtime=args.runtime)
     for warning in oc.warnings:
-        print(f"orchestr: warning: {warning}", file=sys.stderr)
+        print_error(f"warning: {warning}")
     if args.output in ("json", "yaml"):
         print(dumps([c.as_dict() for c in containers], args.output))
     elif not containers:
@@ -175,10 +171,12 @@ STATS_INTERVAL = 1.0  # seconds between two samples; CPU % is the CPU time used 
 async def cmd_stats(oc: Client, args) -> int:
     import anyio
 
+    from .runtime import supports
+
     before = {s.container.id: s for s in await oc.stats(args.namespace, args.names)}
     for name in sorted({s.container.runtime for s in before.values()}):
         if not supports(oc.runtime(name), "stats"):
-            print(f"orchestr: warning: the {name} runtime reports no stats", file=sys.stderr)
+            print_error(f"warning: the {name} runtime reports no stats")
     while True:
         await anyio.sleep(STATS_INTERVAL)
         samples = await oc.stats(args.namespace, args.names)
@@ -286,6 +284,9 @@ def run_blocking(args: argparse.Namespace) -> int | None:
         if attached:
             raise OrchestrError("run -d takes no -i or -t: a detached container has no terminal here to use")
         return None
+    from .api import Client
+    from .runtime import supports
+
     oc = Client(state_dir=args.state_dir, runtime=args.runtime)
     try:
         def once():  # type: ignore[no-untyped-def]
@@ -311,6 +312,8 @@ def run_blocking(args: argparse.Namespace) -> int | None:
 
 
 async def _pull(oc: Client, args) -> None:
+    from .progress import PullPrinter
+
     with PullPrinter() as progress:
         await oc.runtime(args.runtime).ensure_image(args.image, progress)
 
@@ -334,6 +337,8 @@ def _raw_terminal(raw: bool) -> Iterator[None]:
 
 
 async def cmd_run(oc: Client, args) -> int:
+    from .progress import PullPrinter
+
     with PullPrinter() as progress:
         container, code = await oc.run(
             args.image, _argv(args), name=args.name, namespace=args.namespace, runtime=args.runtime, remove=args.rm,
@@ -356,7 +361,7 @@ def _argv(args) -> list[str]:
 
 def _ran(container: Container, code: int | None) -> int:
     if container.oom_killed:
-        print(f"orchestr: {container.name} was killed: out of memory", file=sys.stderr)
+        print_error(f"{container.name} was killed: out of memory")
     return code if code is not None else EXIT_FAILED
 
 
@@ -394,50 +399,77 @@ def _size(n: int) -> str:
     return str(n)
 
 
-async def cmd_images(oc: Client, args) -> int:
+async def cmd_images_pull(oc: Client, args) -> int:
+    from .progress import PullPrinter
+
+    with PullPrinter() as progress:
+        image = await oc.runtime(args.runtime).pull(args.ref, progress)
+    print(f"{args.ref}: {image.digest or image.id}")
+    return 0
+
+
+async def cmd_images_import(oc: Client, args) -> int:
+    from .progress import PullPrinter
+    from .runtime import require
+
     rt = oc.runtime(args.runtime)
-    cmd = args.images_command
-    if cmd == "pull":
-        with PullPrinter() as progress:
-            image = await rt.pull(args.ref, progress)
-        print(f"{args.ref}: {image.digest or image.id}")
-    elif cmd == "import":
-        require(rt, "image_import", "import image archives")
-        if not args.path.is_file():
-            raise OrchestrError(f"{args.path}: no such file")
-        with PullPrinter() as progress:
-            images = await rt.import_image(args.path, progress)
-        for image in images:
-            print(f"imported {', '.join(image.references) or image.id}")
-    elif cmd == "export":
-        require(rt, "image_export", "export images")
-        await rt.export_image(args.ref, args.path)  # type: ignore[attr-defined]  # ImageExporter, as require found
-        print(f"exported {args.ref} to {args.path}")
-    elif cmd == "ls":
-        images = await rt.images()
-        if args.output != "table":
-            print(dumps([i.as_dict() for i in images], args.output))
-        else:
-            rows = []
-            for i in images:
-                refs = [r for r in i.references if "@" not in r] or ["<none>"]
-                rows += [(r, i.id.removeprefix("sha256:")[:12], i.created or "", _size(i.size)) for r in refs]
-            print_table(("REFERENCE", "IMAGE ID", "CREATED", "SIZE"), rows)
-    elif cmd == "inspect":
-        print(dumps([await rt.image_inspect(args.ref)], "json"))
-    elif cmd == "history":
-        rows = [
-            ((h.id or "<missing>").removeprefix("sha256:")[:12], h.created or "", (h.created_by or "")[:60],
-             _size(h.size), h.comment or "")
-            for h in await rt.image_history(args.ref)
-        ]
-        print_table(("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"), rows)
-    elif cmd == "rm":
-        await rt.image_remove(args.ref, force=args.force)
-        print(f"removed {args.ref}")
-    elif cmd == "prune":
-        removed = await rt.image_prune()
-        for item in removed:
-            print(f"removed {item}")
-        print(f"{len(removed)} removed")
+    require(rt, "image_import", "import image archives")
+    if not args.path.is_file():
+        raise OrchestrError(f"{args.path}: no such file")
+    with PullPrinter() as progress:
+        images = await rt.import_image(args.path, progress)
+    for image in images:
+        print(f"imported {', '.join(image.references) or image.id}")
+    return 0
+
+
+async def cmd_images_export(oc: Client, args) -> int:
+    from .runtime import require
+
+    rt = oc.runtime(args.runtime)
+    require(rt, "image_export", "export images")
+    await rt.export_image(args.ref, args.path)  # type: ignore[attr-defined]  # ImageExporter, as require found
+    print(f"exported {args.ref} to {args.path}")
+    return 0
+
+
+async def cmd_images_ls(oc: Client, args) -> int:
+    images = await oc.runtime(args.runtime).images()
+    if args.output != "table":
+        print(dumps([i.as_dict() for i in images], args.output))
+        return 0
+    rows = []
+    for i in images:
+        refs = [r for r in i.references if "@" not in r] or ["<none>"]
+        rows += [(r, i.id.removeprefix("sha256:")[:12], i.created or "", _size(i.size)) for r in refs]
+    print_table(("REFERENCE", "IMAGE ID", "CREATED", "SIZE"), rows)
+    return 0
+
+
+async def cmd_images_inspect(oc: Client, args) -> int:
+    print(dumps([await oc.runtime(args.runtime).image_inspect(args.ref)], "json"))
+    return 0
+
+
+async def cmd_images_history(oc: Client, args) -> int:
+    rows = [
+        ((h.id or "<missing>").removeprefix("sha256:")[:12], h.created or "", (h.created_by or "")[:60],
+         _size(h.size), h.comment or "")
+        for h in await oc.runtime(args.runtime).image_history(args.ref)
+    ]
+    print_table(("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"), rows)
+    return 0
+
+
+async def cmd_images_rm(oc: Client, args) -> int:
+    await oc.runtime(args.runtime).image_remove(args.ref, force=args.force)
+    print(f"removed {args.ref}")
+    return 0
+
+
+async def cmd_images_prune(oc: Client, args) -> int:
+    removed = await oc.runtime(args.runtime).image_prune()
+    for item in removed:
+        print(f"removed {item}")
+    print(f"{len(removed)} removed")
     return 0

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
+from .graph import depth_first
 from .model import L_ONEOFF, L_REPLICA, L_SERVICE, L_SPEC_HASH, Container, RestartPolicy, State
 
 if TYPE_CHECKING:
@@ -261,7 +262,8 @@ def _add_ups(actions: list[Action], declared: dict[Key, Service], steps: list[_S
         return [(ns, d) for d in declared[key].spec.depends_on if (ns, d) in declared]
 
     frontier: dict[Key, tuple[int, ...]] = {}
-    for key in _topological(sorted(declared), deps):
+    order, _ = depth_first(sorted(declared), deps)
+    for key in order:
         waits = tuple(sorted({i for d in deps(key) for i in frontier.get(d, ())}))
         if key not in by_service:
             frontier[key] = waits
@@ -291,35 +293,10 @@ def _add_deletes(actions: list[Action], doomed: list[tuple[Container, str]]) -> 
                     dependents[(ns, d)].add(key)
 
     done: dict[Key, list[int]] = {}
-    for key in _topological(sorted(by_service), lambda k: sorted(dependents.get(k, ()))):
+    order, _ = depth_first(sorted(by_service), lambda k: sorted(dependents.get(k, ())))
+    for key in order:
         after = tuple(sorted(i for d in dependents.get(key, ()) for i in done.get(d, ())))
         done[key] = []
         for c, reason in sorted(by_service[key], key=_highest_first):
             done[key].append(len(actions))
             actions.append(_delete(c, reason, after))
-
-
-K = TypeVar("K", bound=Hashable)
-
-
-def _topological(nodes: Iterable[K], edges: Callable[[K], Iterable[K]]) -> list[K]:
-    """Every node after the nodes its edges point to. Iterative (long chains are fine); a cycle is
-    broken at the edge that closes it, so callers never wait on something not yet placed."""
-    order: list[K] = []
-    seen: set[K] = set()
-    for root in nodes:
-        if root in seen:
-            continue
-        seen.add(root)
-        stack = [(root, iter(edges(root)))]
-        while stack:
-            node, todo = stack[-1]
-            for nxt in todo:
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append((nxt, iter(edges(nxt))))
-                    break
-            else:
-                stack.pop()
-                order.append(node)
-    return order

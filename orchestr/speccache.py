@@ -21,7 +21,7 @@ from .errors import OrchestrError
 from .model import RestartPolicy
 
 KEEP = 32  # cached spec sets per state dir
-MAX_FILE_BYTES = 8 << 20  # spec.MAX_FILE_BYTES, not imported from there: spec.py loads pydantic
+MAX_FILE_BYTES = 8 << 20  # spec.loader.MAX_FILE_BYTES, not imported from there: orchestr.spec loads pydantic
 
 
 def key(files: list[str]) -> str | None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+from orchestr.testing import images as mkimage
 
-import mkimage  # noqa: E402
+pytest_plugins = ["orchestr.testing.plugin"]  # the conformance kit's fixtures, for test_conformance.py
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TEST_IMAGE = "orchestr-test/busybox:latest"
 

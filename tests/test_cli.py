@@ -286,7 +286,7 @@ def test_unknown_runtime_is_one_line(state_dir, tmp_path, namespace):
 
 
 def test_images_commands(docker_engine, tmp_path, state_dir):
-    import mkimage
+    from orchestr.testing import images as mkimage
 
     ref = f"orchestr-test/cli-{os.getpid()}:v1"
     archive = tmp_path / "img.tar"

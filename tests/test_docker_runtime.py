@@ -15,7 +15,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-import mkimage
 from conftest import ROOT, docker_containers
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure, Timeout
@@ -35,6 +34,7 @@ from orchestr.model import (
     State,
     Volume,
 )
+from orchestr.testing import images as mkimage
 from orchestr_docker.runtime import DockerRuntime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker]

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import mkimage
+from orchestr.testing import images as mkimage
 import pytest
 
 from conftest import TEST_IMAGE

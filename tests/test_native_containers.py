@@ -1,6 +1,6 @@
 """The native runtime's containers on the real kernel: isolation, limits, pause, exec, logs, supervision, leaks.
 
-Images come from a small local store that unpacks scripts/mkimage.py's busybox layer; everything else is real:
+Images come from a small local store that unpacks the busybox layer of orchestr.testing.images; everything else is real:
 overlayfs, namespaces, cgroup v1 (this host's), the supervisor processes.
 """
 
@@ -26,12 +26,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-import mkimage
 from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout
 from orchestr.model import (
     EXEC_OUTPUT_LIMIT, ContainerSpec, EventAction, ExecResult, Resources, RestartPolicy, State, Volume,
 )
+from orchestr.testing import images as mkimage
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 if str(PLUGINS) not in sys.path:

@@ -12,7 +12,6 @@ import tarfile
 from pathlib import Path
 
 import anyio
-import mkimage
 import pytest
 from conftest import TEST_IMAGE
 
@@ -20,6 +19,7 @@ from orchestr.config import Config
 from orchestr.errors import Conflict, NotFound, RuntimeFailure
 from orchestr.model import ContainerSpec
 from orchestr.runtime import Runtime
+from orchestr.testing import images as mkimage
 from orchestr_native.images import platform, unpack
 from orchestr_native.images.reference import familiar, parse
 from orchestr_native.runtime import NativeRuntime, _containers_module

@@ -12,12 +12,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import anyio
-import mkimage
 import pytest
 from registry import docker_config, running_registry
 
 from orchestr.config import Config
 from orchestr.errors import NotFound, RuntimeFailure
+from orchestr.testing import images as mkimage
 from orchestr_native.images import registry as registry_client
 from orchestr_native.images import unpack
 from orchestr_native.runtime import NativeRuntime

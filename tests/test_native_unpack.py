@@ -13,10 +13,10 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-import mkimage
 import pytest
 
 from orchestr.errors import RuntimeFailure
+from orchestr.testing import images as mkimage
 from orchestr_native.images import unpack as unpack_module
 from orchestr_native.images.locks import try_flock
 from orchestr_native.images.store import ImageStore

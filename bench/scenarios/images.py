@@ -18,7 +18,7 @@ from harness import Contender, Goal, Skip, compare
 ID = "images"
 TITLE = "Image import and pull"
 DESCRIPTION = (
-    "A busybox image with incompressible filler layers (scripts/mkimage.busybox_image(extra_mb=...)). "
+    "A busybox image with incompressible filler layers (orchestr.testing.images.busybox_image(extra_mb=...)). "
     "Import: `orchestr images import` of the `docker save` archive against plain `tar -x` of each of its "
     "layers into a fresh directory, and `docker load`. Pull: from Debian's docker-registry on 127.0.0.1, "
     "filled with `skopeo copy`, with `orchestr images pull` against `docker pull`. The image is removed "

@@ -1,15 +1,16 @@
 """An example orchestr runtime plugin: each container is a plain process on the host.
 
 THERE IS NO ISOLATION. No image is unpacked, no namespace, cgroup or network is made: the
-container's command runs on the host, as the user running orchestr, with the container's
-environment and working directory; image, user, restart policy, volumes, ports and network are
+container's command runs on the host with the container's environment, working directory and
+user (a host user: only root may run as another); image, restart policy, volumes, ports and network are
 ignored, and resources cannot be enforced (its capabilities say so: orchestr refuses a spec that
 sets them). This module exists to show, in one readable file, what a runtime plugin implements:
 do not run anything with it that you would not run on the host by hand.
 
 Every container is a directory under <state dir>/hostproc/<id>/ holding record.json (what
-orchestr asked for, its ownership labels included, and the pid once started), output.log
-(stdout and stderr, merged) and exitcode (written by the wrapper shell when the command ends).
+orchestr asked for, its ownership labels included, and the pid once started), stdout.log and
+stderr.log (the two streams; the order between them is not kept) and exitcode (written by the
+wrapper shell when the command ends).
 State is derived from the record and from whether the pid is still alive, so the plugin keeps
 no process of its own: containers outlive the CLI, and any later `orchestr` sees them.
 """
@@ -17,9 +18,11 @@ no process of its own: containers outlive the CLI, and any later `orchestr` sees
 from __future__ import annotations
 
 import contextlib
+import grp
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import signal as signals
 import subprocess
@@ -52,10 +55,14 @@ from orchestr.runtime import Capabilities, ExecOutput, ProgressCallback
 NAME = "hostproc"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 POLL = 0.1  # seconds between looks at a process; there is no supervisor to tell us
-# Runs the command and records its exit status. The no-op trap keeps the shell alive through the
-# SIGTERM sent to the whole process group, so it can still write the status after the command dies;
-# a caught (not ignored) signal is reset to default in the command, which therefore still gets it.
-WRAPPER = 'trap : TERM INT HUP QUIT; f=$1; shift; "$@"; echo $? > "$f"'
+# Runs the command and records its exit status in the exitcode file, which orchestr opens and hands over
+# as the wrapper's standard input (so a command running as another user needs no right to the state dir);
+# the wrapper moves it to fd 3 and gives the command /dev/null instead. The no-op trap keeps the shell
+# alive through the signals sent to the whole process group, so it can still write the status after the
+# command dies; a caught (not ignored) signal is reset to default in the command, which therefore still
+# gets it. The command runs in a subshell, which forks: the shell's own vfork would leave it unstoppable
+# (a pause right after start would wait for ever) until the command has started.
+WRAPPER = 'trap : HUP INT QUIT USR1 USR2 ALRM TERM; exec 3>&0 </dev/null; ("$@" 3>&-); echo $? >&3'
 
 
 @hookimpl
@@ -88,6 +95,32 @@ def _actions(before: State | None, now: State) -> list[EventAction]:
     if now is not State.CREATED and before not in (State.RUNNING, State.PAUSED):
         steps.append(EventAction.START)
     return steps + {State.PAUSED: [EventAction.PAUSE], State.EXITED: [EventAction.DIE]}.get(now, [])
+
+
+def _credentials(user: str | None, where: str) -> dict:
+    """Popen's user, group and extra_groups for user ("name", "uid", "name:group", "uid:gid"), looked up on the
+    host; nothing when it is this process's own. Only root can become someone else: anyone else is refused
+    rather than quietly run as themselves."""
+    if not user:
+        return {}
+    name, _, group = user.partition(":")
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        if not name.isdigit():
+            raise TerminalFailure(f"{where}: no user {name!r} on this host", runtime=NAME) from None
+        uid, gid = int(name), 0
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise TerminalFailure(f"{where}: no group {group!r} on this host", runtime=NAME) from None
+    if (uid, gid) == (os.geteuid(), os.getegid()):
+        return {}
+    if os.geteuid() != 0:
+        raise TerminalFailure(f"{where}: running as {user} needs orchestr to run as root", runtime=NAME)
+    return {"user": uid, "group": gid, "extra_groups": []}
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:
@@ -179,7 +212,7 @@ class HostProcRuntime:
         rec = {
             "id": id, "name": spec.name, "namespace": spec.namespace, "image": spec.image,
             "labels": dict(spec.labels), "argv": command, "env": {"PATH": PATH, **spec.env},
-            "workdir": spec.working_dir or str(self._dir(id)), "created_at": rfc3339(),
+            "workdir": spec.working_dir or str(self._dir(id)), "user": spec.user, "created_at": rfc3339(),
         }
         self._save(rec)
         return self._container(rec)
@@ -188,14 +221,15 @@ class HostProcRuntime:
         rec = self._load(id)
         if self._alive(rec):
             return
-        exit_file = self._dir(id) / "exitcode"
-        exit_file.unlink(missing_ok=True)
+        d = self._dir(id)
         try:
-            with open(self._dir(id) / "output.log", "ab") as log:
+            with open(d / "stdout.log", "ab") as out, open(d / "stderr.log", "ab") as err, \
+                    open(d / "exitcode", "wb") as exit_file:
                 proc = subprocess.Popen(
-                    ["/bin/sh", "-c", WRAPPER, "sh", str(exit_file), *rec["argv"]],
-                    cwd=rec["workdir"], env=rec["env"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    ["/bin/sh", "-c", WRAPPER, "sh", *rec["argv"]],
+                    cwd=rec["workdir"], env=rec["env"], stdin=exit_file, stdout=out, stderr=err,
                     start_new_session=True,  # its own process group, and it survives the CLI exiting
+                    **_credentials(rec.get("user"), f"hostproc container {rec['name']!r}"),
                 )
         except OSError as exc:
             where = f"hostproc container {rec['name']!r}: cannot start in {rec['workdir']}"
@@ -219,7 +253,7 @@ class HostProcRuntime:
             _signal_group(rec["pid"], signals.SIGKILL)
             while self._alive(rec):
                 await anyio.sleep(POLL)
-            if not (self._dir(id) / "exitcode").exists():
+            if not (self._dir(id) / "exitcode").read_bytes().strip():  # the wrapper died before writing it
                 rec["exit_code"] = 128 + signals.SIGKILL
         rec["finished_at"] = rfc3339()
         self._save(rec)
@@ -262,24 +296,31 @@ class HostProcRuntime:
         ]
 
     async def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
+        # No supervisor stamps the lines: each stream is a file of its own, its lines in order, stdout's first;
+        # tail keeps the last lines of each.
         rec = self._load(id)
-        with open(self._dir(id) / "output.log", "a+b") as log:
-            log.seek(0)
-            lines = log.readlines()
-            for line in lines if tail is None else lines[max(0, len(lines) - tail):]:
-                yield LogLine("stdout", line)
-            pending = b""
+        with open(self._dir(id) / "stdout.log", "a+b") as out, open(self._dir(id) / "stderr.log", "a+b") as err:
+            files = {"stdout": out, "stderr": err}
+            for stream, f in files.items():
+                f.seek(0)
+                lines = f.readlines()
+                for line in lines if tail is None else lines[max(0, len(lines) - tail):]:
+                    yield LogLine(stream, line)
+            pending = dict.fromkeys(files, b"")
             while follow:
-                chunk = log.read()
-                pending += chunk
-                *done, pending = pending.split(b"\n")
-                for line in done:
-                    yield LogLine("stdout", line + b"\n")
-                if not chunk and not self._alive(rec):
+                quiet = True
+                for stream, f in files.items():
+                    chunk = f.read()
+                    quiet = quiet and not chunk
+                    *done, pending[stream] = (pending[stream] + chunk).split(b"\n")
+                    for line in done:
+                        yield LogLine(stream, line + b"\n")
+                if quiet and not self._alive(rec):
                     break
                 await anyio.sleep(POLL)
-            if pending:
-                yield LogLine("stdout", pending)
+            for stream, rest in pending.items():
+                if rest:
+                    yield LogLine(stream, rest)
 
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
@@ -293,6 +334,7 @@ class HostProcRuntime:
             proc = await anyio.open_process(
                 list(argv), cwd=workdir or rec["workdir"], env={**rec["env"], **(env or {})},
                 stdin=subprocess.DEVNULL, start_new_session=True,
+                **_credentials(user or rec.get("user"), f"hostproc container {rec['name']!r}"),
             )
         except OSError as exc:
             where = f"hostproc container {rec['name']!r}: cannot run {argv[0]!r}"

@@ -156,108 +156,117 @@ class NativeRuntime:
         with located(self.name, spec.name):
             return self._containers.run(spec, output, remove, stdin, on_signal)
 
-    # -- images -------------------------------------------------------------------------
+    # -- images: every error says this runtime ---------------------------------------
     async def ensure_image(self, ref: str, progress: ProgressCallback | None = None) -> Image:
-        try:
-            return self._image(self.store.lookup(ref))
-        except NotFound:
-            return await self.pull(ref, progress)
+        with located(self.name):
+            try:
+                return self._image(self.store.lookup(ref))
+            except NotFound:
+                return await self.pull(ref, progress)
 
     async def pull(self, ref: str, progress: ProgressCallback | None = None) -> Image:
         from .images.pull import pull  # the registry client loads only for the verbs that use it
 
-        stored = await pull(self.store, ref, progress)
-        return self._image(self.store.lookup(stored.id))
+        with located(self.name):
+            stored = await pull(self.store, ref, progress)
+            return self._image(self.store.lookup(stored.id))
 
     async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
         from .images import archive
 
-        imported = await archive.import_archive(self.store, Path(path), progress)
-        return [self._image(self.store.lookup(s.id)) for s in imported]
+        with located(self.name):
+            imported = await archive.import_archive(self.store, Path(path), progress)
+            return [self._image(self.store.lookup(s.id)) for s in imported]
 
     async def export_image(self, ref: str, path: Path) -> None:
         """Write the image as an OCI image-layout tarball, named by ref when ref has a tag."""
         from .images import archive
 
-        stored = self.store.lookup(ref)[0]
-        name = None
-        try:
-            name = parse(ref).tagged
-        except OrchestrError:  # an image id names no tag
+        with located(self.name):
+            stored = self.store.lookup(ref)[0]
             name = None
-        if name not in stored.refs:
-            name = next((r for r in stored.refs if "@" not in r), None)
-        await anyio.to_thread.run_sync(archive.export_layout, self.store, stored, name, Path(path))
+            try:
+                name = parse(ref).tagged
+            except OrchestrError:  # an image id names no tag
+                name = None
+            if name not in stored.refs:
+                name = next((r for r in stored.refs if "@" not in r), None)
+            await anyio.to_thread.run_sync(archive.export_layout, self.store, stored, name, Path(path))
 
     async def images(self) -> list[Image]:
-        by_id: dict[str, list[Stored]] = {}
-        for stored in self.store.all():
-            by_id.setdefault(stored.id, []).append(stored)
-        return [self._image(group) for group in by_id.values()]
+        with located(self.name):
+            by_id: dict[str, list[Stored]] = {}
+            for stored in self.store.all():
+                by_id.setdefault(stored.id, []).append(stored)
+            return [self._image(group) for group in by_id.values()]
 
     async def image_inspect(self, ref: str) -> dict:
-        group = self.store.lookup(ref)
-        config = group[0].config
-        tags, digests = _refs(group)
-        inspect: dict[str, Any] = {
-            "Id": group[0].id,
-            "RepoTags": tags,
-            "RepoDigests": digests,
-            "Parent": "",
-            "Comment": config.get("comment", ""),
-            "Created": config.get("created"),
-            "DockerVersion": config.get("docker_version", ""),
-            "Author": config.get("author", ""),
-            "Config": config.get("config") or {},
-            "Architecture": config.get("architecture", ""),
-            "Os": config.get("os", ""),
-            "Size": self._size(group[0]),
-            "RootFS": {"Type": config.get("rootfs", {}).get("type", "layers"), "Layers": group[0].diff_ids},
-        }
-        if config.get("variant"):
-            inspect["Variant"] = config["variant"]
-        return inspect
+        with located(self.name):
+            group = self.store.lookup(ref)
+            config = group[0].config
+            tags, digests = _refs(group)
+            inspect: dict[str, Any] = {
+                "Id": group[0].id,
+                "RepoTags": tags,
+                "RepoDigests": digests,
+                "Parent": "",
+                "Comment": config.get("comment", ""),
+                "Created": config.get("created"),
+                "DockerVersion": config.get("docker_version", ""),
+                "Author": config.get("author", ""),
+                "Config": config.get("config") or {},
+                "Architecture": config.get("architecture", ""),
+                "Os": config.get("os", ""),
+                "Size": self._size(group[0]),
+                "RootFS": {"Type": config.get("rootfs", {}).get("type", "layers"), "Layers": group[0].diff_ids},
+            }
+            if config.get("variant"):
+                inspect["Variant"] = config["variant"]
+            return inspect
 
     async def image_history(self, ref: str) -> list[HistoryEntry]:
-        stored = self.store.lookup(ref)[0]
-        diff_ids = iter(stored.diff_ids)
-        history = stored.config.get("history") or [{} for _ in stored.diff_ids]
-        entries = []
-        for step in history:
-            empty = bool(step.get("empty_layer"))
-            diff_id = None if empty else next(diff_ids, None)
-            entries.append(HistoryEntry(
-                created_by=step.get("created_by", ""),
-                size=self.store.layer_size(diff_id) if diff_id else 0,
-                created=step.get("created"),
-                id=diff_id,
-                comment=step.get("comment") or None,
-                empty_layer=empty,
-            ))
-        return entries[::-1]
+        with located(self.name):
+            stored = self.store.lookup(ref)[0]
+            diff_ids = iter(stored.diff_ids)
+            history = stored.config.get("history") or [{} for _ in stored.diff_ids]
+            entries = []
+            for step in history:
+                empty = bool(step.get("empty_layer"))
+                diff_id = None if empty else next(diff_ids, None)
+                entries.append(HistoryEntry(
+                    created_by=step.get("created_by", ""),
+                    size=self.store.layer_size(diff_id) if diff_id else 0,
+                    created=step.get("created"),
+                    id=diff_id,
+                    comment=step.get("comment") or None,
+                    empty_layer=empty,
+                ))
+            return entries[::-1]
 
     async def image_remove(self, ref: str, *, force: bool = False) -> None:
-        group = self.store.lookup(ref)
-        image_id = group[0].id
-        all_refs = {r for s in group for r in s.refs}
-        by_id = ref.startswith("sha256:") or not any(r in all_refs for r in _ref_keys(ref))
-        if not by_id:
-            dropped = set(_ref_keys(ref)) & all_refs
-            if any("@" not in r for r in all_refs - dropped):
-                self.store.forget(set(), dropped)  # other tags remain: untag only, as `docker rmi` does
+        with located(self.name):
+            group = self.store.lookup(ref)
+            image_id = group[0].id
+            all_refs = {r for s in group for r in s.refs}
+            by_id = ref.startswith("sha256:") or not any(r in all_refs for r in _ref_keys(ref))
+            if not by_id:
+                dropped = set(_ref_keys(ref)) & all_refs
+                if any("@" not in r for r in all_refs - dropped):
+                    self.store.forget(set(), dropped)  # other tags remain: untag only, as `docker rmi` does
+                    return
+            manifests = {s.manifest_digest for s in group}
+            if self._in_use(image_id):
+                if not force:
+                    raise Conflict(f"image {ref!r} ({image_id[:19]}) is used by a container; remove it first or force")
+                self.store.forget(manifests, all_refs, keep_manifests=True)  # its layers stay while the container runs
                 return
-        manifests = {s.manifest_digest for s in group}
-        if self._in_use(image_id):
-            if not force:
-                raise Conflict(f"image {ref!r} ({image_id[:19]}) is used by a container; remove it first or force")
-            self.store.forget(manifests, all_refs, keep_manifests=True)  # its layers stay while the container runs
-            return
-        self.store.forget(manifests, all_refs)
-        await anyio.to_thread.run_sync(self.store.gc)
+            self.store.forget(manifests, all_refs)
+            await anyio.to_thread.run_sync(self.store.gc)
 
     async def image_prune(self) -> list[str]:
-        keep = {s.id for s in self.store.all() if not s.refs and self._in_use(s.id)}
-        return await anyio.to_thread.run_sync(self.store.gc, keep)
+        with located(self.name):
+            keep = {s.id for s in self.store.all() if not s.refs and self._in_use(s.id)}
+            return await anyio.to_thread.run_sync(self.store.gc, keep)
 
     # -- shaping ------------------------------------------------------------------------
     def _size(self, stored: Stored) -> int:

@@ -1,0 +1,304 @@
+"""The spec's models: a Service document and its parts, validated into a template for its containers."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import posixpath
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from ..errors import SpecError
+from ..model import (
+    L_DEPENDS_ON,
+    L_NAMESPACE,
+    L_REPLICA,
+    L_SERVICE,
+    L_SPEC_HASH,
+    L_STOP_GRACE,
+    ContainerSpec,
+    Port,
+    Resources,
+    RestartPolicy,
+    Volume,
+)
+from .fields import (
+    DNS_LABEL,
+    DNS_WORDS,
+    AbsolutePath,
+    Argv,
+    Cpus,
+    DnsLabel,
+    Duration,
+    ImageReference,
+    IPAddress,
+    Labels,
+    Memory,
+    MountTarget,
+    PortNumber,
+    Size,
+    StringMap,
+    User,
+    normpath,
+)
+from .loader import Lines, line_of
+from .messages import explain, fail, field_path, show
+
+API_VERSION = "orchestr/v1"
+KIND = "Service"
+BUILT = "<built>"  # the file named by errors about services made with Service.build
+# Changing these adjusts a running container in place, so they stay out of the spec hash.
+_UNHASHED = {"replicas", "depends_on", "paused", "runtime"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel)
+
+
+class Metadata(_Model):
+    name: DnsLabel
+    namespace: DnsLabel = "default"
+    labels: Labels = Field(default_factory=dict)
+
+
+class ResourcesSpec(_Model):
+    cpus: Cpus = None
+    memory: Memory = None  # bytes
+    pids: StrictInt | None = Field(None, ge=1)
+
+
+class VolumeSpec(_Model):
+    type: Literal["bind", "volume", "tmpfs"]
+    source: str | None = None  # host path (bind, made absolute) or volume name (volume)
+    target: MountTarget
+    read_only: StrictBool = False
+    size: Size = None  # bytes, tmpfs only; none: 64Mi
+    allow_host_root: StrictBool = False
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if value is None or kind == "tmpfs":
+            return value
+        if kind == "volume":
+            if not DNS_LABEL.fullmatch(value):
+                fail(f"expected a volume name ({DNS_WORDS}), got {show(value)}")
+            return value
+        if not value:
+            fail("expected a host path, got ''")
+        base = (info.context or {}).get("base_dir") or os.getcwd()
+        return normpath(posixpath.join(str(base), value))  # an absolute value ignores base
+
+    @model_validator(mode="after")
+    def _by_type(self) -> VolumeSpec:
+        if self.type == "tmpfs" and self.source is not None:
+            fail("a tmpfs volume takes no source", "source")
+        if self.type != "tmpfs" and self.source is None:
+            what = "a bind volume needs a host path" if self.type == "bind" else "a named volume needs a volume name"
+            fail(f"{what} as its source", "source")
+        if self.size is not None and self.type != "tmpfs":
+            fail("size applies only to tmpfs volumes", "size")
+        if self.allow_host_root and self.type != "bind":
+            fail("allowHostRoot applies only to bind volumes", "allowHostRoot")
+        if self.type == "bind" and self.source == "/" and not (self.read_only or self.allow_host_root):
+            fail("binding the host's / read-write is not allowed; set readOnly: true (or allowHostRoot: true)",
+                 "source")
+        return self
+
+
+class PortSpec(_Model):
+    container_port: PortNumber
+    host_port: PortNumber | None = None
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_ip: IPAddress = Field("0.0.0.0", alias="hostIP")
+
+
+class ServiceSpec(_Model):
+    runtime: DnsLabel | None = None
+    image: ImageReference
+    command: Argv = None  # the full argv: replaces the image's entrypoint and cmd
+    args: Argv = None  # with no command, replaces the image's cmd only
+    env: StringMap = Field(default_factory=dict)
+    working_dir: AbsolutePath | None = None
+    user: User = None
+    replicas: StrictInt = Field(1, ge=0)
+    resources: ResourcesSpec = ResourcesSpec()
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    depends_on: tuple[DnsLabel, ...] = ()
+    stop_grace_period: Duration = 10.0  # seconds
+    volumes: tuple[VolumeSpec, ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+    network: Literal["bridge", "host", "none"] = "bridge"
+    paused: StrictBool = False
+    init: StrictBool = False
+    read_only: StrictBool = False
+    seccomp: Literal["default", "unconfined"] = "default"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSpec:
+        for i, dep in enumerate(self.depends_on):
+            if dep in self.depends_on[:i]:
+                fail(f"'{dep}' is listed twice", "dependsOn", i)
+        targets: dict[str, int] = {}
+        for i, volume in enumerate(self.volumes):
+            if volume.target in targets:
+                fail(f"{volume.target} is already the target of spec.volumes[{targets[volume.target]}]",
+                     "volumes", i, "target")
+            targets[volume.target] = i
+        if self.ports and self.network != "bridge":
+            fail(f"ports are published only with network: bridge, not {self.network}", "ports")
+        return self
+
+
+class Service(_Model):
+    """One service of a spec file: a template for `replicas` identical containers."""
+
+    api_version: Literal["orchestr/v1"]
+    kind: Literal["Service"]
+    metadata: Metadata
+    spec: ServiceSpec
+    # Set by validate, rather than by defaults pydantic would deep-copy for every instance.
+    _source: tuple[str, int]
+    _lines: dict[str, int]  # field path -> line, for errors found later
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def source(self) -> tuple[str, int]:
+        """The file and line of this service's document."""
+        return self._source
+
+    @functools.cached_property
+    def spec_hash(self) -> str:
+        """Changes exactly when existing containers no longer match the spec and must be recreated."""
+        # Fields serialize in declaration order and maps are sorted at validation, so the JSON is canonical;
+        # leaving defaults out keeps hashes stable when a field is added. Labels count: a container's
+        # labels are fixed when it is created.
+        spec = self.spec.model_dump_json(exclude=_UNHASHED, exclude_defaults=True)
+        labels = json.dumps(self.metadata.labels, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(f"{labels}\n{spec}".encode()).hexdigest()[:16]
+
+    def line(self, path: str) -> int:
+        """The line of path in this service's document, or of the nearest value enclosing it; 0 when not from a file."""
+        return line_of(self._lines, path, self._source[1])
+
+    def error(self, path: str, message: str) -> SpecError:
+        """An error at path of this service's document, on the line of path or of the nearest value enclosing it."""
+        return SpecError(self._source[0], self.line(path) or None, path, message)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Service:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("spec_hash", None)  # the cached hash of the original may no longer hold
+        return copied
+
+    def container_spec(self, replica: int) -> ContainerSpec:
+        if replica < 0:
+            raise ValueError(f"replica index must be >= 0, got {replica}")
+        spec = self.spec
+        labels = {
+            **self.metadata.labels,
+            L_NAMESPACE: self.namespace,
+            L_SERVICE: self.name,
+            L_REPLICA: str(replica),
+            L_SPEC_HASH: self.spec_hash,
+            L_STOP_GRACE: f"{spec.stop_grace_period:g}",
+        }
+        if spec.depends_on:
+            labels[L_DEPENDS_ON] = ",".join(spec.depends_on)
+        return ContainerSpec(
+            name=f"{self.name}-{replica}",
+            namespace=self.namespace,
+            image=spec.image,
+            labels=labels,
+            command=spec.command,
+            args=spec.args,
+            env=dict(spec.env),
+            working_dir=spec.working_dir,
+            user=spec.user,
+            resources=Resources(cpus=spec.resources.cpus, memory=spec.resources.memory, pids=spec.resources.pids),
+            restart_policy=spec.restart_policy,
+            stop_grace_period=spec.stop_grace_period,
+            volumes=tuple(Volume(type=v.type, target=v.target, source=v.source, read_only=v.read_only, size=v.size,
+                                 allow_host_root=v.allow_host_root) for v in spec.volumes),
+            ports=tuple(Port(container_port=p.container_port, host_port=p.host_port, protocol=p.protocol,
+                             host_ip=p.host_ip) for p in spec.ports),
+            network=spec.network,
+            init=spec.init,
+            read_only=spec.read_only,
+            seccomp=spec.seccomp,
+        )
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        *,
+        namespace: str = "default",
+        image: str = "busybox:latest",
+        labels: dict[str, str] | None = None,
+        base_dir: Path | None = None,
+        **spec: Any,
+    ) -> Service:
+        """A Service from keyword arguments (snake_case spec fields), validated like a document; for code and tests."""
+        fields = ServiceSpec.model_fields
+        body: dict[str, Any] = {"image": image}
+        for key, value in spec.items():
+            if key not in fields:
+                raise TypeError(f"Service.build() got an unknown spec field {key!r}")
+            body[fields[key].alias] = value
+        data = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+            "spec": body,
+        }
+        return validate(data, BUILT, 0, Lines(), base_dir)
+
+
+def validate(data: Any, filename: str, line: int, lines: Lines, base_dir: Path | None) -> Service:
+    """The Service in data, the document at line of filename; raises SpecError naming its first problem."""
+    problems = list(lines.problems)
+    try:
+        service = Service.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as e:
+        for error in e.errors(include_url=False):
+            loc, message = explain(error, Service)
+            path = field_path(loc)
+            raw = lines.booleans.get(path)
+            # only YAML 1.1's surprises: whoever writes true or false means a boolean
+            if raw and raw.lower() not in ("true", "false") and ("a string" in message or "a user" in message):
+                message += f" (YAML reads a plain {raw} as a boolean; quote it: \"{raw}\")"
+            problems.append((lines.find(path, line, key=error["type"] == "extra_forbidden"), path, message))
+    if problems:
+        # A wrong apiVersion or kind explains everything else, so it goes first; then file order.
+        where, path, message = min(problems, key=lambda p: (p[1] not in ("apiVersion", "kind"), p[0]))
+        if not path.isprintable():  # a quoted key can hold a newline; the error stays one line
+            path = path.encode("unicode_escape").decode()
+        raise SpecError(filename, where or None, path, message)
+    service._source = (filename, line)
+    service._lines = lines.values
+    return service
+
