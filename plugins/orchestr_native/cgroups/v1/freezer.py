@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .. import settles
+from ..common import settles
 from ..files import read, write
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .. import PARENT, Manager
+from ..common import PARENT, Manager
 from ..files import read_pids, write
 from . import blkio, cpu, freezer, memory, pids
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 
-from .. import settles
+from ..common import settles
 from ..files import read_keyed, write
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .. import PARENT, Manager
+from ..common import PARENT, Manager
 from ..files import read, read_pids, write
 from . import cpu, freezer, io, memory, pids
 
