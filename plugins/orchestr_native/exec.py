@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import anyio
 
@@ -15,20 +14,18 @@ from orchestr.model import ExecResult, LogLine, State
 from orchestr.runtime import ExecOutput
 
 from .mapping import RUNTIME
+from .store import ContainerStore
 from .supervisor.client import command
-
-if TYPE_CHECKING:
-    from .containers import Containers
 
 GRACE = 5.0  # seconds past an exec's deadline before orchestr stops waiting for its output to end
 
 
 async def run(
-    containers: Containers, id: str, argv: Sequence[str], *, env: dict[str, str] | None, user: str | None,
+    store: ContainerStore, id: str, argv: Sequence[str], *, env: dict[str, str] | None, user: str | None,
     workdir: str | None, timeout: float | None, output: Callable[[LogLine], None] | None, output_limit: int,
 ) -> ExecResult:
-    config, state = containers.load(id)
-    current = containers.view(config, state).state
+    config, state = store.load(id)
+    current = store.view(config, state).state
     if current is not State.RUNNING:
         raise Conflict(f"container {config['name']} is {current}; exec needs a running container")
     if not argv:
@@ -38,7 +35,7 @@ async def run(
     code = None
     # the helper kills the command at the deadline; past it and a grace, stop waiting for output regardless
     with anyio.move_on_after(None if timeout is None else timeout + GRACE) as backstop:
-        async with await anyio.open_process(command("exec", str(containers.dir / id))) as proc:
+        async with await anyio.open_process(command("exec", str(store.dir / id))) as proc:
             await proc.stdin.send(json.dumps(request).encode())
             await proc.stdin.aclose()
 

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal as signals
 import time
-from typing import TYPE_CHECKING
 
 import anyio
 
@@ -21,34 +20,32 @@ from orchestr.model import Container, ContainerSpec, Resources, State
 
 from . import mapping, steps
 from .process import linux
+from .store import ContainerStore, supervised
 from .supervisor import records
 
-if TYPE_CHECKING:
-    from .containers import Containers
 
-
-def create(containers: Containers, spec: ContainerSpec) -> Container:
+def create(store: ContainerStore, spec: ContainerSpec) -> Container:
     if spec.network not in ("bridge", "host", "none"):
         raise RuntimeFailure(f"container {spec.name}: unknown network {spec.network!r}; use bridge, host or none")
-    with containers.lock():
-        for id in containers.ids():
-            other = records.read_json(str(containers.dir / id / records.CONFIG))
+    with store.lock():
+        for id in store.ids():
+            other = records.read_json(str(store.dir / id / records.CONFIG))
             if other and (other["namespace"], other["name"]) == (spec.namespace, spec.name):
                 raise Conflict(f"container name {spec.name!r} is already in use in namespace {spec.namespace!r}")
-        image_id = containers.store.resolve(spec.image)
-        image = (containers.store.image_config(image_id) or {}).get("config") or {}
-        layers = [str(p) for p in containers.store.layer_paths(image_id)]
+        image_id = store.images.resolve(spec.image)
+        image = (store.images.image_config(image_id) or {}).get("config") or {}
+        layers = [str(p) for p in store.images.layer_paths(image_id)]
         id = os.urandom(32).hex()
-        d = containers.dir / id
+        d = store.dir / id
         # bind sources resolved: the container gets what was checked; a bad spec raises here, before any change
         config = mapping.config(
             dataclasses.replace(spec, volumes=volumes(spec)), image, id=id, image_id=image_id, layers=layers,
-            directory=d, volumes_dir=containers.volumes, resolv_conf=os.path.exists("/etc/resolv.conf"),
-            created_at=rfc3339(), **containers.settings,
+            directory=d, volumes_dir=store.volumes, resolv_conf=os.path.exists("/etc/resolv.conf"),
+            created_at=rfc3339(), **store.settings,
         )
         for m in config["mounts"]:
             if m["type"] == "volume":
-                private_dir(containers.volumes)
+                private_dir(store.volumes)
                 os.makedirs(m["source"], 0o755, exist_ok=True)  # as the container sees it; volumes/ keeps others out
         d.mkdir(mode=0o700)
         for sub in ("upper", "work", "rootfs"):  # as the container's / shows them; d keeps others out
@@ -59,54 +56,54 @@ def create(containers: Containers, spec: ContainerSpec) -> Container:
             shutil.copyfile("/etc/resolv.conf", config["files"]["/etc/resolv.conf"])
         if spec.network == "bridge":  # writes hosts and resolv.conf; raises before any change on a taken port
             try:
-                config["net"] = containers.network.attach(id, spec, d)
+                config["net"] = store.network.attach(id, spec, d)
             except BaseException:
                 shutil.rmtree(d)
                 raise
         records.write_json(str(d / records.CONFIG), config)  # no state.json yet: load reads that as created
         try:
-            containers.cgroup(id).create(spec.resources)
+            store.cgroup(id).create(spec.resources)
         except OSError as e:
-            containers.cgroup(id).remove()
+            store.cgroup(id).remove()
             if config["net"]:
-                containers.network.detach(config)
+                store.network.detach(config)
             shutil.rmtree(d)
             raise RuntimeFailure(f"container {spec.name}: cannot set up its cgroup: {e}") from None
-    containers.event(config, "create", State.CREATED)
-    return containers.view(config, {"status": "created"})
+    store.event(config, "create", State.CREATED)
+    return store.view(config, {"status": "created"})
 
 
-def start_steps(containers: Containers, id: str) -> steps.Steps[None]:
-    config, state = containers.load(id)
+def start_steps(store: ContainerStore, id: str) -> steps.Steps[None]:
+    config, state = store.load(id)
     if supervised(state):
-        if not (containers.dir / id / records.STOP).exists():
+        if not (store.dir / id / records.STOP).exists():
             return  # running, paused, or waiting to be restarted by the supervisor
-        yield from _wait_unsupervised(containers, id, 10.0)  # a stop is under way: let it finish
+        yield from _wait_unsupervised(store, id, 10.0)  # a stop is under way: let it finish
     elif state.get("supervised"):  # its supervisor died: end what the last run left before a new one
-        yield functools.partial(end_orphan, containers, id)
-    yield functools.partial(start_run, containers, config)
+        yield functools.partial(end_orphan, store, id)
+    yield functools.partial(start_run, store, config)
 
 
-def start_run(containers: Containers, config: dict, stdin: int | None = None, attach: bool = False,
+def start_run(store: ContainerStore, config: dict, stdin: int | None = None, attach: bool = False,
               winsize: list[int] | None = None) -> int | None:
     """Has the supervisor start the container; stdin, when given, becomes its standard input. With attach,
     a tty container's terminal, winsize (rows, columns) big, is returned (the caller relays it) instead of
     being logged."""
-    d = containers.dir / config["id"]
-    cgroup = containers.cgroup(config["id"])
+    d = store.dir / config["id"]
+    cgroup = store.cgroup(config["id"])
     try:
         if not cgroup.exists():  # made at create; gone after a reboot
             cgroup.create(mapping.resources(config))
     except OSError as e:
         raise RuntimeFailure(f"container {config['name']}: cannot set up its cgroup: {e}") from None
     if config.get("net"):
-        containers.network.ensure(config)  # a reboot or a hand may have taken the namespace or the bridge
+        store.network.ensure(config)  # a reboot or a hand may have taken the namespace or the bridge
     (d / records.STOP).unlink(missing_ok=True)
     request = {"op": "start", "dir": str(d), "stdin": stdin is not None, "attach": attach, "winsize": winsize}
     try:
         # answered once the start is settled: at worst when the supervisor gives it up, after start_timeout
         timeout = float(config.get("start_timeout") or 30.0) + 30.0
-        reply = containers.supervisor.request(request, timeout, fds=[stdin] if stdin is not None else [])
+        reply = store.supervisor.request(request, timeout, fds=[stdin] if stdin is not None else [])
     except (OSError, EOFError) as e:
         raise RuntimeFailure(f"container {config['name']}: the supervisor failed: {e}") from None
     if "error" in reply:
@@ -119,35 +116,35 @@ def start_run(containers: Containers, config: dict, stdin: int | None = None, at
     return reply.get("fd")
 
 
-def stop_steps(containers: Containers, id: str, signal: str, timeout: float) -> steps.Steps[None]:
-    config, state = containers.load(id)
+def stop_steps(store: ContainerStore, id: str, signal: str, timeout: float) -> steps.Steps[None]:
+    config, state = store.load(id)
     if not supervised(state):
         if state.get("supervised"):  # its supervisor died: what it left runs on unless ended here
-            yield functools.partial(end_orphan, containers, id)
+            yield functools.partial(end_orphan, store, id)
         return
     sig = parse_signal(signal)
-    d = containers.dir / id
+    d = store.dir / id
     (d / records.STOP).touch(0o600)
     if state.get("status") == "running":
-        containers.event(config, "stop")
-        cgroup = containers.cgroup(id)
+        store.event(config, "stop")
+        cgroup = store.cgroup(id)
         kill(state.get("init"), sig)
         if cgroup.frozen():
             cgroup.thaw()  # a frozen process cannot act on the signal
-        if not (yield from _wait_unsupervised(containers, id, timeout)):
+        if not (yield from _wait_unsupervised(store, id, timeout)):
             kill(state.get("init"), signals.SIGKILL)
             yield cgroup.kill_all
     else:  # exited, waiting for a restart
-        yield functools.partial(containers.supervisor.ask, {"op": "cancel-restart", "dir": str(d)})
-    if not (yield from _wait_unsupervised(containers, id, 30.0)):
+        yield functools.partial(store.supervisor.ask, {"op": "cancel-restart", "dir": str(d)})
+    if not (yield from _wait_unsupervised(store, id, 30.0)):
         raise RuntimeFailure(f"container {config['name']}: the supervisor did not record its end after the stop")
 
 
-def _wait_unsupervised(containers: Containers, id: str, timeout: float) -> steps.Steps[bool]:
+def _wait_unsupervised(store: ContainerStore, id: str, timeout: float) -> steps.Steps[bool]:
     """Waits until the supervisor has recorded the container's end for good; False on timeout."""
     deadline = time.monotonic() + timeout
     for delay in steps.polls():
-        if not supervised(containers.load(id)[1]):
+        if not supervised(store.load(id)[1]):
             return True
         left = deadline - time.monotonic()
         if left <= 0:
@@ -156,82 +153,82 @@ def _wait_unsupervised(containers: Containers, id: str, timeout: float) -> steps
     return False  # never reached: the polls go on for ever
 
 
-def delete_steps(containers: Containers, id: str, force: bool) -> steps.Steps[None]:
-    config, state = containers.load(id)
-    current = containers.view(config, state).state
+def delete_steps(store: ContainerStore, id: str, force: bool) -> steps.Steps[None]:
+    config, state = store.load(id)
+    current = store.view(config, state).state
     if current in (State.RUNNING, State.PAUSED) and not force:
         raise Conflict(f"container {config['name']} is {current}; stop it first or delete with force")
-    yield from stop_steps(containers, id, "SIGKILL", 5.0)
-    yield functools.partial(_destroy, containers, config)
-    containers.event(config, "destroy")
+    yield from stop_steps(store, id, "SIGKILL", 5.0)
+    yield functools.partial(_destroy, store, config)
+    store.event(config, "destroy")
 
 
-def _destroy(containers: Containers, config: dict) -> None:
-    d = containers.dir / config["id"]
+def _destroy(store: ContainerStore, config: dict) -> None:
+    d = store.dir / config["id"]
     _unmount_under(str(d))
     try:
-        containers.cgroup(config["id"]).remove()
+        store.cgroup(config["id"]).remove()
     except (OSError, TimeoutError) as e:
         raise RuntimeFailure(f"container {config['name']}: cannot remove its cgroup: {e}") from None
     if config.get("net"):
         try:
-            containers.network.detach(config)
+            store.network.detach(config)
         except OSError as e:
             raise RuntimeFailure(f"container {config['name']}: cannot remove its network: {e}") from None
     shutil.rmtree(d, ignore_errors=True)
 
 
-async def pause(containers: Containers, id: str) -> None:
-    config, state = containers.load(id)
-    if containers.view(config, state).state is not State.RUNNING:
+async def pause(store: ContainerStore, id: str) -> None:
+    config, state = store.load(id)
+    if store.view(config, state).state is not State.RUNNING:
         raise Conflict(f"container {config['name']} is not running")
     try:
-        await anyio.to_thread.run_sync(containers.cgroup(id).freeze)
+        await anyio.to_thread.run_sync(store.cgroup(id).freeze)
     except (OSError, TimeoutError) as e:
         raise RuntimeFailure(f"container {config['name']}: cannot pause: {e}") from None
-    containers.event(config, "pause", State.PAUSED)
+    store.event(config, "pause", State.PAUSED)
 
 
-async def resume(containers: Containers, id: str) -> None:
-    config, state = containers.load(id)
-    if containers.view(config, state).state is not State.PAUSED:
+async def resume(store: ContainerStore, id: str) -> None:
+    config, state = store.load(id)
+    if store.view(config, state).state is not State.PAUSED:
         raise Conflict(f"container {config['name']} is not paused")
-    await anyio.to_thread.run_sync(containers.cgroup(id).thaw)
-    containers.event(config, "unpause", State.RUNNING)
+    await anyio.to_thread.run_sync(store.cgroup(id).thaw)
+    store.event(config, "unpause", State.RUNNING)
 
 
-def signal(containers: Containers, id: str, name: str) -> None:
-    config, state = containers.load(id)
-    current = containers.view(config, state).state
+def signal(store: ContainerStore, id: str, name: str) -> None:
+    config, state = store.load(id)
+    current = store.view(config, state).state
     if current is not State.RUNNING:
         raise Conflict(f"container {config['name']} is {current}; a signal needs a running container")
     kill(state.get("init"), parse_signal(name))
 
 
-def update(containers: Containers, id: str, resources: Resources) -> None:
-    with containers.lock():
-        config, _ = containers.load(id)
+def update(store: ContainerStore, id: str, resources: Resources) -> None:
+    with store.lock():
+        config, _ = store.load(id)
         merged = mapping.updated(mapping.resources(config), resources)
         try:
-            containers.cgroup(id).create(merged)  # writes the limits into the existing cgroup
+            store.cgroup(id).create(merged)  # writes the limits into the existing cgroup
         except OSError as e:
             raise RuntimeFailure(f"container {config['name']}: cannot update its limits: {e}") from None
         config.pop("limits", None)  # an older orchestr's name for them
         config["resources"] = dataclasses.asdict(merged)  # for the cgroup made again at a start after a reboot
-        records.write_json(str(containers.dir / id / records.CONFIG), config)
+        records.write_json(str(store.dir / id / records.CONFIG), config)
 
 
-def wait_steps(containers: Containers, id: str) -> steps.Steps[int]:
-    first = containers.view(*containers.load(id))
+def wait_steps(store: ContainerStore, id: str) -> steps.Steps[int]:
+    first = store.view(*store.load(id))
     if first.state is State.EXITED:
         return first.exit_code if first.exit_code is not None else UNKNOWN_EXIT
     for delay in steps.polls():
         yield delay
-        now = containers.view(*containers.load(id))
+        now = store.view(*store.load(id))
         # a restart can come and go between two looks: a new start time means the run we waited for ended
         ended = first.state is not State.CREATED and now.started_at != first.started_at
         if now.state is State.EXITED or ended:
-            _, state = containers.load(id)
+            _, state = store.load(id)
             code = state.get("exit_code")
             return code if code is not None else UNKNOWN_EXIT
     return UNKNOWN_EXIT  # never reached: the polls go on for ever
@@ -239,41 +236,41 @@ def wait_steps(containers: Containers, id: str) -> steps.Steps[int]:
 
 # -- what a dead supervisor left ------------------------------------------------------
 
-def reattach(containers: Containers) -> list[Container]:
+def reattach(store: ContainerStore) -> list[Container]:
     """The containers a live supervisor looks after; those whose supervisor died are ended, half-made ones
     removed, and networks nothing uses any more swept."""
     live = []
-    with containers.lock():
-        for id in containers.ids():
-            d = containers.dir / id
+    with store.lock():
+        for id in store.ids():
+            d = store.dir / id
             config = records.read_json(str(d / records.CONFIG))
             if config is None:  # a create that died half-way: nothing else refers to it
                 shutil.rmtree(d, ignore_errors=True)
                 continue
             state = records.read_json(str(d / records.STATE)) or {"status": "created"}
             if supervised(state):
-                live.append(containers.view(config, state))
+                live.append(store.view(config, state))
                 continue
             if state.get("supervised"):
-                _end_unsupervised(containers, config, state)
-        containers.network.sweep()
+                _end_unsupervised(store, config, state)
+        store.network.sweep()
     return live
 
 
-def end_orphan(containers: Containers, id: str) -> None:
+def end_orphan(store: ContainerStore, id: str) -> None:
     """Ends one container whose supervisor is gone, unless another process has meanwhile."""
-    with containers.lock():
-        config, state = containers.load(id)
+    with store.lock():
+        config, state = store.load(id)
         if state.get("supervised") and not supervised(state):
-            _end_unsupervised(containers, config, state)
+            _end_unsupervised(store, config, state)
 
 
-def _end_unsupervised(containers: Containers, config: dict, state: dict) -> None:
+def _end_unsupervised(store: ContainerStore, config: dict, state: dict) -> None:
     """The supervisor is gone (crash, kill or reboot): whatever it left runs unsupervised; end it.
     Called with the lock held."""
-    d = containers.dir / config["id"]
+    d = store.dir / config["id"]
     _unmount_under(str(d))
-    cgroup = containers.cgroup(config["id"])
+    cgroup = store.cgroup(config["id"])
     if cgroup.exists():
         cgroup.kill_all()
     (d / records.STOP).unlink(missing_ok=True)
@@ -283,12 +280,7 @@ def _end_unsupervised(containers: Containers, config: dict, state: dict) -> None
     state["supervised"] = False
     records.write_json(str(d / records.STATE), state)
     if was_running:
-        containers.event(config, "die", State.EXITED, UNKNOWN_EXIT)
-
-
-def supervised(state: dict) -> bool:
-    """Whether a live supervisor still looks after the container (running, or waiting to restart it)."""
-    return bool(state.get("supervised")) and records.alive(state.get("supervisor"))
+        store.event(config, "die", State.EXITED, UNKNOWN_EXIT)
 
 
 def parse_signal(name: str) -> int:

@@ -8,19 +8,16 @@ import os
 import signal as signals
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from orchestr.errors import Interrupted, OrchestrError
 from orchestr.model import Container, ContainerSpec, LogLine
 
 from . import attach, lifecycle, steps
+from .store import ContainerStore
 from .supervisor import records
 
-if TYPE_CHECKING:
-    from .containers import Containers
 
-
-def run(containers: Containers, spec: ContainerSpec, output: Callable[[LogLine], None] | None = None,
+def run(store: ContainerStore, spec: ContainerSpec, output: Callable[[LogLine], None] | None = None,
         remove: bool = False, stdin: int | None = None, on_signal: str | None = None) -> tuple[Container, int]:
     """Creates and starts a container, hands its output to output as it comes, and returns it with its exit
     code once it has ended; removes it afterwards when remove is set, also when interrupted.
@@ -37,29 +34,29 @@ def run(containers: Containers, spec: ContainerSpec, output: Callable[[LogLine],
     code given is 128 + the signal, as if the signal had ended it. "leave" stops waiting and raises
     Interrupted: the container goes on running, or with remove is stopped and removed."""
     with SignalHold(on_signal) as hold:
-        container = lifecycle.create(containers, spec)
+        container = lifecycle.create(store, spec)
         try:
-            return _run(containers, container, spec, output, stdin, hold)
+            return _run(store, container, spec, output, stdin, hold)
         except Interrupted as e:
             if remove:
-                steps.drive_blocking(lifecycle.stop_steps(containers, container.id, "SIGTERM",
+                steps.drive_blocking(lifecycle.stop_steps(store, container.id, "SIGTERM",
                                                           spec.stop_grace_period))
             what = "was stopped and removed" if remove else "goes on running"
             raise Interrupted(e.signal, f"{signals.Signals(e.signal).name}: container {spec.name} {what}") from None
         finally:
             hold.close()
             if remove:
-                steps.drive_blocking(lifecycle.delete_steps(containers, container.id, True))
+                steps.drive_blocking(lifecycle.delete_steps(store, container.id, True))
 
 
-def _run(containers: Containers, container: Container, spec: ContainerSpec,
+def _run(store: ContainerStore, container: Container, spec: ContainerSpec,
          output: Callable[[LogLine], None] | None, stdin: int | None, hold: SignalHold) -> tuple[Container, int]:
     """run(), from the container made to its end."""
     stdin = stdin if spec.interactive else None
-    config, _ = containers.load(container.id)
-    forward = functools.partial(_forward, containers, container.id, spec.stop_grace_period, hold)
+    config, _ = store.load(container.id)
+    forward = functools.partial(_forward, store, container.id, spec.stop_grace_period, hold)
     if spec.tty:
-        terminal = lifecycle.start_run(containers, config, attach=True, winsize=attach.winsize(stdin))
+        terminal = lifecycle.start_run(store, config, attach=True, winsize=attach.winsize(stdin))
         try:
             hold.attach(forward)
         except BaseException:
@@ -68,21 +65,21 @@ def _run(containers: Containers, container: Container, spec: ContainerSpec,
         attach.relay(terminal, stdin, output)
     else:
         with attach.feeding(stdin) as pipe:  # fed until the container has ended
-            lifecycle.start_run(containers, config, pipe)
+            lifecycle.start_run(store, config, pipe)
             hold.attach(forward)
             if output is not None:
-                for line in steps.stream_blocking(containers.log_steps(container.id, True, None)):
+                for line in steps.stream_blocking(store.log_steps(container.id, True, None)):
                     output(line)
-    code = steps.drive_blocking(lifecycle.wait_steps(containers, container.id))
+    code = steps.drive_blocking(lifecycle.wait_steps(store, container.id))
     if hold.ended_at_once is not None and code == 128 + signals.SIGKILL:
         code = 128 + hold.ended_at_once
-    return containers.view(*containers.load(container.id)), code
+    return store.view(*store.load(container.id)), code
 
 
-def _forward(containers: Containers, id: str, grace: float, hold: SignalHold, sig: int) -> None:
+def _forward(store: ContainerStore, id: str, grace: float, hold: SignalHold, sig: int) -> None:
     """Passes sig on to the container's init and has it killed if it has not ended grace seconds later. An
     init without a handler for sig is killed at once: as the init of a pid namespace it would drop sig."""
-    init = containers.load(id)[1].get("init")
+    init = store.load(id)[1].get("init")
     if not records.alive(init):
         return
     if _catches(init["pid"], sig):

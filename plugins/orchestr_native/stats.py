@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from orchestr.containers import rfc3339
 from orchestr.errors import Conflict
 from orchestr.model import State, Stats
 
-if TYPE_CHECKING:
-    from .containers import Containers
+from .store import ContainerStore
 
 
-def read(containers: Containers, id: str) -> Stats:
-    config, state = containers.load(id)
-    current = containers.view(config, state)
+def read(store: ContainerStore, id: str) -> Stats:
+    config, state = store.load(id)
+    current = store.view(config, state)
     if current.state not in (State.RUNNING, State.PAUSED):
         raise Conflict(f"container {config['name']} is {current.state}; stats need a running container")
     try:
-        usage = containers.cgroup(id).usage()
+        usage = store.cgroup(id).usage()
     except FileNotFoundError:  # ended and cleaned meanwhile
         raise Conflict(f"container {config['name']} is no longer running") from None
     net = None
