@@ -76,6 +76,7 @@ class ContainerStore:
             return []
 
     def view(self, config: dict, state: dict) -> Container:
+        """The container as its records and the processes behind them show it now."""
         status = State(state.get("status", "created"))
         exit_code = state.get("exit_code")
         if status is State.RUNNING:
