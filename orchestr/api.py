@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # the planner and executor load only for the verbs that recon
     from .planner import Plan
 
 OutcomeCallback = Callable[["executor.Outcome"], None]
-SETTLE = 0.5  # seconds apply watches a container it started for an end right after its start
+SETTLE = 0.25  # seconds apply watches a container it started for an end right after its start
 
 
 @dataclass(slots=True)

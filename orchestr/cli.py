@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runtime", help="runtime for services that name none")
     sp.add_argument("--dry-run", action="store_true", help="print the plan, do nothing")
     sp.add_argument("--prune", action="store_true", help="delete services of these namespaces the files omit")
-    sp.add_argument("--settle", type=_duration, default="500ms", metavar="DURATION",
-                    help="watch containers this long after their start for a crash (default 500ms; 0: do not watch)")
+    sp.add_argument("--settle", type=_duration, default="250ms", metavar="DURATION",
+                    help="watch containers this long after their start for a crash (default 250ms; 0: do not watch)")
 
     sp = sub.add_parser("diff", help="print the plan; exit 0 if nothing would change, 1 if something would")
     sp.set_defaults(handler=commands.cmd_diff)

@@ -219,18 +219,10 @@ def _stats_row(u: dict) -> tuple:
 
     cpu = "--" if u["cpuPercent"] is None else f"{u['cpuPercent']:.2f}%"
     memory = "--" if u["memory"] is None else \
-        f"{_binary(u['memory'])} / {'unlimited' if u['memoryLimit'] is None else _binary(u['memoryLimit'])}"
+        f"{_size(u['memory'], 1024)} / {'unlimited' if u['memoryLimit'] is None else _size(u['memoryLimit'], 1024)}"
     percent = "--" if u["memoryPercent"] is None else f"{u['memoryPercent']:.2f}%"
     return (u["namespace"], u["name"], cpu, memory, percent, pair(u["netRx"], u["netTx"]),
             pair(u["blockRead"], u["blockWrite"]), "--" if u["pids"] is None else u["pids"])
-
-
-def _binary(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
 
 
 def _env(pairs: Sequence[str]) -> dict[str, str]:
@@ -391,11 +383,14 @@ async def cmd_plugins(oc: Client, args) -> int:
 
 
 # -- images ------------------------------------------------------------------------------
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+def _size(n: float, step: int = 1000) -> str:
+    """n bytes for people: in kB, MB, GB as docker images shows sizes; with step 1024 in KiB, MiB, GiB as
+    docker stats shows memory."""
+    units = ("B", "kB", "MB", "GB") if step == 1000 else ("B", "KiB", "MiB", "GiB")
+    for unit in units:
+        if n < step or unit == units[-1]:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1000
+        n /= step
     return str(n)
 
 

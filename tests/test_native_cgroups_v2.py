@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestr.model import Resources
+
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 if str(PLUGINS) not in sys.path:
     sys.path.insert(0, str(PLUGINS))
@@ -68,7 +70,7 @@ def test_version_is_detected_by_statfs():
 def test_limits_are_written_and_controllers_enabled_down_the_tree(fake_root):
     path = fake_cgroup(fake_root, "c1")
     manager = cgroups.manager("c1", str(fake_root), cgroup_version=2)
-    manager.create(cgroups.Limits(cpus=0.5, memory=16 << 20, pids=64))
+    manager.create(Resources(cpus=0.5, memory=16 << 20, pids=64))
     assert (fake_root / "cgroup.subtree_control").read_text() == "+cpu +io +memory +pids"
     assert (fake_root / "orchestr" / "cgroup.subtree_control").read_text() == "+cpu +io +memory +pids"
     assert (path / "cpu.max").read_text() == "50000 100000"
@@ -79,7 +81,7 @@ def test_limits_are_written_and_controllers_enabled_down_the_tree(fake_root):
 
 def test_unlimited_resources_leave_the_kernel_defaults(fake_root):
     path = fake_cgroup(fake_root, "c2")
-    cgroups.manager("c2", str(fake_root), cgroup_version=2).create(cgroups.Limits())
+    cgroups.manager("c2", str(fake_root), cgroup_version=2).create(Resources())
     for name in ("cpu.max", "memory.max", "memory.swap.max", "pids.max"):
         assert (path / name).read_text() == KERNEL_DEFAULTS[name], name
 
@@ -88,7 +90,7 @@ def test_a_missing_controller_is_named(fake_root):
     (fake_root / "cgroup.controllers").write_text("cpu io\n")
     fake_cgroup(fake_root, "c3")
     with pytest.raises(OSError, match="controllers memory, pids are not available"):
-        cgroups.manager("c3", str(fake_root), cgroup_version=2).create(cgroups.Limits(memory=1 << 20, pids=10))
+        cgroups.manager("c3", str(fake_root), cgroup_version=2).create(Resources(memory=1 << 20, pids=10))
 
 
 def test_oom_kills_procs_and_cpu_usage_are_read_from_the_kernel_files(fake_root):
@@ -145,10 +147,10 @@ def test_freeze_waits_for_the_kernel_to_report_frozen(fake_root):
 
 def test_freeze_that_never_completes_times_out_and_thaws(fake_root):
     path = fake_cgroup(fake_root, "c6")
-    from orchestr_native.cgroups.v2 import freeze
+    from orchestr_native.cgroups.v2 import freezer
 
     with pytest.raises(TimeoutError, match="did not freeze"):
-        freeze.freeze(str(path), timeout=0.2)
+        freezer.freeze(str(path), timeout=0.2)
     assert (path / "cgroup.freeze").read_text() == "0"
 
 
@@ -158,7 +160,7 @@ def test_freezing_a_real_process_in_the_hosts_cgroup2_mount():
         pytest.skip(f"no cgroup2 mount at {UNIFIED}")
     id = f"test-{uuid.uuid4().hex[:12]}"
     manager = cgroups.manager(id, UNIFIED)
-    manager.create(cgroups.Limits())  # no controller is needed to freeze
+    manager.create(Resources())  # no controller is needed to freeze
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         Path(UNIFIED, "orchestr", id, "cgroup.procs").write_text(str(sleeper.pid))

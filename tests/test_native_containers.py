@@ -12,6 +12,7 @@ import glob
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,7 @@ if str(PLUGINS) not in sys.path:
 
 from orchestr_native import cgroups  # noqa: E402
 from orchestr_native import containers as containers_module  # noqa: E402
+from orchestr_native import lifecycle  # noqa: E402
 from orchestr_native.containers import Containers  # noqa: E402
 from orchestr_native.supervisor.client import SupervisorClient  # noqa: E402
 
@@ -239,12 +241,12 @@ async def test_the_seccomp_filter_refuses_what_capabilities_allow_unless_unconfi
 @pytest.mark.anyio
 async def test_an_older_supervisor_cannot_take_a_standard_input_and_says_so(native, namespace, monkeypatch):
     c = await native.create(spec(namespace, "old-0", "cat"))
-    config, _ = native._load(c.id)
+    config, _ = native.load(c.id)
     # what a supervisor from before -i and -t answers: it would have ignored the passed descriptor
-    monkeypatch.setattr(native._supervisor, "request", lambda message, timeout=60.0, fds=(): {"pid": 1})
+    monkeypatch.setattr(native.supervisor, "request", lambda message, timeout=60.0, fds=(): {"pid": 1})
     with pytest.raises(RuntimeFailure, match="supervisor is older than orchestr"):
-        native._start(config, stdin=0)
-    assert native._start(config) is None  # a plain start asks nothing new of it
+        lifecycle.start_run(native, config, stdin=0)
+    assert lifecycle.start_run(native, config) is None  # a plain start asks nothing new of it
 
 
 def test_the_seccomp_program_jumps_inside_itself_and_ends_in_returns():
@@ -804,7 +806,47 @@ async def test_update_changes_limits_in_place_and_for_later_starts(native, names
     assert Path(f"/sys/fs/cgroup/pids/orchestr/{c.id}/pids.max").read_text().strip() == "40"
     assert (memory / "memory.limit_in_bytes").read_text().strip() == str(16 << 20)
     config = json.loads((state_dir / "native" / "containers" / c.id / "config.json").read_text())
-    assert config["limits"] == {"cpus": 0.5, "memory": 16 << 20, "pids": 40}  # cpus was not given: it stays
+    assert config["resources"] == {"cpus": 0.5, "memory": 16 << 20, "pids": 40}  # cpus was not given: it stays
+    await native.delete(c.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_a_limit_the_kernel_refuses_names_the_file_and_the_value(native, namespace, state_dir):
+    c = await native.create(spec(namespace, "tight-0", "sleep", "300", resources=Resources(memory=32 << 20)))
+    await native.start(c.id)
+    record = state_dir / "native" / "containers" / c.id / "config.json"
+    before = record.read_text()
+    # below what the running container uses: the kernel cannot reclaim enough and answers EBUSY (on a host with
+    # swap it may swap the rest out and refuse the memory+swap limit instead)
+    with pytest.raises(RuntimeFailure) as busy:
+        await native.update(c.id, Resources(memory=4096))
+    memory = f"/sys/fs/cgroup/memory/orchestr/{c.id}/memory"
+    assert re.fullmatch(f"container tight-0: cannot update its limits: cannot write 4096 to {re.escape(memory)}"
+                        r"\.(memsw\.)?limit_in_bytes: Device or resource busy", str(busy.value)), busy.value
+    with pytest.raises(RuntimeFailure) as invalid:  # pids.max takes "max" or a count
+        await native.update(c.id, Resources(pids=-1))
+    assert str(invalid.value) == ("container tight-0: cannot update its limits: cannot write -1 to "
+                                  f"/sys/fs/cgroup/pids/orchestr/{c.id}/pids.max: Invalid argument")
+    assert record.read_text() == before and (await native.inspect(c.id)).state is State.RUNNING
+    await native.delete(c.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_a_container_recorded_by_an_older_orchestr_starts_and_updates_with_its_limits(native, namespace,
+                                                                                              state_dir):
+    c = await native.create(spec(namespace, "older-0", "sleep", "300", resources=Resources(memory=32 << 20, pids=20)))
+    record = state_dir / "native" / "containers" / c.id / "config.json"
+    config = json.loads(record.read_text())
+    config["limits"] = config.pop("resources")  # config.json as orchestr wrote it before limits were Resources
+    record.write_text(json.dumps(config))
+    native.cgroup(c.id).remove()  # as after a reboot: the start makes it again, from the record
+    await native.start(c.id)
+    assert (await native.inspect(c.id)).state is State.RUNNING
+    assert Path(f"/sys/fs/cgroup/memory/orchestr/{c.id}/memory.limit_in_bytes").read_text().strip() == str(32 << 20)
+    assert Path(f"/sys/fs/cgroup/pids/orchestr/{c.id}/pids.max").read_text().strip() == "20"
+    await native.update(c.id, Resources(pids=30))
+    config = json.loads(record.read_text())
+    assert "limits" not in config and config["resources"] == {"cpus": None, "memory": 32 << 20, "pids": 30}
     await native.delete(c.id, force=True)
 
 
@@ -838,6 +880,14 @@ async def test_logs_follow_streams_until_exit(native, namespace):
         async for line in native.logs(c.id, follow=True):
             got.append(line.data)
     assert got == [b"1\n", b"2\n", b"3\n", b"4\n", b"5\n"]
+
+
+@pytest.mark.anyio
+async def test_logs_follow_of_a_container_never_started_ends_with_nothing(native, namespace):
+    c = await native.create(spec(namespace, "unstarted-0", "echo", "never"))
+    with anyio.fail_after(20):
+        assert [line async for line in native.logs(c.id, follow=True)] == []
+    await native.delete(c.id)
 
 
 @pytest.mark.anyio
@@ -1179,7 +1229,7 @@ async def test_a_killed_keeper_leaves_its_worker_in_charge(native, namespace, st
     await until(lambda: _gone(keeper), what="the keeper's death")
 
     async def recorded():
-        return native._load(c.id)[1]["supervisor"]["pid"] == worker
+        return native.load(c.id)[1]["supervisor"]["pid"] == worker
 
     await until(recorded, what="the worker to record itself as the supervisor")
     assert (await native.inspect(c.id)).state is State.RUNNING

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import time
+from typing import BinaryIO
 
 FILE = "container.log"
 MAX_LINE = 16 * 1024  # longer output without a newline is recorded in pieces of this size, as Docker does
@@ -102,6 +103,28 @@ def files(path: str) -> list[str]:
         rotated.append(f"{path}.{i}")
         i += 1
     return [*reversed(rotated), *([path] if os.path.exists(path) else [])]
+
+
+def history(path: str, tail: int | None = None) -> tuple[list[bytes], BinaryIO | None]:
+    """The log's whole records so far, oldest first (the last tail of them when tail is given), and its current
+    file open just past them, to follow it from there; None when it has no current file yet."""
+    records: list[bytes] = []
+    for old in files(path):
+        if old != path:
+            with open(old, "rb") as f:
+                records.extend(f.read().splitlines())
+    try:
+        current = open(path, "rb")
+    except FileNotFoundError:
+        current = None
+    if current is not None:
+        data = current.read()
+        cut = data.rfind(b"\n") + 1
+        records.extend(data[:cut].splitlines())
+        current.seek(cut)  # a record still being written is read whole when following
+    if tail is not None:
+        records = records[-tail:] if tail > 0 else []
+    return records, current
 
 
 def parse(line: bytes) -> tuple[str, bytes, str | None] | None:

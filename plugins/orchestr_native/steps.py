@@ -19,6 +19,17 @@ T = TypeVar("T")
 Steps = Generator[Any, Any, T]
 
 
+def polls(ceiling: float = 0.05) -> Iterator[float]:
+    """Intervals for looking again at something that will change: a millisecond for the first ten, since
+    short-lived containers end within milliseconds (and doubling from there would add up to as much again),
+    then doubling up to ceiling."""
+    yield from [0.001] * 10
+    delay = 0.002
+    while True:
+        yield delay
+        delay = min(delay * 2, ceiling)
+
+
 async def drive(steps: Steps[T]) -> T:
     value = None
     while True:

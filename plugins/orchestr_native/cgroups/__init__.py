@@ -3,88 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import time
+
+from .common import PARENT, Manager
 
 ROOT = "/sys/fs/cgroup"
-PARENT = "orchestr"  # every container's cgroup lives under <hierarchy>/orchestr/<id>
 CGROUP2_SUPER_MAGIC = 0x63677270
 
-
-class Limits:
-    """What a container may use; None is unlimited."""
-
-    __slots__ = ("cpus", "memory", "pids")
-
-    def __init__(self, cpus: float | None = None, memory: int | None = None, pids: int | None = None):
-        self.cpus, self.memory, self.pids = cpus, memory, pids
-
-    def as_dict(self) -> dict:
-        return {"cpus": self.cpus, "memory": self.memory, "pids": self.pids}
-
-
-class Manager:
-    """One container's cgroup, whichever version the host runs. Every method is cheap and blocking."""
-
-    id: str
-
-    def create(self, limits: Limits) -> None:
-        """Makes the cgroup (idempotent) and writes the limits."""
-        raise NotImplementedError
-
-    def join(self) -> None:
-        """Moves the calling process into the cgroup."""
-        raise NotImplementedError
-
-    def procs(self) -> list[int]:
-        """Host pids of every process in the cgroup."""
-        raise NotImplementedError
-
-    def freeze(self) -> None:
-        """Freezes every process and returns once the kernel reports them frozen."""
-        raise NotImplementedError
-
-    def thaw(self) -> None:
-        raise NotImplementedError
-
-    def frozen(self) -> bool:
-        raise NotImplementedError
-
-    def oom_kills(self) -> int:
-        """How many processes the OOM killer has killed in this cgroup so far."""
-        raise NotImplementedError
-
-    def cpu_usage_ns(self) -> int:
-        """CPU time used by the cgroup's processes so far."""
-        raise NotImplementedError
-
-    def usage(self) -> dict[str, int | None]:
-        """What the cgroup's processes use now: cpu_ns, memory (bytes, page cache the kernel can drop at once
-        left out), memory_limit (None: unlimited), pids, block_read and block_write (bytes; None when the host
-        does not account them for this cgroup)."""
-        raise NotImplementedError
-
-    def exists(self) -> bool:
-        raise NotImplementedError
-
-    def remove(self) -> None:
-        """Kills whatever still runs in the cgroup, then removes it; a missing one is fine."""
-        raise NotImplementedError
-
-    def kill_all(self, timeout: float = 10.0) -> None:
-        """SIGKILLs every process in the cgroup (thawing it, since frozen tasks cannot die) until none is left."""
-        deadline = time.monotonic() + timeout
-        while pids := self.procs():
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if self.frozen():
-                self.thaw()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"processes {pids} of cgroup {self.id} did not die within {timeout:g}s")
-            time.sleep(0.01)
+__all__ = ["Manager", "manager", "owned_ids", "version"]
 
 
 def version(root: str = ROOT) -> int:
@@ -117,41 +42,3 @@ def owned_ids(root: str = ROOT) -> set[str]:
         except (FileNotFoundError, NotADirectoryError):
             continue
     return found
-
-
-def write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def read_keyed(path: str) -> dict[str, int]:
-    """A flat-keyed file such as memory.events or cgroup.events: one "key value" pair a line."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            key, _, value = line.partition(" ")
-            if value.strip().lstrip("-").isdigit():
-                out[key] = int(value)
-    return out
-
-
-def read_int(path: str) -> int | None:
-    """A file holding one number; None for "max" (v2's unlimited) or a missing file."""
-    try:
-        text = read(path)
-    except FileNotFoundError:
-        return None
-    return int(text) if text.lstrip("-").isdigit() else None
-
-
-def read_pids(path: str) -> list[int]:
-    try:
-        with open(path) as f:
-            return [int(x) for x in f.read().split()]
-    except FileNotFoundError:
-        return []

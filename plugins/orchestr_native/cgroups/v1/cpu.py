@@ -1,10 +1,10 @@
-"""cgroup v1 cpu and cpuacct: CFS quota over a period, and CPU time used."""
+"""cgroup v1 cpu and cpuacct: the CFS quota over a period, and the CPU time used."""
 
 from __future__ import annotations
 
 import os
 
-from .. import read, write
+from ..files import read, write
 
 PERIOD_US = 100_000
 
@@ -16,5 +16,6 @@ def apply(path: str, cpus: float | None) -> None:
     write(os.path.join(path, "cpu.cfs_quota_us"), str(max(1000, int(cpus * PERIOD_US))))
 
 
-def usage_ns(cpuacct_path: str) -> int:
-    return int(read(os.path.join(cpuacct_path, "cpuacct.usage")))
+def usage_ns(path: str) -> int:
+    """From path in the cpuacct hierarchy (co-mounted with cpu on most hosts)."""
+    return int(read(os.path.join(path, "cpuacct.usage")))

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import os
-import time
 
-from .. import read, write
+from ..common import settles
+from ..files import read, write
 
 
 def freeze(path: str, timeout: float = 10.0) -> None:
     state = os.path.join(path, "freezer.state")
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
+
+    def done() -> bool:
         write(state, "FROZEN")  # writing again nudges a FREEZING cgroup whose tasks were busy
-        if read(state) == "FROZEN":
-            return
-        if time.monotonic() > deadline:
-            write(state, "THAWED")
-            raise TimeoutError(f"cgroup {path} did not freeze within {timeout:g}s")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        return read(state) == "FROZEN"
+
+    if not settles(done, timeout):
+        thaw(path)
+        raise TimeoutError(f"cgroup {path} did not freeze within {timeout:g}s")
 
 
 def thaw(path: str) -> None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from .. import PARENT, Limits, Manager, read_pids, write
+from ..common import PARENT, Manager
+from ..files import read_pids, write
 from . import blkio, cpu, freezer, memory, pids
+
+if TYPE_CHECKING:
+    from orchestr.model import Resources
 
 CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer")
 OPTIONAL = ("blkio",)  # joined where the host mounts it: block I/O accounting
@@ -27,15 +32,15 @@ class V1Manager(Manager):
                 out.append(path)
         return out
 
-    def create(self, limits: Limits) -> None:
+    def create(self, resources: Resources) -> None:
         missing = [c for c in CONTROLLERS if c not in self.paths]
         if missing:
             raise OSError(f"cgroup v1 controllers {', '.join(missing)} are not mounted")
         for path in self._dirs():
             os.makedirs(path, exist_ok=True)
-        cpu.apply(self.paths["cpu"], limits.cpus)
-        memory.apply(self.paths["memory"], limits.memory)
-        pids.apply(self.paths["pids"], limits.pids)
+        cpu.apply(self.paths["cpu"], resources.cpus)
+        memory.apply(self.paths["memory"], resources.memory)
+        pids.apply(self.paths["pids"], resources.pids)
 
     def join(self) -> None:
         # A single-threaded caller is the whole process, and moving only the calling thread ("0" to tasks) spares

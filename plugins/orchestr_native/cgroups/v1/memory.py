@@ -1,11 +1,11 @@
-"""cgroup v1 memory: the limit, the same limit on memory plus swap when swap accounting is on, OOM kills,
-what is in use."""
+"""cgroup v1 memory: the limit, the same limit on memory plus swap when swap accounting is on, what is in
+use, OOM kills."""
 
 from __future__ import annotations
 
 import os
 
-from .. import read_int, read_keyed, write
+from ..files import read_int, read_keyed, write
 
 UNLIMITED = 1 << 62  # the kernel shows no limit as a page-rounded LONG_MAX
 
@@ -18,13 +18,11 @@ def apply(path: str, memory: int | None) -> None:
     if not os.path.exists(memsw):  # only with swap accounting; memory+swap equal to memory means no swap
         write(limit, str(memory))
         return
-    # memory+swap may never be below memory: a limit raised past it (an update) needs memory+swap raised first
-    try:
-        write(limit, str(memory))
-    except OSError:
-        write(memsw, str(memory))
-        write(limit, str(memory))
-    write(memsw, str(memory))
+    # memory+swap may never be below memory: raising the limit (an update) moves memory+swap first, lowering it
+    # moves memory first; either way the write the kernel refuses is the one the error names
+    raising = memory > (read_int(limit) or 0)
+    for file in (memsw, limit) if raising else (limit, memsw):
+        write(file, str(memory))
 
 
 def usage(path: str) -> int | None:

@@ -1,10 +1,10 @@
-"""cgroup v1 pids: the most processes and threads the container may have."""
+"""cgroup v1 pids: the most processes and threads the container may have (pids.max), and how many it has."""
 
 from __future__ import annotations
 
 import os
 
-from .. import read_int, write
+from ..files import read_int, write
 
 
 def apply(path: str, pids: int | None) -> None:

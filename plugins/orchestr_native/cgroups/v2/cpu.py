@@ -1,10 +1,10 @@
-"""cgroup v2 cpu: cpu.max is "quota period" (or "max period"); cpu.stat counts usage in microseconds."""
+"""cgroup v2 cpu: cpu.max is "quota period" ("max period" unlimited); cpu.stat counts the CPU time used."""
 
 from __future__ import annotations
 
 import os
 
-from .. import read_keyed, write
+from ..files import read_keyed, write
 
 PERIOD_US = 100_000
 

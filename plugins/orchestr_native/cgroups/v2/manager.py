@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from .. import PARENT, Limits, Manager, read, read_pids, write
-from . import cpu, freeze, io, memory, pids
+from ..common import PARENT, Manager
+from ..files import read, read_pids, write
+from . import cpu, freezer, io, memory, pids
 
-NEEDED = {"cpus": "cpu", "memory": "memory", "pids": "pids"}
+if TYPE_CHECKING:
+    from orchestr.model import Resources
+
+NEEDED = {"cpus": "cpu", "memory": "memory", "pids": "pids"}  # the controller each limit needs
 
 
 class V2Manager(Manager):
@@ -16,9 +21,9 @@ class V2Manager(Manager):
         self.parent = os.path.join(root, PARENT)
         self.path = os.path.join(self.parent, id)
 
-    def create(self, limits: Limits) -> None:
+    def create(self, resources: Resources) -> None:
         available = set(read(os.path.join(self.root, "cgroup.controllers")).split())
-        wanted = {NEEDED[k] for k, v in limits.as_dict().items() if v is not None}
+        wanted = {controller for field, controller in NEEDED.items() if getattr(resources, field) is not None}
         if missing := sorted(wanted - available):
             raise OSError(f"cgroup v2 controllers {', '.join(missing)} are not available in {self.root}")
         os.makedirs(self.parent, exist_ok=True)
@@ -29,9 +34,9 @@ class V2Manager(Manager):
             write(os.path.join(self.root, "cgroup.subtree_control"), enable)
             write(os.path.join(self.parent, "cgroup.subtree_control"), enable)
         os.makedirs(self.path, exist_ok=True)
-        cpu.apply(self.path, limits.cpus)
-        memory.apply(self.path, limits.memory)
-        pids.apply(self.path, limits.pids)
+        cpu.apply(self.path, resources.cpus)
+        memory.apply(self.path, resources.memory)
+        pids.apply(self.path, resources.pids)
 
     def join(self) -> None:
         write(os.path.join(self.path, "cgroup.procs"), "0")
@@ -40,13 +45,13 @@ class V2Manager(Manager):
         return read_pids(os.path.join(self.path, "cgroup.procs"))
 
     def freeze(self) -> None:
-        freeze.freeze(self.path)
+        freezer.freeze(self.path)
 
     def thaw(self) -> None:
-        freeze.thaw(self.path)
+        freezer.thaw(self.path)
 
     def frozen(self) -> bool:
-        return freeze.frozen(self.path)
+        return freezer.frozen(self.path)
 
     def oom_kills(self) -> int:
         return memory.oom_kills(self.path)

@@ -1,10 +1,10 @@
-"""cgroup v2 memory: memory.max, no swap (memory.swap.max 0), OOM kills from memory.events, what is in use."""
+"""cgroup v2 memory: memory.max, no swap (memory.swap.max 0), what is in use, OOM kills from memory.events."""
 
 from __future__ import annotations
 
 import os
 
-from .. import read_int, read_keyed, write
+from ..files import read_int, read_keyed, write
 
 
 def apply(path: str, memory: int | None) -> None:

@@ -1,16 +1,7 @@
-"""cgroup v2 pids: pids.max, and pids.current."""
+"""cgroup v2 pids: the same files as v1's pids controller (pids.max, pids.current), so the same code."""
 
 from __future__ import annotations
 
-import os
+from ..v1.pids import apply, current
 
-from .. import read_int, write
-
-
-def apply(path: str, pids: int | None) -> None:
-    if pids is not None:
-        write(os.path.join(path, "pids.max"), str(pids))
-
-
-def current(path: str) -> int | None:
-    return read_int(os.path.join(path, "pids.current"))
+__all__ = ["apply", "current"]

@@ -1,0 +1,63 @@
+"""Reads a file that others append lines to, as it grows and across its rotation: container logs, the event log."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar
+
+from .steps import Steps, polls
+
+T = TypeVar("T")
+
+
+def lines(path: str, file: BinaryIO | None, parse: Callable[[bytes], T | None],
+          ended: Callable[[], bool] = lambda: False) -> Steps[None]:
+    """Yields parse(line) for each whole line written to the file at path from file's position on (file None:
+    from the start of the file once there is one), leaving out the Nones. When path names a new file (the
+    writer rotated the old one away) the rest of the old one is read first, then the new one from its start.
+    Once there is nothing to read and ended() says nothing more will be written, the rest is yielded, a last
+    line without its newline included, and the steps end. Between looks it sleeps (yields delays, see steps),
+    shorter while lines keep coming. Closes file."""
+    partial = b""
+    delays = polls(0.1)
+    try:
+        while True:
+            renewed = _renewed(path, file)  # before the read: that read then drains the old file
+            data = file.read() if file is not None else b""
+            if data:
+                delays = polls(0.1)  # more, or the end, tends to follow soon
+                data, partial = partial + data, b""
+                cut = data.rfind(b"\n") + 1
+                partial = data[cut:]
+                yield from _parsed(data[:cut], parse)
+            elif renewed:
+                try:
+                    new = open(path, "rb")
+                except FileNotFoundError:
+                    continue  # rotated again meanwhile: look again
+                if file is not None:
+                    file.close()
+                file, partial = new, b""
+            elif ended():
+                if file is not None:
+                    yield from _parsed(partial + file.read(), parse)
+                return
+            else:
+                yield next(delays)
+    finally:
+        if file is not None:
+            file.close()
+
+
+def _renewed(path: str, file: BinaryIO | None) -> bool:
+    """Whether path names another file than file: a rotation, or the first file at path."""
+    try:
+        inode = os.stat(path).st_ino
+    except FileNotFoundError:
+        return False  # between a rotation and the first write after it
+    return file is None or inode != os.fstat(file.fileno()).st_ino
+
+
+def _parsed(data: bytes, parse: Callable[[bytes], T | None]) -> list[T]:
+    return [item for raw in data.splitlines() if (item := parse(raw)) is not None]

@@ -1,0 +1,169 @@
+"""A one-off container run to its end without an event loop (`orchestr run`): made, started, its output
+handed on or its terminal relayed, signals to orchestr passed on, removed afterwards when asked."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal as signals
+import threading
+from collections.abc import Callable
+
+from orchestr.errors import Interrupted, OrchestrError
+from orchestr.model import Container, ContainerSpec, LogLine
+
+from . import attach, lifecycle, steps
+from .store import ContainerStore
+from .supervisor import records
+
+
+def run(store: ContainerStore, spec: ContainerSpec, output: Callable[[LogLine], None] | None = None,
+        remove: bool = False, stdin: int | None = None, on_signal: str | None = None) -> tuple[Container, int]:
+    """Creates and starts a container, hands its output to output as it comes, and returns it with its exit
+    code once it has ended; removes it afterwards when remove is set, also when interrupted.
+
+    With spec.interactive, stdin (an fd) is the container's standard input. With spec.tty, the container
+    gets a terminal of its own, which this relays: stdin to it, its output to output (as stdout; a
+    terminal merges the two streams), and its window size from stdin when that is a terminal too. Such a
+    run's output is not logged.
+
+    on_signal, in the main thread, takes over SIGTERM, SIGHUP and SIGINT while the container runs; those
+    ignored when the run began (nohup, a shell's background job) stay ignored. "forward" passes each on to
+    the container, killed if it has not ended its stop grace period later. Its init drops a signal it has
+    no handler for (it is the init of a pid namespace): such a container is killed at once, and the exit
+    code given is 128 + the signal, as if the signal had ended it. "leave" stops waiting and raises
+    Interrupted: the container goes on running, or with remove is stopped and removed."""
+    with SignalHold(on_signal) as hold:
+        container = lifecycle.create(store, spec)
+        try:
+            return _run(store, container, spec, output, stdin, hold)
+        except Interrupted as e:
+            if remove:
+                steps.drive_blocking(lifecycle.stop_steps(store, container.id, "SIGTERM",
+                                                          spec.stop_grace_period))
+            what = "was stopped and removed" if remove else "goes on running"
+            raise Interrupted(e.signal, f"{signals.Signals(e.signal).name}: container {spec.name} {what}") from None
+        finally:
+            hold.close()
+            if remove:
+                steps.drive_blocking(lifecycle.delete_steps(store, container.id, True))
+
+
+def _run(store: ContainerStore, container: Container, spec: ContainerSpec,
+         output: Callable[[LogLine], None] | None, stdin: int | None, hold: SignalHold) -> tuple[Container, int]:
+    """run(), from the container made to its end."""
+    stdin = stdin if spec.interactive else None
+    config, _ = store.load(container.id)
+    forward = functools.partial(_forward, store, container.id, spec.stop_grace_period, hold)
+    if spec.tty:
+        terminal = lifecycle.start_run(store, config, attach=True, winsize=attach.winsize(stdin))
+        try:
+            hold.attach(forward)
+        except BaseException:
+            os.close(terminal)
+            raise
+        attach.relay(terminal, stdin, output)
+    else:
+        with attach.feeding(stdin) as pipe:  # fed until the container has ended
+            lifecycle.start_run(store, config, pipe)
+            hold.attach(forward)
+            if output is not None:
+                for line in steps.stream_blocking(store.log_steps(container.id, True, None)):
+                    output(line)
+    code = steps.drive_blocking(lifecycle.wait_steps(store, container.id))
+    if hold.ended_at_once is not None and code == 128 + signals.SIGKILL:
+        code = 128 + hold.ended_at_once
+    return store.view(*store.load(container.id)), code
+
+
+def _forward(store: ContainerStore, id: str, grace: float, hold: SignalHold, sig: int) -> None:
+    """Passes sig on to the container's init and has it killed if it has not ended grace seconds later. An
+    init without a handler for sig is killed at once: as the init of a pid namespace it would drop sig."""
+    init = store.load(id)[1].get("init")
+    if not records.alive(init):
+        return
+    if _catches(init["pid"], sig):
+        lifecycle.kill(init, sig)
+        hold.after(grace, functools.partial(lifecycle.kill, init, signals.SIGKILL))
+    else:
+        hold.ended_at_once = hold.ended_at_once or sig
+        lifecycle.kill(init, signals.SIGKILL)
+
+
+class SignalHold:
+    """run()'s hold on SIGTERM, SIGHUP and SIGINT while a one-off container runs in the foreground (see run);
+    a signal that arrives before the container has started waits for it."""
+
+    SIGNALS = (signals.SIGTERM, signals.SIGHUP, signals.SIGINT)
+
+    def __init__(self, mode: str | None) -> None:
+        if mode not in (None, "forward", "leave"):
+            raise ValueError(f"on_signal must be None, 'forward' or 'leave', not {mode!r}")
+        self.mode = mode
+        self.previous: dict[int, object] = {}
+        self.pending: list[int] = []
+        self.target: Callable[[int], None] | None = None
+        self.ended_at_once: int | None = None  # the signal the container was killed at once for
+        self.timer: threading.Timer | None = None
+        self.interrupted = False
+        self.closed = False
+
+    def __enter__(self) -> SignalHold:
+        if self.mode is not None and threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                if signals.getsignal(sig) is not signals.SIG_IGN:  # nohup's or a background job's: stays so
+                    self.previous[sig] = signals.signal(sig, self._caught)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        for sig, handler in self.previous.items():
+            signals.signal(sig, signals.SIG_DFL if handler is None else handler)
+
+    def _caught(self, sig: int, frame: object) -> None:
+        if self.closed:
+            return
+        if self.target is None:
+            self.pending.append(sig)
+        else:
+            self._deliver(sig)
+
+    def _deliver(self, sig: int) -> None:
+        if self.mode == "forward" and self.target is not None:
+            try:
+                self.target(sig)
+            except (OSError, OrchestrError):  # gone meanwhile: nothing left to pass it to
+                pass
+        elif self.mode == "leave" and not self.interrupted:  # once: a second signal must not cut short the first's
+            self.interrupted = True
+            raise Interrupted(sig, signals.Signals(sig).name)
+
+    def attach(self, target: Callable[[int], None]) -> None:
+        """Signals go to target from now on, those that came before first."""
+        self.target = target
+        pending, self.pending = self.pending, []
+        for sig in pending:
+            self._deliver(sig)
+
+    def after(self, seconds: float, then: Callable[[], None]) -> None:
+        """Calls then in seconds, unless closed before; only the first such call counts."""
+        if self.timer is None:
+            self.timer = threading.Timer(seconds, then)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def close(self) -> None:
+        """Signals from now on are dropped (the run is ending), and a pending kill with them."""
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process pid has a handler for sig."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(line.split()[1] for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught, 16) >> (sig - 1) & 1)

@@ -1,0 +1,119 @@
+"""The native runtime's containers on disk, one state dir's: where each one's records live and how they read
+back, the lock over them, and what every verb shares (the image store, the supervisor, cgroups, the network)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from orchestr.config import Config, private, private_dir
+from orchestr.containers import UNKNOWN_EXIT
+from orchestr.errors import NotFound, TerminalFailure
+from orchestr.model import Container, Port, State
+
+from . import cgroups
+from .mapping import RUNTIME
+from .supervisor import records
+from .supervisor.client import SupervisorClient
+
+if TYPE_CHECKING:
+    from .network import Network
+
+MiB = 1 << 20
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+class ImageStore(Protocol):
+    def resolve(self, ref: str) -> str: ...
+    def image_config(self, ref_or_id: str) -> dict: ...
+    def layer_paths(self, ref_or_id: str) -> list[Path]: ...
+
+
+class ContainerStore:
+    """Containers of one state dir; state_dir/native/containers/<id> holds each one's records and layers."""
+
+    def __init__(self, config: Config, images: ImageStore, *, log_max_size: int = 10 * MiB, log_max_files: int = 3,
+                 start_timeout: float = 30.0):
+        if os.geteuid() != 0:  # and it will not come to have it: no retry can help
+            raise TerminalFailure("the native runtime needs root (rootless mode is not supported)", runtime=RUNTIME)
+        self.root = Path(config.state_dir) / "native"
+        self.dir = self.root / "containers"
+        self.volumes = self.root / "volumes"
+        self.images = images
+        self.supervisor = SupervisorClient(str(self.root))
+        self.cgroup_version = cgroups.version()
+        # what every container's config.json gets from this runtime rather than from its spec
+        self.settings = {"log": {"max_size": log_max_size, "max_files": log_max_files},
+                         "cgroup_version": self.cgroup_version,
+                         "start_timeout": start_timeout}  # for a container's first process to exec its command
+
+    @functools.cached_property
+    def network(self) -> Network:
+        from .network import Network  # loads only for containers that have a bridge network, and for sweeps
+
+        return Network(self.root)
+
+    def cgroup(self, id: str) -> cgroups.Manager:
+        return cgroups.manager(id, cgroup_version=self.cgroup_version)
+
+    def load(self, id: str) -> tuple[dict, dict]:
+        """The container's config.json and state.json."""
+        config = records.read_json(str(self.dir / id / records.CONFIG)) if _ID.fullmatch(id) else None
+        if config is None:
+            raise NotFound(f"no native container with id {id!r}")
+        return config, records.read_json(str(self.dir / id / records.STATE)) or {"status": "created"}
+
+    def ids(self) -> list[str]:
+        try:
+            return sorted(e.name for e in os.scandir(self.dir) if _ID.fullmatch(e.name))
+        except FileNotFoundError:
+            return []
+
+    def view(self, config: dict, state: dict) -> Container:
+        """The container as its records and the processes behind them show it now."""
+        status = State(state.get("status", "created"))
+        exit_code = state.get("exit_code")
+        if status is State.RUNNING:
+            if not supervised(state):
+                status, exit_code = State.EXITED, exit_code if state.get("finished_at") else UNKNOWN_EXIT
+            elif self.cgroup(config["id"]).frozen():
+                status = State.PAUSED
+        running = status in (State.RUNNING, State.PAUSED)
+        return Container(
+            id=config["id"], name=config["name"], namespace=config["namespace"], runtime=RUNTIME,
+            image=config["image"], state=status, labels=dict(config["labels"]),
+            exit_code=None if running or status is State.CREATED else exit_code,
+            pid=(state.get("init") or {}).get("pid") if running else None,
+            ip=(config.get("net") or {}).get("ip"), oom_killed=bool(state.get("oom_killed")),
+            restarts=state.get("restart_count", 0),
+            ports=tuple(Port(p["container_port"], p["host_port"], p["protocol"], p["host_ip"])
+                        for p in (config.get("net") or {}).get("ports") or ()),
+            created_at=config["created_at"],
+            started_at=state.get("started_at"), finished_at=None if running else state.get("finished_at"),
+            log_lines_dropped=state.get("log_lines_dropped", 0),
+        )
+
+    def event(self, config: dict, action: str, state: State | None = None, exit_code: int | None = None) -> None:
+        records.append_event(str(self.root), {
+            "id": config["id"], "name": config["name"], "namespace": config["namespace"], "action": action,
+            "state": str(state) if state else None, "exit_code": exit_code,
+        })
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        private_dir(self.root)  # tightens an older orchestr's 0755 ones
+        private_dir(self.dir)
+        with open(self.root / "containers.lock", "w", opener=private) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+
+def supervised(state: dict) -> bool:
+    """Whether a live supervisor still looks after the container (running, or waiting to restart it)."""
+    return bool(state.get("supervised")) and records.alive(state.get("supervisor"))
