@@ -3,20 +3,12 @@ the container's restartPolicy with no orchestr command running: Always restarts,
 non-zero exit, Never (no restarter is started) and a container orchestr stopped or deleted stay as they are.
 Restarts back off (0.1 s doubling up to 10 s) while a container keeps ending within 10 s of its start.
 
-Run as `python -I -S restart.py <orchestr dir> <package dir> <log dir> <container id>`.
+Run as `python -I restart.py <log dir> <container id>`, with orchestr installed in that Python.
 """
 
 from __future__ import annotations
 
 import sys
-import types
-
-
-def _boot(orchestr_dir: str, package_dir: str) -> None:
-    for name, directory in (("orchestr", orchestr_dir), ("orchestr_containerd", package_dir)):
-        module = types.ModuleType(name)
-        module.__path__ = [directory]
-        sys.modules[name] = module
 
 
 async def restart(directory: str, id: str) -> None:
@@ -76,10 +68,9 @@ def _seconds(stamp: str | None) -> float:
 
 
 def main(argv: list[str]) -> None:
-    _boot(argv[0], argv[1])
     import anyio
 
-    anyio.run(restart, argv[2], argv[3])
+    anyio.run(restart, argv[0], argv[1])
 
 
 if __name__ == "__main__":

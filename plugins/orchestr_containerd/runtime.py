@@ -163,7 +163,7 @@ class ContainerdRuntime(Images):
         return str(path)
 
     def _restarter(self) -> list[str]:
-        return [sys.executable, "-I", "-S", os.path.join(_PACKAGE, "restart.py"), _ORCHESTR, _PACKAGE]
+        return [sys.executable, "-I", os.path.join(_PACKAGE, "restart.py")]
 
     # -- looking things up ----------------------------------------------------------------------------------------
     async def _get(self, id: str) -> containers_pb2.Container:
