@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_IMAGE, ctr
+from conftest import ROOT, TEST_IMAGE, ctr
 from orchestr.testing import host
+from orchestr.testing import images as mkimage
+from registry import free_port
 
 ORCHESTR = str(Path(sys.executable).parent / "orchestr")
 MiB = 1 << 20
@@ -33,6 +37,18 @@ def orc(*args: str, state_dir: Path, check: bool = False, timeout: float = 180,
 def get_json(ns: str, state_dir: Path) -> dict[str, dict]:
     return {c["name"]: c for c in json.loads(orc("get", "-n", ns, "-o", "json", state_dir=state_dir,
                                                  check=True).stdout)}
+
+
+def fetch(url: str) -> str:
+    error: Exception | None = None
+    for _ in range(100):  # the server may take a moment to bind
+        try:
+            with urllib.request.urlopen(url, timeout=2) as page:
+                return page.read().decode()
+        except OSError as e:
+            error = e
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer: {error}")
 
 
 def until(what: str, check, seconds: float = 60) -> None:
@@ -145,3 +161,67 @@ def test_containerd_down_is_one_clear_line(containerd_image, state_dir, tmp_path
     assert any(f"cannot reach containerd at {tmp_path / 'no.sock'}: there is no socket" in line for line in lines), \
         proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def demo_spec(tmp_path: Path, namespace: str, port: int) -> Path:
+    """specs/demo.yaml with `runtime: containerd`, in a namespace of the test's own and its edge on a free port."""
+    text = (ROOT / "specs" / "demo.yaml").read_text()
+    text = text.replace("namespace: demo", f"namespace: {namespace}").replace("hostPort: 18080", f"hostPort: {port}")
+    text = text.replace("  image: busybox:latest", "  runtime: containerd\n  image: busybox:latest")
+    path = tmp_path / "demo.yaml"
+    path.write_text(text)
+    return path
+
+
+def network_traces(containerd_namespace: str, ids: list[str], subnet_prefix: str) -> list[str]:
+    """What of these containers' networks the host still has: iptables rules naming their addresses, veths and
+    bridges of orchestr's containerd networks, network namespaces, CNI address leases."""
+    left = [line for line in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout.splitlines()
+            if subnet_prefix in line or any(id in line for id in ids)]
+    from orchestr_containerd import cni
+
+    left += [p for p in (cni.netns_path(containerd_namespace, id) for id in ids) if os.path.exists(p)]
+    leases = Path(f"/run/orchestr-containerd/{containerd_namespace}/cni")
+    left += [str(p) for p in leases.rglob("*") if p.is_file() and p.name.startswith(subnet_prefix)]
+    return left
+
+
+def test_the_demo_serves_names_ports_limits_logs_and_leaves_nothing(cd_ns, containerd_namespace, tmp_path,
+                                                                      state_dir):
+    archive = tmp_path / "busybox.tar"
+    mkimage.busybox_image(archive, ["busybox:latest"])
+    orc("images", "import", str(archive), state_dir=state_dir, check=True)
+    port = free_port()
+    spec = demo_spec(tmp_path, cd_ns, port)
+    out = orc("apply", "-f", str(spec), state_dir=state_dir, check=True).stdout
+    assert "5 done, 0 failed, 0 skipped" in out, out
+    got = get_json(cd_ns, state_dir)
+    assert sorted(got) == ["db-0", "edge-0", "web-0", "web-1", "worker-0"]
+    assert {(c["runtime"], c["state"]) for c in got.values()} == {("containerd", "running")}
+    assert all(c["ip"] and c["ip"].startswith("10.210.") for c in got.values())
+    assert got["edge-0"]["ports"] == [{"hostIP": "127.0.0.1", "hostPort": port, "containerPort": 8080,
+                                       "protocol": "tcp"}]
+    assert orc("apply", "-f", str(spec), state_dir=state_dir, check=True).stdout.count("nothing to do") == 1
+
+    assert "edge of namespace" in fetch(f"http://127.0.0.1:{port}/")
+    served = orc("exec", "-n", cd_ns, "edge-0", "--", "wget", "-qO-", "http://web:8080/", state_dir=state_dir,
+                 check=True).stdout
+    assert re.search(r"served by web-[01]", served), served
+    assert "Hello from orchestr" in orc("exec", "-n", cd_ns, "edge-0", "--", "wget", "-qO-", "http://web-1:8080/",
+                                        state_dir=state_dir, check=True).stdout
+    web = host.limits(got["web-0"]["pid"])
+    assert (web.cpus, web.memory, web.pids) == (0.5, 32 * MiB, 50), web
+    until("two worker jobs", lambda: "worker: job 2" in orc("logs", "-n", cd_ns, "worker-0",
+                                                            state_dir=state_dir).stdout)
+
+    ids = [c["id"] for c in got.values()]
+    subnet_prefix = got["db-0"]["ip"].rsplit(".", 1)[0] + "."
+    orc("delete", "-f", str(spec), state_dir=state_dir, check=True)
+    assert get_json(cd_ns, state_dir) == {}
+    assert network_traces(containerd_namespace, ids, subnet_prefix) == []
+    from orchestr_containerd.cni import bridge_name
+
+    bridge = bridge_name(containerd_namespace, cd_ns)
+    assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
+    assert not [line for line in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+                .splitlines() if f"master {bridge}" in line]

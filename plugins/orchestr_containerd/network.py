@@ -60,6 +60,14 @@ async def attach(runtime: ContainerdRuntime, spec: ContainerSpec, id: str, direc
     return await cni.attach(runtime, spec, id, directory, files)
 
 
+async def created(runtime: ContainerdRuntime, spec: ContainerSpec) -> None:
+    """Once the container's record is made: the namespace's /etc/hosts files name it too."""
+    if spec.network == "bridge":
+        from . import cni
+
+        await cni.refresh_hosts(runtime, spec.namespace)
+
+
 async def detach(runtime: ContainerdRuntime, id: str, directory: Path, network: str) -> None:
     if network == "bridge":
         from . import cni

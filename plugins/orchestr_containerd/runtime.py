@@ -136,6 +136,14 @@ class ContainerdRuntime(Images):
             stats=True, exec_options=True,
         )
         self._names: dict[str, tuple[str, str]] = {}  # id -> (name, namespace), for the events of deleted ones
+        self._hosts_lock: anyio.Lock | None = None
+
+    @property
+    def hosts_lock(self) -> anyio.Lock:
+        """Held while a namespace's /etc/hosts files are rewritten, so a stale list never lands last."""
+        if self._hosts_lock is None:
+            self._hosts_lock = anyio.Lock()
+        return self._hosts_lock
 
     # -- where things are -----------------------------------------------------------------------------------------
     @property
@@ -237,15 +245,7 @@ class ContainerdRuntime(Images):
                     await self.unpack(lease, resolved)
             directory = self.root / "containers" / id
             async with self.lease() as lease:
-                try:
-                    mounts = (await self.conn.snapshots.Prepare(snapshots_pb2.PrepareSnapshotRequest(
-                        snapshotter=SNAPSHOTTER, key=id, parent=resolved.chain or ""),
-                        metadata=self.conn.leased(lease), timeout=CALL)).mounts
-                except grpc.RpcError as e:
-                    if code(e) == grpc.StatusCode.ALREADY_EXISTS:
-                        raise Conflict(f"container name {spec.name} is already in use in namespace {spec.namespace}",
-                                       runtime=RUNTIME, container=spec.name) from None
-                    raise self.conn.translate(e, f"container {spec.name}", spec.name) from None
+                mounts = await self._prepare(spec, id, resolved.chain or "", lease, directory)
                 made = False
                 try:
                     image_config = resolved.config.get("config") or {}
@@ -289,12 +289,36 @@ class ContainerdRuntime(Images):
                             containers_pb2.CreateContainerRequest(container=record), metadata=self.conn.metadata,
                             timeout=CALL)).container
                     made = True
+                    await network.created(self, spec)
                 finally:
                     if not made:
                         with anyio.CancelScope(shield=True):
                             await self._undo(id, directory, spec.network)
         self._names[id] = (spec.name, spec.namespace)
         return self._container(created, None)
+
+    async def _prepare(self, spec: ContainerSpec, id: str, parent: str, lease: str, directory: Path) -> Sequence:
+        """The container's own snapshot over its image; one that an interrupted create left (a killed apply: no
+        container record names it) is removed with the rest of what that create made, and made again."""
+        for attempt in range(2):
+            try:
+                return (await self.conn.snapshots.Prepare(snapshots_pb2.PrepareSnapshotRequest(
+                    snapshotter=SNAPSHOTTER, key=id, parent=parent), metadata=self.conn.leased(lease),
+                    timeout=CALL)).mounts
+            except grpc.RpcError as e:
+                if code(e) != grpc.StatusCode.ALREADY_EXISTS:
+                    raise self.conn.translate(e, f"container {spec.name}", spec.name) from None
+            try:
+                await self.conn.containers.Get(containers_pb2.GetContainerRequest(id=id), metadata=self.conn.metadata,
+                                               timeout=CALL)
+            except grpc.RpcError as e:
+                if code(e) != grpc.StatusCode.NOT_FOUND or attempt:
+                    raise self.conn.translate(e, f"container {spec.name}", spec.name) from None
+                await self._undo(id, directory, "bridge")
+                continue
+            break
+        raise Conflict(f"container name {spec.name} is already in use in namespace {spec.namespace}",
+                       runtime=RUNTIME, container=spec.name)
 
     async def _undo(self, id: str, directory: Path, net: str) -> None:
         with contextlib.suppress(grpc.RpcError):
@@ -379,6 +403,7 @@ class ContainerdRuntime(Images):
             log = c.labels.get(I_LOG)
             directory = Path(log).parent if log else self.root / "containers" / id
             await self._undo(id, directory, c.labels.get(I_NETWORK, "none"))
+            self._names.pop(id, None)
 
     # -- reading state --------------------------------------------------------------------------------------------
     async def inspect(self, id: str) -> Container:
@@ -386,12 +411,17 @@ class ContainerdRuntime(Images):
             c = await self._get(id)
             return self._container(c, await self._task(id))
 
-    async def list(self, namespace: str | None = None) -> list[Container]:
+    async def records(self, namespace: str | None = None) -> list[containers_pb2.Container]:
+        """containerd's records of orchestr's containers (of one namespace)."""
         key = f'labels."{L_NAMESPACE}"'
         query = f"{key}=={namespace}" if namespace else key
         with self.conn.errors("the container list"):
-            found = (await self.conn.containers.List(containers_pb2.ListContainersRequest(filters=[query]),
-                                                     metadata=self.conn.metadata, timeout=CALL)).containers
+            return list((await self.conn.containers.List(containers_pb2.ListContainersRequest(filters=[query]),
+                                                         metadata=self.conn.metadata, timeout=CALL)).containers)
+
+    async def list(self, namespace: str | None = None) -> list[Container]:
+        found = await self.records(namespace)
+        with self.conn.errors("the container list"):
             tasks = {t.id: t for t in (await self.conn.tasks.List(
                 tasks_pb2.ListTasksRequest(), metadata=self.conn.metadata, timeout=CALL)).tasks}
         out = []
