@@ -403,7 +403,6 @@ class ContainerdRuntime(Images):
             log = c.labels.get(I_LOG)
             directory = Path(log).parent if log else self.root / "containers" / id
             await self._undo(id, directory, c.labels.get(I_NETWORK, "none"))
-            self._names.pop(id, None)
 
     # -- reading state --------------------------------------------------------------------------------------------
     async def inspect(self, id: str) -> Container:
