@@ -461,9 +461,20 @@ class Images:
         if users and not force:
             raise Conflict(f"image {ref} is used by container {users[0]}; remove it first, or force",
                            runtime=RUNTIME)
-        with self.conn.errors(f"image {ref}", missing=f"image {ref} not found in containerd"):
-            await self.conn.images.Delete(images_pb2.DeleteImageRequest(name=record.name, sync=True),
-                                          metadata=self.conn.metadata)
+        names = [record.name]
+        if "@" not in record.name:  # the last tag of a manifest takes its name@digest records with it, as Docker's
+            others = [r for r in await self._records() if r.target.digest == record.target.digest and
+                      r.name != record.name]
+            if not [r for r in others if "@" not in r.name]:
+                names += [r.name for r in others]
+        for name in names:
+            with self.conn.errors(f"image {ref}", missing=f"image {ref} not found in containerd"):
+                try:
+                    await self.conn.images.Delete(images_pb2.DeleteImageRequest(name=name, sync=True),
+                                                  metadata=self.conn.metadata)
+                except grpc.RpcError as e:
+                    if code(e) != grpc.StatusCode.NOT_FOUND or name == record.name:
+                        raise
 
     async def image_prune(self) -> list[str]:
         """Removes the images no container uses that have no tag (a name@digest only), as `docker image prune`."""
