@@ -194,7 +194,7 @@ class Client:
                 plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
                 settle=settle,
             )
-            self.store.record_services(rev, {k: _document(s) for k, s in by_key.items()}, removed=pruned)
+            self.store.record_services(rev, {k: _document(s, default) for k, s in by_key.items()}, removed=pruned)
             result = ApplyResult(plan, outcomes, rev)
             self.store.finish(rev, "converged" if result.ok else "failed")
             return result
@@ -262,7 +262,19 @@ class Client:
                 if c.state in (State.RUNNING, State.PAUSED) and c.pid is None:
                     tg.start_soon(self._detail, found, i)
         found.sort(key=lambda c: (c.namespace, c.service, c.replica, c.name))
+        self._controller_restarts(found)
         return found
+
+    def _controller_restarts(self, found: list[Container]) -> None:
+        """Adds the running controller's restarts, and the back-off of those it waits to restart, to found."""
+        if self.store.controller_status() is None:
+            return
+        restarts = self.store.backoff()
+        for c in found:
+            count, next_restart = restarts.get((c.runtime, c.id), (0, None))
+            c.restarts = None if c.restarts is None and not count else (c.restarts or 0) + count
+            if c.state is State.EXITED and c.next_restart is None:
+                c.next_restart = next_restart
 
     async def _detail(self, found: list[Container], i: int) -> None:
         try:
@@ -513,12 +525,15 @@ async def _pass_on(rt: Runtime, id: str, sig: int, grace: float, started: anyio.
         await rt.stop(id, signal=signal.Signals(sig).name, timeout=grace)
 
 
-def _document(service) -> dict:
-    """The applied document as plain JSON data, for the store's history."""
+def _document(service, runtime: str) -> dict:
+    """The applied document as plain JSON data, for the store's history and the controller, with the runtime it
+    went to (the default of the apply, when it names none: the controller must use the same)."""
     dump = getattr(service, "model_dump", None)
     if dump is None:
         return {"name": service.name, "namespace": service.namespace}
-    return dump(by_alias=True, mode="json", exclude_none=True)
+    doc = dump(by_alias=True, mode="json", exclude_none=True)
+    doc["spec"].setdefault("runtime", runtime)
+    return doc
 
 
 __all__ = ["ApplyResult", "Client", "OrchestrError"]

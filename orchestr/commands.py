@@ -366,6 +366,8 @@ async def cmd_controller(oc: Client, args) -> int:
 
     import anyio
 
+    from .containers import rfc3339
+
     def log(entry: dict) -> None:
         print(json.dumps(entry, separators=(",", ":")), file=sys.stderr, flush=True)
 
@@ -374,12 +376,16 @@ async def cmd_controller(oc: Client, args) -> int:
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for sig in signals:
-                    log({"level": "info", "msg": f"{signal.Signals(sig).name}: stopping, containers keep running"})
+                    log({"time": rfc3339(), "level": "info",
+                         "msg": f"{signal.Signals(sig).name}: stopping, containers keep running"})
                     tg.cancel_scope.cancel()
 
         async def control() -> None:
-            await oc.controller(files=args.files or (), metrics_address=args.metrics_address or None,
-                                resync=args.resync, on_log=log)
+            from .controller import Controller
+
+            await Controller(oc, files=args.files or (), metrics_address=args.metrics_address or None,
+                             resync=args.resync, on_log=log).run()
+            tg.cancel_scope.cancel()
 
         tg.start_soon(stop_on_signal)
         tg.start_soon(control)
@@ -387,9 +393,7 @@ async def cmd_controller(oc: Client, args) -> int:
 
 
 def _controller_status(oc: Client) -> int:
-    from .controller import running
-
-    status = running(oc.config.state_dir)
+    status = oc.store.controller_status()
     if status is None:
         print(f"no controller runs for state dir {oc.config.state_dir}")
         return EXIT_FAILED
