@@ -410,7 +410,34 @@ def _controller_status(oc: Client) -> int:
 
 
 async def cmd_events(oc: Client, args) -> int:
-    raise OrchestrError("events: not yet")
+    def show(event: dict) -> None:
+        print(json.dumps(event, separators=(",", ":")) if args.output == "json" else _event_line(event), flush=True)
+
+    await oc.events(show, args.namespace)
+    return 0
+
+
+def _event_line(e: dict) -> str:
+    """One event for people: time, where, what, and the details that matter for that kind."""
+    what = e.get("action", "")
+    if what == "reconcile":
+        actions = ", ".join(f"{a['kind']} {a['namespace']}/{a['name']} {a['outcome']}" for a in e.get("plan", []))
+        detail = f"trigger={e.get('trigger')} duration={e.get('duration', 0):.3f}s " + (actions or "nothing to do")
+        if e.get("error"):
+            detail += f" error={e['error']}"
+        return f"{e.get('time', '')}  controller  reconcile  {detail}"
+    where = f"{e.get('namespace', '')}/{e.get('name', '')}" if e.get("name") else ""
+    who = e.get("runtime", "") if e.get("source") != "controller" else f"controller({e.get('runtime', '')})"
+    details = []
+    if "exitCode" in e:
+        details.append(f"exitCode={e['exitCode']}")
+    if "restarts" in e:
+        details.append(f"restarts={e['restarts']}")
+    if "delay" in e:
+        details.append(f"delay={e['delay']:g}s")
+    if "error" in e:
+        details.append(f"error={e['error']}")
+    return "  ".join(x for x in (e.get("time", ""), who, where, what, " ".join(details)) if x)
 
 
 async def cmd_history(oc: Client, args) -> int:

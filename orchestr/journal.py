@@ -68,3 +68,11 @@ class Journal:
             else:
                 await anyio.sleep(POLL)
 
+
+
+def touches(entry: dict, namespace: str) -> bool:
+    """Whether a journal entry is about namespace: a restart of one of its containers, or a pass that planned
+    something there."""
+    if entry.get("namespace") == namespace:
+        return True
+    return any(a.get("namespace") == namespace for a in entry.get("plan") or ())

@@ -259,3 +259,52 @@ def test_metrics_and_healthz_are_served_on_the_metrics_address(ns, tmp_path, sta
         assert {"orchestr_plan_actions", "orchestr_runtime_errors"} <= set(found)
         assert scrape(address, "/nothing")[0] == 404
     orc("delete", "-f", spec, state_dir=state_dir, check=True)
+
+
+def test_events_streams_container_events_and_the_controllers_passes(ns, tmp_path, state_dir):
+    from conftest import TEST_IMAGE
+
+    out = tmp_path / "events.jsonl"
+    text = tmp_path / "events.txt"
+    with open(out, "w") as f, open(text, "w") as t:
+        events = subprocess.Popen([ORCHESTR, "events", "-n", ns, "-o", "json"], env=_env(state_dir), stdout=f)
+        table = subprocess.Popen([ORCHESTR, "events", "-n", ns], env=_env(state_dir), stdout=t)
+    try:
+        def seen() -> list[dict]:
+            return [json.loads(line) for line in out.read_text().splitlines()]
+
+        # the streams begin when the commands have subscribed: one-off runs until both show one
+        def subscribed() -> bool:
+            orc("run", "--rm", "-n", ns, "--network", "none", TEST_IMAGE, "true", state_dir=state_dir, check=True)
+            return any(e["action"] == "destroy" for e in seen()) and "destroy" in text.read_text()
+        until(subscribed, "the event streams")
+        spec = write(tmp_path / "app.yaml", service("web", ns),
+                     service("crash", ns, command=["sh", "-c", "exit 3"]))
+        orc("apply", "-f", spec, "--settle", "0", state_dir=state_dir, check=True)
+        with controller(state_dir, tmp_path):
+            orc("stop", "-n", ns, "web-0", state_dir=state_dir, check=True)  # the controller starts it again
+            until(lambda: any(e["action"] == "reconcile" for e in seen()), "the controller's pass in the stream")
+            until(lambda: len([e for e in seen() if e["action"] == "restart" and e["name"] == "crash-0"]) >= 3,
+                  "crash-0's restarts")
+    finally:
+        events.terminate()
+        table.terminate()
+        events.wait(10)
+        table.wait(10)
+    got = seen()
+    assert {e["namespace"] for e in got if "namespace" in e} == {ns}
+    web = [e["action"] for e in got if e.get("name") == "web-0"]
+    assert web[:2] == ["create", "start"] and "die" in web
+    crash = [e for e in got if e.get("name") == "crash-0"]
+    assert {e["exitCode"] for e in crash if e["action"] == "die"} == {3}
+    delays = [e["delay"] for e in crash if e["action"] == "restart"]
+    assert delays[:3] == [0, 0.1, 0.2]  # the tests' back-off: 100ms doubling
+    [repair] = [e for e in got if e["action"] == "reconcile"]
+    assert repair["source"] == "controller" and repair["trigger"] == f"die {ns}/web-0"
+    assert repair["plan"] == [{"kind": "start", "namespace": ns, "name": "web-0", "runtime": "native",
+                               "reason": "exited (Always)", "outcome": "ok"}]
+    lines = text.read_text().splitlines()
+    assert any(f"native  {ns}/crash-0  die  exitCode=3" in line for line in lines)
+    assert any(f"controller  reconcile  trigger=die {ns}/web-0 " in line and f"start {ns}/web-0 ok" in line
+               for line in lines)
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
