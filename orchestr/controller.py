@@ -120,6 +120,7 @@ class Controller:
         self._wake: anyio.Event | None = None  # made in run(): an Event needs the event loop
         self._why: str | None = None
         self.started_at = _now()
+        self.status_file: Path | None = None  # while run() holds the state dir
         self._tg: anyio.abc.TaskGroup | None = None
 
     # -- the loop -----------------------------------------------------------------------
@@ -215,6 +216,7 @@ class Controller:
             os.close(fd)
 
     def _write_status(self) -> None:
+        assert self.status_file is not None
         status = {"pid": os.getpid(), "startedAt": self.started_at, "resync": self.resync, "files": self.files,
                   "metricsAddress": self.metrics.address if self.metrics else None}
         if self.last is not None:
@@ -331,13 +333,16 @@ class Controller:
         level = "error" if report.error or any(not o.ok for o in report.outcomes) else "info"
         if report.plan or report.error:
             self._log(level, "reconciled", **report.as_dict())
-        with contextlib.suppress(OSError):
-            self._write_status()
+        if self.status_file is not None:
+            with contextlib.suppress(OSError):
+                self._write_status()
         if self.on_report is not None:
             self.on_report(report)
 
     # -- events -------------------------------------------------------------------------
     def _subscribe(self, names: Iterable[str]) -> None:
+        if self._tg is None:  # a pass on its own, outside run(): nobody to hand events to
+            return
         for name in sorted(set(names) - self._watched):
             try:
                 stream = self.oc.runtime(name).events()  # subscribed from this call on
@@ -345,7 +350,6 @@ class Controller:
                 self._log("error", "cannot watch runtime events", runtime=name, error=str(e))
                 continue
             self._watched.add(name)
-            assert self._tg is not None
             self._tg.start_soon(self._watch, name, stream)
 
     async def _watch(self, name: str, stream) -> None:
