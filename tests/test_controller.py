@@ -27,6 +27,7 @@ from orchestr.controller import Controller, read_status
 from orchestr.model import Container, State
 from orchestr.planner import Kind, plan
 from orchestr.spec import Service
+from conftest import TEST_IMAGE
 from test_native_cli import (  # noqa: F401 - ns is a fixture
     ORCHESTR,
     _env,
@@ -262,8 +263,6 @@ def test_metrics_and_healthz_are_served_on_the_metrics_address(ns, tmp_path, sta
 
 
 def test_events_streams_container_events_and_the_controllers_passes(ns, tmp_path, state_dir):
-    from conftest import TEST_IMAGE
-
     out = tmp_path / "events.jsonl"
     text = tmp_path / "events.txt"
     with open(out, "w") as f, open(text, "w") as t:
@@ -308,3 +307,38 @@ def test_events_streams_container_events_and_the_controllers_passes(ns, tmp_path
     assert any(f"controller  reconcile  trigger=die {ns}/web-0 " in line and f"start {ns}/web-0 ok" in line
                for line in lines)
     orc("delete", "-f", spec, state_dir=state_dir, check=True)
+
+
+# -- a runtime that restarts nothing itself: the controller's own back-off ---------------------------
+
+@pytest.mark.anyio
+async def test_on_cri_the_controller_restarts_a_crash_loop_with_back_off_and_get_shows_it(cri_image, namespace,
+                                                                                         tmp_path, monkeypatch):
+    from orchestr.runtime import supports
+
+    monkeypatch.setenv("ORCHESTR_RESTART_BACKOFF", "1s,2s,1m")
+    crash = Service.build("crash", namespace=namespace, image=TEST_IMAGE, runtime="cri", network="none",
+                          command=["sh", "-c", "exit 4"], stop_grace_period="1s")
+    state_dir = tmp_path / "state"
+    async with Client(state_dir=state_dir, runtime="cri") as oc:
+        assert not supports(oc.runtime("cri"), "restarts")  # nobody restarts a CRI container but orchestr
+        try:
+            await oc.apply([crash], settle=0)
+            async with anyio.create_task_group() as tg:
+                await tg.start(Controller(oc, resync=3600).run)
+                with anyio.fail_after(60):
+                    while len([e for e in journal(state_dir) if e["action"] == "restart"]) < 2:
+                        await anyio.sleep(0.05)
+                    while not (waiting := [c for c in await oc.get(namespace) if c.backing_off]):
+                        await anyio.sleep(0.05)
+                [c] = waiting
+                assert c.exit_code == 4 and c.restarts >= 1 and c.as_dict()["state"] == "backoff"
+                assert c.as_dict()["nextRestart"] == c.next_restart
+                tg.cancel_scope.cancel()
+            restarts = [e for e in journal(state_dir) if e["action"] == "restart"]
+            assert [(e["name"], e["delay"], e["exitCode"]) for e in restarts[:2]] == [
+                ("crash-0", 1, 4), ("crash-0", 2, 4)]  # the first restart was at once, and is not journaled
+            # with no controller running, nobody restarts it: get shows no back-off
+            assert not any(c.backing_off for c in await oc.get(namespace))
+        finally:
+            await oc.delete(namespace=namespace)
