@@ -342,3 +342,21 @@ async def test_on_cri_the_controller_restarts_a_crash_loop_with_back_off_and_get
             assert not any(c.backing_off for c in await oc.get(namespace))
         finally:
             await oc.delete(namespace=namespace)
+
+
+def test_a_deferred_restart_holds_back_what_waits_for_it_and_nothing_else():
+    from orchestr.controller import _subset
+
+    db = Service.build("db", image="busybox:1", runtime="cri")
+    web = Service.build("web", image="busybox:1", runtime="cri", depends_on=["db"])
+    other = Service.build("other", image="busybox:1", runtime="cri")
+    exited = [replace(_exited(s.name, 1, "t"), id=f"id-{s.name}",
+                      labels={**_exited(s.name, 1, "t").labels, "orchestr.spec-hash": s.spec_hash})
+              for s in (db, web, other)]
+    planned = plan([db, web, other], exited, default_runtime="cri")
+    assert [(a.kind, a.name) for a in planned] == [(Kind.START, "db-0"), (Kind.START, "other-0"),
+                                                  (Kind.START, "web-0")]
+    kept = _subset(planned, [1, 2])  # db-0's restart deferred
+    assert [(a.name, a.after) for a in kept] == [("other-0", ())]
+    kept = _subset(planned, [0, 2])
+    assert [(a.name, a.after) for a in kept] == [("db-0", ()), ("web-0", (0,))]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from context import SLEEP, Context
 from harness import Contender, Goal, Skip, compare
-from scenarios.fleet import expect, orchestr_fleet, running_orchestr
+from scenarios.fleet import expect, orchestr_fleet, orchestr_spec, running_orchestr
 
 ID = "recovery"
 TITLE = "Controller: recovery after a kill or a removal, idle cost, resync pass"
@@ -217,8 +217,12 @@ def resync(ctx: Context, n: int):
     from orchestr.controller import Controller
 
     client = _client(ctx)
-    with orchestr_fleet(ctx, n, "native", "resync") as (up, _, namespace):
-        ctx.sh(up, timeout=3600)
+    image = ctx.orchestr_runtime("native")
+    namespace = ctx.namespace("resync-native")
+    # network none: more containers than a namespace's bridge has addresses for
+    spec = orchestr_spec(ctx.tempdir(f"resync-native-{n}") / "services.yaml", n, namespace, image, "none")
+    try:
+        ctx.sh(ctx.orchestr("apply", "-f", spec, "--runtime", "native"), timeout=3600)
         expect("after `orchestr apply` on native", running_orchestr(ctx, namespace), n)
         ctl = Controller(client, resync=3600)
 
@@ -228,3 +232,5 @@ def resync(ctx: Context, n: int):
                 raise RuntimeError(f"the pass was not a no-op: {report.error or report.as_dict()['plan'][:3]}")
             return report.duration
         yield trial
+    finally:
+        ctx.orchestr_delete_namespace(namespace)
