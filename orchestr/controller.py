@@ -319,11 +319,17 @@ class Controller:
         now = time.monotonic()
         for o in outcomes:
             loop = self._loops.get(o.action.container_id or "")
-            if loop is not None and o.action.kind is planner.Kind.START and o.ok and loop.waiting:
+            if loop is None or o.action.kind is not planner.Kind.START or not loop.waiting:
+                continue
+            if o.ok:
                 loop.waiting, loop.started, loop.due_at = False, now, None
                 loop.total += 1
                 if self.metrics:
                     self.metrics.restarted()
+            else:  # the restart failed (or waited on one that did): tried again after the next delay, not at once
+                loop.restarts += 1
+                delay = max(self.backoff.delay(loop.restarts), 1.0)
+                loop.due, loop.due_at = now + delay, _now(delay)
 
     def _finish(self, report: Report) -> None:
         if self.metrics:
