@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Client": "orchestr.api",
     "ApplyResult": "orchestr.api",
+    "Controller": "orchestr.controller",
+    "ControllerRunning": "orchestr.controller",
     "load": "orchestr.spec",
     "loads": "orchestr.spec",
     "Service": "orchestr.spec",

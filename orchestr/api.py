@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .config import Config
+from .containers import rfc3339
 from .errors import Conflict, Interrupted, NotFound, OrchestrError, RuntimeUnavailable, located
 from .model import (
     L_NAMESPACE,
@@ -26,6 +27,7 @@ from .model import (
     L_SERVICE,
     Container,
     ContainerSpec,
+    Event,
     ExecResult,
     LogLine,
     RestartPolicy,
@@ -194,7 +196,7 @@ class Client:
                 plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
                 settle=settle,
             )
-            self.store.record_services(rev, {k: _document(s) for k, s in by_key.items()}, removed=pruned)
+            self.store.record_services(rev, {k: _document(s, default) for k, s in by_key.items()}, removed=pruned)
             result = ApplyResult(plan, outcomes, rev)
             self.store.finish(rev, "converged" if result.ok else "failed")
             return result
@@ -242,6 +244,41 @@ class Client:
     def _runtimes_for(self, plan: Plan) -> dict[str, Runtime]:
         return {name: self.runtime(name) for a in plan for name in (a.runtime, a.old_runtime) if name}
 
+    async def events(self, on_event: Callable[[dict], None], namespace: str | None = None) -> None:
+        """Hands on_event what happens from this call on, until cancelled: each runtime's container events
+        (created, started, died with its exit code, oom, restarts by policy with their back-off, ...) and the
+        controller's journal (its reconcile passes with their plans, the restarts it delays), one dict each, as
+        `orchestr events -o json` prints them. A runtime whose events fail is reported as an "error" event."""
+        from .journal import Journal, touches
+
+        names = sorted(set(self.store.runtimes_used(None if namespace is None else [namespace]))
+                       | {self.default_runtime})
+        streams = []
+        for name in names:  # every stream subscribed before the first is read
+            try:
+                streams.append((name, self.runtime(name).events()))
+            except OrchestrError as e:
+                on_event({"time": rfc3339(), "action": "error", "runtime": name, "error": str(e)})
+        journal = Journal(self.config.state_dir).follow()
+
+        async def runtime_events(name: str, stream: AsyncIterator) -> None:
+            try:
+                async for event in stream:
+                    if namespace is None or event.namespace == namespace:
+                        on_event(event_dict(event))
+            except OrchestrError as e:
+                on_event({"time": rfc3339(), "action": "error", "runtime": name, "error": str(e)})
+
+        async def controller_events() -> None:
+            async for entry in journal:
+                if namespace is None or touches(entry, namespace):
+                    on_event({"source": "controller", **entry})
+
+        async with anyio.create_task_group() as tg:
+            for name, stream in streams:
+                tg.start_soon(runtime_events, name, stream)
+            tg.start_soon(controller_events)
+
     # -- reading ------------------------------------------------------------------------
     async def get(self, namespace: str | None = None, *, runtime: str | None = None) -> list[Container]:
         """Containers orchestr owns, from every runtime that holds some; unreachable runtimes go to .warnings."""
@@ -262,7 +299,19 @@ class Client:
                 if c.state in (State.RUNNING, State.PAUSED) and c.pid is None:
                     tg.start_soon(self._detail, found, i)
         found.sort(key=lambda c: (c.namespace, c.service, c.replica, c.name))
+        self._controller_restarts(found)
         return found
+
+    def _controller_restarts(self, found: list[Container]) -> None:
+        """Adds the running controller's restarts, and the back-off of those it waits to restart, to found."""
+        if self.store.controller_status() is None:
+            return
+        restarts = self.store.backoff()
+        for c in found:
+            count, next_restart = restarts.get((c.runtime, c.id), (0, None))
+            c.restarts = None if c.restarts is None and not count else (c.restarts or 0) + count
+            if c.state is State.EXITED and c.next_restart is None:
+                c.next_restart = next_restart
 
     async def _detail(self, found: list[Container], i: int) -> None:
         try:
@@ -513,12 +562,27 @@ async def _pass_on(rt: Runtime, id: str, sig: int, grace: float, started: anyio.
         await rt.stop(id, signal=signal.Signals(sig).name, timeout=grace)
 
 
-def _document(service) -> dict:
-    """The applied document as plain JSON data, for the store's history."""
+def event_dict(event: Event) -> dict:
+    """A runtime's event as `orchestr events -o json` prints it."""
+    d = {"time": event.time or rfc3339(), "source": "runtime", "runtime": event.runtime, "namespace": event.namespace,
+         "name": event.name, "id": event.id, "action": str(event.action)}
+    if event.state is not None:
+        d["state"] = str(event.state)
+    for key, value in (("exitCode", event.exit_code), ("restarts", event.restarts), ("delay", event.delay)):
+        if value is not None:
+            d[key] = value
+    return d
+
+
+def _document(service, runtime: str) -> dict:
+    """The applied document as plain JSON data, for the store's history and the controller, with the runtime it
+    went to (the default of the apply, when it names none: the controller must use the same)."""
     dump = getattr(service, "model_dump", None)
     if dump is None:
         return {"name": service.name, "namespace": service.namespace}
-    return dump(by_alias=True, mode="json", exclude_none=True)
+    doc = dump(by_alias=True, mode="json", exclude_none=True)
+    doc["spec"].setdefault("runtime", runtime)
+    return doc
 
 
 __all__ = ["ApplyResult", "Client", "OrchestrError"]

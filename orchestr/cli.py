@@ -107,6 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("image")
     sp.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD...")
 
+    sp = sub.add_parser("controller", help="keep every applied service converged, in the foreground")
+    sp.set_defaults(handler=commands.cmd_controller)
+    sp.add_argument("action", nargs="?", choices=["run", "status"], default="run",
+                    help="run (the default) or status: whether a controller runs for the state dir, and how it does")
+    sp.add_argument("-f", "--filename", dest="files", action="append", metavar="DIR_OR_FILE",
+                    help="spec files, or directories of them, to watch: each change is validated and applied")
+    sp.add_argument("--metrics-address", default="127.0.0.1:9377", metavar="HOST:PORT",
+                    help="serve Prometheus metrics at /metrics and health at /healthz here (default 127.0.0.1:9377; "
+                         "'' : not at all)")
+    sp.add_argument("--resync", type=_duration, default="30s", metavar="DURATION",
+                    help="a full pass this often, whatever the events (default 30s)")
+
+    sp = sub.add_parser("events", help="stream what happens: container events and the controller's passes")
+    sp.set_defaults(handler=commands.cmd_events)
+    sp.add_argument("-n", "--namespace", help="only this namespace (default: every one)")
+    sp.add_argument("-o", "--output", choices=["table", "json"], default="table", help="json: one object a line")
+
     sp = sub.add_parser("history", help="revisions applied to the state store")
     sp.set_defaults(handler=commands.cmd_history)
     sp.add_argument("-n", "--namespace")

@@ -127,6 +127,8 @@ def _row(c: Container, wide: bool) -> tuple:
     state = str(c.state)
     if c.state == "exited":
         state = f"exited ({c.exit_code}{', OOMKilled' if c.oom_killed else ''})"
+        if c.next_restart:  # RFC 3339, UTC: the time of day is what a reader wants
+            state = f"backoff until {c.next_restart[11:19]}Z ({c.exit_code}{', OOMKilled' if c.oom_killed else ''})"
     row = (c.namespace, c.name, state, "" if c.restarts is None else c.restarts, c.runtime, c.image, c.id[:12])
     if wide:
         ports = ",".join(f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.protocol}" for p in c.ports)
@@ -355,6 +357,87 @@ def _ran(container: Container, code: int | None) -> int:
     if container.oom_killed:
         print_error(f"{container.name} was killed: out of memory")
     return code if code is not None else EXIT_FAILED
+
+
+async def cmd_controller(oc: Client, args) -> int:
+    if args.action == "status":
+        return _controller_status(oc)
+    import signal
+
+    import anyio
+
+    from .containers import rfc3339
+
+    def log(entry: dict) -> None:
+        print(json.dumps(entry, separators=(",", ":")), file=sys.stderr, flush=True)
+
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for sig in signals:
+                    log({"time": rfc3339(), "level": "info",
+                         "msg": f"{signal.Signals(sig).name}: stopping, containers keep running"})
+                    tg.cancel_scope.cancel()
+
+        async def control() -> None:
+            from .controller import Controller
+
+            await Controller(oc, files=args.files or (), metrics_address=args.metrics_address or None,
+                             resync=args.resync, on_log=log).run()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(stop_on_signal)
+        tg.start_soon(control)
+    return 0
+
+
+def _controller_status(oc: Client) -> int:
+    status = oc.store.controller_status()
+    if status is None:
+        print(f"no controller runs for state dir {oc.config.state_dir}")
+        return EXIT_FAILED
+    fields = [f"pid {status.get('pid')}", f"since {status.get('startedAt')}"]
+    if status.get("metricsAddress"):
+        fields.append(f"metrics http://{status['metricsAddress']}/metrics")
+    if status.get("lastPass"):
+        last = f"last pass {status['lastPass']} ({status.get('lastTrigger')}, {status.get('lastActions')} actions"
+        fields.append(last + (f", failed: {status['lastError']})" if status.get("lastError") else ")"))
+    if status.get("files"):
+        fields.append("watching " + " ".join(status["files"]))
+    print("controller running: " + "; ".join(fields))
+    return 0
+
+
+async def cmd_events(oc: Client, args) -> int:
+    def show(event: dict) -> None:
+        print(json.dumps(event, separators=(",", ":")) if args.output == "json" else _event_line(event), flush=True)
+
+    await oc.events(show, args.namespace)
+    return 0
+
+
+def _event_line(e: dict) -> str:
+    """One event for people: time, where, what, and the details that matter for that kind."""
+    what = e.get("action", "")
+    if what == "reconcile":
+        actions = ", ".join(f"{a['kind']} {a['namespace']}/{a['name']} {a['outcome']}" for a in e.get("plan", []))
+        detail = f"trigger={e.get('trigger')} duration={e.get('duration', 0):.3f}s " + (actions or "nothing to do")
+        if e.get("error"):
+            detail += f" error={e['error']}"
+        return f"{e.get('time', '')}  controller  reconcile  {detail}"
+    where = f"{e.get('namespace', '')}/{e.get('name', '')}" if e.get("name") else ""
+    who = e.get("runtime", "") if e.get("source") != "controller" else f"controller({e.get('runtime', '')})"
+    details = []
+    if "exitCode" in e:
+        details.append(f"exitCode={e['exitCode']}")
+    if "restarts" in e:
+        details.append(f"restarts={e['restarts']}")
+    if "delay" in e:
+        details.append(f"delay={e['delay']:g}s")
+    if "error" in e:
+        details.append(f"error={e['error']}")
+    return "  ".join(x for x in (e.get("time", ""), who, where, what, " ".join(details)) if x)
 
 
 async def cmd_history(oc: Client, args) -> int:

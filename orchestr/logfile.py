@@ -14,10 +14,10 @@ FILE = "container.log"
 MAX_LINE = 16 * 1024  # longer output without a newline is recorded in pieces of this size, as Docker does
 
 
-def now() -> str:
-    """The current time in RFC 3339 with nanoseconds, UTC. The supervisor's clock: it runs without orchestr
-    importable, so it cannot use orchestr.containers.rfc3339, whose format this is."""
-    ns = time.time_ns()
+def now(later: float = 0.0) -> str:
+    """The current time (plus later seconds) in RFC 3339 with nanoseconds, UTC. The supervisor's clock: it runs
+    without orchestr importable, so it cannot use orchestr.containers.rfc3339, whose format this is."""
+    ns = time.time_ns() + int(later * 1e9)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
 
 

@@ -214,6 +214,8 @@ def _converge(steps: list[_Step], key: Key, i: int, c: Container, policy: Restar
     if state == State.CREATED:
         steps.append((key, Kind.START, i, c, "created", False))
     elif state == State.EXITED:
+        if c.next_restart is not None:
+            return  # its restart is scheduled, after a crash-loop back-off: starting it now would undo that
         if policy == RestartPolicy.ALWAYS:
             steps.append((key, Kind.START, i, c, "exited (Always)", False))
         elif policy == RestartPolicy.ON_FAILURE and c.exit_code != 0:

@@ -754,7 +754,7 @@ def test_apply_reports_containers_that_end_right_after_their_start(ns, tmp_path,
     table = orc("get", "-n", ns, state_dir=state_dir, check=True).stdout.splitlines()
     assert table[0].split()[:4] == ["NAMESPACE", "NAME", "STATE", "RESTARTS"]
     restarts = {line.split()[1]: line for line in table[1:]}
-    assert "exited (137, OOMKilled)  0" in restarts["hog-0"] and crash["restarts"] >= 2
+    assert " ".join(restarts["hog-0"].split()[2:6]) == "exited (137, OOMKilled) 0" and crash["restarts"] >= 2
     orc("delete", "-f", spec, state_dir=state_dir, check=True)
 
     # a container that keeps running is done once the window is over
@@ -763,6 +763,26 @@ def test_apply_reports_containers_that_end_right_after_their_start(ns, tmp_path,
     assert (up.returncode, up.stderr) == (0, "") and "1 done, 0 failed" in up.stdout
     assert get_json(ns, state_dir)[0]["restarts"] == 0
     orc("delete", "-f", fine, state_dir=state_dir, check=True)
+
+
+def _restart_events(state_dir: Path) -> list[dict]:
+    lines = (state_dir / "native" / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["action"] == "restart"]
+
+
+def test_a_crash_loop_backs_off_exponentially_and_get_shows_the_next_restart(ns, tmp_path, state_dir, monkeypatch):
+    monkeypatch.setenv("ORCHESTR_RESTART_BACKOFF", "500ms,2s,1m")  # kept in the container's config at create
+    spec = write(tmp_path / "app.yaml", service("crash", ns, command=["sh", "-c", "exit 3"]))
+    orc("apply", "--settle", "0", "-f", spec, state_dir=state_dir, check=True)
+    # the supervisor's own restarts, with no orchestr command running: read from the delays it recorded
+    until(lambda: len(_restart_events(state_dir)) >= 5, "five restarts by the supervisor")
+    assert [(e["delay"], e["restarts"]) for e in _restart_events(state_dir)[:5]] == [
+        (0, 1), (0.5, 2), (1, 3), (2, 4), (2, 5)]
+    waiting = until(lambda: (c := get_json(ns, state_dir)[0])["state"] == "backoff" and c, "a look at its back-off")
+    assert waiting["exitCode"] == 3 and waiting["restarts"] >= 2 and waiting["nextRestart"].endswith("Z")
+    # apply leaves the restart to the supervisor: starting it now would undo the back-off
+    assert "nothing to do" in orc("apply", "-f", spec, state_dir=state_dir).stdout
+    orc("delete", "-f", spec, state_dir=state_dir, check=True)
 
 
 # Traps the three signals a foreground run passes on, says so, then waits: its exit code tells that one came.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from . import containerd, cri, images, lifecycle, memory, planner, reapply, services, startup
+from . import containerd, cri, images, lifecycle, memory, planner, reapply, recovery, services, startup
 
-SCENARIOS = {m.ID: m for m in (lifecycle, services, reapply, planner, memory, startup, images, cri, containerd)}
+SCENARIOS = {m.ID: m for m in (lifecycle, services, reapply, planner, memory, startup, images, cri, containerd,
+                               recovery)}

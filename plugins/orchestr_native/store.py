@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from orchestr.backoff import from_env
 from orchestr.config import Config, private, private_dir
 from orchestr.containers import UNKNOWN_EXIT
 from orchestr.errors import NotFound, TerminalFailure
@@ -51,7 +52,8 @@ class ContainerStore:
         # what every container's config.json gets from this runtime rather than from its spec
         self.settings = {"log": {"max_size": log_max_size, "max_files": log_max_files},
                          "cgroup_version": self.cgroup_version,
-                         "start_timeout": start_timeout}  # for a container's first process to exec its command
+                         "start_timeout": start_timeout,  # for a container's first process to exec its command
+                         "restart_backoff": from_env().as_dict()}  # read by the supervisor at each restart
 
     @functools.cached_property
     def network(self) -> Network:
@@ -79,7 +81,10 @@ class ContainerStore:
         """The container as its records and the processes behind them show it now."""
         status = State(state.get("status", "created"))
         exit_code = state.get("exit_code")
-        if status is State.RUNNING:
+        next_restart = None
+        if status is State.EXITED and supervised(state):  # waiting out its back-off
+            next_restart = state.get("next_restart")
+        elif status is State.RUNNING:
             if not supervised(state):
                 status, exit_code = State.EXITED, exit_code if state.get("finished_at") else UNKNOWN_EXIT
             elif self.cgroup(config["id"]).frozen():
@@ -96,7 +101,7 @@ class ContainerStore:
                         for p in (config.get("net") or {}).get("ports") or ()),
             created_at=config["created_at"],
             started_at=state.get("started_at"), finished_at=None if running else state.get("finished_at"),
-            log_lines_dropped=state.get("log_lines_dropped", 0),
+            log_lines_dropped=state.get("log_lines_dropped", 0), next_restart=next_restart,
         )
 
     def event(self, config: dict, action: str, state: State | None = None, exit_code: int | None = None) -> None:
