@@ -267,9 +267,10 @@ class Network:
         return {b: r for b, r in found.items() if r}
 
     def _rewrite_hosts(self, leases: dict[str, dict], skip: str | None = None) -> None:
+        files = names.Hosts(leases)
         for ip, lease in leases.items():
             if ip != skip and lease.get("id"):
-                names.write_in_place(str(self.containers / lease["id"] / "hosts"), names.hosts(ip, leases))
+                names.write_in_place(str(self.containers / lease["id"] / "hosts"), files.of(ip))
 
 
 def _failure(name: str, e: OSError) -> RuntimeFailure:
