@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import cri, images, lifecycle, memory, planner, reapply, replicas, services, startup
+from . import cri, images, lifecycle, logs, memory, planner, reapply, replicas, services, startup
 
-SCENARIOS = {m.ID: m for m in (lifecycle, services, replicas, reapply, planner, memory, startup, images, cri)}
+SCENARIOS = {m.ID: m for m in (lifecycle, services, replicas, reapply, planner, memory, logs, startup, images, cri)}
