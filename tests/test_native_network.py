@@ -566,6 +566,23 @@ async def test_a_bridge_whose_state_dir_was_removed_goes_with_the_next_create_of
     await net.rt.delete(mine.id)
 
 
+@pytest.mark.anyio
+async def test_bridges_kept_for_empty_namespaces_give_way_when_the_pool_is_short(net, monkeypatch):
+    pool = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(256)}.0/24"  # one subnet in all
+    monkeypatch.setenv(ipam.POOL_ENV, pool)
+    network = Network(net.state / "native")
+    first, second = net.namespace(), net.namespace()
+    c = await net.up(first, "web-0")
+    assert ipaddress.ip_address(c.ip) in ipaddress.ip_network(pool)
+    with pytest.raises(Exception, match="no free /24 subnet left"):  # the first namespace still uses it
+        await net.rt.create(net.spec(second, "web-0"))
+    await net.rt.delete(c.id, force=True)
+    assert os.path.exists(f"/sys/class/net/{network.bridge(first)}")  # kept while the pool has room
+    c = await net.up(second, "web-0")
+    assert ipaddress.ip_address(c.ip) in ipaddress.ip_network(pool)
+    assert not os.path.exists(f"/sys/class/net/{network.bridge(first)}")
+
+
 def test_subnets_avoid_host_routes_and_follow_the_environment(monkeypatch):
     monkeypatch.delenv(ipam.POOL_ENV, raising=False)
     assert str(ipam.pick_subnet([])) == "10.88.0.0/24"

@@ -34,7 +34,7 @@ container has no config; the next create or reattach() removes it with its names
 A namespace's bridge outlives its last container (as docker0 does): making one and deleting it again (the
 kernel's bridge teardown and the iptables rewrite) cost a one-off `orchestr run` in an empty namespace more than
 the rest of it. Network.remove() drops it once the namespace has no container, which a delete of the whole
-namespace does; /run/orchestr/bridges/<bridge> names the state dir of each, so that a bridge whose state dir was
+namespace does; the bridges of empty namespaces give way when the subnet pool runs short; /run/orchestr/bridges/<bridge> names the state dir of each, so that a bridge whose state dir was
 removed is dropped by the next create of any state dir.
 """
 

@@ -147,7 +147,15 @@ class Network:
         if record is None:
             if subnet is None:
                 recorded = [ipaddress.IPv4Network(r["subnet"]) for r in self._records().values()]
-                subnet = str(ipam.pick_subnet(routed + recorded))
+                try:
+                    subnet = str(ipam.pick_subnet(routed + recorded))
+                except RuntimeFailure:  # the pool is short: the bridges kept for empty namespaces give way
+                    empty = [b for b in self._records() if b != bridge and not ipam.leases(self.dir / b)]
+                    if not empty:
+                        raise
+                    for kept in empty:
+                        self._drop(kept)
+                    return self._bridge(bridge, namespace, subnet)
             record = {"namespace": namespace, "subnet": subnet, "mtu": mtu}
             private_dir(self.dir)  # tightens an older orchestr's 0755 one
             private_dir(here)
