@@ -229,6 +229,10 @@ class Client:
             removed = {(a.namespace, a.service) for a in plan} | set(by_key)
             if namespace:
                 removed |= set(self.store.services(namespace))
+                if all(o.ok for o in outcomes):  # its networks go with the namespace's last container
+                    for name in sorted(runtimes | {self.default_runtime}):
+                        if supports(rt := self.runtime(name), "remove_network"):
+                            await rt.remove_network(namespace)
             self.store.record_services(rev, {}, removed=removed)
             result = ApplyResult(plan, outcomes, rev)
             self.store.finish(rev, "converged" if result.ok else "failed")

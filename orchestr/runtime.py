@@ -52,6 +52,7 @@ class Capabilities:
     image_export: bool = False  # ImageExporter
     update: bool = False  # ResourceUpdater: limits changed on a created or running container
     bridge_capacity: bool = False  # BridgeCapacity: a namespace's bridge network has addresses for so many
+    remove_network: bool = False  # NetworkRemover: a namespace's network outlives its containers until removed
     exec_options: bool = True  # exec honours env, user and workdir (CRI's ExecSync takes a command alone)
 
 
@@ -205,8 +206,16 @@ class BridgeCapacity(Protocol):
         """How many containers the namespace's bridge network has addresses for, in all; apply refuses more."""
 
 
+@runtime_checkable
+class NetworkRemover(Protocol):
+    async def remove_network(self, namespace: str) -> None:
+        """Remove what the namespace's network keeps on the host once its last container is gone (a bridge,
+        its rules); a namespace that still has containers keeps it. Called by a delete of the whole namespace."""
+
+
 OPTIONAL = {"pause": Pausable, "signal": Signallable, "stats": StatsSource, "blocking_run": BlockingRunner,
-            "image_export": ImageExporter, "update": ResourceUpdater, "bridge_capacity": BridgeCapacity}
+            "image_export": ImageExporter, "update": ResourceUpdater, "bridge_capacity": BridgeCapacity,
+            "remove_network": NetworkRemover}
 
 
 def supports(runtime: object, capability: str) -> bool:
