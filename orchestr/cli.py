@@ -22,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def files(sp, required=True):
         sp.add_argument("-f", "--filename", dest="files", action="append", required=required, metavar="FILE",
-                        help="spec file (repeatable; - for stdin)")
+                        help="spec, compose or Kubernetes file (repeatable; - for stdin)")
+        sp.add_argument("-p", "--project-name", metavar="NAME",
+                        help="compose files: the project, which is the namespace (default: name:, else the directory)")
+        sp.add_argument("--profile", dest="profiles", action="append", default=[], metavar="PROFILE",
+                        help="compose files: a profile to enable (repeatable; env COMPOSE_PROFILES)")
 
     def ns(sp):
         sp.add_argument("-n", "--namespace", default="default")
@@ -41,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     files(sp)
     sp.add_argument("--runtime")
     sp.add_argument("--prune", action="store_true")
+
+    sp = sub.add_parser("convert", help="print the orchestr spec of compose files or Kubernetes manifests")
+    sp.set_defaults(handler=None)
+    files(sp)
 
     sp = sub.add_parser("get", help="list containers")
     sp.set_defaults(handler=commands.cmd_get)

@@ -32,10 +32,24 @@ async def run(args: argparse.Namespace) -> int:
 
 
 # -- reconcile ---------------------------------------------------------------------------
-def _load(files: Sequence[str]):
+def _load(args):
     from .spec import load
 
-    return load(files)
+    return load(args.files, project=args.project_name, profiles=args.profiles,
+                warn=lambda line: print_error(f"warning: {line}"))
+
+
+def _cache_key(args) -> str | None:
+    from . import speccache
+
+    return speccache.key(args.files, f"{args.project_name}\0{','.join(args.profiles)}")
+
+
+def cmd_convert(args) -> int:
+    from .spec import dump
+
+    print(dump(_load(args)), end="")
+    return 0
 
 
 def _describe(a: Action) -> str:
@@ -75,13 +89,13 @@ def _summary(result: ApplyResult) -> int:
 async def cmd_apply(oc: Client, args) -> int:
     from . import speccache
 
-    digest = speccache.key(args.files)
+    digest = _cache_key(args)
     cached = speccache.lookup(oc.config.state_dir, digest) if digest else None
     # the cache only ever tells that nothing needs doing: any other plan is made from validated files below
     if cached and not await oc.plan(cached, prune=args.prune, runtime=args.runtime, check_capacity=False):
         _print_plan(None)  # unchanged files, and nothing to do: no need to validate them again
         return 0
-    services = _load(args.files)
+    services = _load(args)
     if digest:
         speccache.remember(oc.config.state_dir, digest, services)
     if args.dry_run:
@@ -96,7 +110,7 @@ async def cmd_apply(oc: Client, args) -> int:
 
 async def cmd_diff(oc: Client, args) -> int:
     try:
-        plan = await oc.plan(_load(args.files), prune=args.prune, runtime=args.runtime)
+        plan = await oc.plan(_load(args), prune=args.prune, runtime=args.runtime)
     except OrchestrError as exc:
         print_error(str(exc))
         return EXIT_ERROR
@@ -108,7 +122,7 @@ async def cmd_delete(oc: Client, args) -> int:
     if args.files and (args.namespace or args.all):
         raise OrchestrError("delete takes either -f FILE... or -n NAMESPACE --all, not both")
     if args.files:
-        result = await oc.delete(_load(args.files), on_event=_print_outcome, sources=args.files)
+        result = await oc.delete(_load(args), on_event=_print_outcome, sources=args.files)
     elif args.namespace and args.all:
         result = await oc.delete(namespace=args.namespace, on_event=_print_outcome)
     else:
@@ -269,6 +283,8 @@ def run_blocking(args: argparse.Namespace) -> int | None:
     """`run` in the foreground on a runtime that needs no event loop for it (native, image present); None
     for every other command and case, which anyio.run(run, args) then does. An interactive or terminal run
     has its image pulled first, when it must be, and runs here (only such runtimes can do it)."""
+    if args.command == "convert":
+        return cmd_convert(args)
     if args.command != "run":
         return None
     attached = args.interactive or args.tty

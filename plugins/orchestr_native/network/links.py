@@ -20,9 +20,10 @@ import struct
 from pyroute2 import IPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from . import netns
@@ -113,6 +114,17 @@ def connect(where: str, create: bool, veth: str, bridge: str, mtu: int, address:
                 ])
 
         netns.inside(where, configure, create=create)
+        # An address is handed out again once its container is gone; the host's neighbour entry may still give
+        # the old container's MAC and stay REACHABLE while traffic to published ports keeps confirming it, so
+        # nothing reaches the new one. Forget it.
+        neighbour = ndmsg()
+        neighbour["family"], neighbour["ifindex"] = socket.AF_INET, bridge_index
+        neighbour["attrs"] = [("NDA_DST", str(address.ip))]
+        try:
+            _request(host, [(RTM_DELNEIGH, 0, neighbour)])
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
 
 
 def _socket() -> socket.socket:
