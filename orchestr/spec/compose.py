@@ -19,7 +19,8 @@ from .envfile import read_env_file
 from .fields import DNS_LABEL, DNS_WORDS
 from .loader import Lines
 from .messages import show
-from .models import API_VERSION, KIND, Service, validate
+from .models import Service
+from .translated import Translated
 
 Warn = Callable[[str], None]
 
@@ -272,7 +273,7 @@ class _Compose:
         root = f"services.{name}"
         if not isinstance(name, str) or not DNS_LABEL.fullmatch(name):
             raise self.error(root, f"a service name becomes a DNS name: expected {DNS_WORDS}, got {show(name)}", key=True)
-        doc = _Doc(self, root, namespace, name)
+        doc = Translated(self.file, self.lines, self.base_dir, root, namespace, name, f"{root}.")
         for key in body:
             if isinstance(key, str) and key.startswith("x-"):
                 continue
@@ -315,7 +316,7 @@ class _Compose:
         self.security(doc, body.get("security_opt"))
         return doc.validate()
 
-    def argv(self, doc: _Doc, body: dict[str, Any]) -> None:
+    def argv(self, doc: Translated, body: dict[str, Any]) -> None:
         # compose's entrypoint replaces the image's (and drops its cmd), its command replaces the cmd: orchestr's
         # command and args, as in Kubernetes
         entrypoint = self.words(body.get("entrypoint"), f"{doc.root}.entrypoint")
@@ -407,7 +408,7 @@ class _Compose:
             return {k: ("" if v is None else str(v).lower() if isinstance(v, bool) else v) for k, v in value.items()}
         raise self.error(path, f"expected {what} as a list of KEY=VALUE or a mapping, got {show(value)}")
 
-    def restart(self, doc: _Doc, value: Any, given: bool) -> None:
+    def restart(self, doc: Translated, value: Any, given: bool) -> None:
         if not given:
             doc.put("restartPolicy", "Never", None)  # compose restarts nothing unless told
             return
@@ -421,7 +422,7 @@ class _Compose:
             self.warn(path, f"the retry limit {retries} is ignored: a failed container is started again at each apply")
         doc.put("restartPolicy", _RESTART[policy], "restart")
 
-    def resources(self, doc: _Doc, body: dict[str, Any]) -> None:
+    def resources(self, doc: Translated, body: dict[str, Any]) -> None:
         root = doc.root
         limits: dict[str, tuple[Any, str]] = {}
         for key, field in (("cpus", "cpus"), ("mem_limit", "memory"), ("pids_limit", "pids")):
@@ -478,7 +479,7 @@ class _Compose:
                     raise self.error(at, f"conflicts with {limits[field][1]}: give the limit once")
                 limits[field] = (limit, at.split(".", 2)[2])
 
-    def deploy_restart(self, doc: _Doc, value: Any, path: str) -> None:
+    def deploy_restart(self, doc: Translated, value: Any, path: str) -> None:
         if not isinstance(value, dict):
             raise self.error(path, f"expected a mapping, got {show(value)}")
         for key, item in value.items():
@@ -491,7 +492,7 @@ class _Compose:
             else:
                 raise self.error(f"{path}.{key}", "unknown key, expected condition", key=True)
 
-    def network(self, doc: _Doc, value: Any) -> None:
+    def network(self, doc: Translated, value: Any) -> None:
         if value is None:
             return
         if value not in ("bridge", "host", "none"):
@@ -500,7 +501,7 @@ class _Compose:
         doc.put("network", value, "network_mode")
 
     # -- ports --------------------------------------------------------------------------------------------
-    def ports(self, doc: _Doc, value: Any) -> None:
+    def ports(self, doc: Translated, value: Any) -> None:
         if value is None:
             return
         path = f"{doc.root}.ports"
@@ -574,7 +575,7 @@ class _Compose:
         return list(range(low, high + 1))
 
     # -- volumes ------------------------------------------------------------------------------------------
-    def mounts(self, doc: _Doc, body: dict[str, Any]) -> None:
+    def mounts(self, doc: Translated, body: dict[str, Any]) -> None:
         volumes, tmpfs = body.get("volumes"), body.get("tmpfs")
         if volumes is not None:
             path = f"{doc.root}.volumes"
@@ -681,7 +682,7 @@ class _Compose:
         return volume
 
     # -- order and health -------------------------------------------------------------------------------
-    def depends(self, doc: _Doc, value: Any, enabled: dict[str, Any], declared: dict[str, Any]) -> None:
+    def depends(self, doc: Translated, value: Any, enabled: dict[str, Any], declared: dict[str, Any]) -> None:
         if value is None:
             return
         path = f"{doc.root}.depends_on"
@@ -719,7 +720,7 @@ class _Compose:
                 raise self.error(at, f"no service {name!r} in this file")
             doc.append("dependsOn", name, at.removeprefix(doc.root + "."))
 
-    def health(self, doc: _Doc, value: Any) -> None:
+    def health(self, doc: Translated, value: Any) -> None:
         if value is None:
             return
         if isinstance(value, dict) and (value.get("disable") or value.get("test") in (["NONE"], "NONE")):
@@ -727,7 +728,7 @@ class _Compose:
         self.warn(f"{doc.root}.healthcheck", "ignored: orchestr has no health checks; the container counts as "
                                               "up once it runs")
 
-    def security(self, doc: _Doc, value: Any) -> None:
+    def security(self, doc: Translated, value: Any) -> None:
         if value is None:
             return
         path = f"{doc.root}.security_opt"
@@ -740,46 +741,6 @@ class _Compose:
             elif option not in ("no-new-privileges:true", "no-new-privileges"):  # orchestr always sets it
                 raise self.error(f"{path}[{i}]", f"not supported: expected seccomp:unconfined or "
                                                  f"no-new-privileges:true, got {show(item)}")
-
-
-class _Doc:
-    """The orchestr document being made for one compose service, with the compose key of every field."""
-
-    def __init__(self, compose: _Compose, root: str, namespace: str, name: str) -> None:
-        self.compose, self.root = compose, root
-        self.spec: dict[str, Any] = {}
-        self.data = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace},
-                     "spec": self.spec}
-        self.origin: dict[str, str] = {"": root, "metadata": root, "metadata.name": root}
-        self.lines = Lines()
-        self.lines.values[""] = compose.at(root, key=True)
-        self.lines.values["metadata.name"] = compose.at(root, key=True)
-
-    def _note(self, path: str, key: str | None) -> None:
-        source = f"{self.root}.{key}" if key else self.root
-        self.origin[path] = source
-        self.lines.values[path] = self.compose.at(source)
-
-    def put(self, field: str, value: Any, key: str | None) -> None:
-        target = self.spec
-        *parents, last = field.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = value
-        self._note(f"spec.{field}", key)
-
-    def meta(self, field: str, value: Any, key: str) -> None:
-        self.data["metadata"][field] = value  # type: ignore[index]
-        self._note(f"metadata.{field}", key)
-
-    def append(self, field: str, value: Any, key: str) -> None:
-        items = self.spec.setdefault(field, [])
-        items.append(value)
-        self._note(f"spec.{field}[{len(items) - 1}]", key)
-
-    def validate(self) -> Service:
-        return validate(self.data, self.compose.file, self.lines.values[""], self.lines, self.compose.base_dir,
-                        self.origin)
 
 
 def _shown(path: str, compose_file: str) -> str:
