@@ -37,6 +37,8 @@ from .runtime import BridgeCapacity, ProgressCallback, Runtime, StatsSource, req
 from .state import Store
 
 if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
+    from anyio.abc import ObjectSendStream
+
     from . import executor
     from .planner import Plan
 
@@ -291,6 +293,41 @@ class Client:
         async with self._found(name, namespace) as (rt, c):
             async for line in rt.logs(c.id, follow=follow, tail=tail):
                 yield line
+
+    async def service_logs(
+        self, service: str, namespace: str = "default", *, follow: bool = False, tail: int | None = None
+    ) -> AsyncIterator[tuple[str, LogLine]]:
+        """The output of every replica of service, each line with its replica's name: one replica after another,
+        or with follow, interleaved as it comes until every replica's stream ends."""
+        replicas = [c for c in await self.get(namespace) if c.service == service and not c.oneoff]
+        if not replicas:
+            raise NotFound(f"no service {service!r} in namespace {namespace!r} (see `orchestr get -n {namespace}`)",
+                           container=f"{namespace}/{service}")
+        if not follow:
+            for c in replicas:
+                with located(c.runtime, c.id):
+                    async for line in self.runtime(c.runtime).logs(c.id, tail=tail):
+                        yield c.name, line
+            return
+        send, receive = anyio.create_memory_object_stream[tuple[str, LogLine]](256)
+
+        async def relay(c: Container, out: ObjectSendStream[tuple[str, LogLine]]) -> None:
+            async with out:
+                with located(c.runtime, c.id):
+                    async for line in self.runtime(c.runtime).logs(c.id, follow=True, tail=tail):
+                        await out.send((c.name, line))
+
+        async with anyio.create_task_group() as tg, receive:
+            async with send:
+                for c in replicas:
+                    tg.start_soon(relay, c, send.clone())
+            async for item in receive:
+                yield item
+
+    async def inspect(self, name: str, namespace: str = "default") -> Container:
+        """The container called name in namespace, as its runtime describes it now."""
+        async with self._found(name, namespace) as (rt, c):
+            return await rt.inspect(c.id)
 
     async def exec(self, name: str, argv: Sequence[str], namespace: str = "default", **kw) -> ExecResult:
         """Runs argv in the container; env, user, workdir, timeout (seconds: the command is killed then, and

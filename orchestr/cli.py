@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-A", "--all-namespaces", action="store_true")
     sp.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
     sp.add_argument("--runtime", help="ask only this runtime")
+    sp.add_argument("-w", "--watch", action="store_true", help="print again whenever something changes, until ^C")
+
+    sp = sub.add_parser("inspect", help="a container's state, ports, times and labels")
+    sp.set_defaults(handler=commands.cmd_inspect)
+    ns(sp)
+    sp.add_argument("name")
+    sp.add_argument("-o", "--output", choices=["json", "yaml"], default="json")
 
     sp = sub.add_parser("delete", help="delete the services of spec files, or a whole namespace")
     sp.set_defaults(handler=commands.cmd_delete)
@@ -63,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-n", "--namespace")
     sp.add_argument("--all", action="store_true", help="with -n: every container of the namespace")
 
-    sp = sub.add_parser("logs", help="print a container's output")
+    sp = sub.add_parser("logs", help="print a container's output, or every replica's of svc/SERVICE")
     sp.set_defaults(handler=commands.cmd_logs)
     ns(sp)
-    sp.add_argument("name")
+    sp.add_argument("name", help="a container (web-0), or svc/SERVICE for every replica, each line prefixed")
     sp.add_argument("-f", "--follow", action="store_true")
     sp.add_argument("--tail", type=int, metavar="N")
     sp.add_argument("-t", "--timestamps", action="store_true")
@@ -76,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     ns(sp)
     sp.add_argument("names", nargs="*", metavar="NAME", help="only these containers (default: every running one)")
     sp.add_argument("--no-stream", action="store_true", help="print one sample and exit")
-    sp.add_argument("-o", "--output", choices=["table", "json"], default="table",
-                    help="json: one array per sample, on one line unless --no-stream")
+    sp.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
+                    help="json: one array per sample, on one line unless --no-stream; yaml: one document per sample")
 
     sp = sub.add_parser("exec", help="run a command in a running container")
     sp.set_defaults(handler=commands.cmd_exec)
@@ -119,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(handler=commands.cmd_history)
     sp.add_argument("-n", "--namespace")
 
+    sp = sub.add_parser("completion", help="print the shell completion script: . <(orchestr completion bash)")
+    sp.set_defaults(handler=None)
+    sp.add_argument("shell", choices=["bash", "zsh", "fish"])
+
     sp = sub.add_parser("plugins", help="the runtimes found and the package each came from")
     sp.set_defaults(handler=commands.cmd_plugins)
 
@@ -139,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", type=Path)
     image_cmd("ls", "list images", commands.cmd_images_ls).add_argument(
         "-o", "--output", choices=["table", "json", "yaml"], default="table")
-    image_cmd("inspect", "show an image's config and layers", commands.cmd_images_inspect).add_argument("ref")
+    sp = image_cmd("inspect", "show an image's config and layers", commands.cmd_images_inspect)
+    sp.add_argument("ref")
+    sp.add_argument("-o", "--output", choices=["json", "yaml"], default="json")
     image_cmd("history", "show how an image's layers were made", commands.cmd_images_history).add_argument("ref")
     sp = image_cmd("rm", "remove an image", commands.cmd_images_rm)
     sp.add_argument("ref")
@@ -158,6 +171,9 @@ def _duration(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["__complete"]:  # what the completion scripts ask: never an error, never a traceback
+        raise SystemExit(commands.complete(build_parser(), argv[1:]))
     args = build_parser().parse_args(argv)
     # pydantic looks for its own plugins through every installed package's metadata; the CLI has none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
