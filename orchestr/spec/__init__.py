@@ -49,13 +49,13 @@ def dump(services: Iterable[Service]) -> str:
     """The orchestr spec documents of services, as YAML that loads back into the same services."""
     import yaml
 
-    docs = [s.model_dump(mode="json", by_alias=True, exclude_defaults=True) for s in services]
-    for doc in docs:
-        doc["apiVersion"], doc["kind"] = "orchestr/v1", "Service"
-        doc.setdefault("metadata", {}).setdefault("namespace", "default")
-        docs_order = {k: doc.pop(k) for k in ("apiVersion", "kind", "metadata", "spec") if k in doc}
-        doc.update(docs_order)
-    return yaml.safe_dump_all(docs, sort_keys=False, explicit_start=False)
+    docs = []
+    for s in services:
+        body = s.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        metadata = {"name": s.name, "namespace": s.namespace, **body.get("metadata", {})}
+        docs.append({"apiVersion": "orchestr/v1", "kind": "Service", "metadata": metadata, "spec": body["spec"]})
+    text: str = yaml.safe_dump_all(docs, sort_keys=False)
+    return text
 
 
 def _parse(text: str, filename: str, base_dir: Path, options: dict[str, Any]) -> list[Service]:

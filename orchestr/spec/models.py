@@ -269,7 +269,7 @@ class Service(_Model):
         for key, value in spec.items():
             if key not in fields:
                 raise TypeError(f"Service.build() got an unknown spec field {key!r}")
-            body[fields[key].alias] = value
+            body[fields[key].alias or key] = value
         data = {
             "apiVersion": API_VERSION,
             "kind": KIND,
