@@ -39,6 +39,8 @@ class Context:
             **os.environ,
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "ORCHESTR_STATE_DIR": str(self.state_dir),
+            # orchestr's containerd runtime in a containerd namespace of the run's own, emptied and removed at the end
+            "ORCHESTR_CONTAINERD_NAMESPACE": f"{self.ctr_namespace}-orchestr",
         }
         self._cache: dict[str, object] = {}
         self.networks: dict[str, tuple[str, str]] = {}  # runtime -> (network its services use, why not bridge)
@@ -116,8 +118,9 @@ class Context:
             return f"docker.io/{self.image}"  # containerd stores the normalised name
         return self.once("ctr-image", make)
 
-    def ctr_cleanup(self) -> None:
-        ctr = ["ctr", "-n", self.ctr_namespace]
+    def ctr_cleanup(self, namespace: str | None = None) -> None:
+        namespace = namespace or self.ctr_namespace
+        ctr = ["ctr", "-n", namespace]
         for task in self.sh([*ctr, "tasks", "ls", "-q"], check=False).stdout.decode().split():
             self.sh([*ctr, "tasks", "kill", "-s", "SIGKILL", task], check=False)
             self.sh([*ctr, "tasks", "delete", "-f", task], check=False)
@@ -126,7 +129,7 @@ class Context:
         images = self.sh([*ctr, "images", "ls", "-q"], check=False).stdout.decode().split()
         if images:
             self.sh([*ctr, "images", "rm", "--sync", *images], check=False)
-        self.sh(["ctr", "namespaces", "remove", self.ctr_namespace], check=False)
+        self.sh(["ctr", "namespaces", "remove", namespace], check=False)
 
     # -- orchestr -----------------------------------------------------------------------
     def orchestr_cli(self) -> None:
@@ -151,6 +154,8 @@ class Context:
                 raise Skip(f"orchestr's plugins do not load: {last_line(installed)}")
             if name not in names:
                 raise Skip(f"orchestr has no {name} runtime yet (runtimes: {', '.join(names) or 'none'})")
+            if name == "containerd":  # runs last: after orchestr removed its containers and image
+                self.stack.callback(self.ctr_cleanup, self.env["ORCHESTR_CONTAINERD_NAMESPACE"])
             if name == "docker":
                 self.docker_image()
             else:

@@ -18,7 +18,7 @@ from registry import docker_config, running_registry
 from orchestr.config import Config
 from orchestr.errors import NotFound, RuntimeFailure
 from orchestr.testing import images as mkimage
-from orchestr_native.images import registry as registry_client
+from orchestr.registry import client as registry_client
 from orchestr_native.images import unpack
 from orchestr_native.runtime import NativeRuntime
 

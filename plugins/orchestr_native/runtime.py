@@ -14,9 +14,9 @@ from orchestr.errors import Conflict, NotFound, OrchestrError, TerminalFailure, 
 from orchestr.model import (
     EXEC_OUTPUT_LIMIT, Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine, Resources, Stats,
 )
+from orchestr.registry.reference import familiar, parse
 from orchestr.runtime import Capabilities, EventDelivery, ProgressCallback
 
-from .images.reference import familiar, parse
 from .images.store import ImageStore, Stored
 
 if TYPE_CHECKING:

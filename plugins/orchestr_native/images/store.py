@@ -17,9 +17,9 @@ import anyio
 
 from orchestr.config import private, private_dir
 from orchestr.errors import NotFound, RuntimeFailure
+from orchestr.registry.reference import parse
 
 from .locks import Locks, flocked, try_flock
-from .reference import parse
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 SPLIT = "tar-split"  # in a layer directory: its files give back the layer's tar blob (see add_layer_region)

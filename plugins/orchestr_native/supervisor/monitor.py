@@ -15,7 +15,9 @@ import termios
 import time
 from typing import TYPE_CHECKING
 
-from .. import cgroups, logs
+from orchestr import logfile as logs
+
+from .. import cgroups
 from ..process import init, launch, linux
 from ..rootfs import mounts  # noqa: F401 - imported once here, not again in every container's child
 from . import records

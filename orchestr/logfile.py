@@ -1,4 +1,6 @@
-"""Container output as JSON lines (time, stream, log): written with size-based rotation, read back in order."""
+"""Container output as JSON lines (time, stream, log), the format every runtime that writes its own logs keeps:
+written with size-based rotation, read back in order. Standard library only: supervisors and loggers that run
+without orchestr's imports (`python -I -S`, orchestr registered as a bare package) use it too."""
 
 from __future__ import annotations
 
