@@ -7,11 +7,12 @@ checked with `supports()` instead of probing attributes. The conformance kit (`o
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import TerminalFailure
 from .model import (
@@ -107,7 +108,7 @@ class ContainerRuntime(Protocol):
         every change after this call returns, even before its first iteration, so a caller subscribes, then
         lists, and misses nothing in between."""
 
-    async def reattach(self) -> list[Container]:
+    async def reattach(self) -> builtins.list[Container]:
         """Find containers left by an earlier process (or a crash), clean what is stale, return the live ones."""
 
     async def close(self) -> None:
@@ -130,7 +131,7 @@ class ImageStore(Protocol):
     async def images(self) -> list[Image]:
         """Every local image."""
 
-    async def image_inspect(self, ref: str) -> dict:
+    async def image_inspect(self, ref: str) -> dict[str, Any]:
         """The image's config and layers, shaped like `docker image inspect`."""
 
     async def image_history(self, ref: str) -> list[HistoryEntry]:

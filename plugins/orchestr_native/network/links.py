@@ -23,6 +23,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 RTM_NEWADDR, RTM_GETADDR = 20, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+RTM_DELNEIGH, NDA_DST = 29, 1
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 28
@@ -133,6 +134,16 @@ def connect(where: str, create: bool, veth: str, bridge: str, mtu: int, address:
                 ])
 
         netns.inside(where, configure, create=create)
+        # An address is handed out again once its container is gone; the host's neighbour entry may still give
+        # the old container's MAC and stay REACHABLE while traffic to published ports keeps confirming it, so
+        # nothing reaches the new one. Forget it.
+        neighbour = struct.pack("=BBHiHBB", socket.AF_INET, 0, 0, bridge_index, 0, 0, 0) \
+            + _attr(NDA_DST, address.ip.packed)
+        try:
+            _request(host, [(RTM_DELNEIGH, 0, neighbour)])
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
 
 
 # -- messages -------------------------------------------------------------------------------
