@@ -139,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-n", "--namespace", help="only this namespace (default: every one)")
     sp.add_argument("-o", "--output", choices=["table", "json"], default="table", help="json: one object a line")
 
+    sp = sub.add_parser("export", help="write spec files as another engine's objects (Kubernetes manifests)")
+    sp.set_defaults(handler=commands.cmd_export)
+    files(sp)
+    sp.add_argument("--format", choices=["kubernetes"], required=True)
+    sp.add_argument("--wait-image", default="busybox:1.36", metavar="IMAGE",
+                    help="the image of the init containers that wait for dependsOn (needs sh and nslookup)")
+    sp.add_argument("--cluster-domain", default="cluster.local", metavar="DOMAIN",
+                    help="the cluster's DNS domain, for those waits (default cluster.local)")
+    sp.add_argument("--volume-size", default="1Gi", metavar="QUANTITY",
+                    help="the storage each named volume's claim asks for (default 1Gi)")
+
     sp = sub.add_parser("history", help="revisions applied to the state store")
     sp.set_defaults(handler=commands.cmd_history)
     sp.add_argument("-n", "--namespace")

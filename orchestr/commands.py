@@ -358,7 +358,8 @@ async def cmd_unpause(oc: Client, args) -> int:
 def run_blocking(args: argparse.Namespace) -> int | None:
     """`run` in the foreground on a runtime that needs no event loop for it (native, image present); None
     for every other command and case, which anyio.run(run, args) then does. An interactive or terminal run
-    has its image pulled first, when it must be, and runs here (only such runtimes can do it)."""
+    has its image pulled first, when it must be, and runs here (only such runtimes can do it). export needs no
+    runtime at all, and runs here too."""
     if args.command == "convert":
         return cmd_convert(args)
     if args.command == "completion":
@@ -366,6 +367,8 @@ def run_blocking(args: argparse.Namespace) -> int | None:
 
         print(SCRIPTS[args.shell], end="")
         return 0
+    if args.command == "export":
+        return cmd_export(args)
     if args.command != "run":
         return None
     attached = args.interactive or args.tty
@@ -398,6 +401,28 @@ def run_blocking(args: argparse.Namespace) -> int | None:
     finally:
         oc.store.close()
     return None if ran is None else _ran(*ran)
+
+
+def cmd_export(args) -> int:
+    from .export.kubernetes import to_kubernetes
+    from .quantity import parse_quantity
+    from .spec.fields import DNS_LABEL, _IMAGE
+
+    if not _IMAGE.fullmatch(args.wait_image):
+        raise OrchestrError(f"--wait-image: expected an image reference like busybox:1.36, got {args.wait_image!r}")
+    if not all(DNS_LABEL.fullmatch(part) for part in args.cluster_domain.split(".")):
+        raise OrchestrError(f"--cluster-domain: expected a DNS name like cluster.local, got {args.cluster_domain!r}")
+    try:
+        if parse_quantity(args.volume_size) <= 0:
+            raise ValueError("expected a quantity greater than 0")
+    except ValueError as e:
+        raise OrchestrError(f"--volume-size: {e}, got {args.volume_size!r}") from None
+    manifests = to_kubernetes(_load(args.files), wait_image=args.wait_image, cluster_domain=args.cluster_domain,
+                              volume_size=args.volume_size)
+    for warning in manifests.warnings:
+        print_error(f"warning: {warning}")
+    sys.stdout.write(manifests.dump())
+    return 0
 
 
 async def _pull(oc: Client, args) -> None:
