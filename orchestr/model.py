@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 from dataclasses import dataclass, field
 
 # Labels (or metadata) every runtime stores on the containers it makes for orchestr.
@@ -148,7 +149,7 @@ class Container:
     def oneoff(self) -> bool:
         return self.labels.get(L_ONEOFF) == "true"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The shape `orchestr get -o json` prints."""
         return {
             "name": self.name,
@@ -251,7 +252,7 @@ class Image:
     digest: str | None = None  # manifest digest, when known
     runtime: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "references": list(self.references),

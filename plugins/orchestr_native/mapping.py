@@ -12,7 +12,7 @@ from orchestr.containers import argv as resolve_argv
 from orchestr.errors import TerminalFailure
 from orchestr.model import ContainerSpec, Event, EventAction, LogLine, Resources, State, Volume
 
-from . import logs
+from orchestr import logfile as logs
 
 RUNTIME = "native"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

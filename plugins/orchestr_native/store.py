@@ -77,6 +77,20 @@ class ContainerStore:
         except FileNotFoundError:
             return []
 
+    def names(self) -> dict[str, tuple[str, str]]:
+        """id -> (namespace, name) of every container with a config. A name never changes, so each config is
+        read once per process: a create checks its name against all of them, hundreds in one apply."""
+        known = self.__dict__.setdefault("_names", {})
+        ids = self.ids()
+        for id in set(known) - set(ids):
+            del known[id]
+        for id in ids:
+            if id not in known:
+                config = records.read_json(str(self.dir / id / records.CONFIG))
+                if config:  # else not written yet (or a half-made create): looked at again next time
+                    known[id] = (config["namespace"], config["name"])
+        return {id: known[id] for id in ids if id in known}
+
     def view(self, config: dict, state: dict) -> Container:
         """The container as its records and the processes behind them show it now."""
         status = State(state.get("status", "created"))

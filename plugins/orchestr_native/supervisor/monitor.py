@@ -15,7 +15,9 @@ import termios
 import time
 from typing import TYPE_CHECKING
 
-from .. import cgroups, logs
+from orchestr import logfile as logs
+
+from .. import cgroups
 from ..process import init, launch, linux
 from ..rootfs import mounts  # noqa: F401 - imported once here, not again in every container's child
 from . import records
@@ -276,9 +278,11 @@ class Monitor:
         except OSError:
             data = b""  # a pty master reads EIO once the last slave is closed
         stream = self.outputs[fd]
-        *lines, rest = (self.pending[fd] + data).split(b"\n")
-        for line in lines:
-            self.log.write(stream, line + b"\n")
+        buffered = self.pending[fd] + data
+        cut = buffered.rfind(b"\n") + 1
+        if cut:
+            self.log.write_lines(stream, buffered[:cut])
+        rest = buffered[cut:]
         while len(rest) >= logs.MAX_LINE:
             self.log.write(stream, rest[: logs.MAX_LINE])
             rest = rest[logs.MAX_LINE:]
