@@ -35,7 +35,7 @@ from .model import (
     Stats,
 )
 from .plugins import default_runtime_name, open_runtime
-from .runtime import BridgeCapacity, ProgressCallback, Runtime, StatsSource, require, supports
+from .runtime import BridgeCapacity, NetworkRemover, ProgressCallback, Runtime, StatsSource, require, supports
 from .state import Store
 
 if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
@@ -235,6 +235,7 @@ class Client:
                 if all(o.ok for o in outcomes):  # its networks go with the namespace's last container
                     for name in sorted(runtimes | {self.default_runtime}):
                         if supports(rt := self.runtime(name), "remove_network"):
+                            assert isinstance(rt, NetworkRemover)
                             await rt.remove_network(namespace)
             self.store.record_services(rev, {}, removed=removed)
             result = ApplyResult(plan, outcomes, rev)
@@ -251,7 +252,7 @@ class Client:
     def _runtimes_for(self, plan: Plan) -> dict[str, Runtime]:
         return {name: self.runtime(name) for a in plan for name in (a.runtime, a.old_runtime) if name}
 
-    async def events(self, on_event: Callable[[dict], None], namespace: str | None = None) -> None:
+    async def events(self, on_event: Callable[[dict[str, Any]], None], namespace: str | None = None) -> None:
         """Hands on_event what happens from this call on, until cancelled: each runtime's container events
         (created, started, died with its exit code, oom, restarts by policy with their back-off, ...) and the
         controller's journal (its reconcile passes with their plans, the restarts it delays), one dict each, as
@@ -268,7 +269,7 @@ class Client:
                 on_event({"time": rfc3339(), "action": "error", "runtime": name, "error": str(e)})
         journal = Journal(self.config.state_dir).follow()
 
-        async def runtime_events(name: str, stream: AsyncIterator) -> None:
+        async def runtime_events(name: str, stream: AsyncIterator[Event]) -> None:
             try:
                 async for event in stream:
                     if namespace is None or event.namespace == namespace:
