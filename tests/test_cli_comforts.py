@@ -19,16 +19,11 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime ne
 
 @pytest.fixture
 def ns(namespace, state_dir, busybox_archive):
-    from test_native_cli import leaks, orc
+    from test_native_cli import assert_nothing_left, orc
 
     orc("images", "import", str(busybox_archive), state_dir=state_dir, check=True)
     yield namespace
-    deadline = time.monotonic() + 10
-    while (left := leaks(state_dir)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if left:
-        orc("delete", "-n", namespace, "--all", state_dir=state_dir)
-    assert left == []
+    assert_nothing_left(namespace, state_dir)
 
 
 def on_a_terminal(argv: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, bytes]:

@@ -382,16 +382,11 @@ native = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime needs 
 @pytest.fixture
 def ns(namespace, state_dir, busybox_archive):
     """A project (namespace) on a fresh native state dir holding the test image; nothing may be left afterwards."""
-    from test_native_cli import leaks, orc
+    from test_native_cli import assert_nothing_left, orc
 
     orc("images", "import", str(busybox_archive), state_dir=state_dir, check=True)
     yield namespace
-    deadline = time.monotonic() + 10
-    while (left := leaks(state_dir)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if left:
-        orc("delete", "-n", namespace, "--all", state_dir=state_dir)
-    assert left == []
+    assert_nothing_left(namespace, state_dir)
 
 
 def free_port() -> int:
