@@ -285,6 +285,7 @@ def test_metrics_and_healthz_are_served_on_the_metrics_address(ns, tmp_path, sta
 def test_events_streams_container_events_and_the_controllers_passes(ns, tmp_path, state_dir):
     out = tmp_path / "events.jsonl"
     text = tmp_path / "events.txt"
+    spec = write(tmp_path / "app.yaml", service("web", ns), service("crash", ns, command=["sh", "-c", "exit 3"]))
     with open(out, "w") as f, open(text, "w") as t:
         events = subprocess.Popen([ORCHESTR, "events", "-n", ns, "-o", "json"], env=_env(state_dir), stdout=f)
         table = subprocess.Popen([ORCHESTR, "events", "-n", ns], env=_env(state_dir), stdout=t)
@@ -297,12 +298,12 @@ def test_events_streams_container_events_and_the_controllers_passes(ns, tmp_path
             orc("run", "--rm", "-n", ns, "--network", "none", TEST_IMAGE, "true", state_dir=state_dir, check=True)
             return any(e["action"] == "destroy" for e in seen()) and "destroy" in text.read_text()
         until(subscribed, "the event streams")
-        spec = write(tmp_path / "app.yaml", service("web", ns),
-                     service("crash", ns, command=["sh", "-c", "exit 3"]))
         orc("apply", "-f", spec, "--settle", "0", state_dir=state_dir, check=True)
         with controller(state_dir, tmp_path):
             orc("stop", "-n", ns, "web-0", state_dir=state_dir, check=True)  # the controller starts it again
             until(lambda: any(e["action"] == "reconcile" for e in seen()), "the controller's pass in the stream")
+            # the two streams are two subscribers: each gets the pass in its own time
+            until(lambda: "controller  reconcile" in text.read_text(), "the controller's pass in the table")
             until(lambda: len([e for e in seen() if e["action"] == "restart" and e["name"] == "crash-0"]) >= 3,
                   "crash-0's restarts")
     finally:
@@ -310,6 +311,7 @@ def test_events_streams_container_events_and_the_controllers_passes(ns, tmp_path
         table.terminate()
         events.wait(10)
         table.wait(10)
+        orc("delete", "-f", spec, state_dir=state_dir)
     got = seen()
     assert {e["namespace"] for e in got if "namespace" in e} == {ns}
     web = [e["action"] for e in got if e.get("name") == "web-0"]
@@ -327,7 +329,6 @@ def test_events_streams_container_events_and_the_controllers_passes(ns, tmp_path
     assert any(f"native  {ns}/crash-0  die  exitCode=3" in line for line in lines)
     assert any(f"controller  reconcile  trigger=die {ns}/" in line and f"start {ns}/web-0 ok" in line
                for line in lines)
-    orc("delete", "-f", spec, state_dir=state_dir, check=True)
 
 
 # -- a runtime that restarts nothing itself: the controller's own back-off ---------------------------
