@@ -1,20 +1,15 @@
-"""The supervisor's log writer: a block of lines makes the same records, files and rotations as the lines one by
+"""The container log writer (orchestr.logfile, the supervisor's and the containerd logger's): a block of lines makes the same records, files and rotations as the lines one by
 one (the fast path for plain text and the escaping one alike), and a full disk drops and counts them."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
-if str(PLUGINS) not in sys.path:
-    sys.path.insert(0, str(PLUGINS))
-
-from orchestr_native import logs  # noqa: E402
+from orchestr import logfile as logs
 
 
 def _written(path: Path) -> tuple[list[tuple[str, bytes]], list[int]]:
