@@ -91,7 +91,13 @@ class _Loop:
 
 
 class Controller:
-    """The reconcile loop of one Client. run() holds the state dir's controller lock until cancelled."""
+    """The reconcile loop of one Client, for a program to run in its own task group and cancel:
+    `await tg.start(Controller(client).run)` returns once the first pass is done.
+
+    resync: seconds between passes no event asked for. backoff: the crash-loop back-off of the restarts the
+    controller makes (default: ORCHESTR_RESTART_BACKOFF's). files: spec files and directories to watch and apply.
+    metrics_address (HOST:PORT): where to serve /metrics and /healthz. on_log gets each structured log entry, on_report
+    each pass's Report. run() raises ControllerRunning when another controller holds the state dir."""
 
     def __init__(
         self,
@@ -129,9 +135,9 @@ class Controller:
         self._tg: anyio.abc.TaskGroup | None = None
 
     # -- the loop -----------------------------------------------------------------------
-    async def run(self, *, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        """Reconciles until cancelled; task_status is told once the first pass is done. Containers keep running
-        when it ends."""
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] | None = None) -> None:
+        """Reconciles until cancelled; task_status (as tg.start gives it) is told once the first pass is done.
+        Containers keep running when it ends."""
         self._wake = anyio.Event()
         with self._instance():
             try:
@@ -150,7 +156,8 @@ class Controller:
                     await self.reconcile("start")
                     self._log("info", "controller started", stateDir=str(self.oc.config.state_dir),
                               resync=self.resync, pid=os.getpid())
-                    task_status.started()
+                    if task_status is not None:
+                        task_status.started()
                     while True:
                         await self._sleep()
                         await self.reconcile(self._take_reason())

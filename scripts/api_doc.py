@@ -12,9 +12,9 @@ sys.path.insert(0, str(ROOT))
 
 import orchestr  # noqa: E402
 
-ORDER = ["Client", "ApplyResult", "load", "loads", "dump", "Service", "plan", "Plan", "Action", "Kind", "Outcome",
+ORDER = ["Client", "ApplyResult", "Controller", "load", "loads", "dump", "Service", "plan", "Plan", "Action", "Kind", "Outcome",
          "Container", "ContainerSpec", "State", "Image", "Event", "EventAction", "Stats", "Runtime", "Capabilities",
-         "supports", "OrchestrError", "SpecError", "UnknownRuntime", "Interrupted", "RuntimeFailure", "NotFound",
+         "supports", "OrchestrError", "SpecError", "UnknownRuntime", "Interrupted", "ControllerRunning", "RuntimeFailure", "NotFound",
          "Conflict", "RuntimeUnavailable", "Timeout", "TerminalFailure"]
 
 
