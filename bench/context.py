@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -179,10 +180,8 @@ class Context:
         argv = self.orchestr("run", "--rm", "--runtime", runtime, "--network", network, "-n", self.namespace("probe"),
                              self.image, "true")
         proc = self.sh(argv, check=False, timeout=120)
-        if proc.returncode == 0:
-            return None
-        self.orchestr_delete_namespace(self.namespace("probe"))
-        return last_line(proc)
+        self.orchestr_delete_namespace(self.namespace("probe"))  # its bridge too
+        return None if proc.returncode == 0 else last_line(proc)
 
     def note(self, text: str) -> None:
         """A remark for the scenario being run, printed under its table."""
@@ -206,9 +205,14 @@ class Context:
         """Last clean-up before the temp dir goes: processes still using orchestr's state dir, and mounts under it."""
         from orchestr_native.supervisor.client import SupervisorClient
 
+        from orchestr_native.network import Network
+
         state = str(self.state_dir)
         for native in self.work.glob("*/native"):  # idle supervisors would otherwise stay for their minute
             SupervisorClient(str(native)).ask({"op": "quit-if-idle"})
+            for record in native.glob("network/*/bridge.json"):  # bridges outlive their namespace's containers
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    Network(native).remove(json.loads(record.read_text())["namespace"])
         deadline = time.monotonic() + 10
         while (left := _processes_mentioning(state)) and time.monotonic() < deadline:
             time.sleep(0.2)  # a supervisor exits once it has answered, or once its containers are gone

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,7 +56,7 @@ class Plan:
     def __len__(self) -> int:
         return len(self.actions)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Action]:
         return iter(self.actions)
 
 
@@ -96,7 +96,7 @@ def plan(
 
     steps: list[_Step] = []
     duplicates: list[Container] = []
-    take = found.pop
+    take = found.pop  # bound once: the loop below runs for every replica
     running = State.RUNNING
     for service in services:
         spec = service.spec
@@ -106,7 +106,7 @@ def plan(
         spec_hash = None
         for i in range(spec.replicas):
             at = (*key, str(i))
-            c = take(at, None)
+            c = take(at, None)  # type: ignore[arg-type]  # dict.pop's default
             if c is None:
                 steps.append((key, Kind.CREATE, i, None, "missing", False))
                 continue
@@ -214,6 +214,8 @@ def _converge(steps: list[_Step], key: Key, i: int, c: Container, policy: Restar
     if state == State.CREATED:
         steps.append((key, Kind.START, i, c, "created", False))
     elif state == State.EXITED:
+        if c.next_restart is not None:
+            return  # its restart is scheduled, after a crash-loop back-off: starting it now would undo that
         if policy == RestartPolicy.ALWAYS:
             steps.append((key, Kind.START, i, c, "exited (Always)", False))
         elif policy == RestartPolicy.ON_FAILURE and c.exit_code != 0:

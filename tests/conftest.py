@@ -169,3 +169,10 @@ def docker_namespace(docker_image, namespace):
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True)
+def short_restart_backoff(monkeypatch):
+    """Crash-looping containers in tests wait 100ms doubling to 1s between restarts, not Kubernetes' 10s to 5m;
+    a test of the back-off itself sets its own."""
+    monkeypatch.setenv("ORCHESTR_RESTART_BACKOFF", "100ms,1s,10s")
