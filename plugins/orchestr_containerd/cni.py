@@ -210,8 +210,11 @@ async def detach(runtime: ContainerdRuntime, id: str, directory: Path) -> None:
         if not remaining:
             subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
             await anyio.to_thread.run_sync(firewall.close_bridge, bridge)
-            leases = Path(saved["network"]["plugins"][0]["ipam"]["dataDir"]) / saved["network"]["name"]
-            shutil.rmtree(leases, ignore_errors=True)  # host-local's lock and last address, once no lease is left
+            data_dir = Path(saved["network"]["plugins"][0]["ipam"]["dataDir"])
+            shutil.rmtree(data_dir / saved["network"]["name"], ignore_errors=True)  # host-local's lock and last
+            for empty in (data_dir, data_dir.parent):  # address, once no lease is left; then its directories
+                with contextlib.suppress(OSError):
+                    empty.rmdir()
         else:
             await refresh_hosts(runtime, remaining[0].labels[L_NAMESPACE])
     elif os.path.exists(path):
