@@ -34,7 +34,7 @@ import orchestr
 from orchestr import logfile
 from orchestr.config import Config, private_dir
 from orchestr.containers import UNKNOWN_EXIT, rfc3339, volume_key, volumes
-from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout, located
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, located
 from orchestr.model import (
     EXEC_OUTPUT_LIMIT, L_NAMESPACE, Container, ContainerSpec, Event, EventAction, ExecResult, LogLine, RestartPolicy,
     State, Stats,
