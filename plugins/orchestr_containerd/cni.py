@@ -4,10 +4,9 @@ Each orchestr namespace is one CNI network: a bridge `ocd<hash>` with a /24 of 1
 host routes yet (the native runtime takes 10.88.0.0/16 onwards, the tests' CRI runtime 10.200.0.0/13), addresses
 from host-local (its leases under /run/orchestr-containerd/<containerd namespace>/), outbound NAT and forwarding
 rules of the bridge's own (firewall.py), published ports through portmap (TCP and UDP, 127.0.0.1 included). A
-container gets a network namespace of its own at create (/run/netns/ocd-<hash>), so restarts keep its address; /etc/hosts lists every
-container of the namespace by container and service name and is rewritten in place as they come and go. Delete
-runs each plugin's DEL with what ADD answered, removes the network namespace, and the bridge with the last
-container. The chains portmap shares between every CNI user (CNI-HOSTPORT-*) are CNI's, and stay, as with nerdctl
+container gets a network namespace of its own at create (/run/netns/ocd-<hash>), so restarts keep its address;
+/etc/hosts lists every container of the namespace by container and service name and is rewritten in place as they
+come and go. Delete undoes it (see _delete), and removes the bridge with the last container. The chains portmap shares between every CNI user (CNI-HOSTPORT-*) are CNI's, and stay, as with nerdctl
 and the CRI plugin.
 """
 
