@@ -128,6 +128,7 @@ def containerd_clean(namespace: str) -> None:
         for key in keys:
             ctr(namespace, "snapshots", "rm", key)
     subprocess.run(["ctr", "namespaces", "rm", namespace], capture_output=True)
+    shutil.rmtree(f"/run/orchestr-containerd/{namespace}", ignore_errors=True)  # its CNI address leases
 
 
 @pytest.fixture

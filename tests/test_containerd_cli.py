@@ -225,3 +225,17 @@ def test_the_demo_serves_names_ports_limits_logs_and_leaves_nothing(cd_ns, conta
     assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
     assert not [line for line in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
                 .splitlines() if f"master {bridge}" in line]
+
+
+def test_logs_rotate_and_follow_reads_every_file(cd_ns, state_dir, tmp_path):
+    script = "i=0; while [ $i -lt 400 ]; do echo line-$i-abcdefghijklmnopqrstuvwxyz; i=$((i+1)); done"
+    spec = service(tmp_path / "chatty.yaml", cd_ns, "chatty", ["sh", "-c", script], restartPolicy="Never")
+    env = {"ORCHESTR_CONTAINERD_LOG_MAX_SIZE": "4096", "ORCHESTR_CONTAINERD_LOG_MAX_FILES": "50"}
+    orc("apply", "-f", str(spec), state_dir=state_dir, check=True, env=env)
+    until("chatty's exit", lambda: get_json(cd_ns, state_dir)["chatty-0"]["state"] == "exited")
+    lines = orc("logs", "-n", cd_ns, "chatty-0", state_dir=state_dir, check=True).stdout.splitlines()
+    assert lines == [f"line-{i}-abcdefghijklmnopqrstuvwxyz" for i in range(400)]
+    followed = orc("logs", "-f", "-n", cd_ns, "chatty-0", "--tail", "3", state_dir=state_dir, check=True).stdout
+    assert followed.splitlines() == [f"line-{i}-abcdefghijklmnopqrstuvwxyz" for i in range(397, 400)]
+    log_dir = next((state_dir / "containerd" / "containers").glob(f"{cd_ns}_chatty-0")) / "log"
+    assert len(list(log_dir.glob("container.log.*"))) > 1  # it did rotate

@@ -4,16 +4,16 @@ Each orchestr namespace is one CNI network: a bridge `ocd<hash>` with a /24 of 1
 host routes yet (the native runtime takes 10.88.0.0/16 onwards, the tests' CRI runtime 10.200.0.0/13), addresses
 from host-local (its leases under /run/orchestr-containerd/<containerd namespace>/), outbound NAT and forwarding
 rules of the bridge's own (firewall.py), published ports through portmap (TCP and UDP, 127.0.0.1 included). A
-container gets a network namespace of its own at create (/run/netns/ocd-<hash>), so restarts keep its address; /etc/hosts lists every
-container of the namespace by container and service name and is rewritten in place as they come and go. Delete
-runs each plugin's DEL with what ADD answered, removes the network namespace, and the bridge with the last
-container. The chains portmap shares between every CNI user (CNI-HOSTPORT-*) are CNI's, and stay, as with nerdctl
+container gets a network namespace of its own at create (/run/netns/ocd-<hash>), so restarts keep its address;
+/etc/hosts lists every container of the namespace by container and service name and is rewritten in place as they
+come and go. Delete undoes it (see _delete), and removes the bridge with the last container. The chains portmap shares between every CNI user (CNI-HOSTPORT-*) are CNI's, and stay, as with nerdctl
 and the CRI plugin.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -179,21 +179,48 @@ async def attach(runtime: ContainerdRuntime, spec: ContainerSpec, id: str, direc
 
 
 def _delete(network: dict, id: str, path: str, result: dict | None, ports: list) -> None:
+    """Undoes attach. portmap's DEL runs as CNI has it; the bridge plugin's (the veth, the address) is done here:
+    removing the network namespace removes the veth pair, and host-local's lease is its file named by the address
+    and holding the container's id, removed under host-local's own lock: one plugin process less per delete,
+    under the host's xtables lock and on a busy host the dearest part. A lease not found so falls back to the
+    bridge plugin's DEL."""
     mappings = {"portMappings": [{"hostPort": h, "containerPort": c, "protocol": proto, "hostIP": ip}
                                  for c, h, proto, ip in ports]}
     errors = []
     for plugin in reversed(network["plugins"]):
+        if plugin["type"] == "bridge" and _release(plugin, network["name"], id, "eth0"):
+            continue
         try:
             _invoke(plugin, network, "DEL", id, path, "eth0", result,
                     mappings if plugin["type"] == "portmap" else None)
         except RuntimeFailure as e:
             errors.append(str(e))
-    with contextlib.suppress(RuntimeFailure):
-        _invoke({"type": "loopback"}, {"cniVersion": VERSION, "name": "lo"}, "DEL", id, path, "lo")
     if os.path.exists(path):
         _ip("netns", "delete", os.path.basename(path), check=False)
     if errors:
         raise RuntimeFailure("; ".join(errors), runtime=RUNTIME)
+
+
+def _release(bridge: dict, network: str, id: str, ifname: str) -> bool:
+    """Removes host-local's lease of container id's interface; whether there was one."""
+    directory = Path(bridge["ipam"]["dataDir"]) / network
+    try:
+        fd = os.open(directory / "lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    released = False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for lease in directory.iterdir():
+            if lease.name in ("lock",) or lease.name.startswith("last_reserved_ip"):
+                continue
+            with contextlib.suppress(OSError):
+                if lease.read_bytes().decode(errors="replace").split("\r\n")[:2] == [id, ifname]:
+                    lease.unlink()
+                    released = True
+    finally:
+        os.close(fd)
+    return released
 
 
 async def detach(runtime: ContainerdRuntime, id: str, directory: Path) -> None:
@@ -210,8 +237,11 @@ async def detach(runtime: ContainerdRuntime, id: str, directory: Path) -> None:
         if not remaining:
             subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
             await anyio.to_thread.run_sync(firewall.close_bridge, bridge)
-            leases = Path(saved["network"]["plugins"][0]["ipam"]["dataDir"]) / saved["network"]["name"]
-            shutil.rmtree(leases, ignore_errors=True)  # host-local's lock and last address, once no lease is left
+            data_dir = Path(saved["network"]["plugins"][0]["ipam"]["dataDir"])
+            shutil.rmtree(data_dir / saved["network"]["name"], ignore_errors=True)  # host-local's lock and last
+            for empty in (data_dir, data_dir.parent):  # address, once no lease is left; then its directories
+                with contextlib.suppress(OSError):
+                    empty.rmdir()
         else:
             await refresh_hosts(runtime, remaining[0].labels[L_NAMESPACE])
     elif os.path.exists(path):

@@ -4,6 +4,7 @@ FIFOs the shim writes to, read as they come; past its timeout it is killed and T
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -25,8 +26,6 @@ READ = 1 << 16
 
 async def run(conn: Connection, id: str, process: dict, type_url: str, root: Path, sink: ExecOutput,
               timeout: float | None) -> int:
-    import json
-
     exec_id = f"orchestr-exec-{secrets.token_hex(6)}"
     directory = private_dir(root / exec_id)
     fifos = {name: str(directory / name) for name in ("stdout", "stderr")}

@@ -38,7 +38,6 @@ GC_CONFIG = "containerd.io/gc.ref.content.config"
 GC_LAYER = "containerd.io/gc.ref.content.l.{}"
 GC_MANIFEST = "containerd.io/gc.ref.content.m.{}"
 GC_SNAPSHOT = f"containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"
-UNCOMPRESSED = "containerd.io/uncompressed"
 
 
 def sha256(data: bytes) -> str:

@@ -34,7 +34,7 @@ import orchestr
 from orchestr import logfile
 from orchestr.config import Config, private_dir
 from orchestr.containers import UNKNOWN_EXIT, rfc3339, volume_key, volumes
-from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, Timeout, located
+from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure, located
 from orchestr.model import (
     EXEC_OUTPUT_LIMIT, L_NAMESPACE, Container, ContainerSpec, Event, EventAction, ExecResult, LogLine, RestartPolicy,
     State, Stats,
@@ -336,6 +336,13 @@ class ContainerdRuntime(Images):
             if task is not None and task.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
                 return
             await self._update_labels(id, {I_STOPPED: "", I_STARTED: rfc3339(), I_RESTARTS: "0"})
+            if task is not None and task.status == task_pb2.CREATED:
+                # made by a start that was interrupted (a killed apply): its logger runs already; start it as it is,
+                # as a new one would first kill it, and that exit would read as the new task's
+                with self.conn.errors(f"container {id}", id):
+                    await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=self.conn.metadata,
+                                                timeout=CALL)
+                return
             await start_task(self.conn, c, task, self._logger())
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:

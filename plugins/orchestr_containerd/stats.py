@@ -3,7 +3,6 @@ process, as an administrator would (containerd's metrics come as cgroup-version-
 
 from __future__ import annotations
 
-import os
 
 from orchestr.containers import rfc3339
 from orchestr.model import Stats
