@@ -387,11 +387,11 @@ def ns(namespace, state_dir, busybox_archive):
     orc("images", "import", str(busybox_archive), state_dir=state_dir, check=True)
     yield namespace
     deadline = time.monotonic() + 10
-    while (left := leaks(state_dir)) and time.monotonic() < deadline:
+    while (left := leaks(state_dir, bridges=False)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if left:
-        orc("delete", "-n", namespace, "--all", state_dir=state_dir)
+    orc("delete", "-n", namespace, "--all", state_dir=state_dir)  # the namespace's bridge goes with it
     assert left == []
+    assert leaks(state_dir) == []
 
 
 def free_port() -> int:
