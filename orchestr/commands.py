@@ -434,7 +434,7 @@ def cmd_export(args) -> int:
             raise ValueError("expected a quantity greater than 0")
     except ValueError as e:
         raise OrchestrError(f"--volume-size: {e}, got {args.volume_size!r}") from None
-    manifests = to_kubernetes(_load(args.files), wait_image=args.wait_image, cluster_domain=args.cluster_domain,
+    manifests = to_kubernetes(_load(args), wait_image=args.wait_image, cluster_domain=args.cluster_domain,
                               volume_size=args.volume_size)
     for warning in manifests.warnings:
         print_error(f"warning: {warning}")
