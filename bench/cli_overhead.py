@@ -81,9 +81,10 @@ def main() -> None:
                     print(f"{name:<24} {statistics.median(this) * 1e3:>10.1f} {'(none)':>14} {'':>6}")
                     continue
                 this, base = [], []
-                for _ in range(args.repeat):
-                    this.append(timed(orchestr(HERE, *argv, env=env), env))
-                    base.append(timed(orchestr(args.baseline, *argv, env=env), env))
+                for i in range(args.repeat):  # A B, then B A: neither always goes first
+                    pair = [(this, HERE), (base, args.baseline)]
+                    for samples, checkout in pair if i % 2 == 0 else reversed(pair):
+                        samples.append(timed(orchestr(checkout, *argv, env=env), env))
                 a, b = statistics.median(this), statistics.median(base)
                 print(f"{name:<24} {a * 1e3:>10.1f} {b * 1e3:>14.1f} {a / b:>6.2f}")
         finally:

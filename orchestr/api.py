@@ -35,7 +35,7 @@ from .model import (
     Stats,
 )
 from .plugins import default_runtime_name, open_runtime
-from .runtime import BridgeCapacity, ProgressCallback, Runtime, StatsSource, require, supports
+from .runtime import BridgeCapacity, NetworkRemover, ProgressCallback, Runtime, StatsSource, require, supports
 from .state import Store
 
 if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
@@ -235,7 +235,8 @@ class Client:
                 if all(o.ok for o in outcomes):  # its networks go with the namespace's last container
                     for name in sorted(runtimes | {self.default_runtime}):
                         if supports(rt := self.runtime(name), "remove_network"):
-                            await rt.remove_network(namespace)  # type: ignore[attr-defined]  # NetworkRemover
+                            assert isinstance(rt, NetworkRemover)
+                            await rt.remove_network(namespace)
             self.store.record_services(rev, {}, removed=removed)
             result = ApplyResult(plan, outcomes, rev)
             self.store.finish(rev, "converged" if result.ok else "failed")
@@ -268,7 +269,7 @@ class Client:
                 on_event({"time": rfc3339(), "action": "error", "runtime": name, "error": str(e)})
         journal = Journal(self.config.state_dir).follow()
 
-        async def runtime_events(name: str, stream: AsyncIterator[Any]) -> None:
+        async def runtime_events(name: str, stream: AsyncIterator[Event]) -> None:
             try:
                 async for event in stream:
                     if namespace is None or event.namespace == namespace:

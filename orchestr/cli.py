@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("events", help="stream what happens: container events and the controller's passes")
     sp.set_defaults(handler=commands.cmd_events)
     sp.add_argument("-n", "--namespace", help="only this namespace (default: every one)")
-    sp.add_argument("-o", "--output", choices=["table", "json"], default="table", help="json: one object a line")
+    sp.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
+                    help="json: one object a line; yaml: one document each")
 
     sp = sub.add_parser("export", help="write spec files as another engine's objects (Kubernetes manifests)")
     sp.set_defaults(handler=commands.cmd_export)

@@ -548,6 +548,9 @@ def _controller_status(oc: Client) -> int:
 
 async def cmd_events(oc: Client, args) -> int:
     def show(event: dict) -> None:
+        if args.output == "yaml":
+            print(f"---\n{dumps(event, 'yaml')}", flush=True)
+            return
         print(json.dumps(event, separators=(",", ":")) if args.output == "json" else _event_line(event), flush=True)
 
     await oc.events(show, args.namespace)

@@ -104,6 +104,11 @@ class Controller:
         on_log: LogCallback | None = None,
         on_report: Callable[[Report], None] | None = None,
     ):
+        if not resync > 0:
+            raise OrchestrError(f"resync: expected a duration above 0, got {resync:g}s")
+        missing = [str(f) for f in files if not os.path.exists(f)]
+        if missing:
+            raise OrchestrError(f"{missing[0]}: no such file or directory to watch")
         self.oc = client
         self.resync = resync
         self.backoff = backoff or from_env()

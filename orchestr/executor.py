@@ -290,7 +290,8 @@ def check_supported(service: Service, rt: Runtime) -> None:
               resources is not None and any(v is not None for v in (resources.cpus, resources.memory, resources.pids)))]
     for field, capability, what, asked in needs:
         if asked and not supports(rt, capability):
-            raise TerminalFailure(f"{_where(service, field)}: {field}: the {rt.name} runtime cannot {what}",
+            shown = service.error(field, "").path if hasattr(service, "error") else field  # a compose file's key
+            raise TerminalFailure(f"{_where(service, field)}: {shown}: the {rt.name} runtime cannot {what}",
                                   runtime=rt.name, container=f"{service.namespace}/{service.name}")
 
 

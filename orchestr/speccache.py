@@ -26,6 +26,8 @@ MAX_FILE_BYTES = 8 << 20  # spec.loader.MAX_FILE_BYTES, not imported from there:
 
 
 _COMPOSE = re.compile(rb"^services\s*:", re.MULTILINE)
+_WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+_COMPOSE_VARIABLES = {"COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES"}
 
 
 def key(files: list[str], options: str = "") -> str | None:
@@ -50,7 +52,9 @@ def key(files: list[str], options: str = "") -> str | None:
         if _COMPOSE.search(data):
             if b"env_file" in data:
                 return None
-            h.update(json.dumps(sorted(os.environ.items())).encode())
+            # the variables it can read (interpolated, or bare names in environment lists and maps) are words of it
+            names = {m.decode() for m in set(_WORD.findall(data))} | _COMPOSE_VARIABLES
+            h.update(json.dumps(sorted((n, os.environ[n]) for n in names if n in os.environ)).encode())
             try:
                 h.update(Path(os.path.dirname(os.path.abspath(name)), ".env").read_bytes())
             except OSError:

@@ -19,16 +19,11 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime ne
 
 @pytest.fixture
 def ns(namespace, state_dir, busybox_archive):
-    from test_native_cli import leaks, orc
+    from test_native_cli import assert_nothing_left, orc
 
     orc("images", "import", str(busybox_archive), state_dir=state_dir, check=True)
     yield namespace
-    deadline = time.monotonic() + 10
-    while (left := leaks(state_dir)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if left:
-        orc("delete", "-n", namespace, "--all", state_dir=state_dir)
-    assert left == []
+    assert_nothing_left(namespace, state_dir)
 
 
 def on_a_terminal(argv: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, bytes]:
@@ -117,6 +112,8 @@ def test_get_watch_prints_again_as_states_change(ns, tmp_path, state_dir):
     from test_native_cli import ORCHESTR, _env, orc, service, write
 
     spec = write(tmp_path / "app.yaml", service("web", ns))
+    events = subprocess.Popen([ORCHESTR, "events", "-n", ns, "-o", "yaml"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, env=_env(state_dir))
     orc("apply", "-f", spec, state_dir=state_dir, check=True)
     watch = subprocess.Popen([ORCHESTR, "get", "-w", "-n", ns, "-o", "json"], stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, env=_env(state_dir), text=True)
@@ -139,3 +136,13 @@ def test_get_watch_prints_again_as_states_change(ns, tmp_path, state_dir):
     finally:
         watch.terminate()
         watch.wait(timeout=30)
+    # events -o yaml saw some of this (those after it subscribed), one YAML document each
+    out = b""
+    deadline = time.monotonic() + 30
+    while b"name: web-0" not in out and time.monotonic() < deadline:
+        if select.select([events.stdout], [], [], 0.5)[0]:
+            out += os.read(events.stdout.fileno(), 65536)
+    events.terminate()
+    events.wait(timeout=30)
+    documents = [d for d in yaml.safe_load_all(out.decode().rpartition("\n---")[0] or out.decode()) if d]
+    assert documents and all(d["namespace"] == ns and d["name"] == "web-0" and d["action"] for d in documents)

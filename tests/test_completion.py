@@ -34,9 +34,9 @@ def complete(line: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 def test_commands_flags_and_choices_complete(tmp_path):
     env = {"ORCHESTR_STATE_DIR": str(tmp_path / "state")}
-    assert complete("orchestr ", env) == sorted(["apply", "completion", "convert", "delete", "diff", "exec", "get",
-                                                 "history", "images", "inspect", "logs", "pause", "plugins", "run",
-                                                 "start", "stats", "stop", "unpause"])
+    assert complete("orchestr ", env) == sorted([
+        "apply", "completion", "controller", "convert", "delete", "diff", "events", "exec", "export", "get", "history",
+        "images", "inspect", "logs", "pause", "plugins", "run", "start", "stats", "stop", "unpause"])
     assert complete("orchestr de", env) == ["delete"]
     assert complete("orchestr get --o", env) == ["--output"]
     assert complete("orchestr get -o y", env) == ["yaml"]
@@ -53,7 +53,7 @@ def test_commands_flags_and_choices_complete(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime needs root")
 def test_namespaces_and_container_names_complete(namespace, state_dir, busybox_archive, tmp_path):
-    from test_native_cli import leaks, orc, service, write
+    from test_native_cli import assert_nothing_left, orc, service, write
 
     env = {"ORCHESTR_STATE_DIR": str(state_dir), "ORCHESTR_RUNTIME": "native"}
     orc("images", "import", str(busybox_archive), state_dir=state_dir, check=True)
@@ -69,7 +69,7 @@ def test_namespaces_and_container_names_complete(namespace, state_dir, busybox_a
         assert complete("orchestr exec w", env) == []  # the default namespace holds none
     finally:
         orc("delete", "-f", spec, state_dir=state_dir, check=True)
-        assert leaks(state_dir) == []
+        assert_nothing_left(namespace, state_dir)
 
 
 def test_zsh_and_fish_scripts_ask_the_same_question():

@@ -382,16 +382,11 @@ native = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime needs 
 @pytest.fixture
 def ns(namespace, state_dir, busybox_archive):
     """A project (namespace) on a fresh native state dir holding the test image; nothing may be left afterwards."""
-    from test_native_cli import leaks, orc
+    from test_native_cli import assert_nothing_left, orc
 
     orc("images", "import", str(busybox_archive), state_dir=state_dir, check=True)
     yield namespace
-    deadline = time.monotonic() + 10
-    while (left := leaks(state_dir, bridges=False)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    orc("delete", "-n", namespace, "--all", state_dir=state_dir)  # the namespace's bridge goes with it
-    assert left == []
-    assert leaks(state_dir) == []
+    assert_nothing_left(namespace, state_dir)
 
 
 def free_port() -> int:
@@ -608,3 +603,23 @@ def test_convert_prints_the_spec_and_a_broken_file_is_one_line(tmp_path):
         assert (proc.returncode, proc.stdout) == (2, "")
         assert proc.stderr == f"orchestr: {path}:4: services.web.cap_add: not supported by orchestr (the README's " \
                               "compose table lists what is)\n"
+
+
+def test_the_spec_cache_key_of_a_compose_file_follows_what_it_reads(tmp_path, monkeypatch):
+    from orchestr import speccache
+
+    path = compose(tmp_path, "services:\n  web:\n    image: busybox:${TAG:-1}\n    environment: [FROM_SHELL]\n")
+    monkeypatch.delenv("TAG", raising=False)
+    first = speccache.key([str(path)])
+    monkeypatch.setenv("UNRELATED", "x")
+    assert speccache.key([str(path)]) == first  # a variable the file does not read changes nothing
+    for name in ("TAG", "FROM_SHELL", "COMPOSE_PROJECT_NAME"):
+        monkeypatch.setenv(name, "2")
+        assert speccache.key([str(path)]) != first
+        monkeypatch.delenv(name)
+    assert speccache.key([str(path)]) == first
+    (path.parent / ".env").write_text("TAG=3\n")
+    assert speccache.key([str(path)]) != first
+    assert speccache.key([str(path)], "project\0") != speccache.key([str(path)])
+    path.write_text(path.read_text() + "    env_file: web.env\n")
+    assert speccache.key([str(path)]) is None  # what env files hold is not looked at: always validated

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -249,7 +248,7 @@ native = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime needs 
 @native
 def test_manifests_come_up_on_the_native_runtime(namespace, state_dir, busybox_archive, tmp_path):
     from test_compose import fetch, free_port
-    from test_native_cli import get_json, leaks, orc
+    from test_native_cli import assert_nothing_left, get_json, orc
 
     from conftest import TEST_IMAGE
 
@@ -305,9 +304,4 @@ def test_manifests_come_up_on_the_native_runtime(namespace, state_dir, busybox_a
         orc("delete", "-f", str(path), state_dir=state_dir, check=True)
         assert get_json(namespace, state_dir) == []
     finally:
-        deadline = time.monotonic() + 10
-        while (left := leaks(state_dir, bridges=False)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        orc("delete", "-n", namespace, "--all", state_dir=state_dir)  # the namespace's bridge goes with it
-        assert left == []
-        assert leaks(state_dir) == []
+        assert_nothing_left(namespace, state_dir)

@@ -188,6 +188,12 @@ def ns(namespace, state_dir, busybox_archive):
     out = orc("images", "import", str(busybox_archive), state_dir=state_dir, check=True).stdout
     assert f"imported {TEST_IMAGE}" in out
     yield namespace
+    assert_nothing_left(namespace, state_dir)
+
+
+def assert_nothing_left(namespace: str, state_dir: Path) -> None:
+    """Nothing of the namespace's containers is left once they are deleted, and after `delete --all` not even
+    the bridge the native runtime keeps for an empty namespace."""
     deadline = time.monotonic() + 10  # an ended process is gone from /proc only once reaped
     while (left := leaks(state_dir, bridges=False)) and time.monotonic() < deadline:
         time.sleep(0.05)

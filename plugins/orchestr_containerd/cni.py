@@ -2,13 +2,13 @@
 
 Each orchestr namespace is one CNI network: a bridge `ocd<hash>` with a /24 of 10.210.0.0/16 that nothing on the
 host routes yet (the native runtime takes 10.88.0.0/16 onwards, the tests' CRI runtime 10.200.0.0/13), addresses
-from host-local (its leases under /run/orchestr-containerd/<containerd namespace>/), outbound NAT, published ports
-through portmap (TCP and UDP, 127.0.0.1 included) and forwarding through firewall. A container gets a network
-namespace of its own at create (/run/netns/ocd-<hash>), so restarts keep its address; /etc/hosts lists every
+from host-local (its leases under /run/orchestr-containerd/<containerd namespace>/), outbound NAT and forwarding
+rules of the bridge's own (firewall.py), published ports through portmap (TCP and UDP, 127.0.0.1 included). A
+container gets a network namespace of its own at create (/run/netns/ocd-<hash>), so restarts keep its address; /etc/hosts lists every
 container of the namespace by container and service name and is rewritten in place as they come and go. Delete
 runs each plugin's DEL with what ADD answered, removes the network namespace, and the bridge with the last
-container. The chains portmap and firewall share between every CNI user (CNI-HOSTPORT-*, CNI-FORWARD, CNI-ADMIN)
-are CNI's, and stay, as with nerdctl and the CRI plugin.
+container. The chains portmap shares between every CNI user (CNI-HOSTPORT-*) are CNI's, and stay, as with nerdctl
+and the CRI plugin.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import anyio
 from orchestr.errors import Conflict, RuntimeFailure
 from orchestr.model import L_NAMESPACE, L_SERVICE, ContainerSpec
 
+from . import firewall
 from .client import RUNTIME
 
 if TYPE_CHECKING:
@@ -76,20 +77,20 @@ def subnet_for(bridge: str) -> ipaddress.IPv4Network:
     raise RuntimeFailure(f"no /24 of {POOL} is free on this host for a bridge network", runtime=RUNTIME)
 
 
-def conflist(runtime: ContainerdRuntime, namespace: str) -> dict:
+def conflist(runtime: ContainerdRuntime, namespace: str, ports: bool) -> dict:
+    """The network of namespace: the bridge plugin with host-local addresses, and portmap when ports are published.
+    NAT and forwarding are the bridge's own rules (firewall.py), not CNI's per-container ones."""
     bridge = bridge_name(runtime.conn.namespace, namespace)
     subnet = subnet_for(bridge)
     data_dir = f"/run/orchestr-containerd/{runtime.conn.namespace}/cni"
-    return {
-        "cniVersion": VERSION, "name": f"orchestr-{bridge}",
-        "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": str(subnet)}]], "routes": [{"dst": "0.0.0.0/0"}],
-                      "dataDir": data_dir}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-            {"type": "firewall"},
-        ],
-    }
+    plugins: list[dict] = [
+        {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False, "hairpinMode": True,
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": str(subnet)}]], "routes": [{"dst": "0.0.0.0/0"}],
+                  "dataDir": data_dir}},
+    ]
+    if ports:
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}})
+    return {"cniVersion": VERSION, "name": f"orchestr-{bridge}", "plugins": plugins}
 
 
 def _invoke(plugin: dict, network: dict, command: str, id: str, netns: str, ifname: str,
@@ -145,13 +146,15 @@ async def attach(runtime: ContainerdRuntime, spec: ContainerSpec, id: str, direc
             _check_port(p.protocol, p.host_ip, p.host_port, spec.name)
         ports.append([p.container_port, host_port, p.protocol, p.host_ip])
     path = netns_path(runtime.conn.namespace, id)
-    network = conflist(runtime, spec.namespace)
+    network = conflist(runtime, spec.namespace, bool(ports))
+    bridge = network["plugins"][0]["bridge"]
     (directory / "hostname").write_text(spec.name + "\n")
     (directory / "resolv.conf").write_text(resolv_conf())
     (directory / "hosts").write_text("127.0.0.1\tlocalhost\n")
     files = {**files, "/etc/resolv.conf": str(directory / "resolv.conf")}
 
     def add() -> dict:
+        firewall.open_bridge(bridge, network["plugins"][0]["ipam"]["ranges"][0][0]["subnet"])
         if not os.path.exists(path):
             _ip("netns", "add", os.path.basename(path))
         _invoke({"type": "loopback"}, {"cniVersion": VERSION, "name": "lo"}, "ADD", id, path, "lo")
@@ -206,6 +209,7 @@ async def detach(runtime: ContainerdRuntime, id: str, directory: Path) -> None:
                      bridge_name(runtime.conn.namespace, c.labels.get(L_NAMESPACE, "")) == bridge]
         if not remaining:
             subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+            await anyio.to_thread.run_sync(firewall.close_bridge, bridge)
             leases = Path(saved["network"]["plugins"][0]["ipam"]["dataDir"]) / saved["network"]["name"]
             shutil.rmtree(leases, ignore_errors=True)  # host-local's lock and last address, once no lease is left
         else:

@@ -29,6 +29,7 @@ from .proto import content_pb2, diff_pb2, images_pb2, leases_pb2, snapshots_pb2,
 
 SNAPSHOTTER = "overlayfs"
 CHUNK = 1 << 20
+BLOB_CACHE_ITEM, BLOB_CACHE_ITEMS = 1 << 20, 256  # the largest blob kept once read, and how many
 LEASE_EXPIRY = 3600  # seconds: a lease an import left behind (killed) expires, and what it held is collected
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -81,11 +82,17 @@ class Images:
 
     # -- the content store --------------------------------------------------------------------------------------
     async def read_blob(self, digest: str, what: str) -> bytes:
+        """A blob of the content store; manifests and configs are kept once read (their digest names them)."""
+        cache = self.__dict__.setdefault("_blobs", {})
+        if digest in cache:
+            return cache[digest]
         data = bytearray()
         with self.conn.errors(what, missing=f"{what}: blob {digest} is not in containerd's content store"):
             async for part in self.conn.content.Read(content_pb2.ReadContentRequest(digest=digest),
                                                      metadata=self.conn.metadata):
                 data += part.data
+        if len(data) <= BLOB_CACHE_ITEM and len(cache) < BLOB_CACHE_ITEMS:
+            cache[digest] = bytes(data)
         return bytes(data)
 
     async def has_blob(self, digest: str) -> bool:

@@ -59,7 +59,7 @@ def main(args: list[str]) -> None:
                 break
         watched = [*streams, *([pidfd] if pidfd is not None else [])]
         try:
-            readable, _, _ = select.select(watched, [], [], 0.05 if pidfd is None else None)
+            readable, _, _ = select.select(watched, [], [], 0.01 if pidfd is None else None)
         except _Stop:
             readable = []
         if stopping:

@@ -454,9 +454,12 @@ class ContainerdRuntime(Images):
             c = await self._get(id)
         path = os.path.join(c.labels.get(I_LOG, ""), logfile.FILE)
 
-        async def ended() -> bool:
+        async def ended(wait: float = 0) -> bool:
+            """Whether the task has ended (waiting up to wait seconds for it to), and its logger with it."""
             task = await self._task(id)
             done = task is None or task.status == task_pb2.STOPPED
+            if not done and wait and task.status == task_pb2.RUNNING:
+                done = await self._wait_task(id, wait) is not None
             if done:
                 await _logger_done(os.path.dirname(path))
             return done
@@ -494,13 +497,12 @@ class ContainerdRuntime(Images):
                             current.close()
                         current, partial = new, b""
                     continue
-                if await ended():
+                if await ended(wait=0.1):  # the wait is the pause between looks, cut short by the end
                     if current is not None:
                         for raw in (partial + current.read()).splitlines():
                             if (line := _line(raw)) is not None:
                                 yield line
                     return
-                await anyio.sleep(0.1)
         finally:
             if current is not None:
                 current.close()
@@ -644,7 +646,7 @@ async def _logger_done(directory: str) -> None:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     return
-                await anyio.sleep(0.02)
+                await anyio.sleep(0.005)
     finally:
         os.close(fd)
 
