@@ -355,11 +355,26 @@ async def cmd_unpause(oc: Client, args) -> int:
     return 0
 
 
+def _get_blocking(args: argparse.Namespace) -> int | None:
+    """get, when every runtime it asks can list without an event loop (native); None otherwise."""
+    from .api import Client
+
+    oc = Client(state_dir=args.state_dir, runtime=getattr(args, "runtime", None))
+    try:
+        containers = oc.get_blocking(None if args.all_namespaces else args.namespace, runtime=args.runtime)
+        if containers is None:
+            return None
+        _print_get(containers, oc, args)
+        return 0
+    finally:
+        oc.store.close()
+
+
 def run_blocking(args: argparse.Namespace) -> int | None:
     """`run` in the foreground on a runtime that needs no event loop for it (native, image present); None
     for every other command and case, which anyio.run(run, args) then does. An interactive or terminal run
     has its image pulled first, when it must be, and runs here (only such runtimes can do it). export needs no
-    runtime at all, and runs here too."""
+    runtime at all, and runs here too; so does get, on runtimes that list without an event loop."""
     if args.command == "convert":
         return cmd_convert(args)
     if args.command == "completion":
@@ -367,6 +382,8 @@ def run_blocking(args: argparse.Namespace) -> int | None:
 
         print(SCRIPTS[args.shell], end="")
         return 0
+    if args.command == "get" and not args.watch:
+        return _get_blocking(args)
     if args.command == "export":
         return cmd_export(args)
     if args.command != "run":

@@ -50,6 +50,7 @@ class Capabilities:
     stats: bool = False  # StatsSource
     exec_tty: bool = False  # exec with a terminal of its own (a one-off run's terminal is BlockingRunner's)
     blocking_run: bool = False  # BlockingRunner: run a container with no event loop
+    blocking_list: bool = False  # BlockingLister: list containers with no event loop
     image_export: bool = False  # ImageExporter
     update: bool = False  # ResourceUpdater: limits changed on a created or running container
     bridge_capacity: bool = False  # BridgeCapacity: a namespace's bridge network has addresses for so many
@@ -189,6 +190,12 @@ class BlockingRunner(Protocol):
 
 
 @runtime_checkable
+class BlockingLister(Protocol):
+    def list_blocking(self, namespace: str | None = None) -> list[Container]:
+        """list(), called with no event loop running: for `orchestr get`, which then spares loading one."""
+
+
+@runtime_checkable
 class ImageExporter(Protocol):
     async def export_image(self, ref: str, path: Path) -> None:
         """Write the image as an OCI image-layout tarball, named by ref when ref has a tag."""
@@ -215,6 +222,7 @@ class NetworkRemover(Protocol):
 
 
 OPTIONAL = {"pause": Pausable, "signal": Signallable, "stats": StatsSource, "blocking_run": BlockingRunner,
+            "blocking_list": BlockingLister,
             "image_export": ImageExporter, "update": ResourceUpdater, "bridge_capacity": BridgeCapacity,
             "remove_network": NetworkRemover}
 

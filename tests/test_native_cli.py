@@ -870,3 +870,25 @@ def test_sig_proxy_false_leaves_the_container_its_signals(ns, state_dir):
                                     "--name", name, "-n", ns, TEST_IMAGE, "sh", "-c", TRAPPING)
     assert (code, err) == (128 + signal.SIGHUP, f"orchestr: SIGHUP: container {name} was stopped and removed\n")
     assert get_json(ns, state_dir) == [] and records(state_dir) == []
+
+
+def test_get_lists_native_containers_without_an_event_loop_and_falls_back_for_other_runtimes(ns, state_dir):
+    import anyio
+
+    from orchestr import Client
+
+    orc("run", "-d", "--name", "one", "-n", ns, TEST_IMAGE, *SLEEP, state_dir=state_dir, check=True)
+    code = ("import sys; from orchestr.cli import main; sys.argv = ['orchestr', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('asyncio' in sys.modules, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, "get", "-n", ns, "-o", "json"], capture_output=True,
+                          text=True, env=_env(state_dir), timeout=60)
+    assert done.stderr == "False\n" and [c["name"] for c in json.loads(done.stdout)] == ["one"]
+
+    async def both() -> tuple:
+        async with Client(state_dir=state_dir, runtime="native") as oc:
+            return oc.get_blocking(ns), await oc.get(ns), oc.get_blocking(ns, runtime="docker")
+
+    blocking, looped, docker = anyio.run(both)
+    assert [c.as_dict() for c in blocking] == [c.as_dict() for c in looped] and len(looped) == 1
+    assert docker is None  # the docker runtime lists through its event loop only
+    orc("delete", "-n", ns, "--all", state_dir=state_dir, check=True)

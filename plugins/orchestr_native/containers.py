@@ -29,6 +29,10 @@ class Containers(ContainerStore):
         return self.view(*self.load(id))
 
     async def list(self, namespace: str | None = None) -> list[Container]:
+        return self.listed(namespace)
+
+    def listed(self, namespace: str | None = None) -> list[Container]:
+        """list(), as a plain call: it reads files only."""
         out = []
         for id in self.ids():
             try:

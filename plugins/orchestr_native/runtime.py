@@ -30,7 +30,8 @@ class NativeRuntime:
     # A one-off run can have a terminal (run_blocking), an exec cannot.
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.POLLED, limits=True, image_import=True, pause=True, signal=True,
-        stats=True, blocking_run=True, image_export=True, update=True, bridge_capacity=True, remove_network=True,
+        stats=True, blocking_run=True, blocking_list=True, image_export=True, update=True, bridge_capacity=True,
+        remove_network=True,
     )
 
     def __init__(self, config: Config) -> None:
@@ -105,7 +106,11 @@ class NativeRuntime:
 
     async def list(self, namespace: str | None = None) -> list[Container]:
         with located(self.name):
-            return await self._containers.list(namespace)
+            return self._containers.listed(namespace)
+
+    def list_blocking(self, namespace: str | None = None) -> list[Container]:
+        with located(self.name):
+            return self._containers.listed(namespace)
 
     async def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
         with located(self.name, id):
