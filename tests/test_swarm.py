@@ -218,6 +218,19 @@ async def test_delete_leaves_nothing(ns, state_dir):
         assert await oc.get(ns) == []
 
 
+async def test_services_deleted_together_leave_their_network_once(ns, state_dir):
+    text = "---\n".join(
+        f"apiVersion: orchestr/v1\nkind: Service\nmetadata: {{name: s{i}, namespace: {ns}}}\n"
+        f"spec: {{runtime: swarm, image: {TEST_IMAGE}, replicas: 0}}\n" for i in range(12))
+    async with Client(state_dir=state_dir) as oc:
+        assert (await oc.apply(loads(text))).ok
+        assert mapping.network_name(ns) in docker("network", "ls", "--format", "{{.Name}}").split()
+        result = await oc.delete(loads(text))
+        assert result.ok, result.failed
+        assert len(result.plan) == 12
+        assert mapping.network_name(ns) not in docker("network", "ls", "--format", "{{.Name}}").split()
+
+
 async def test_a_service_moves_between_docker_and_the_swarm(ns, state_dir):
     text = spec(ns, replicas=1)
     async with Client(state_dir=state_dir) as oc:

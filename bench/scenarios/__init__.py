@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import cri, export, images, lifecycle, memory, planner, reapply, services, startup
+from . import cri, export, images, lifecycle, memory, planner, reapply, services, startup, swarm
 
-SCENARIOS = {m.ID: m for m in (lifecycle, services, reapply, planner, memory, startup, images, cri, export)}
+SCENARIOS = {m.ID: m for m in (lifecycle, services, reapply, planner, memory, startup, images, cri, export, swarm)}

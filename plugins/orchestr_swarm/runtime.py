@@ -112,7 +112,9 @@ class SwarmRuntime(DockerRuntime):
         try:
             await self._call("DELETE", f"networks/{mapping.network_name(namespace)}")
         except engine.EngineError as e:
-            if e.status not in (404, 403, 409):  # gone already, or still in use by a service made meanwhile
+            # gone already (while the swarm removes a network, the engine answers 500 "not found"), or in use by a
+            # service made meanwhile
+            if e.status not in (404, 403, 409) and "not found" not in e.message:
                 raise
 
     # -- its containers ---------------------------------------------------------------------
