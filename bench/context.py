@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -39,6 +40,8 @@ class Context:
             **os.environ,
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "ORCHESTR_STATE_DIR": str(self.state_dir),
+            # orchestr's containerd runtime in a containerd namespace of the run's own, emptied and removed at the end
+            "ORCHESTR_CONTAINERD_NAMESPACE": f"{self.ctr_namespace}-orchestr",
         }
         self._cache: dict[str, object] = {}
         self.networks: dict[str, tuple[str, str]] = {}  # runtime -> (network its services use, why not bridge)
@@ -116,8 +119,9 @@ class Context:
             return f"docker.io/{self.image}"  # containerd stores the normalised name
         return self.once("ctr-image", make)
 
-    def ctr_cleanup(self) -> None:
-        ctr = ["ctr", "-n", self.ctr_namespace]
+    def ctr_cleanup(self, namespace: str | None = None) -> None:
+        namespace = namespace or self.ctr_namespace
+        ctr = ["ctr", "-n", namespace]
         for task in self.sh([*ctr, "tasks", "ls", "-q"], check=False).stdout.decode().split():
             self.sh([*ctr, "tasks", "kill", "-s", "SIGKILL", task], check=False)
             self.sh([*ctr, "tasks", "delete", "-f", task], check=False)
@@ -126,7 +130,7 @@ class Context:
         images = self.sh([*ctr, "images", "ls", "-q"], check=False).stdout.decode().split()
         if images:
             self.sh([*ctr, "images", "rm", "--sync", *images], check=False)
-        self.sh(["ctr", "namespaces", "remove", self.ctr_namespace], check=False)
+        self.sh(["ctr", "namespaces", "remove", namespace], check=False)
 
     # -- orchestr -----------------------------------------------------------------------
     def orchestr_cli(self) -> None:
@@ -151,6 +155,8 @@ class Context:
                 raise Skip(f"orchestr's plugins do not load: {last_line(installed)}")
             if name not in names:
                 raise Skip(f"orchestr has no {name} runtime yet (runtimes: {', '.join(names) or 'none'})")
+            if name == "containerd":  # runs last: after orchestr removed its containers and image
+                self.stack.callback(self.ctr_cleanup, self.env["ORCHESTR_CONTAINERD_NAMESPACE"])
             if name == "docker":
                 self.docker_image()
             else:
@@ -174,10 +180,8 @@ class Context:
         argv = self.orchestr("run", "--rm", "--runtime", runtime, "--network", network, "-n", self.namespace("probe"),
                              self.image, "true")
         proc = self.sh(argv, check=False, timeout=120)
-        if proc.returncode == 0:
-            return None
-        self.orchestr_delete_namespace(self.namespace("probe"))
-        return last_line(proc)
+        self.orchestr_delete_namespace(self.namespace("probe"))  # its bridge too
+        return None if proc.returncode == 0 else last_line(proc)
 
     def note(self, text: str) -> None:
         """A remark for the scenario being run, printed under its table."""
@@ -201,9 +205,14 @@ class Context:
         """Last clean-up before the temp dir goes: processes still using orchestr's state dir, and mounts under it."""
         from orchestr_native.supervisor.client import SupervisorClient
 
+        from orchestr_native.network import Network
+
         state = str(self.state_dir)
         for native in self.work.glob("*/native"):  # idle supervisors would otherwise stay for their minute
             SupervisorClient(str(native)).ask({"op": "quit-if-idle"})
+            for record in native.glob("network/*/bridge.json"):  # bridges outlive their namespace's containers
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    Network(native).remove(json.loads(record.read_text())["namespace"])
         deadline = time.monotonic() + 10
         while (left := _processes_mentioning(state)) and time.monotonic() < deadline:
             time.sleep(0.2)  # a supervisor exits once it has answered, or once its containers are gone

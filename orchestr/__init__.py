@@ -15,7 +15,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Client": "orchestr.api",
     "ApplyResult": "orchestr.api",
+    "Controller": "orchestr.controller",
+    "ControllerRunning": "orchestr.controller",
     "load": "orchestr.spec",
+    "dump": "orchestr.spec",
     "loads": "orchestr.spec",
     "Service": "orchestr.spec",
     "plan": "orchestr.planner",
@@ -47,8 +50,56 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: type checkers see the real names
+if TYPE_CHECKING:  # `X as X`: re-exported, as type checkers read it
+    from .api import (
+        ApplyResult as ApplyResult,
+        Client as Client,
+    )
+    from .errors import (
+        Conflict as Conflict,
+        Interrupted as Interrupted,
+        NotFound as NotFound,
+        OrchestrError as OrchestrError,
+        RuntimeFailure as RuntimeFailure,
+        RuntimeUnavailable as RuntimeUnavailable,
+        SpecError as SpecError,
+        TerminalFailure as TerminalFailure,
+        Timeout as Timeout,
+        UnknownRuntime as UnknownRuntime,
+    )
+    from .executor import (
+        Outcome as Outcome,
+    )
+    from .model import (
+        Container as Container,
+        ContainerSpec as ContainerSpec,
+        Event as Event,
+        EventAction as EventAction,
+        Image as Image,
+        State as State,
+        Stats as Stats,
+    )
+    from .planner import (
+        Action as Action,
+        Kind as Kind,
+        plan as plan,
+        Plan as Plan,
+    )
+    from .runtime import (
+        Capabilities as Capabilities,
+        Runtime as Runtime,
+        supports as supports,
+    )
+    from .spec import (
+        dump as dump,
+        load as load,
+        loads as loads,
+        Service as Service,
+    )
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'orchestr' has no attribute {name!r}")
@@ -59,5 +110,5 @@ def __getattr__(name: str):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(list(globals()) + __all__)

@@ -13,11 +13,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .config import Config
+from .containers import rfc3339
 from .errors import Conflict, Interrupted, NotFound, OrchestrError, RuntimeUnavailable, located
 from .model import (
     L_NAMESPACE,
@@ -26,6 +27,8 @@ from .model import (
     L_SERVICE,
     Container,
     ContainerSpec,
+    Deployment,
+    Event,
     ExecResult,
     LogLine,
     RestartPolicy,
@@ -33,12 +36,24 @@ from .model import (
     Stats,
 )
 from .plugins import default_runtime_name, open_runtime
-from .runtime import BridgeCapacity, ProgressCallback, Runtime, ServiceRunner, StatsSource, require, supports
+from .runtime import (
+    BridgeCapacity,
+    NetworkRemover,
+    ProgressCallback,
+    Runtime,
+    ServiceRunner,
+    StatsSource,
+    require,
+    supports,
+)
 from .state import Store
 
 if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
+    from anyio.abc import ObjectSendStream
+
     from . import executor
     from .planner import Plan
+    from .spec import Service
 
 OutcomeCallback = Callable[["executor.Outcome"], None]
 SETTLE = 0.25  # seconds apply watches a container it started for an end right after its start
@@ -77,7 +92,7 @@ class Client:
     async def __aenter__(self) -> Client:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -99,7 +114,7 @@ class Client:
             self._runtimes[name] = open_runtime(name, self.config)
         return self._runtimes[name]
 
-    def _runtime_of(self, service) -> str:
+    def _runtime_of(self, service: Service) -> str:
         return service.spec.runtime or self.default_runtime
 
     async def _recover(self, names: Iterable[str]) -> None:
@@ -109,10 +124,12 @@ class Client:
             await self.runtime(name).reattach()
             self._recovered.add(name)
 
-    async def _deployed(self, runtime_names: Iterable[str], namespaces: set[str] | None) -> tuple[set[str], list]:
+    async def _deployed(
+        self, runtime_names: Iterable[str], namespaces: set[str] | None,
+    ) -> tuple[set[str], list[Deployment]]:
         """The runtimes among runtime_names that run whole services, and the services they run in namespaces."""
         whole = {name for name in runtime_names if supports(self.runtime(name), "services")}
-        found: list = []
+        found: list[Deployment] = []
         for name in sorted(whole):
             rt = self.runtime(name)
             assert isinstance(rt, ServiceRunner)
@@ -137,7 +154,7 @@ class Client:
 
     # -- reconcile ----------------------------------------------------------------------
     async def plan(
-        self, services: Sequence, *, prune: bool = False, runtime: str | None = None, check_capacity: bool = True,
+        self, services: Sequence[Service], *, prune: bool = False, runtime: str | None = None, check_capacity: bool = True,
     ) -> Plan:
         """What apply would do, without doing it. A plan that makes containers is refused (SpecError) when a
         namespace's bridge network has too few addresses for them, unless check_capacity is off."""
@@ -156,7 +173,7 @@ class Client:
             planner.check_capacity(services, actual, capacity, default_runtime=default, prune=prune)
         return result
 
-    async def _capacity(self, services: Sequence, default: str) -> dict[tuple[str, str], int]:
+    async def _capacity(self, services: Sequence[Service], default: str) -> dict[tuple[str, str], int]:
         """(runtime, namespace) -> how many containers its bridge network has addresses for, from the runtimes
         that know (the bridge_capacity capability: native has it; Docker's default bridge is the host's)."""
         capacity = {}
@@ -171,7 +188,7 @@ class Client:
 
     async def apply(
         self,
-        services: Sequence,
+        services: Sequence[Service],
         *,
         prune: bool = False,
         dry_run: bool = False,
@@ -207,14 +224,14 @@ class Client:
                 plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
                 settle=settle,
             )
-            self.store.record_services(rev, {k: _document(s) for k, s in by_key.items()}, removed=pruned)
+            self.store.record_services(rev, {k: _document(s, default) for k, s in by_key.items()}, removed=pruned)
             result = ApplyResult(plan, outcomes, rev)
             self.store.finish(rev, "converged" if result.ok else "failed")
             return result
 
     async def delete(
         self,
-        services: Sequence = (),
+        services: Sequence[Service] = (),
         *,
         namespace: str | None = None,
         on_event: OutcomeCallback | None = None,
@@ -241,12 +258,17 @@ class Client:
             removed = {(a.namespace, a.service) for a in plan} | set(by_key)
             if namespace:
                 removed |= set(self.store.services(namespace))
+                if all(o.ok for o in outcomes):  # its networks go with the namespace's last container
+                    for name in sorted(runtimes | {self.default_runtime}):
+                        if supports(rt := self.runtime(name), "remove_network"):
+                            assert isinstance(rt, NetworkRemover)
+                            await rt.remove_network(namespace)
             self.store.record_services(rev, {}, removed=removed)
             result = ApplyResult(plan, outcomes, rev)
             self.store.finish(rev, "converged" if result.ok else "failed")
             return result
 
-    def _check_supported(self, services: Sequence, default: str) -> None:
+    def _check_supported(self, services: Sequence[Service], default: str) -> None:
         """TerminalFailure, before anything changes, when a service asks for what its runtime cannot do."""
         from .executor import check_supported
 
@@ -255,6 +277,41 @@ class Client:
 
     def _runtimes_for(self, plan: Plan) -> dict[str, Runtime]:
         return {name: self.runtime(name) for a in plan for name in (a.runtime, a.old_runtime) if name}
+
+    async def events(self, on_event: Callable[[dict[str, Any]], None], namespace: str | None = None) -> None:
+        """Hands on_event what happens from this call on, until cancelled: each runtime's container events
+        (created, started, died with its exit code, oom, restarts by policy with their back-off, ...) and the
+        controller's journal (its reconcile passes with their plans, the restarts it delays), one dict each, as
+        `orchestr events -o json` prints them. A runtime whose events fail is reported as an "error" event."""
+        from .journal import Journal, touches
+
+        names = sorted(set(self.store.runtimes_used(None if namespace is None else [namespace]))
+                       | {self.default_runtime})
+        streams = []
+        for name in names:  # every stream subscribed before the first is read
+            try:
+                streams.append((name, self.runtime(name).events()))
+            except OrchestrError as e:
+                on_event({"time": rfc3339(), "action": "error", "runtime": name, "error": str(e)})
+        journal = Journal(self.config.state_dir).follow()
+
+        async def runtime_events(name: str, stream: AsyncIterator[Event]) -> None:
+            try:
+                async for event in stream:
+                    if namespace is None or event.namespace == namespace:
+                        on_event(event_dict(event))
+            except OrchestrError as e:
+                on_event({"time": rfc3339(), "action": "error", "runtime": name, "error": str(e)})
+
+        async def controller_events() -> None:
+            async for entry in journal:
+                if namespace is None or touches(entry, namespace):
+                    on_event({"source": "controller", **entry})
+
+        async with anyio.create_task_group() as tg:
+            for name, stream in streams:
+                tg.start_soon(runtime_events, name, stream)
+            tg.start_soon(controller_events)
 
     # -- reading ------------------------------------------------------------------------
     async def get(self, namespace: str | None = None, *, runtime: str | None = None) -> list[Container]:
@@ -276,7 +333,19 @@ class Client:
                 if c.state in (State.RUNNING, State.PAUSED) and c.pid is None:
                     tg.start_soon(self._detail, found, i)
         found.sort(key=lambda c: (c.namespace, c.service, c.replica, c.name))
+        self._controller_restarts(found)
         return found
+
+    def _controller_restarts(self, found: list[Container]) -> None:
+        """Adds the running controller's restarts, and the back-off of those it waits to restart, to found."""
+        if self.store.controller_status() is None:
+            return
+        restarts = self.store.backoff()
+        for c in found:
+            count, next_restart = restarts.get((c.runtime, c.id), (0, None))
+            c.restarts = None if c.restarts is None and not count else (c.restarts or 0) + count
+            if c.state is State.EXITED and c.next_restart is None:
+                c.next_restart = next_restart
 
     async def _detail(self, found: list[Container], i: int) -> None:
         try:
@@ -306,7 +375,42 @@ class Client:
             async for line in rt.logs(c.id, follow=follow, tail=tail):
                 yield line
 
-    async def exec(self, name: str, argv: Sequence[str], namespace: str = "default", **kw) -> ExecResult:
+    async def service_logs(
+        self, service: str, namespace: str = "default", *, follow: bool = False, tail: int | None = None
+    ) -> AsyncIterator[tuple[str, LogLine]]:
+        """The output of every replica of service, each line with its replica's name: one replica after another,
+        or with follow, interleaved as it comes until every replica's stream ends."""
+        replicas = [c for c in await self.get(namespace) if c.service == service and not c.oneoff]
+        if not replicas:
+            raise NotFound(f"no service {service!r} in namespace {namespace!r} (see `orchestr get -n {namespace}`)",
+                           container=f"{namespace}/{service}")
+        if not follow:
+            for c in replicas:
+                with located(c.runtime, c.id):
+                    async for line in self.runtime(c.runtime).logs(c.id, tail=tail):
+                        yield c.name, line
+            return
+        send, receive = anyio.create_memory_object_stream[tuple[str, LogLine]](256)
+
+        async def relay(c: Container, out: ObjectSendStream[tuple[str, LogLine]]) -> None:
+            async with out:
+                with located(c.runtime, c.id):
+                    async for line in self.runtime(c.runtime).logs(c.id, follow=True, tail=tail):
+                        await out.send((c.name, line))
+
+        async with anyio.create_task_group() as tg, receive:
+            async with send:
+                for c in replicas:
+                    tg.start_soon(relay, c, send.clone())
+            async for item in receive:
+                yield item
+
+    async def inspect(self, name: str, namespace: str = "default") -> Container:
+        """The container called name in namespace, as its runtime describes it now."""
+        async with self._found(name, namespace) as (rt, c):
+            return await rt.inspect(c.id)
+
+    async def exec(self, name: str, argv: Sequence[str], namespace: str = "default", **kw: Any) -> ExecResult:
         """Runs argv in the container; env, user, workdir, timeout (seconds: the command is killed then, and
         orchestr.Timeout raised), output (a callback that gets the output as it comes) and output_limit (bytes of
         each stream kept when there is no callback; the rest is dropped and counted) as the runtime's exec
@@ -452,8 +556,9 @@ class Client:
         self.store.note_runtimes([rt_name], [namespace])
         spec = replace(_oneoff(image, command, name, namespace, env, network),
                                    interactive=stdin is not None, tty=tty)
-        return rt.run_blocking(spec, output=output, remove=remove, stdin=stdin,  # type: ignore[attr-defined]
-                               on_signal=on_signal)
+        ran: tuple[Container, int] | None = rt.run_blocking(  # type: ignore[attr-defined]  # BlockingRun, as supports found
+            spec, output=output, remove=remove, stdin=stdin, on_signal=on_signal)
+        return ran
 
 
 @dataclass(slots=True)
@@ -495,7 +600,7 @@ async def _attend(rt: Runtime, id: str, grace: float, output: Callable[[LogLine]
     signals caught go to caught. None when one ended the wait ("leave")."""
     held = [s for s in _HELD if signal.getsignal(s) is not signal.SIG_IGN]
     if on_signal is None or not held or threading.current_thread() is not threading.main_thread():
-        receiver: contextlib.AbstractContextManager = contextlib.nullcontext()
+        receiver: contextlib.AbstractContextManager[AsyncIterator[signal.Signals] | None] = contextlib.nullcontext()
     else:
         receiver = anyio.open_signal_receiver(*held)
     started = anyio.Event()
@@ -504,6 +609,7 @@ async def _attend(rt: Runtime, id: str, grace: float, output: Callable[[LogLine]
         async with anyio.create_task_group() as tg:
 
             async def relay() -> None:
+                assert received is not None
                 async for sig in received:
                     caught.append(sig)
                     if on_signal == "leave":
@@ -527,12 +633,27 @@ async def _pass_on(rt: Runtime, id: str, sig: int, grace: float, started: anyio.
         await rt.stop(id, signal=signal.Signals(sig).name, timeout=grace)
 
 
-def _document(service) -> dict:
-    """The applied document as plain JSON data, for the store's history."""
+def event_dict(event: Event) -> dict[str, Any]:
+    """A runtime's event as `orchestr events -o json` prints it."""
+    d: dict[str, Any] = {"time": event.time or rfc3339(), "source": "runtime", "runtime": event.runtime,
+                         "namespace": event.namespace, "name": event.name, "id": event.id, "action": str(event.action)}
+    if event.state is not None:
+        d["state"] = str(event.state)
+    for key, value in (("exitCode", event.exit_code), ("restarts", event.restarts), ("delay", event.delay)):
+        if value is not None:
+            d[key] = value
+    return d
+
+
+def _document(service: Service, runtime: str) -> dict[str, Any]:
+    """The applied document as plain JSON data, for the store's history and the controller, with the runtime it
+    went to (the default of the apply, when it names none: the controller must use the same)."""
     dump = getattr(service, "model_dump", None)
     if dump is None:
         return {"name": service.name, "namespace": service.namespace}
-    return dump(by_alias=True, mode="json", exclude_none=True)
+    document: dict[str, Any] = dump(by_alias=True, mode="json", exclude_none=True)
+    document["spec"].setdefault("runtime", runtime)
+    return document
 
 
 __all__ = ["ApplyResult", "Client", "OrchestrError"]

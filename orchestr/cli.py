@@ -22,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def files(sp, required=True):
         sp.add_argument("-f", "--filename", dest="files", action="append", required=required, metavar="FILE",
-                        help="spec file (repeatable; - for stdin)")
+                        help="spec, compose or Kubernetes file (repeatable; - for stdin)")
+        sp.add_argument("-p", "--project-name", metavar="NAME",
+                        help="compose files: the project, which is the namespace (default: name:, else the directory)")
+        sp.add_argument("--profile", dest="profiles", action="append", default=[], metavar="PROFILE",
+                        help="compose files: a profile to enable (repeatable; env COMPOSE_PROFILES)")
 
     def ns(sp):
         sp.add_argument("-n", "--namespace", default="default")
@@ -42,12 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runtime")
     sp.add_argument("--prune", action="store_true")
 
+    sp = sub.add_parser("convert", help="print the orchestr spec of compose files or Kubernetes manifests")
+    sp.set_defaults(handler=None)
+    files(sp)
+
     sp = sub.add_parser("get", help="list containers")
     sp.set_defaults(handler=commands.cmd_get)
     sp.add_argument("-n", "--namespace", default="default")
     sp.add_argument("-A", "--all-namespaces", action="store_true")
     sp.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
     sp.add_argument("--runtime", help="ask only this runtime")
+    sp.add_argument("-w", "--watch", action="store_true", help="print again whenever something changes, until ^C")
+
+    sp = sub.add_parser("inspect", help="a container's state, ports, times and labels")
+    sp.set_defaults(handler=commands.cmd_inspect)
+    ns(sp)
+    sp.add_argument("name")
+    sp.add_argument("-o", "--output", choices=["json", "yaml"], default="json")
 
     sp = sub.add_parser("delete", help="delete the services of spec files, or a whole namespace")
     sp.set_defaults(handler=commands.cmd_delete)
@@ -55,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-n", "--namespace")
     sp.add_argument("--all", action="store_true", help="with -n: every container of the namespace")
 
-    sp = sub.add_parser("logs", help="print a container's output")
+    sp = sub.add_parser("logs", help="print a container's output, or every replica's of svc/SERVICE")
     sp.set_defaults(handler=commands.cmd_logs)
     ns(sp)
-    sp.add_argument("name")
+    sp.add_argument("name", help="a container (web-0), or svc/SERVICE for every replica, each line prefixed")
     sp.add_argument("-f", "--follow", action="store_true")
     sp.add_argument("--tail", type=int, metavar="N")
     sp.add_argument("-t", "--timestamps", action="store_true")
@@ -68,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     ns(sp)
     sp.add_argument("names", nargs="*", metavar="NAME", help="only these containers (default: every running one)")
     sp.add_argument("--no-stream", action="store_true", help="print one sample and exit")
-    sp.add_argument("-o", "--output", choices=["table", "json"], default="table",
-                    help="json: one array per sample, on one line unless --no-stream")
+    sp.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
+                    help="json: one array per sample, on one line unless --no-stream; yaml: one document per sample")
 
     sp = sub.add_parser("exec", help="run a command in a running container")
     sp.set_defaults(handler=commands.cmd_exec)
@@ -107,6 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("image")
     sp.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD...")
 
+    sp = sub.add_parser("controller", help="keep every applied service converged, in the foreground")
+    sp.set_defaults(handler=commands.cmd_controller)
+    sp.add_argument("action", nargs="?", choices=["run", "status"], default="run",
+                    help="run (the default) or status: whether a controller runs for the state dir, and how it does")
+    sp.add_argument("-f", "--filename", dest="files", action="append", metavar="DIR_OR_FILE",
+                    help="spec files, or directories of them, to watch: each change is validated and applied")
+    sp.add_argument("--metrics-address", default="127.0.0.1:9377", metavar="HOST:PORT",
+                    help="serve Prometheus metrics at /metrics and health at /healthz here (default 127.0.0.1:9377; "
+                         "'' : not at all)")
+    sp.add_argument("--resync", type=_duration, default="30s", metavar="DURATION",
+                    help="a full pass this often, whatever the events (default 30s)")
+
+    sp = sub.add_parser("events", help="stream what happens: container events and the controller's passes")
+    sp.set_defaults(handler=commands.cmd_events)
+    sp.add_argument("-n", "--namespace", help="only this namespace (default: every one)")
+    sp.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
+                    help="json: one object a line; yaml: one document each")
+
     sp = sub.add_parser("export", help="write spec files as another engine's objects (Kubernetes manifests)")
     sp.set_defaults(handler=commands.cmd_export)
     files(sp)
@@ -121,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("history", help="revisions applied to the state store")
     sp.set_defaults(handler=commands.cmd_history)
     sp.add_argument("-n", "--namespace")
+
+    sp = sub.add_parser("completion", help="print the shell completion script: . <(orchestr completion bash)")
+    sp.set_defaults(handler=None)
+    sp.add_argument("shell", choices=["bash", "zsh", "fish"])
 
     sp = sub.add_parser("plugins", help="the runtimes found and the package each came from")
     sp.set_defaults(handler=commands.cmd_plugins)
@@ -142,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", type=Path)
     image_cmd("ls", "list images", commands.cmd_images_ls).add_argument(
         "-o", "--output", choices=["table", "json", "yaml"], default="table")
-    image_cmd("inspect", "show an image's config and layers", commands.cmd_images_inspect).add_argument("ref")
+    sp = image_cmd("inspect", "show an image's config and layers", commands.cmd_images_inspect)
+    sp.add_argument("ref")
+    sp.add_argument("-o", "--output", choices=["json", "yaml"], default="json")
     image_cmd("history", "show how an image's layers were made", commands.cmd_images_history).add_argument("ref")
     sp = image_cmd("rm", "remove an image", commands.cmd_images_rm)
     sp.add_argument("ref")
@@ -161,6 +200,9 @@ def _duration(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["__complete"]:  # what the completion scripts ask: never an error, never a traceback
+        raise SystemExit(commands.complete(build_parser(), argv[1:]))
     args = build_parser().parse_args(argv)
     # pydantic looks for its own plugins through every installed package's metadata; the CLI has none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from .errors import OrchestrError
-from .output import EXIT_ERROR, EXIT_FAILED, dumps, print_error, print_table
+from .output import EXIT_ERROR, EXIT_FAILED, colour, dumps, print_error, print_table
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which would cost `--help` the import of typing
 if TYPE_CHECKING:
@@ -32,14 +32,55 @@ async def run(args: argparse.Namespace) -> int:
 
 
 # -- reconcile ---------------------------------------------------------------------------
-def _load(files: Sequence[str]):
+def _load(args):
     from .spec import load
 
-    return load(files)
+    return load(args.files, project=args.project_name, profiles=args.profiles,
+                warn=lambda line: print_error(f"warning: {line}"))
+
+
+def _cache_key(args) -> str | None:
+    from . import speccache
+
+    return speccache.key(args.files, f"{args.project_name}\0{','.join(args.profiles)}")
+
+
+def complete(parser: argparse.ArgumentParser, words: list[str]) -> int:
+    """Prints what may come at the last of words, one a line, for the completion scripts."""
+    from .completion import Ask, answer, candidates
+
+    found = candidates(parser, words)
+    if isinstance(found, Ask):
+        import anyio
+
+        from .api import Client
+
+        async def ask(question: Ask) -> list[str]:
+            async with Client() as oc:
+                return await answer(oc, question)
+
+        try:
+            found = anyio.run(ask, found, backend="asyncio")
+        except Exception:  # noqa: BLE001 - a runtime that is down completes nothing
+            found = []
+    print(found if isinstance(found, str) else "\n".join(found))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .spec import dump
+
+    print(dump(_load(args)), end="")
+    return 0
+
+
+_KIND_COLOURS = {"create": "green", "start": "green", "unpause": "green", "delete": "red", "stop": "red",
+                 "recreate": "yellow", "pause": "yellow"}
 
 
 def _describe(a: Action) -> str:
-    return f"{a.kind.value:<9} {a.namespace}/{a.name:<24} {a.runtime:<8} ({a.reason})"
+    kind = colour(f"{a.kind.value:<9}", _KIND_COLOURS.get(a.kind.value, "cyan"))
+    return f"{kind} {a.namespace}/{a.name:<24} {a.runtime:<8} ({a.reason})"
 
 
 def _print_plan(plan: Plan | None) -> None:
@@ -54,12 +95,13 @@ def _print_plan(plan: Plan | None) -> None:
 def _print_outcome(o: Outcome) -> None:
     a = o.action
     if o.ok:
-        print(f"  done     {a.kind.value} {a.namespace}/{a.name}", flush=True)
+        print(f"  {colour('done', 'green')}     {a.kind.value} {a.namespace}/{a.name}", flush=True)
     elif o.skipped:
-        print(f"  skipped  {a.kind.value} {a.namespace}/{a.name}: {o.error}", flush=True)
+        print(f"  {colour('skipped', 'yellow')}  {a.kind.value} {a.namespace}/{a.name}: {o.error}", flush=True)
     else:  # an error: on stderr, as every error is
         sys.stdout.flush()  # what came before it comes first where both streams go to one place
-        print(f"  FAILED   {a.kind.value} {a.namespace}/{a.name}: {o.error}", file=sys.stderr, flush=True)
+        failed = colour("FAILED", "red", sys.stderr)
+        print(f"  {failed}   {a.kind.value} {a.namespace}/{a.name}: {o.error}", file=sys.stderr, flush=True)
 
 
 def _summary(result: ApplyResult) -> int:
@@ -75,13 +117,13 @@ def _summary(result: ApplyResult) -> int:
 async def cmd_apply(oc: Client, args) -> int:
     from . import speccache
 
-    digest = speccache.key(args.files)
+    digest = _cache_key(args)
     cached = speccache.lookup(oc.config.state_dir, digest) if digest else None
     # the cache only ever tells that nothing needs doing: any other plan is made from validated files below
     if cached and not await oc.plan(cached, prune=args.prune, runtime=args.runtime, check_capacity=False):
         _print_plan(None)  # unchanged files, and nothing to do: no need to validate them again
         return 0
-    services = _load(args.files)
+    services = _load(args)
     if digest:
         speccache.remember(oc.config.state_dir, digest, services)
     if args.dry_run:
@@ -96,7 +138,7 @@ async def cmd_apply(oc: Client, args) -> int:
 
 async def cmd_diff(oc: Client, args) -> int:
     try:
-        plan = await oc.plan(_load(args.files), prune=args.prune, runtime=args.runtime)
+        plan = await oc.plan(_load(args), prune=args.prune, runtime=args.runtime)
     except OrchestrError as exc:
         print_error(str(exc))
         return EXIT_ERROR
@@ -108,7 +150,7 @@ async def cmd_delete(oc: Client, args) -> int:
     if args.files and (args.namespace or args.all):
         raise OrchestrError("delete takes either -f FILE... or -n NAMESPACE --all, not both")
     if args.files:
-        result = await oc.delete(_load(args.files), on_event=_print_outcome, sources=args.files)
+        result = await oc.delete(_load(args), on_event=_print_outcome, sources=args.files)
     elif args.namespace and args.all:
         result = await oc.delete(namespace=args.namespace, on_event=_print_outcome)
     else:
@@ -127,6 +169,8 @@ def _row(c: Container, wide: bool) -> tuple:
     state = str(c.state)
     if c.state == "exited":
         state = f"exited ({c.exit_code}{', OOMKilled' if c.oom_killed else ''})"
+        if c.next_restart:  # RFC 3339, UTC: the time of day is what a reader wants
+            state = f"backoff until {c.next_restart[11:19]}Z ({c.exit_code}{', OOMKilled' if c.oom_killed else ''})"
     row = (c.namespace, c.name, state, "" if c.restarts is None else c.restarts, c.runtime, c.image, c.id[:12])
     if wide:
         ports = ",".join(f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.protocol}" for p in c.ports)
@@ -135,8 +179,31 @@ def _row(c: Container, wide: bool) -> tuple:
     return row
 
 
+WATCH_INTERVAL = 0.5  # seconds between two looks of get -w
+
+
 async def cmd_get(oc: Client, args) -> int:
-    containers = await oc.get(None if args.all_namespaces else args.namespace, runtime=args.runtime)
+    if not args.watch:
+        _print_get(await oc.get(None if args.all_namespaces else args.namespace, runtime=args.runtime), oc, args)
+        return 0
+    import anyio
+
+    last = None
+    while True:  # until interrupted, as kubectl get -w
+        containers = await oc.get(None if args.all_namespaces else args.namespace, runtime=args.runtime)
+        now = [c.as_dict() for c in containers]
+        if now != last:
+            if sys.stdout.isatty() and args.output in ("table", "wide"):
+                print("\x1b[H\x1b[2J", end="")  # redrawn in place on a terminal
+            elif last is not None and args.output == "yaml":
+                print("---")
+            _print_get(containers, oc, args)
+            sys.stdout.flush()
+            last = now
+        await anyio.sleep(WATCH_INTERVAL)
+
+
+def _print_get(containers: list[Container], oc: Client, args) -> None:
     for warning in oc.warnings:
         print_error(f"warning: {warning}")
     if args.output in ("json", "yaml"):
@@ -147,20 +214,41 @@ async def cmd_get(oc: Client, args) -> int:
     else:
         wide = args.output == "wide"
         print_table(WIDE if wide else TABLE, [_row(c, wide) for c in containers])
+
+
+async def cmd_inspect(oc: Client, args) -> int:
+    c = await oc.inspect(args.name, args.namespace)
+    print(dumps({**c.as_dict(), "labels": dict(sorted(c.labels.items()))}, args.output))
     return 0
 
 
-def _write_line(line: LogLine, timestamps: bool = False) -> None:
+def _write_line(line: LogLine, timestamps: bool = False, prefix: bytes = b"") -> None:
     out = sys.stdout.buffer if line.stream == "stdout" else sys.stderr.buffer
+    out.write(prefix)
     if timestamps and line.time:
         out.write(line.time.encode() + b" ")
     out.write(line.data)
     out.flush()
 
 
+_REPLICA_COLOURS = ("cyan", "yellow", "green", "magenta", "blue")
+
+
 async def cmd_logs(oc: Client, args) -> int:
-    async for line in oc.logs(args.name, args.namespace, follow=args.follow, tail=args.tail):
-        _write_line(line, args.timestamps)
+    kind, slash, service = args.name.partition("/")
+    if not slash:
+        async for line in oc.logs(args.name, args.namespace, follow=args.follow, tail=args.tail):
+            _write_line(line, args.timestamps)
+        return 0
+    if kind not in ("svc", "service") or not service:
+        raise OrchestrError(f"logs {args.name!r}: expected a container name like web-0 or svc/SERVICE")
+    prefixes: dict[str, bytes] = {}
+    async for name, line in oc.service_logs(service, args.namespace, follow=args.follow, tail=args.tail):
+        if name not in prefixes:  # as compose does: the replica's name, padded, then '|'
+            out = sys.stdout if line.stream == "stdout" else sys.stderr
+            tint = _REPLICA_COLOURS[len(prefixes) % len(_REPLICA_COLOURS)]
+            prefixes[name] = colour(f"{name:<{len(service) + 3}} |", tint, out).encode() + b" "
+        _write_line(line, args.timestamps, prefixes[name])
     return 0
 
 
@@ -184,6 +272,8 @@ async def cmd_stats(oc: Client, args) -> int:
         before = {s.container.id: s for s in samples}
         if args.output == "json":
             print(dumps(usage, "json") if args.no_stream else json.dumps(usage), flush=True)
+        elif args.output == "yaml":
+            print(dumps(usage, "yaml") if args.no_stream else f"---\n{dumps(usage, 'yaml')}", flush=True)
         elif not usage and args.no_stream:
             print(f"no running containers in namespace {args.namespace!r}", file=sys.stderr)
         else:
@@ -270,6 +360,13 @@ def run_blocking(args: argparse.Namespace) -> int | None:
     for every other command and case, which anyio.run(run, args) then does. An interactive or terminal run
     has its image pulled first, when it must be, and runs here (only such runtimes can do it). export needs no
     runtime at all, and runs here too."""
+    if args.command == "convert":
+        return cmd_convert(args)
+    if args.command == "completion":
+        from .completion import SCRIPTS
+
+        print(SCRIPTS[args.shell], end="")
+        return 0
     if args.command == "export":
         return cmd_export(args)
     if args.command != "run":
@@ -320,7 +417,7 @@ def cmd_export(args) -> int:
             raise ValueError("expected a quantity greater than 0")
     except ValueError as e:
         raise OrchestrError(f"--volume-size: {e}, got {args.volume_size!r}") from None
-    manifests = to_kubernetes(_load(args.files), wait_image=args.wait_image, cluster_domain=args.cluster_domain,
+    manifests = to_kubernetes(_load(args), wait_image=args.wait_image, cluster_domain=args.cluster_domain,
                               volume_size=args.volume_size)
     for warning in manifests.warnings:
         print_error(f"warning: {warning}")
@@ -380,6 +477,90 @@ def _ran(container: Container, code: int | None) -> int:
     if container.oom_killed:
         print_error(f"{container.name} was killed: out of memory")
     return code if code is not None else EXIT_FAILED
+
+
+async def cmd_controller(oc: Client, args) -> int:
+    if args.action == "status":
+        return _controller_status(oc)
+    import signal
+
+    import anyio
+
+    from .containers import rfc3339
+
+    def log(entry: dict) -> None:
+        print(json.dumps(entry, separators=(",", ":")), file=sys.stderr, flush=True)
+
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for sig in signals:
+                    log({"time": rfc3339(), "level": "info",
+                         "msg": f"{signal.Signals(sig).name}: stopping, containers keep running"})
+                    tg.cancel_scope.cancel()
+
+        async def control() -> None:
+            from .controller import Controller
+
+            await Controller(oc, files=args.files or (), metrics_address=args.metrics_address or None,
+                             resync=args.resync, on_log=log).run()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(stop_on_signal)
+        tg.start_soon(control)
+    return 0
+
+
+def _controller_status(oc: Client) -> int:
+    status = oc.store.controller_status()
+    if status is None:
+        print(f"no controller runs for state dir {oc.config.state_dir}")
+        return EXIT_FAILED
+    fields = [f"pid {status.get('pid')}", f"since {status.get('startedAt')}"]
+    if status.get("metricsAddress"):
+        fields.append(f"metrics http://{status['metricsAddress']}/metrics")
+    if status.get("lastPass"):
+        last = f"last pass {status['lastPass']} ({status.get('lastTrigger')}, {status.get('lastActions')} actions"
+        fields.append(last + (f", failed: {status['lastError']})" if status.get("lastError") else ")"))
+    if status.get("files"):
+        fields.append("watching " + " ".join(status["files"]))
+    print("controller running: " + "; ".join(fields))
+    return 0
+
+
+async def cmd_events(oc: Client, args) -> int:
+    def show(event: dict) -> None:
+        if args.output == "yaml":
+            print(f"---\n{dumps(event, 'yaml')}", flush=True)
+            return
+        print(json.dumps(event, separators=(",", ":")) if args.output == "json" else _event_line(event), flush=True)
+
+    await oc.events(show, args.namespace)
+    return 0
+
+
+def _event_line(e: dict) -> str:
+    """One event for people: time, where, what, and the details that matter for that kind."""
+    what = e.get("action", "")
+    if what == "reconcile":
+        actions = ", ".join(f"{a['kind']} {a['namespace']}/{a['name']} {a['outcome']}" for a in e.get("plan", []))
+        detail = f"trigger={e.get('trigger')} duration={e.get('duration', 0):.3f}s " + (actions or "nothing to do")
+        if e.get("error"):
+            detail += f" error={e['error']}"
+        return f"{e.get('time', '')}  controller  reconcile  {detail}"
+    where = f"{e.get('namespace', '')}/{e.get('name', '')}" if e.get("name") else ""
+    who = e.get("runtime", "") if e.get("source") != "controller" else f"controller({e.get('runtime', '')})"
+    details = []
+    if "exitCode" in e:
+        details.append(f"exitCode={e['exitCode']}")
+    if "restarts" in e:
+        details.append(f"restarts={e['restarts']}")
+    if "delay" in e:
+        details.append(f"delay={e['delay']:g}s")
+    if "error" in e:
+        details.append(f"error={e['error']}")
+    return "  ".join(x for x in (e.get("time", ""), who, where, what, " ".join(details)) if x)
 
 
 async def cmd_history(oc: Client, args) -> int:
@@ -467,7 +648,7 @@ async def cmd_images_ls(oc: Client, args) -> int:
 
 
 async def cmd_images_inspect(oc: Client, args) -> int:
-    print(dumps([await oc.runtime(args.runtime).image_inspect(args.ref)], "json"))
+    print(dumps([await oc.runtime(args.runtime).image_inspect(args.ref)], args.output))
     return 0
 
 

@@ -99,9 +99,9 @@ async def execute(
             if how is not None:
                 error = f"{outcome.action.name} {how} right after its start"
                 failure = RuntimeFailure(error, runtime=outcome.action.runtime, container=outcome.container_id)
-                outcomes[index] = replace(outcome, ok=False, error=error, exception=failure)
+                outcomes[index] = failed = replace(outcome, ok=False, error=error, exception=failure)
                 if on_event is not None:
-                    on_event(outcomes[index])
+                    on_event(failed)
     return outcomes  # type: ignore[return-value]  # every slot is filled once the group exits
 
 
@@ -288,7 +288,7 @@ class _Once:
     async def result(self) -> Image:
         await self._done.wait()
         if self._copy is not None:
-            raise _pristine(self._copy)  # the same kind of error, where each action says itself
+            raise _pristine(self._copy) or self._copy  # the same kind of error, where each action says itself
         if self._error is not None:
             raise OrchestrError(_one_line(self._error)) from self._error
         assert self._value is not None
@@ -314,7 +314,8 @@ def check_supported(service: Service, rt: Runtime) -> None:
               resources is not None and any(v is not None for v in (resources.cpus, resources.memory, resources.pids)))]
     for field, capability, what, asked in needs:
         if asked and not supports(rt, capability):
-            raise TerminalFailure(f"{_where(service, field)}: {field}: the {rt.name} runtime cannot {what}",
+            shown = service.error(field, "").path if hasattr(service, "error") else field  # a compose file's key
+            raise TerminalFailure(f"{_where(service, field)}: {shown}: the {rt.name} runtime cannot {what}",
                                   runtime=rt.name, container=f"{service.namespace}/{service.name}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 from dataclasses import dataclass, field
 
 # Labels (or metadata) every runtime stores on the containers it makes for orchestr.
@@ -142,6 +143,12 @@ class Container:
     started_at: str | None = None
     finished_at: str | None = None
     log_lines_dropped: int = 0  # output the runtime could not log (a full disk), when it counts that
+    next_restart: str | None = None  # RFC 3339: exited, and to be restarted then, after a crash-loop back-off
+
+    @property
+    def backing_off(self) -> bool:
+        """Exited, with a restart already scheduled (by its runtime's policy, or the controller's)."""
+        return self.state is State.EXITED and self.next_restart is not None
 
     @property
     def service(self) -> str:
@@ -174,7 +181,7 @@ class Container:
     def oneoff(self) -> bool:
         return self.labels.get(L_ONEOFF) == "true"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The shape `orchestr get -o json` prints."""
         return {
             "name": self.name,
@@ -184,10 +191,11 @@ class Container:
             "runtime": self.runtime,
             "id": self.id,
             "image": self.image,
-            "state": str(self.state),
+            "state": "backoff" if self.backing_off else str(self.state),
             "exitCode": self.exit_code,
             "oomKilled": self.oom_killed,
             "restarts": self.restarts,
+            "nextRestart": self.next_restart,
             "pid": self.pid,
             "ip": self.ip,
             "ports": [{"hostIP": p.host_ip, "hostPort": p.host_port, "containerPort": p.container_port,
@@ -233,6 +241,7 @@ class EventAction(enum.StrEnum):
     UNPAUSE = "unpause"
     STOP = "stop"  # a stop was asked for; die follows
     DESTROY = "destroy"
+    RESTART = "restart"  # the restart policy will start an exited container again, in delay seconds (back-off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +256,8 @@ class Event:
     state: State | None = None
     exit_code: int | None = None
     time: str | None = None
+    restarts: int | None = None  # RESTART: restarts by policy in a row, this one included
+    delay: float | None = None  # RESTART: seconds until it (the crash-loop back-off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +284,7 @@ class Image:
     digest: str | None = None  # manifest digest, when known
     runtime: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "references": list(self.references),

@@ -20,6 +20,17 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence]) -> None:
         print("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip())
 
 
+_COLOURS = {"green": "32", "red": "31", "yellow": "33", "blue": "34", "magenta": "35", "cyan": "36", "bold": "1"}
+
+
+def colour(text: str, name: str, stream=None) -> str:
+    """text in a colour when stream (stdout) is a terminal and NO_COLOR is not set (no-color.org), else as it is."""
+    stream = stream or sys.stdout
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb" or not stream.isatty():
+        return text
+    return f"\x1b[{_COLOURS[name]}m{text}\x1b[0m"
+
+
 def dumps(value, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(value, indent=2)

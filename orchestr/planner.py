@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -61,7 +61,7 @@ class Plan:
     def __len__(self) -> int:
         return len(self.actions)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Action]:
         return iter(self.actions)
 
 
@@ -110,7 +110,7 @@ def plan(
 
     steps: list[_Step] = []
     duplicates: list[Container] = []
-    take = found.pop
+    take = found.pop  # bound once: the loop below runs for every replica
     running = State.RUNNING
     services_found = {(d.namespace, d.name): d for d in deployed}
     for service in services:
@@ -132,7 +132,7 @@ def plan(
         spec_hash = None
         for i in range(spec.replicas):
             at = (*key, str(i))
-            c = take(at, None)
+            c = take(at, None)  # type: ignore[arg-type]  # dict.pop's default
             if c is None:
                 steps.append((key, Kind.CREATE, i, None, "missing", False))
                 continue
@@ -155,7 +155,7 @@ def plan(
     declared: dict[Key, Service] = {(s.namespace, s.name): s for s in services}
     namespaces = {ns for ns, _ in declared}.union(scope or ())
     surplus: defaultdict[Key, list[tuple[Container, str]]] = defaultdict(list)
-    pruned: list[tuple[Container, str]] = []
+    pruned: list[tuple[Container | Deployment, str]] = []
     for c in [*found.values(), *(c for cs in extra.values() for c in cs)]:
         key = (c.namespace, c.service)
         if key in declared:
@@ -261,6 +261,8 @@ def _converge(steps: list[_Step], key: Key, i: int, c: Container, policy: Restar
     if state == State.CREATED:
         steps.append((key, Kind.START, i, c, "created", False))
     elif state == State.EXITED:
+        if c.next_restart is not None:
+            return  # its restart is scheduled, after a crash-loop back-off: starting it now would undo that
         if policy == RestartPolicy.ALWAYS:
             steps.append((key, Kind.START, i, c, "exited (Always)", False))
         elif policy == RestartPolicy.ON_FAILURE and c.exit_code != 0:

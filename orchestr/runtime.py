@@ -7,11 +7,12 @@ checked with `supports()` instead of probing attributes. The conformance kit (`o
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import TerminalFailure
 from .model import (
@@ -53,6 +54,7 @@ class Capabilities:
     image_export: bool = False  # ImageExporter
     update: bool = False  # ResourceUpdater: limits changed on a created or running container
     bridge_capacity: bool = False  # BridgeCapacity: a namespace's bridge network has addresses for so many
+    remove_network: bool = False  # NetworkRemover: a namespace's network outlives its containers until removed
     exec_options: bool = True  # exec honours env, user and workdir (CRI's ExecSync takes a command alone)
     services: bool = False  # ServiceRunner: runs whole services, owning their replicas, rolling updates and restarts
 
@@ -108,7 +110,7 @@ class ContainerRuntime(Protocol):
         every change after this call returns, even before its first iteration, so a caller subscribes, then
         lists, and misses nothing in between."""
 
-    async def reattach(self) -> list[Container]:
+    async def reattach(self) -> builtins.list[Container]:
         """Find containers left by an earlier process (or a crash), clean what is stale, return the live ones."""
 
     async def close(self) -> None:
@@ -131,7 +133,7 @@ class ImageStore(Protocol):
     async def images(self) -> list[Image]:
         """Every local image."""
 
-    async def image_inspect(self, ref: str) -> dict:
+    async def image_inspect(self, ref: str) -> dict[str, Any]:
         """The image's config and layers, shaped like `docker image inspect`."""
 
     async def image_history(self, ref: str) -> list[HistoryEntry]:
@@ -208,6 +210,13 @@ class BridgeCapacity(Protocol):
 
 
 @runtime_checkable
+class NetworkRemover(Protocol):
+    async def remove_network(self, namespace: str) -> None:
+        """Remove what the namespace's network keeps on the host once its last container is gone (a bridge,
+        its rules); a namespace that still has containers keeps it. Called by a delete of the whole namespace."""
+
+
+@runtime_checkable
 class ServiceRunner(Protocol):
     """A runtime that runs a service as a whole (a cluster engine's service): the planner hands it services, not
     containers, and it keeps their replicas running, restarts them and rolls updates out itself. Its containers
@@ -227,7 +236,7 @@ class ServiceRunner(Protocol):
 
 OPTIONAL = {"pause": Pausable, "signal": Signallable, "stats": StatsSource, "blocking_run": BlockingRunner,
             "image_export": ImageExporter, "update": ResourceUpdater, "bridge_capacity": BridgeCapacity,
-            "services": ServiceRunner}
+            "remove_network": NetworkRemover, "services": ServiceRunner}
 
 
 def supports(runtime: object, capability: str) -> bool:

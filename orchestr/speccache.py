@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,9 +25,17 @@ KEEP = 32  # cached spec sets per state dir
 MAX_FILE_BYTES = 8 << 20  # spec.loader.MAX_FILE_BYTES, not imported from there: orchestr.spec loads pydantic
 
 
-def key(files: list[str]) -> str | None:
-    """A digest of the files' names and contents; None when a file cannot be cached (stdin) or read."""
-    h = hashlib.sha256(__version__.encode())
+_COMPOSE = re.compile(rb"^services\s*:", re.MULTILINE)
+_WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+_COMPOSE_VARIABLES = {"COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES"}
+
+
+def key(files: list[str], options: str = "") -> str | None:
+    """A digest of the files' names and contents and of options; None when a file cannot be cached (stdin) or read.
+
+    What a compose file means also depends on the environment and its .env file, so they count too; one that
+    reads env files is not cached."""
+    h = hashlib.sha256(__version__.encode() + b"\0" + options.encode())
     for name in files:
         if name == "-":
             return None
@@ -40,6 +49,16 @@ def key(files: list[str]) -> str | None:
         except OSError:
             return None
         h.update(os.path.abspath(name).encode() + b"\0" + hashlib.sha256(data).digest())
+        if _COMPOSE.search(data):
+            if b"env_file" in data:
+                return None
+            # the variables it can read (interpolated, or bare names in environment lists and maps) are words of it
+            names = {m.decode() for m in set(_WORD.findall(data))} | _COMPOSE_VARIABLES
+            h.update(json.dumps(sorted((n, os.environ[n]) for n in names if n in os.environ)).encode())
+            try:
+                h.update(Path(os.path.dirname(os.path.abspath(name)), ".env").read_bytes())
+            except OSError:
+                h.update(b"\0no .env")
     return h.hexdigest()
 
 

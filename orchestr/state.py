@@ -46,7 +46,18 @@ CREATE TABLE IF NOT EXISTS service_history (
 CREATE TABLE IF NOT EXISTS runtimes_used (name TEXT PRIMARY KEY);  -- of stores older than namespace_runtimes
 CREATE TABLE IF NOT EXISTS namespace_runtimes (namespace TEXT NOT NULL, name TEXT NOT NULL,
                                                PRIMARY KEY (namespace, name));
+CREATE TABLE IF NOT EXISTS controller_restarts (  -- what a running controller restarts, for `get` to show
+    runtime TEXT NOT NULL,
+    id TEXT NOT NULL,
+    restarts INTEGER NOT NULL,      -- restarts the controller made
+    next_restart TEXT,              -- RFC 3339, while the container waits out its back-off
+    PRIMARY KEY (runtime, id)
+);
 """
+
+
+CONTROLLER_LOCK = "controller.lock"  # held by the one controller of the state dir
+CONTROLLER_STATUS = "controller.json"  # what it says of itself, for `orchestr controller status`
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +179,42 @@ class Store:
                 found |= {r[0] for r in self.db.execute("SELECT name FROM namespace_runtimes WHERE namespace = ?",
                                                         (ns,))}
         return sorted(found)
+
+
+    # -- the controller's restarts ------------------------------------------------------
+    def set_backoff(self, rows: Iterable[tuple[str, str, int, str | None]]) -> None:
+        """Replaces the controller's restarts: (runtime, container id, restarts, next restart or None)."""
+        rows = list(rows)
+        with _transaction(self.db):
+            self.db.execute("DELETE FROM controller_restarts")
+            self.db.executemany("INSERT INTO controller_restarts VALUES (?, ?, ?, ?)", rows)
+
+    def backoff(self) -> dict[tuple[str, str], tuple[int, str | None]]:
+        """(runtime, container id) -> (restarts by the controller, next restart or None)."""
+        return {(r, i): (n, at) for r, i, n, at in self.db.execute("SELECT * FROM controller_restarts")}
+
+
+    # -- the controller -----------------------------------------------------------------
+    def controller_status(self) -> dict | None:
+        """What the running controller of this state dir says of itself (orchestr.controller writes it while it
+        holds CONTROLLER_LOCK); None when no controller runs."""
+        status = self.state_dir / CONTROLLER_STATUS
+        if not status.exists():  # the common case, without a lock to try
+            return None
+        try:
+            fd = os.open(self.state_dir / CONTROLLER_LOCK, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(status.read_text())
+            except (FileNotFoundError, ValueError):
+                return {}
+        finally:
+            os.close(fd)
+        return None
 
 
 @contextlib.contextmanager

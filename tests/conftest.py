@@ -87,6 +87,49 @@ def cri_image(cri_runtime, busybox_archive) -> str:
     return TEST_IMAGE
 
 
+@pytest.fixture(scope="session")
+def containerd_namespace():
+    """A containerd namespace of the session's own for the containerd runtime (ORCHESTR_CONTAINERD_NAMESPACE), so
+    its leak checks see only what these tests made; whatever is left in it is removed after, and the namespace."""
+    if not shutil.which("ctr"):
+        pytest.fail("ctr is not installed: containerd is missing; run `make test`, which installs and starts it",
+                    pytrace=False)
+    name = f"orchestr-test-{uuid.uuid4().hex[:8]}"
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ORCHESTR_CONTAINERD_NAMESPACE", name)
+    try:
+        yield name
+    finally:
+        patch.undo()
+        containerd_clean(name)
+
+
+def ctr(namespace: str, *args: str) -> str:
+    return subprocess.run(["ctr", "-n", namespace, *args], capture_output=True, text=True).stdout
+
+
+def containerd_clean(namespace: str) -> None:
+    """Removes every task, container, image, lease and snapshot of a containerd namespace, then the namespace."""
+    for id in ctr(namespace, "containers", "ls", "-q").split():
+        ctr(namespace, "tasks", "kill", "-a", "-s", "SIGKILL", id)
+        for _ in range(50):
+            if "STOPPED" in ctr(namespace, "tasks", "ls") or id not in ctr(namespace, "tasks", "ls"):
+                break
+        ctr(namespace, "tasks", "rm", "-f", id)
+        ctr(namespace, "containers", "rm", id)
+    for image in ctr(namespace, "images", "ls", "-q").split():
+        ctr(namespace, "images", "rm", "--sync", image)
+    for lease in ctr(namespace, "leases", "ls", "-q").split():
+        ctr(namespace, "leases", "rm", "--sync", lease)
+    for _ in range(5):
+        keys = [line.split()[0] for line in ctr(namespace, "snapshots", "ls").splitlines()[1:] if line.strip()]
+        if not keys:
+            break
+        for key in keys:
+            ctr(namespace, "snapshots", "rm", key)
+    subprocess.run(["ctr", "namespaces", "rm", namespace], capture_output=True)
+
+
 @pytest.fixture
 def namespace() -> str:
     """A namespace of this test's own, so tests never see each other's containers."""
@@ -126,3 +169,10 @@ def docker_namespace(docker_image, namespace):
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True)
+def short_restart_backoff(monkeypatch):
+    """Crash-looping containers in tests wait 100ms doubling to 1s between restarts, not Kubernetes' 10s to 5m;
+    a test of the back-off itself sets its own."""
+    monkeypatch.setenv("ORCHESTR_RESTART_BACKOFF", "100ms,1s,10s")

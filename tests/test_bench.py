@@ -108,6 +108,9 @@ def leftovers() -> dict[str, list[str]]:
                             if n.startswith("bench-")],
         "ctr namespaces": [n for n in out(["ctr", "namespaces", "ls", "-q"]) if n.startswith("orchestr-bench")],
         "temp dirs": sorted(p.name for p in Path(tempfile.gettempdir()).glob("orchestr-bench-*")),
+        # the native runtime's bridges, kept after their namespace's containers: each names its state dir
+        "orchestr bridges": [b.name for b in Path("/run/orchestr/bridges").glob("*")
+                             if "/orchestr-bench-" in _text(b)],
         # the cri scenario's own containerd: its processes, its pods' bridge and CNI's iptables chains
         "cri containerds": [p for p in out(["pgrep", "-f", "containerd --config /tmp/orchestr-bench-"])],
         "cri bridges": [line.split(":")[1].strip() for line in subprocess.run(
@@ -117,6 +120,13 @@ def leftovers() -> dict[str, list[str]]:
             ["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
             if "orchestr-cri" in line],  # the CNI network scripts/cri_containerd.py names
     }
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:  # removed meanwhile
+        return ""
 
 
 @pytest.fixture(scope="module")

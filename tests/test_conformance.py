@@ -1,5 +1,5 @@
-"""The conformance kit (orchestr.testing) over native, docker, cri and the example hostproc plugin, loaded from its
-file.
+"""The conformance kit (orchestr.testing) over native, docker, cri, containerd and the example hostproc plugin, loaded
+from its file.
 
 A missing Docker Engine fails the docker half: the kit opens the runtime and its image import cannot reach it.
 The cri half runs on the tests' own CRI runtime (a second containerd), which the session starts.
@@ -18,7 +18,7 @@ from orchestr import plugins
 from orchestr.testing import host
 from orchestr.testing.suite import *  # noqa: F403  (the kit's tests, run here on each runtime below)
 
-CONFORMANCE_RUNTIMES = ["native", "docker", "cri", "hostproc"]
+CONFORMANCE_RUNTIMES = ["native", "docker", "cri", "containerd", "hostproc"]
 EXAMPLE = ROOT / "examples" / "orchestr-hostproc" / "orchestr_hostproc.py"
 
 
@@ -36,6 +36,11 @@ def orchestr_plugin_manager():
 @pytest.fixture(scope="session", autouse=True)
 def _cri_endpoint(cri_runtime):
     """ORCHESTR_CRI_ENDPOINT names the tests' CRI runtime before the kit opens cri."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _containerd_namespace(containerd_namespace):
+    """The containerd runtime works in a containerd namespace of the session's own."""
 
 
 @pytest.fixture(scope="session")

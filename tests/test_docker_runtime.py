@@ -686,3 +686,16 @@ def test_loading_the_plugin_does_not_import_the_engine_client():
     code = "import sys, orchestr_docker; orchestr_docker._open; print('aiodocker' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT).stdout
     assert out.strip() == "False"
+
+
+def test_a_one_off_run_with_its_output_and_removal_never_imports_aiohttp(docker_namespace, docker_image, tmp_path):
+    """`orchestr run --rm --runtime docker`: create, start, logs, wait and delete over the light client."""
+    code = ("import sys; from orchestr.cli import main; sys.argv = ['orchestr', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('aiohttp' in sys.modules, code, file=sys.stderr)")
+    argv = [sys.executable, "-c", code, "--state-dir", str(tmp_path / "state"), "run", "--rm", "--runtime", "docker",
+            "-n", docker_namespace, docker_image, "sh", "-c", "echo out; echo err >&2; exit 3"]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout == "out\n"
+    assert done.stderr == "err\nFalse 3\n"
+    assert docker_containers(docker_namespace) == []  # removed

@@ -20,8 +20,9 @@ from orchestr.errors import Conflict, NotFound, RuntimeFailure
 from orchestr.model import ContainerSpec
 from orchestr.runtime import Runtime
 from orchestr.testing import images as mkimage
-from orchestr_native.images import platform, unpack
-from orchestr_native.images.reference import familiar, parse
+from orchestr.registry import platform
+from orchestr.registry.reference import familiar, parse
+from orchestr_native.images import unpack
 from orchestr_native.runtime import NativeRuntime, _containers_module
 
 LAYERED = "orchestr-test/layered:v1"

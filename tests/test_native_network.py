@@ -66,7 +66,8 @@ def _leftovers(state: Path, namespaces: list[str], ids: set[str]) -> list[str]:
     files = sorted(set(os.listdir(netns.DIR)) & ids) if os.path.isdir(netns.DIR) else []
     rules = [line for line in subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
              .splitlines() if any(b in line for b in bridges) or any(i in line for i in ids)]
-    leases = sorted(str(p) for p in (state / "native" / "network").glob("*/*"))
+    leases = sorted(str(p) for p in (state / "native" / "network").glob("*/*")
+                    if p.name != ipam.RECORD or p.parent.name in bridges)  # a kept bridge's, when asked
     claims = sorted(h for h in ports.holders() if h.startswith(str(state)))
     return [*links, *files, *rules, *leases, *claims]
 
@@ -112,6 +113,8 @@ async def net(anyio_backend, state):
     yield n
     for c in await n.rt.list():
         await n.rt.delete(c.id, force=True)
+    for ns in n.namespaces:  # their bridges outlive their containers until removed
+        await n.rt.remove_network(ns)
     await n.rt.close()
     ids = _ids(state) - before
     with anyio.move_on_after(10):  # the kernel drops a veth with its namespace a moment after the unmount
@@ -196,41 +199,23 @@ async def test_network_none_and_host_have_no_address(net):
 def _next_door(where: str, host_ip: str, peer_ip: str) -> Iterator[None]:
     """A network namespace at where, joined to the host by a veth pair: host_ip/30 on the host's end, peer_ip/30
     on its eth0. Removed afterwards, veth and all."""
-    from pyroute2 import IPRoute
-
     host_side = f"otst{uuid.uuid4().hex[:8]}"
-
-    def make() -> None:
-        netns.inside(where, lambda: None, create=True)
-        with IPRoute(groups=0) as ipr:
-            fd = os.open(where, os.O_RDONLY)
-            try:
-                ipr.link("add", ifname=host_side, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-            finally:
-                os.close(fd)
-            index = ipr.link_lookup(ifname=host_side)[0]
-            ipr.addr("add", index=index, address=host_ip, prefixlen=30)
-            ipr.link("set", index=index, state="up")
-
-        def configure() -> None:  # an IPRoute made in this thread talks to the namespace the thread is in
-            with IPRoute(groups=0) as ipr:
-                eth0 = ipr.link_lookup(ifname="eth0")[0]
-                ipr.addr("add", index=eth0, address=peer_ip, prefixlen=30)
-                ipr.link("set", index=eth0, state="up")
-
-        netns.inside(where, configure, create=False)
-
-    def remove() -> None:
-        with IPRoute(groups=0) as ipr:
-            for index in ipr.link_lookup(ifname=host_side):
-                ipr.link("del", index=index)
-        netns.remove(where)
-
+    netns.inside(where, lambda: None, create=True)
     try:
-        anyio.run(anyio.to_thread.run_sync, make)
+        for argv in (["ip", "link", "add", host_side, "type", "veth", "peer", "name", "eth0", "netns", where],
+                     ["ip", "addr", "add", f"{host_ip}/30", "dev", host_side], ["ip", "link", "set", host_side, "up"],
+                     [*_in(where), "ip", "addr", "add", f"{peer_ip}/30", "dev", "eth0"],
+                     [*_in(where), "ip", "link", "set", "eth0", "up"]):
+            subprocess.run(argv, check=True, capture_output=True)
         yield
     finally:
-        anyio.run(anyio.to_thread.run_sync, remove)
+        subprocess.run(["ip", "link", "del", host_side], capture_output=True)
+        netns.remove(where)
+
+
+def _in(where: str) -> list[str]:
+    """The prefix that runs a command in the network namespace at where."""
+    return ["nsenter", f"--net={where}"]
 
 
 @pytest.fixture
@@ -265,18 +250,12 @@ def forward_accepting():
 def neighbour(tmp_path):
     """A network namespace standing for a machine next to the host, on a /30 of its own, on which add_route(subnet)
     routes a subnet via the host. Yields (namespace path, host's address, add_route)."""
-    from pyroute2 import IPRoute
-
     where = str(tmp_path / "neighbour")
     base = ipaddress.ip_address("203.0.113.0") + 4 * secrets.randbelow(64)  # a /30 of TEST-NET-3
     host_ip = str(base + 1)
 
     def add_route(subnet: str) -> None:
-        def route() -> None:
-            with IPRoute(groups=0) as ipr:
-                ipr.route("add", dst=subnet, gateway=host_ip)
-
-        netns.inside(where, route, create=False)
+        subprocess.run([*_in(where), "ip", "route", "add", subnet, "via", host_ip], check=True, capture_output=True)
 
     with _next_door(where, host_ip, str(base + 2)):
         yield where, host_ip, add_route
@@ -317,13 +296,10 @@ async def test_a_neighbour_routing_to_containers_reaches_published_ports_only(ne
 def test_turning_forwarding_on_sets_the_forward_policy_to_drop(tmp_path):
     """In network namespaces of the test's own (forwarding, sysctls and iptables are per namespace), each a
     host with forwarding off and FORWARD accepting everything, or one that forwards already."""
-    from pyroute2 import IPRoute
-
     from orchestr_native.network import firewall
 
     def host(forwarding: str) -> tuple[str, str]:
-        with IPRoute(groups=0) as ipr:
-            ipr.link("add", ifname="orc-test", kind="bridge")
+        subprocess.run(["ip", "link", "add", "orc-test", "type", "bridge"], check=True)
         Path("/proc/sys/net/ipv4/ip_forward").write_text(forwarding)
         assert _policy() == "ACCEPT"
         firewall.enable_forwarding("orc-test")
@@ -489,7 +465,7 @@ async def test_start_rebuilds_what_a_reboot_takes_away(net):
     await net.rt.stop(api.id, signal="SIGKILL")  # httpd as pid 1 has no handler for SIGTERM
     # what a reboot takes: the bridge, the stopped container's namespace and veth, its DNAT rules
     bridge = Network(net.state / "native").bridge(ns)
-    await anyio.to_thread.run_sync(links.delete_link, bridge)  # IPRoute runs its own event loop: not in ours
+    links.delete_link(bridge)
     netns.remove(netns.path(api.id))
     firewall.remove_ports(api.id)
     await net.rt.start(api.id)
@@ -531,14 +507,80 @@ async def test_a_create_that_dies_half_way_is_swept_by_the_next_create_and_by_re
             await net.rt.delete(survivor.id)
         else:
             assert await net.rt.reattach() == []
-        assert not bridge.exists()
+        assert not list(bridge.glob("10.*"))  # no lease left; the bridge stays for the namespace's next container
         with anyio.move_on_after(10):
-            while _leftovers(net.state, [ns], dead):
+            while _leftovers(net.state, [], dead):
                 await anyio.sleep(0.05)
-        assert _leftovers(net.state, [ns], dead) == []
+        assert _leftovers(net.state, [], dead) == []
 
 
 # -- pure parts -----------------------------------------------------------------------------
+
+
+# -- the bridge's lifetime -------------------------------------------------------------------
+
+
+def _rules_of(bridge: str) -> list[str]:
+    out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if bridge in line]
+
+
+@pytest.mark.anyio
+async def test_a_namespaces_bridge_outlives_its_last_container_until_its_network_is_removed(net):
+    ns = net.namespace()
+    network = Network(net.state / "native")
+    bridge = network.bridge(ns)
+    first = await net.up(ns, "web-0")
+    await net.rt.delete(first.id, force=True)
+    # kept, as docker0 is: address, record and rules stay for the namespace's next container
+    assert os.path.exists(f"/sys/class/net/{bridge}") and _rules_of(bridge)
+    assert not list((network.dir / bridge).glob("10.*"))
+    again = await net.up(ns, "web-0")
+    assert ipaddress.ip_address(again.ip) in ipaddress.ip_network(f"{first.ip}/24", strict=False)
+    await net.rt.remove_network(ns)  # a namespace with a container keeps its network
+    assert os.path.exists(f"/sys/class/net/{bridge}")
+    done = await net.rt.exec(again.id, ["ip", "-o", "-4", "addr", "show", "eth0"])
+    assert f" inet {again.ip}/" in done.stdout.decode()
+    await net.rt.delete(again.id, force=True)
+    await net.rt.remove_network(ns)
+    assert not os.path.exists(f"/sys/class/net/{bridge}") and not (network.dir / bridge).exists()
+    assert _rules_of(bridge) == []
+    await net.rt.remove_network(ns)  # nothing left to remove: no error
+
+
+@pytest.mark.anyio
+async def test_a_bridge_whose_state_dir_was_removed_goes_with_the_next_create_of_any_state_dir(net, tmp_path,
+                                                                                                  busybox_archive):
+    gone = tmp_path / "gone"
+    other = open_runtime("native", Config(state_dir=gone))
+    await other.import_image(busybox_archive)
+    ns = net.namespace()
+    c = await other.create(net.spec(ns, "web-0"))
+    await other.delete(c.id)
+    await other.close()
+    bridge = Network(gone / "native").bridge(ns)
+    assert os.path.exists(f"/sys/class/net/{bridge}")
+    subprocess.run(["rm", "-rf", str(gone)], check=True)
+    mine = await net.rt.create(net.spec(net.namespace(), "web-0"))  # any state dir's create sweeps it
+    assert not os.path.exists(f"/sys/class/net/{bridge}") and _rules_of(bridge) == []
+    await net.rt.delete(mine.id)
+
+
+@pytest.mark.anyio
+async def test_bridges_kept_for_empty_namespaces_give_way_when_the_pool_is_short(net, monkeypatch):
+    pool = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(256)}.0/24"  # one subnet in all
+    monkeypatch.setenv(ipam.POOL_ENV, pool)
+    network = Network(net.state / "native")
+    first, second = net.namespace(), net.namespace()
+    c = await net.up(first, "web-0")
+    assert ipaddress.ip_address(c.ip) in ipaddress.ip_network(pool)
+    with pytest.raises(Exception, match="no free /24 subnet left"):  # the first namespace still uses it
+        await net.rt.create(net.spec(second, "web-0"))
+    await net.rt.delete(c.id, force=True)
+    assert os.path.exists(f"/sys/class/net/{network.bridge(first)}")  # kept while the pool has room
+    c = await net.up(second, "web-0")
+    assert ipaddress.ip_address(c.ip) in ipaddress.ip_network(pool)
+    assert not os.path.exists(f"/sys/class/net/{network.bridge(first)}")
 
 
 def test_subnets_avoid_host_routes_and_follow_the_environment(monkeypatch):

@@ -18,7 +18,7 @@ from registry import docker_config, running_registry
 from orchestr.config import Config
 from orchestr.errors import NotFound, RuntimeFailure
 from orchestr.testing import images as mkimage
-from orchestr_native.images import registry as registry_client
+from orchestr.registry import client as registry_client
 from orchestr_native.images import unpack
 from orchestr_native.runtime import NativeRuntime
 
@@ -359,3 +359,34 @@ async def test_a_bomb_layer_is_refused_whole_and_a_later_pull_works(runtime, ope
     monkeypatch.setenv(unpack.SIZE_ENV, "1Gi")
     image = await runtime.pull(ref)
     assert (store.layer_paths(image.id)[-1] / "zeros").stat().st_size == 64 << 20
+
+
+def _store_bytes(root: Path) -> int:
+    """Bytes of the files under root, each inode once (the image store hard-links nothing, but be exact)."""
+    seen, total = set(), 0
+    for path in root.rglob("*"):
+        info = path.lstat()
+        if path.is_file() and not path.is_symlink() and (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))
+            total += info.st_size
+    return total
+
+
+async def test_importing_layers_already_pulled_keeps_a_tar_split_not_a_second_copy(runtime, open_registry,
+                                                                                   archives, tmp_path):
+    pulled = await runtime.pull(f"{open_registry.host}/app:latest")
+    images = runtime.store.root
+    before = _store_bytes(images)
+    [imported] = await runtime.import_image(archives["app"])
+    assert imported.id == pulled.id  # the same config: the same image, under the archive's name too
+    grown = _store_bytes(images) - before
+    assert grown < before * 0.05, (grown, before)
+    stored = runtime.store.lookup("app:latest")[0]
+    for diff_id in stored.diff_ids:  # each layer gives its tar back from its files, checked against its digest
+        assert (runtime.store.layer_dir(diff_id) / "tar-split").is_file()
+    # and the import's tars, given back from the pulled layers' files, export and import elsewhere unchanged
+    out = tmp_path / "app-oci.tar"
+    await runtime.export_image("app:latest", out)
+    elsewhere = NativeRuntime(Config(state_dir=tmp_path / "elsewhere"))
+    [again] = await elsewhere.import_image(out)
+    assert again.id == pulled.id and again.digest == imported.digest

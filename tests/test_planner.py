@@ -558,3 +558,10 @@ def test_the_refusal_names_the_largest_service_of_the_namespace():
     with pytest.raises(SpecError) as info:
         check_capacity(loads(text, "f.yaml"), [], {(DEFAULT, "default"): 16}, default_runtime=DEFAULT)
     assert (info.value.line, info.value.path) == (14, "spec.replicas")
+
+
+def test_a_container_waiting_out_its_back_off_is_left_to_its_restart():
+    web = service("web")
+    waiting = replace(running(web, state=State.EXITED, exit_code=1), next_restart="2026-12-02T10:00:00Z")
+    assert plan([web], [waiting], default_runtime=DEFAULT) == Plan()
+    assert kinds(plan([web], [replace(waiting, next_restart=None)], default_runtime=DEFAULT)) == [("start", "web-0")]

@@ -66,8 +66,8 @@ MALFORMED = {
         HEAD + "status: {}\n",
         "shop.yaml:8: status: unknown field, expected one of: apiVersion, kind, metadata, spec"),
     "wrong apiVersion": (
-        HEAD.replace("orchestr/v1", "v1"),
-        "shop.yaml:1: apiVersion: expected 'orchestr/v1', got 'v1'"),
+        HEAD.replace("orchestr/v1", "orchestr/v2"),
+        "shop.yaml:1: apiVersion: expected 'orchestr/v1', got 'orchestr/v2'"),
     "wrong kind, reported before other errors": (
         HEAD.replace("kind: Service", "kind: Deployment") + "  replicas: -1\n",
         "shop.yaml:2: kind: expected 'Service', got 'Deployment'"),

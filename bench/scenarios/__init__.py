@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
-from . import cri, export, images, lifecycle, memory, planner, reapply, services, startup, swarm
+from . import (containerd, cri, export, images, lifecycle, logs, memory, planner, reapply, recovery, replicas,
+               services, startup, swarm)
 
-SCENARIOS = {m.ID: m for m in (lifecycle, services, reapply, planner, memory, startup, images, cri, export, swarm)}
+SCENARIOS = {m.ID: m for m in (lifecycle, services, replicas, reapply, planner, memory, logs, startup, images, cri,
+                               containerd, recovery, export, swarm)}

@@ -54,7 +54,28 @@ def run(ctx: Context) -> list[dict]:
             Contender("docker pull", lambda: docker_pull(ctx, remote), versus=(DOCKER_PULL, NATIVE_PULL)),
         ]
         groups += compare(f"pull {mb} MB", pulls, repeat=repeat, warmup=warmup)
+        if remote is not None:
+            pulled_then_imported(ctx, remote, archive)
     return groups
+
+
+def pulled_then_imported(ctx: Context, remote: str, archive: Path) -> None:
+    """Notes what importing the `docker save` archive of an image already pulled adds to the native store."""
+    state = ctx.tempdir("pulled-then-imported")
+    base = ctx.orchestr("--state-dir", state)
+    images = state / "native" / "images"
+    ctx.sh([*base, "images", "pull", "--runtime", "native", remote])
+    pulled = _bytes(images)
+    ctx.sh([*base, "images", "import", "--runtime", "native", archive])
+    added = (_bytes(images) - pulled) / pulled * 100
+    met = "met" if added < 5 else "NOT MET"
+    ctx.note(f"Importing the `docker save` archive of the image after pulling it (gzip layers) adds {added:.1f} % "
+             f"to the native store ({pulled / 2**20:.0f} MiB after the pull; goal: under 5 %: {met}): a layer "
+             "unpacked already keeps a tar-split of the archive's tar rather than a copy of it.")
+
+
+def _bytes(root: Path) -> int:
+    return sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def forget(ctx: Context, runtime: str, ref: str) -> None:

@@ -70,8 +70,12 @@ class _Tree:
         try:
             if isinstance(node, yaml.SequenceNode):
                 return [self.build(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+            own = {id(k) for k, _ in node.value}
             self.loader.flatten_mapping(node)  # applies '<<' merge keys
+            # a key given here overrides one a merge brings, and a merge's earlier mappings override its later ones
+            given = {k.value for k, _ in node.value if id(k) in own and isinstance(k, yaml.ScalarNode)}
             out: dict[str, Any] = {}
+            merged: set[str] = set()
             for key_node, value_node in node.value:
                 key_line = key_node.start_mark.line + 1
                 if not isinstance(key_node, yaml.ScalarNode):
@@ -79,7 +83,11 @@ class _Tree:
                     continue
                 key = key_node.value  # as written: keys like 'on' or 'yes' stay strings
                 sub = f"{path}.{key}" if path else key
-                if key in out:
+                if id(key_node) not in own:
+                    if key in given or key in merged:
+                        continue
+                    merged.add(key)
+                elif key in out and key not in merged:
                     self.lines.problems.append((key_line, sub, "duplicate field, expected each field once"))
                 self.lines.keys[sub] = key_line
                 out[key] = self.build(value_node, sub)

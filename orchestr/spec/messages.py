@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, get_args
 
 from pydantic import BaseModel
@@ -83,7 +83,7 @@ _BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"),
            "less_than_equal": ("le", "<="), "less_than": ("lt", "<")}
 
 
-def explain(error: dict[str, Any], root: type[BaseModel]) -> tuple[tuple[str | int, ...], str]:
+def explain(error: Mapping[str, Any], root: type[BaseModel]) -> tuple[tuple[str | int, ...], str]:
     """Field path and message of one pydantic error met validating root, in orchestr's words."""
     kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
     got = show(error.get("input"))

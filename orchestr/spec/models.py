@@ -177,6 +177,7 @@ class Service(_Model):
     # Set by validate, rather than by defaults pydantic would deep-copy for every instance.
     _source: tuple[str, int]
     _lines: dict[str, int]  # field path -> line, for errors found later
+    _origin: dict[str, str]  # field path -> the key it came from, for services translated from compose or Kubernetes
 
     @property
     def name(self) -> str:
@@ -207,7 +208,7 @@ class Service(_Model):
 
     def error(self, path: str, message: str) -> SpecError:
         """An error at path of this service's document, on the line of path or of the nearest value enclosing it."""
-        return SpecError(self._source[0], self.line(path) or None, path, message)
+        return SpecError(self._source[0], self.line(path) or None, shown_path(self._origin, path), message)
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Service:
         copied = super().model_copy(update=update, deep=deep)
@@ -268,7 +269,7 @@ class Service(_Model):
         for key, value in spec.items():
             if key not in fields:
                 raise TypeError(f"Service.build() got an unknown spec field {key!r}")
-            body[fields[key].alias] = value
+            body[fields[key].alias or key] = value
         data = {
             "apiVersion": API_VERSION,
             "kind": KIND,
@@ -278,8 +279,24 @@ class Service(_Model):
         return validate(data, BUILT, 0, Lines(), base_dir)
 
 
-def validate(data: Any, filename: str, line: int, lines: Lines, base_dir: Path | None) -> Service:
-    """The Service in data, the document at line of filename; raises SpecError naming its first problem."""
+def shown_path(origin: Mapping[str, str], path: str) -> str:
+    """The path an error names: the key of the file it was translated from (its nearest enclosing one), else path."""
+    if not origin:
+        return path
+    at = path
+    while at:
+        if at in origin:
+            return origin[at]
+        cut = max(at.rfind("."), at.rfind("["))
+        at = at[:cut] if cut > 0 else ""
+    return origin.get("", path)
+
+
+def validate(data: Any, filename: str, line: int, lines: Lines, base_dir: Path | None,
+             origin: Mapping[str, str] | None = None) -> Service:
+    """The Service in data, the document at line of filename; raises SpecError naming its first problem.
+
+    origin maps field paths to the keys of another format they were translated from, for errors to name."""
     problems = list(lines.problems)
     try:
         service = Service.model_validate(data, context={"base_dir": base_dir})
@@ -295,10 +312,12 @@ def validate(data: Any, filename: str, line: int, lines: Lines, base_dir: Path |
     if problems:
         # A wrong apiVersion or kind explains everything else, so it goes first; then file order.
         where, path, message = min(problems, key=lambda p: (p[1] not in ("apiVersion", "kind"), p[0]))
+        path = shown_path(origin or {}, path)
         if not path.isprintable():  # a quoted key can hold a newline; the error stays one line
             path = path.encode("unicode_escape").decode()
         raise SpecError(filename, where or None, path, message)
     service._source = (filename, line)
     service._lines = lines.values
+    service._origin = dict(origin or {})
     return service
 

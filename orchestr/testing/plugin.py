@@ -181,6 +181,9 @@ class Kit:
             left = [f"{c.namespace}/{c.name}" for ns in self.namespaces for c in await self.runtime.list(ns)]
             if left:
                 problems.append(f"still listed after delete: {', '.join(left)}")
+            elif supports(self.runtime, "remove_network"):  # what a namespace's network keeps after its containers
+                for namespace in self.namespaces:
+                    await attempt(f"remove network {namespace}", self.runtime.remove_network(namespace))
             for runtime in [*self.opened, self.runtime]:
                 await attempt("close", runtime.close())
         if problems:

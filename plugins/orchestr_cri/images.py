@@ -19,10 +19,8 @@ import grpc
 
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure
 from orchestr.model import HistoryEntry, Image, PullProgress
+from orchestr.registry import auth, reference
 from orchestr.runtime import ProgressCallback
-
-# Registry credentials and references: the native runtime's own code, which every runtime that pulls shares.
-from orchestr_native.images import auth, reference
 
 from . import mapping
 from .client import RUNTIME, Connection, code

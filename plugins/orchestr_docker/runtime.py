@@ -1,4 +1,5 @@
-"""The Docker Engine runtime: orchestr's verbs carried out by the engine, through aiodocker.
+"""The Docker Engine runtime: orchestr's verbs carried out by the engine, over the standard library's unix
+sockets (engine.py) where it can, else through aiodocker.
 
 The engine owns restarts of docker containers: orchestr has no daemon of its own and the engine is always
 running, so a spec's restart policy is handed to the engine. Always becomes "unless-stopped" rather than
@@ -127,10 +128,25 @@ class DockerRuntime:
         raise RuntimeFailure(f"{what}: {message}") from cause
 
     async def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
-        """A read-only call: over the light client when the engine is on a unix socket."""
+        return await self._call("GET", path, params)
+
+    async def _call(self, method: str, path: str, params: dict[str, str] | None = None, body: Any = None) -> Any:
+        """A call whose request and answer are JSON: over the light client when the engine is on a unix socket,
+        so that a one-off `orchestr run` never imports aiohttp."""
         if self.host.startswith("unix://"):
-            return await engine.get_json(self.host.removeprefix("unix://"), path, params)
-        return await self._docker._query_json(path, params=params)
+            return await engine.request(self.host.removeprefix("unix://"), method, path, params, body)
+        return await self._docker._query_json(path, method, params=params,
+                                              data=None if body is None else json.dumps(body))
+
+    @contextlib.asynccontextmanager
+    async def _read(self, path: str, params: dict[str, str]) -> AsyncIterator[Any]:
+        """A streamed answer's body (readline, readexactly), closed when left."""
+        if self.host.startswith("unix://"):
+            async with engine.stream(self.host.removeprefix("unix://"), "GET", path, params) as body:
+                yield body
+            return
+        async with self._stream(path, params=params) as response:
+            yield response.content
 
     @contextlib.asynccontextmanager
     async def _stream(self, path: str, method: str = "GET", **kw: Any) -> AsyncIterator[aiohttp.ClientResponse]:
@@ -156,61 +172,62 @@ class DockerRuntime:
         with self._errors(what, missing=f"image {spec.image} not found", container=spec.name):
             for volume in sorted(named):
                 # creating an existing volume returns it unchanged
-                await self._docker.volumes.create({"Name": volume, "Labels": {L_NAMESPACE: spec.namespace}})
-            created = await self._docker.containers.create(
-                mapping.create_body(spec, argv), name=mapping.engine_name(spec.namespace, spec.name)
-            )
-        return await self.inspect(created.id)
+                await self._call("POST", "volumes/create",
+                                 body={"Name": volume, "Labels": {L_NAMESPACE: spec.namespace}})
+            name = mapping.engine_name(spec.namespace, spec.name)
+            created = await self._call("POST", "containers/create", {"name": name}, mapping.create_body(spec, argv))
+        return await self.inspect(created["Id"])
 
     async def start(self, id: str) -> None:
         with self._errors(f"container {id}", container=id):
-            await self._container(id).start()
+            await self._call("POST", f"containers/{id}/start")
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
-        container = self._container(id)
         with self._errors(f"container {id}", container=id):
             if signal in ("SIGTERM", "TERM", "15"):
                 # the engine's stop does exactly this, and does nothing to a stopped container
-                await container.stop(t=math.ceil(timeout))
+                await self._call("POST", f"containers/{id}/stop", {"t": str(math.ceil(timeout))})
                 return
-            if not (await container.show())["State"]["Running"]:
+            if not (await self._get(f"containers/{id}/json"))["State"]["Running"]:
                 return
             # a kill also tells the engine's restart policy to leave the container stopped
-            if not await self._kill(container, signal):
+            if not await self._kill(id, signal):
                 return
             with anyio.move_on_after(timeout) as grace:
-                await container.wait(condition="not-running")
-            if grace.cancelled_caught and await self._kill(container, "SIGKILL"):
-                await container.wait(condition="not-running")
+                await self._wait(id)
+            if grace.cancelled_caught and await self._kill(id, "SIGKILL"):
+                await self._wait(id)
 
-    @staticmethod
-    async def _kill(container: aiodocker.containers.DockerContainer, signal: str) -> bool:
+    async def _kill(self, id: str, signal: str) -> bool:
         """Send signal; False when the container was no longer running."""
         try:
-            await container.kill(signal=signal)
+            await self._call("POST", f"containers/{id}/kill", {"signal": signal})
         except Exception as e:
-            if getattr(e, "status", None) == 409:  # aiodocker's DockerError: not running
+            if getattr(e, "status", None) == 409:  # EngineError or aiodocker's DockerError: not running
                 return False
             raise
         return True
 
+    async def _wait(self, id: str) -> dict:
+        return await self._call("POST", f"containers/{id}/wait", {"condition": "not-running"})
+
     async def delete(self, id: str, *, force: bool = False) -> None:
         # named volumes outlive their containers, as with docker rm
         with self._errors(f"container {id}", container=id):
-            await self._container(id).delete(force=force, v=False)
+            await self._call("DELETE", f"containers/{id}", {"force": "1" if force else "0", "v": "0"})
 
     async def pause(self, id: str) -> None:
         with self._errors(f"container {id}", container=id):
-            await self._container(id).pause()
+            await self._call("POST", f"containers/{id}/pause")
 
     async def resume(self, id: str) -> None:
         with self._errors(f"container {id}", container=id):
-            await self._container(id).unpause()
+            await self._call("POST", f"containers/{id}/unpause")
 
     async def signal(self, id: str, signal: str) -> None:
         # the engine answers 409 for a container that is not running
         with self._errors(f"container {id}", container=id):
-            await self._container(id).kill(signal=str(signal))
+            await self._call("POST", f"containers/{id}/kill", {"signal": str(signal)})
 
     async def stats(self, id: str) -> Stats:
         info = await self._show(id)
@@ -225,8 +242,7 @@ class DockerRuntime:
         if not body:
             return
         with self._errors(f"container {id}", container=id):
-            await self._docker._query_json(f"containers/{id}/update", "POST", data=json.dumps(body),
-                                           headers={"Content-Type": "application/json"})
+            await self._call("POST", f"containers/{id}/update", body=body)
 
     async def _show(self, id: str) -> dict[str, Any]:
         with self._errors(f"container {id}", container=id):
@@ -282,8 +298,8 @@ class DockerRuntime:
         }
         with self._errors(f"container {id}", container=id):
             # the raw stream: aiodocker's log reader merges stdout and stderr
-            async with self._stream(f"containers/{id}/logs", params=params) as response:
-                async for line in streams.log_lines(streams.frames(response.content, tty)):
+            async with self._read(f"containers/{id}/logs", params) as content:
+                async for line in streams.log_lines(streams.frames(content, tty)):
                     yield line
 
     async def exec(
@@ -324,7 +340,7 @@ class DockerRuntime:
 
     async def wait(self, id: str) -> int:
         with self._errors(f"container {id}", container=id):
-            result = await self._container(id).wait(condition="not-running")
+            result = await self._wait(id)
         return int(result["StatusCode"])
 
     def events(self) -> AsyncIterator[Event]:
@@ -336,8 +352,8 @@ class DockerRuntime:
         params = {"since": f"{since:.9f}", "filters": json.dumps(filters)}
         with self._errors("engine events"):
             # the raw stream: aiodocker's subscription shares one listener task per client
-            async with self._stream("events", params=params) as response:
-                async for message in streams.messages(response.content):
+            async with self._read("events", params) as content:
+                async for message in streams.messages(content):
                     if event := mapping.event_from_engine(message):
                         attributes = (message.get("Actor") or {}).get("Attributes") or {}
                         if event := self._adopt_event(event, attributes):
@@ -400,23 +416,23 @@ class DockerRuntime:
 
     async def images(self) -> list[Image]:
         with self._errors("images"):
-            return [mapping.image_from_summary(item) for item in await self._docker.images.list()]
+            return [mapping.image_from_summary(item) for item in await self._get("images/json")]
 
     async def image_inspect(self, ref: str) -> dict:
         with self._errors(f"image {ref}"):
-            return await self._docker.images.inspect(ref)
+            return await self._get(f"images/{ref}/json")
 
     async def image_history(self, ref: str) -> list[HistoryEntry]:
         with self._errors(f"image {ref}"):
-            return [mapping.history_entry(item) for item in await self._docker.images.history(ref)]
+            return [mapping.history_entry(item) for item in await self._get(f"images/{ref}/history")]
 
     async def image_remove(self, ref: str, *, force: bool = False) -> None:
         with self._errors(f"image {ref}"):
-            await self._docker.images.delete(ref, force=force)
+            await self._call("DELETE", f"images/{ref}", {"force": "1" if force else "0"})
 
     async def image_prune(self) -> list[str]:
         with self._errors("images"):
-            report = await self._docker.images.prune(filters={"dangling": ["true"]})
+            report = await self._call("POST", "images/prune", {"filters": json.dumps({"dangling": ["true"]})})
         return [item["Deleted"] for item in report.get("ImagesDeleted") or () if item.get("Deleted")]
 
 

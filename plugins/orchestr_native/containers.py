@@ -15,7 +15,9 @@ from orchestr.model import (
     EXEC_OUTPUT_LIMIT, L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, Resources, State, Stats,
 )
 
-from . import exec, follow, lifecycle, logs, mapping, run, stats, steps
+from orchestr import logfile as logs
+
+from . import exec, follow, lifecycle, mapping, run, stats, steps
 from .store import ContainerStore, supervised
 from .supervisor import records
 

@@ -28,10 +28,8 @@ def create(store: ContainerStore, spec: ContainerSpec) -> Container:
     if spec.network not in ("bridge", "host", "none"):
         raise RuntimeFailure(f"container {spec.name}: unknown network {spec.network!r}; use bridge, host or none")
     with store.lock():
-        for id in store.ids():
-            other = records.read_json(str(store.dir / id / records.CONFIG))
-            if other and (other["namespace"], other["name"]) == (spec.namespace, spec.name):
-                raise Conflict(f"container name {spec.name!r} is already in use in namespace {spec.namespace!r}")
+        if (spec.namespace, spec.name) in store.names().values():
+            raise Conflict(f"container name {spec.name!r} is already in use in namespace {spec.namespace!r}")
         image_id = store.images.resolve(spec.image)
         image = (store.images.image_config(image_id) or {}).get("config") or {}
         layers = [str(p) for p in store.images.layer_paths(image_id)]

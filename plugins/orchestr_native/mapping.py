@@ -12,7 +12,7 @@ from orchestr.containers import argv as resolve_argv
 from orchestr.errors import TerminalFailure
 from orchestr.model import ContainerSpec, Event, EventAction, LogLine, Resources, State, Volume
 
-from . import logs
+from orchestr import logfile as logs
 
 RUNTIME = "native"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -21,6 +21,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def config(
     spec: ContainerSpec, image: dict, *, id: str, image_id: str, layers: list[str], directory: Path,
     volumes_dir: Path, resolv_conf: bool, created_at: str, log: dict, cgroup_version: int, start_timeout: float,
+    restart_backoff: dict | None = None,
 ) -> dict:
     """The config.json of container id, made from spec (its volumes checked by orchestr.containers.volumes) and
     image (the "config" object of the image's config) in directory, with the image's layers bottom first.
@@ -39,6 +40,7 @@ def config(
         "files": {k: str(v) for k, v in files.items()}, "resources": dataclasses.asdict(spec.resources),
         "restart_policy": str(spec.restart_policy), "stop_grace_period": spec.stop_grace_period,
         "log": log, "cgroup_version": cgroup_version, "start_timeout": start_timeout,
+        "restart_backoff": restart_backoff,
     }
 
 
@@ -89,6 +91,7 @@ def event(raw: bytes) -> Event | None:
         e = json.loads(raw)
         return Event(runtime=RUNTIME, id=e["id"], name=e["name"], namespace=e["namespace"],
                      action=EventAction(e["action"]), state=State(e["state"]) if e.get("state") else None,
-                     exit_code=e.get("exit_code"), time=e.get("time"))
+                     exit_code=e.get("exit_code"), time=e.get("time"), restarts=e.get("restarts"),
+                     delay=e.get("delay"))
     except (ValueError, KeyError):
         return None

@@ -14,9 +14,9 @@ from orchestr.errors import Conflict, NotFound, OrchestrError, TerminalFailure, 
 from orchestr.model import (
     EXEC_OUTPUT_LIMIT, Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine, Resources, Stats,
 )
+from orchestr.registry.reference import familiar, parse
 from orchestr.runtime import Capabilities, EventDelivery, ProgressCallback
 
-from .images.reference import familiar, parse
 from .images.store import ImageStore, Stored
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class NativeRuntime:
     # A one-off run can have a terminal (run_blocking), an exec cannot.
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.POLLED, limits=True, image_import=True, pause=True, signal=True,
-        stats=True, blocking_run=True, image_export=True, update=True, bridge_capacity=True,
+        stats=True, blocking_run=True, image_export=True, update=True, bridge_capacity=True, remove_network=True,
     )
 
     def __init__(self, config: Config) -> None:
@@ -137,6 +137,12 @@ class NativeRuntime:
         from .network import Network
 
         return Network(self.root).capacity(namespace)
+
+    async def remove_network(self, namespace: str) -> None:
+        """Removes the namespace's bridge, kept after its last container, and its rules."""
+        from .network import Network
+
+        await anyio.to_thread.run_sync(Network(self.root).remove, namespace)
 
     async def close(self) -> None:
         """Nothing to release: the supervisor outlives clients, and exits once idle for a minute."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from orchestr.backoff import from_env
 from orchestr.config import Config, private, private_dir
 from orchestr.containers import UNKNOWN_EXIT
 from orchestr.errors import NotFound, TerminalFailure
@@ -51,7 +52,8 @@ class ContainerStore:
         # what every container's config.json gets from this runtime rather than from its spec
         self.settings = {"log": {"max_size": log_max_size, "max_files": log_max_files},
                          "cgroup_version": self.cgroup_version,
-                         "start_timeout": start_timeout}  # for a container's first process to exec its command
+                         "start_timeout": start_timeout,  # for a container's first process to exec its command
+                         "restart_backoff": from_env().as_dict()}  # read by the supervisor at each restart
 
     @functools.cached_property
     def network(self) -> Network:
@@ -75,11 +77,28 @@ class ContainerStore:
         except FileNotFoundError:
             return []
 
+    def names(self) -> dict[str, tuple[str, str]]:
+        """id -> (namespace, name) of every container with a config. A name never changes, so each config is
+        read once per process: a create checks its name against all of them, hundreds in one apply."""
+        known = self.__dict__.setdefault("_names", {})
+        ids = self.ids()
+        for id in set(known) - set(ids):
+            del known[id]
+        for id in ids:
+            if id not in known:
+                config = records.read_json(str(self.dir / id / records.CONFIG))
+                if config:  # else not written yet (or a half-made create): looked at again next time
+                    known[id] = (config["namespace"], config["name"])
+        return {id: known[id] for id in ids if id in known}
+
     def view(self, config: dict, state: dict) -> Container:
         """The container as its records and the processes behind them show it now."""
         status = State(state.get("status", "created"))
         exit_code = state.get("exit_code")
-        if status is State.RUNNING:
+        next_restart = None
+        if status is State.EXITED and supervised(state):  # waiting out its back-off
+            next_restart = state.get("next_restart")
+        elif status is State.RUNNING:
             if not supervised(state):
                 status, exit_code = State.EXITED, exit_code if state.get("finished_at") else UNKNOWN_EXIT
             elif self.cgroup(config["id"]).frozen():
@@ -96,7 +115,7 @@ class ContainerStore:
                         for p in (config.get("net") or {}).get("ports") or ()),
             created_at=config["created_at"],
             started_at=state.get("started_at"), finished_at=None if running else state.get("finished_at"),
-            log_lines_dropped=state.get("log_lines_dropped", 0),
+            log_lines_dropped=state.get("log_lines_dropped", 0), next_restart=next_restart,
         )
 
     def event(self, config: dict, action: str, state: State | None = None, exit_code: int | None = None) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
-
 import anyio
 
 from orchestr.errors import RuntimeUnavailable, TerminalFailure, Timeout, located
@@ -41,13 +39,6 @@ class SwarmRuntime(DockerRuntime):
         super().__init__(config)
         self.mesh = os.environ.get("ORCHESTR_SWARM_ROUTING_MESH", "") in ("1", "true", "yes")
         self._networks = anyio.Lock()  # a namespace's network is made and removed by one service verb at a time
-
-    async def _call(self, method: str, path: str, params: dict[str, str] | None = None, body: Any = None) -> Any:
-        if self.host.startswith("unix://"):
-            return await engine.call_json(self.host.removeprefix("unix://"), method, path, params, body)
-        data = None if body is None else json.dumps(body)
-        return await self._docker._query_json(path, method, params=params, data=data,
-                                              headers={"Content-Type": "application/json"})
 
     # -- whole services -------------------------------------------------------------------
 

@@ -20,10 +20,11 @@ import anyio
 
 from orchestr.errors import NotFound, RuntimeFailure
 from orchestr.model import PullProgress
+from orchestr.registry import media, platform
+from orchestr.registry.reference import parse
 from orchestr.runtime import ProgressCallback
 
-from . import media, platform, unpack
-from .reference import parse
+from . import unpack
 from .store import BlobWriter, ImageStore, Stored, digest_of, hex_of, manifest_layers
 from .tasks import run_all
 

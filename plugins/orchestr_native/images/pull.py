@@ -9,11 +9,11 @@ import anyio
 
 from orchestr.errors import RuntimeFailure
 from orchestr.model import PullProgress
+from orchestr.registry import media, platform
+from orchestr.registry.client import RegistryClient
+from orchestr.registry.reference import parse
 from orchestr.runtime import ProgressCallback
 
-from . import media, platform
-from .reference import parse
-from .registry import RegistryClient
 from .store import ImageStore, Stored, digest_of, manifest_layers
 from .tasks import run_all
 

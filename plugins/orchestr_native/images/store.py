@@ -17,9 +17,9 @@ import anyio
 
 from orchestr.config import private, private_dir
 from orchestr.errors import NotFound, RuntimeFailure
+from orchestr.registry.reference import parse
 
 from .locks import Locks, flocked, try_flock
-from .reference import parse
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 SPLIT = "tar-split"  # in a layer directory: its files give back the layer's tar blob (see add_layer_region)
@@ -325,14 +325,15 @@ class ImageStore:
         """Unpacks the uncompressed layer tar at [offset, offset + size) of fd (an image archive) into
         layers/<diff-id>, hashing exactly the bytes it unpacks, and keeps the layer's tar-split instead of a
         copy of the tar: the blob is then given back by the layer's files (half the writing, half the disk).
-        A layer whose files cannot give it back gets its blob copied from the region and checked. False, with
-        nothing changed, when this cannot be done (the layer is there already but its blob is not, or the
-        layer has sparse files): add_layer is for that."""
+        A layer whose files cannot give it back gets its blob copied from the region and checked. A layer
+        unpacked already (from a compressed blob) gets only the tar-split. False, with nothing changed, when
+        this cannot be done (the layer is there already and its files cannot give the tar back, or the layer has
+        sparse files): add_layer is for that."""
         from . import unpack
 
         async with self.locks.hold(f"blob-{hex_of(diff_id)}"), self.locks.hold(f"layer-{hex_of(diff_id)}"):
             if self.has_layer(diff_id):
-                return self.has_blob(diff_id)
+                return self.has_blob(diff_id) or await self._split_for(fd, offset, size, diff_id, what)
             tmp = self._new_layer_dir(diff_id)
             try:
                 try:
@@ -350,6 +351,33 @@ class ImageStore:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
         return True
+
+    async def _split_for(self, fd: int, offset: int, size: int, diff_id: str, what: str) -> bool:
+        """The layer diff_id is unpacked already (from a compressed blob) but its tar is not stored: keeps only a
+        tar-split of the tar at [offset, offset + size) of fd beside the layer's files, which then give the tar
+        back, rather than a second copy of the layer (an image pulled, then imported from `docker save`).
+        The tar is unpacked once more, to a temp directory, for its split: only tars of diff_id's content count.
+        False, with nothing changed, when the files cannot give it back."""
+        from . import unpack
+
+        tmp = self._new_layer_dir(diff_id)
+        try:
+            try:
+                split = await anyio.to_thread.run_sync(unpack.unpack_region, fd, offset, size, diff_id,
+                                                       tmp / "diff", what)
+            except unpack.Unsplittable:
+                return False
+            if split is None:
+                return False
+            # the same diff-id, so the same files as the layer's: the split's references hold for them too
+            _write(tmp / SPLIT, split)
+            os.rename(tmp / SPLIT, self.layer_dir(diff_id) / SPLIT)
+            if self.layer_size(diff_id) != size:
+                _write(tmp / "size", str(size).encode())
+                os.rename(tmp / "size", self.layer_dir(diff_id) / "size")
+            return True
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _copy_blob(self, fd: int, offset: int, size: int, digest: str, what: str) -> None:
         """Stores [offset, offset + size) of fd as the blob digest, checked (a file may change under us)."""

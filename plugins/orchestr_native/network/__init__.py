@@ -29,8 +29,13 @@ host-wide (ports.py) before anything changes.
 
 Every host-wide change (bridges, subnets, claims, iptables) happens under one flock, /run/orchestr/network.lock,
 which several state dirs and processes share. A create or delete that dies half-way leaves a lease whose
-container has no config; the next create or reattach() removes it with its namespace, veth and rules, and a
-bridge left without leases goes too.
+container has no config; the next create or reattach() removes it with its namespace, veth and rules.
+
+A namespace's bridge outlives its last container (as docker0 does): making one and deleting it again (the
+kernel's bridge teardown and the iptables rewrite) cost a one-off `orchestr run` in an empty namespace more than
+the rest of it. Network.remove() drops it once the namespace has no container, which a delete of the whole
+namespace does; the bridges of empty namespaces give way when the subnet pool runs short; /run/orchestr/bridges/<bridge> names the state dir of each, so that a bridge whose state dir was
+removed is dropped by the next create of any state dir.
 """
 
 from .manager import Network

@@ -20,6 +20,7 @@ from . import firewall, ipam, names, netns, ports
 
 RUN = "/run/orchestr"
 LOCK = os.path.join(RUN, "network.lock")
+OWNERS = os.path.join(RUN, "bridges")  # a file per kept bridge naming the state dir it belongs to
 BRIDGE_PREFIX = "orc-"  # bridges are orc-<11 hex>, veths orc<10 hex>: `orc-+` in iptables means bridges only
 
 
@@ -106,12 +107,24 @@ class Network:
                 raise _failure(config["name"], e) from None
 
     def detach(self, config: dict) -> None:
-        """Removes the container's ports, namespace (its veth goes with it) and lease; the bridge goes with the
-        namespace's last container, orchestr's iptables chains with the host's last bridge."""
+        """Removes the container's ports, namespace (its veth goes with it) and lease. The bridge stays after the
+        namespace's last container, as docker0 does, so the next container of the namespace finds it."""
         net = config["net"]
         with self._locked():
             self._remove(config["id"], net, str(self.containers / config["id"]))
             self._settle(net["bridge"])
+
+    def remove(self, namespace: str) -> bool:
+        """Removes the namespace's bridge and its record, and orchestr's iptables chains with the host's last
+        bridge; only once the namespace has no container on it. Whether it is gone (or was never there)."""
+        bridge = self.bridge(namespace)
+        with self._locked():
+            self._sweep()
+            if ipam.leases(self.dir / bridge):
+                return False
+            if (self.dir / bridge).exists() or _link_exists(bridge):
+                self._drop(bridge)
+        return True
 
     def sweep(self) -> None:
         """Removes what containers that no longer exist left behind (a crash half-way through a create)."""
@@ -134,7 +147,15 @@ class Network:
         if record is None:
             if subnet is None:
                 recorded = [ipaddress.IPv4Network(r["subnet"]) for r in self._records().values()]
-                subnet = str(ipam.pick_subnet(routed + recorded))
+                try:
+                    subnet = str(ipam.pick_subnet(routed + recorded))
+                except RuntimeFailure:  # the pool is short: the bridges kept for empty namespaces give way
+                    empty = [b for b in self._records() if b != bridge and not ipam.leases(self.dir / b)]
+                    if not empty:
+                        raise
+                    for kept in empty:
+                        self._drop(kept)
+                    return self._bridge(bridge, namespace, subnet)
             record = {"namespace": namespace, "subnet": subnet, "mtu": mtu}
             private_dir(self.dir)  # tightens an older orchestr's 0755 one
             private_dir(here)
@@ -144,6 +165,9 @@ class Network:
         if clash is not None:
             raise RuntimeFailure(f"namespace {namespace}: its subnet {network} overlaps the host's route to {clash}; "
                                  "remove that route or the namespace's containers")
+        os.makedirs(OWNERS, exist_ok=True)
+        with open(os.path.join(OWNERS, bridge), "w") as f:  # so a bridge outliving its state dir is found
+            f.write(str(self.root))
         try:
             links.create_bridge(bridge, ipam.gateway(network), record["mtu"])
             # containers still running from before the bridge went away get their veths back on it
@@ -185,20 +209,25 @@ class Network:
             ipam.release(self.dir / net["bridge"], net["ip"])
 
     def _settle(self, bridge: str) -> None:
-        """After leases went: drops an empty namespace's bridge, else tells the peers who is left."""
-        here = self.dir / bridge
-        leases = ipam.leases(here)
-        if leases:
-            self._rewrite_hosts(leases)
-            return
+        """After leases went: tells the peers who is left."""
+        self._rewrite_hosts(ipam.leases(self.dir / bridge))
+
+    def _drop(self, bridge: str, here: Path | None = None) -> None:
+        """Deletes bridge and its record (here: in this state dir), and the iptables rules of it."""
         _links().delete_link(bridge)
-        shutil.rmtree(here, ignore_errors=True)
+        shutil.rmtree(here or self.dir / bridge, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(OWNERS, bridge))
         firewall.sync(_links().bridges(BRIDGE_PREFIX))
 
     def _sweep(self) -> None:
         self._drop_stale_claims()
+        self._drop_ownerless()
         for bridge in self._bridges():
             here = self.dir / bridge
+            if not (here / ipam.RECORD).exists():  # a crash before the record: no container can be on it
+                self._drop(bridge)
+                continue
             orphans = {ip: lease for ip, lease in ipam.leases(here).items() if not self._exists(lease.get("id"))}
             for ip, lease in orphans.items():
                 id = lease.get("id")
@@ -206,8 +235,24 @@ class Network:
                     self._remove(id, {"ip": ip, "bridge": bridge}, str(self.containers / id))
                 else:  # a lease a crash left unwritten: nothing was set up for it yet
                     ipam.release(here, ip)
-            if orphans or not (here / ipam.RECORD).exists():
+            if orphans:
                 self._settle(bridge)
+
+    def _drop_ownerless(self) -> None:
+        """Bridges kept for a state dir that has since been removed (every state dir's, as the iptables chains
+        are shared): nothing else would ever delete them."""
+        try:
+            entries = list(os.scandir(OWNERS))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            try:
+                with open(entry.path) as f:
+                    owner = f.read()
+            except FileNotFoundError:
+                continue
+            if not os.path.exists(os.path.join(owner, "network", entry.name, ipam.RECORD)):
+                self._drop(entry.name, Path(owner) / "network" / entry.name)
 
     def _drop_stale_claims(self) -> None:
         """Claims of containers whose directory is gone (a state dir removed with containers in it), and their
@@ -230,9 +275,10 @@ class Network:
         return {b: r for b, r in found.items() if r}
 
     def _rewrite_hosts(self, leases: dict[str, dict], skip: str | None = None) -> None:
+        files = names.Hosts(leases)
         for ip, lease in leases.items():
             if ip != skip and lease.get("id"):
-                names.write_in_place(str(self.containers / lease["id"] / "hosts"), names.hosts(ip, leases))
+                names.write_in_place(str(self.containers / lease["id"] / "hosts"), files.of(ip))
 
 
 def _failure(name: str, e: OSError) -> RuntimeFailure:
@@ -240,7 +286,7 @@ def _failure(name: str, e: OSError) -> RuntimeFailure:
 
 
 def _links():
-    """links.py on first use: it imports pyroute2, which takes 0.3 s, and only bridged containers need it."""
+    """links.py on first use: only bridged containers need it."""
     from . import links
 
     return links

@@ -13,13 +13,30 @@ _LOCAL = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback")
 def hosts(own: str, leases: dict[str, dict]) -> str:
     """The hosts file of the container at address own: itself first, then its peers by service and replica,
     so a service name resolves to its lowest replica when a resolver takes the first match."""
-    def line(ip: str) -> str:
-        lease = leases[ip]
-        return f"{ip}\t" + " ".join(dict.fromkeys(n for n in (lease.get("name"), lease.get("service")) if n))
+    return Hosts(leases).of(own)
 
-    peers = sorted((ip for ip, lease in leases.items() if ip != own and lease.get("name")),
-                   key=lambda ip: (leases[ip].get("service", ""), leases[ip].get("replica", 0), leases[ip]["name"]))
-    return "\n".join([*_LOCAL, line(own), *map(line, peers)]) + "\n"
+
+class Hosts:
+    """The hosts files of a namespace's containers, its lines made and sorted once for all of them: each
+    create and delete rewrites every peer's file, so this is what a namespace of hundreds pays for per change."""
+
+    def __init__(self, leases: dict[str, dict]):
+        def line(ip: str) -> str:
+            lease = leases[ip]
+            return f"{ip}\t" + " ".join(dict.fromkeys(n for n in (lease.get("name"), lease.get("service")) if n))
+
+        named = sorted((ip for ip, lease in leases.items() if lease.get("name")),
+                       key=lambda ip: (leases[ip].get("service", ""), leases[ip].get("replica", 0), leases[ip]["name"]))
+        self.order = {ip: i for i, ip in enumerate(named)}
+        self.lines = [line(ip) for ip in named]
+        self.leases = leases
+
+    def of(self, own: str) -> str:
+        i = self.order.get(own)
+        if i is None:  # a lease without a name yet: its line alone
+            mine = f"{own}\t" + " ".join(n for n in (self.leases.get(own, {}).get("service"),) if n)
+            return "\n".join([*_LOCAL, mine, *self.lines]) + "\n"
+        return "\n".join([*_LOCAL, self.lines[i], *self.lines[:i], *self.lines[i + 1:]]) + "\n"
 
 
 def write_in_place(path: str, text: str) -> None:

@@ -49,7 +49,7 @@ containers running (test_supervision_costs_at_most_2mb_pss_per_container, keeper
     of private pages however little it did; a fresh interpreter per container costs 7 MB.
   containerd-shim costs 5.8 MB per container here.
 
-Entry point: `python -I -S -c BOOT <package dir> host <state root>` or `... exec <container dir>` (see client).
+Entry point: `python -I -S -c BOOT <orchestr dir> <package dir> host <state root>` or `... exec <container dir>` (see client).
 """
 
 from __future__ import annotations

@@ -12,23 +12,27 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+import orchestr
 from orchestr.config import private, private_dir
 
 from .records import SOCKET
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORCHESTR_DIR = os.path.dirname(os.path.abspath(orchestr.__file__))
 # Runs a supervision entry point in `python -I -S` without executing the plugin package's __init__ (and so
-# without orchestr's own imports): the package is registered as a bare module with the right __path__.
+# without orchestr's own imports): the package, and orchestr for its log format (orchestr.logfile, standard
+# library only), are registered as bare modules with the right __path__.
 BOOT = (
-    "import sys,types;p=types.ModuleType('orchestr_native');p.__path__=[sys.argv[1]];"
-    "sys.modules['orchestr_native']=p;from orchestr_native.supervisor import main;main(sys.argv[2:])"
+    "import sys,types\nfor n,d in (('orchestr',sys.argv[1]),('orchestr_native',sys.argv[2])):\n"
+    " p=types.ModuleType(n);p.__path__=[d];sys.modules[n]=p\n"
+    "from orchestr_native.supervisor import main;main(sys.argv[3:])"
 )
 _NOT_LISTENING = (FileNotFoundError, ConnectionRefusedError)
 START_TIMEOUT = 60.0
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-I", "-S", "-c", BOOT, PACKAGE_DIR, *args]
+    return [sys.executable, "-I", "-S", "-c", BOOT, ORCHESTR_DIR, PACKAGE_DIR, *args]
 
 
 class SupervisorClient:

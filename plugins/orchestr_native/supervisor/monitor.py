@@ -15,7 +15,9 @@ import termios
 import time
 from typing import TYPE_CHECKING
 
-from .. import cgroups, logs
+from orchestr import logfile as logs
+
+from .. import cgroups
 from ..process import init, launch, linux
 from ..rootfs import mounts  # noqa: F401 - imported once here, not again in every container's child
 from . import records
@@ -24,7 +26,11 @@ if TYPE_CHECKING:
     from .host import Supervisor
     from .keeper import Run
 
-BACKOFF_FIRST, BACKOFF_MAX, STEADY = 0.1, 10.0, 10.0  # seconds; a run longer than STEADY resets the backoff
+# Crash-loop back-off, as orchestr.backoff has it (the supervisor runs without orchestr's imports): the first
+# restart at once, then first seconds doubling to max; a run of reset seconds starts over. A container's config
+# carries the one in force when it was created (ORCHESTR_RESTART_BACKOFF), else Kubernetes' is used.
+BACKOFF = {"first": 10.0, "max": 300.0, "reset": 600.0}
+ADOPTED_RESTART = 0.1  # seconds: a restart a dead worker had scheduled, taken over
 UNKNOWN_EXIT = 255
 DRAIN_AFTER_EXIT = 5.0  # the pid namespace dies with its init, so its pipes close almost at once
 START_TIMEOUT = 30.0  # seconds for an init to exec its command, unless the container's config says otherwise
@@ -66,7 +72,7 @@ class Monitor:
         self.pending: dict[int, bytes] = {}  # fd -> bytes after the last newline
         self.held = False  # whether the keeper holds copies of the outputs
         self.deadline: float | None = None  # the end of starting or draining, or the time of the next restart
-        self.backoff = BACKOFF_FIRST
+        self.backoff = dict(BACKOFF, **(self.config.get("restart_backoff") or {}))
         self.started = 0.0
         self.oom_before = 0
         self.terminal: int | None = None  # an attached run's terminal, until handed to its client
@@ -103,7 +109,7 @@ class Monitor:
         """Starts the container for a client: forks its init, with stdin, when given, as its standard input;
         attach hands a tty container's terminal to the client (self.terminal) instead of logging it, with
         winsize (rows, columns) as its size. self.outcome is the reply once the start is settled."""
-        self.state.update(restart_count=0, error=None)
+        self.state.update(restart_count=0, error=None, crash_loop=0, next_restart=None)
         self.restarting = False
         self._launch(stdin, attach, winsize)
 
@@ -129,7 +135,7 @@ class Monitor:
     def _started(self) -> None:
         self.phase, self.deadline = "running", None
         self.state.update(status="running", supervised=True, init=self.ident, started_at=logs.now(), error=None,
-                          oom_killed=False, oom_before=self.oom_before)
+                          oom_killed=False, oom_before=self.oom_before, next_restart=None)
         self._save()
         self._event("start", state="running")
         self.outcome = {"pid": self.pid, "io": True}  # io: takes stdin, gives terminals
@@ -166,7 +172,8 @@ class Monitor:
             if run is not None:
                 end_run(run, self.cgroup)
                 self.host.link.send({"op": "release", "dir": self.dir})
-            self.phase, self.deadline = "backoff", time.monotonic() + BACKOFF_FIRST
+            wait = self.state.get("next_restart_at", 0) - time.time()  # the back-off the dead worker set
+            self.phase, self.deadline = "backoff", time.monotonic() + max(wait, ADOPTED_RESTART)
             return
         self.pid, self.ident, self.own_child = ident.get("pid"), ident, False
         self.oom_before = self.state.get("oom_before", 0)
@@ -271,9 +278,11 @@ class Monitor:
         except OSError:
             data = b""  # a pty master reads EIO once the last slave is closed
         stream = self.outputs[fd]
-        *lines, rest = (self.pending[fd] + data).split(b"\n")
-        for line in lines:
-            self.log.write(stream, line + b"\n")
+        buffered = self.pending[fd] + data
+        cut = buffered.rfind(b"\n") + 1
+        if cut:
+            self.log.write_lines(stream, buffered[:cut])
+        rest = buffered[cut:]
         while len(rest) >= logs.MAX_LINE:
             self.log.write(stream, rest[: logs.MAX_LINE])
             rest = rest[logs.MAX_LINE:]
@@ -342,21 +351,25 @@ class Monitor:
         policy = self.config["restart_policy"]
         restart = (policy == "Always" or (policy == "OnFailure" and code != 0)) and not self.stop_requested()
         if restart:
-            if time.monotonic() - self.started > STEADY:
-                self.backoff = BACKOFF_FIRST
-            self.phase, self.deadline = "backoff", time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
-            self.state["restart_count"] = self.state.get("restart_count", 0) + 1
+            loop = 1 if time.monotonic() - self.started >= self.backoff["reset"] else self.state.get("crash_loop", 0) + 1
+            delay = 0.0 if loop <= 1 else min(self.backoff["first"] * 2.0 ** min(loop - 2, 64), self.backoff["max"])
+            self.phase, self.deadline = "backoff", time.monotonic() + delay
+            count = self.state.get("restart_count", 0) + 1
+            self.state.update(restart_count=count, crash_loop=loop, next_restart_at=time.time() + delay,
+                              next_restart=logs.now(delay))
         else:
             self.phase, self.deadline = "done", None
+            self.state["next_restart"] = None
         self.state["supervised"] = restart
         self._save()
+        if restart:
+            self._event("restart", restarts=loop, delay=delay)
         return restart
 
     def give_up(self) -> None:
         """Ends supervision while waiting to restart (a stop arrived)."""
         self.phase, self.deadline = "done", None
-        self.state["supervised"] = False
+        self.state.update(supervised=False, next_restart=None)
         self._save()
 
     def abandon(self) -> None:

@@ -6,7 +6,7 @@ import functools
 import json
 import os
 
-from ..logs import now
+from orchestr.logfile import now
 
 CONFIG = "config.json"
 STATE = "state.json"

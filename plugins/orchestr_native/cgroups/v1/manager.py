@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -16,12 +17,17 @@ CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer")
 OPTIONAL = ("blkio",)  # joined where the host mounts it: block I/O accounting
 
 
+@functools.cache
+def _mounted(root: str) -> tuple[str, ...]:
+    """The controllers root has hierarchies for: looked up once, not for each of hundreds of containers listed."""
+    return tuple(c for c in CONTROLLERS + OPTIONAL if os.path.isdir(os.path.join(root, c)))
+
+
 class V1Manager(Manager):
     def __init__(self, id: str, root: str):
         self.id = id
         # co-mounted controllers (cpu,cpuacct) appear under both names; each directory is handled once
-        self.paths = {c: os.path.join(root, c, PARENT, id) for c in CONTROLLERS + OPTIONAL
-                      if os.path.isdir(os.path.join(root, c))}
+        self.paths = {c: os.path.join(root, c, PARENT, id) for c in _mounted(root)}
 
     def _dirs(self) -> list[str]:
         seen, out = set(), []

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -18,7 +18,17 @@ from . import auth, media
 if TYPE_CHECKING:
     import aiohttp
 
-    from .store import BlobWriter
+
+class BlobWriter(Protocol):
+    """Where a blob goes as it arrives: a runtime's store, which verifies the digest when it commits."""
+
+    size: int  # bytes written so far
+
+    def reset(self) -> None:
+        """Forget what was written: the download starts again."""
+
+    def write(self, data: bytes) -> None:
+        """Append data."""
 
 ATTEMPTS = 4  # per request, on connection errors and 5xx answers
 MAX_MANIFEST = 4 << 20

@@ -1,0 +1,154 @@
+"""The container's logger: the process containerd's shim starts for a task whose output goes to `binary://`, so the
+output is logged while no orchestr process runs, in the JSON-lines format and rotation of every orchestr runtime.
+
+The shim hands it the container's stdout on fd 3 and stderr on fd 4, and waits for fd 5 to close before it starts
+the container. Its environment names only the container and its containerd namespace; the log's directory is its
+one argument, and the directory's logger.json says how big the log may grow. It runs as `python -IS` with orchestr
+and this package registered as bare packages (no orchestr imports, no grpc): one per running container, so small.
+The shim keeps its own ends of the output pipes until the task is deleted, so the end of the output does not say
+the container ended: the logger watches the container's first process instead (its pid is in the bundle's init.pid,
+the shim's working directory and so the logger's), drains what is left in the pipes once it has ended, and exits.
+While it runs it holds logger.lock, so a reader of an ended container's log knows when the last line is in. If the
+container's restart policy may ask for a restart, it then starts orchestr's restarter, detached (see restart.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import signal
+import sys
+
+from orchestr import logfile
+
+CONFIG = "logger.json"
+READ = 1 << 16
+
+
+def main(args: list[str]) -> None:
+    directory = args[0]
+    with open(os.path.join(directory, CONFIG)) as f:
+        config = json.load(f)
+    lock = os.open(os.path.join(directory, "logger.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    log = logfile.LogWriter(os.path.join(directory, logfile.FILE), config["max_size"], config["max_files"])
+    streams = {fd: name for fd, name in ((3, "stdout"), (4, "stderr")) if _open(fd)}
+    partial = {fd: b"" for fd in streams}
+    stopping = []
+
+    def stop(*_: object) -> None:  # the task's delete: drain, then exit
+        stopping.append(True)
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        os.close(5)  # ready: the shim starts the container now
+    except OSError:
+        pass
+    pidfd = None
+    ended = False
+    while streams and not ended:
+        if pidfd is None:
+            pidfd = _watch()
+            if pidfd == -1:  # it has ended already
+                pidfd, ended = None, True
+                for fd in list(streams):
+                    _drain(fd, streams, partial, log, once=False)
+                break
+        watched = [*streams, *([pidfd] if pidfd is not None else [])]
+        try:
+            readable, _, _ = select.select(watched, [], [], 0.01 if pidfd is None else None)
+        except _Stop:
+            readable = []
+        if stopping:
+            readable, ended = list(streams), True
+        if pidfd is not None and pidfd in readable:
+            readable, ended = list(streams), True
+        for fd in readable:
+            if _drain(fd, streams, partial, log, once=not ended):
+                if partial[fd]:
+                    log.write(streams[fd], partial.pop(fd))
+                del streams[fd]
+    for fd, name in streams.items():
+        if partial.get(fd):
+            log.write(name, partial[fd])
+    log.close()
+    os.close(lock)
+    if config.get("restarter") and not stopping:
+        _restart(config["restarter"], directory)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _drain(fd: int, streams: dict[int, str], partial: dict[int, bytes], log: logfile.LogWriter, once: bool) -> bool:
+    """Logs what fd has: one read, or (once the container ended) everything left, without waiting for more; True at
+    the end of the stream."""
+    if not once:
+        os.set_blocking(fd, False)
+    while True:
+        try:
+            data = os.read(fd, READ)
+        except BlockingIOError:
+            return False
+        if not data:
+            return True
+        rest = partial[fd] + data
+        while (cut := rest.find(b"\n")) >= 0:
+            log.write(streams[fd], rest[: cut + 1])
+            rest = rest[cut + 1:]
+        while len(rest) >= logfile.MAX_LINE:
+            log.write(streams[fd], rest[: logfile.MAX_LINE])
+            rest = rest[logfile.MAX_LINE:]
+        partial[fd] = rest
+        if once:
+            return False
+
+
+def _watch() -> int | None:
+    """A pidfd of the container's first process, once the shim has written its pid; -1 when it has ended."""
+    try:
+        with open("init.pid") as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if not pid:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return -1
+    except OSError:
+        return None
+
+
+def _open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _restart(argv: list[str], directory: str) -> None:
+    """Starts the restarter in a session of its own, so that it outlives this process and the task's shim."""
+    if os.fork() == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.execve(argv[0], [*argv, directory, os.environ.get("CONTAINER_ID", "")], {
+                    "CONTAINER_ID": os.environ.get("CONTAINER_ID", ""),
+                    "CONTAINER_NAMESPACE": os.environ.get("CONTAINER_NAMESPACE", "")})
+        finally:
+            os._exit(0)
+    os.wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
