@@ -201,6 +201,24 @@ async def test_the_swarm_restarts_a_replica_itself(ns, state_dir):
             await anyio.sleep(0.2)
 
 
+async def test_the_controller_leaves_a_converged_swarm_alone_and_deploys_a_removed_service_again(ns, state_dir):
+    from orchestr.controller import Controller
+
+    services = loads(spec(ns, replicas=1))
+    async with Client(state_dir=state_dir) as oc:
+        assert (await oc.apply(services)).ok
+        await converged(oc, ns, hashes(services, {"db": 1, "web": 1}))
+        controller = Controller(oc, resync=3600)
+        report = await controller.reconcile()
+        assert not report.error and not report.plan  # the swarm's containers are not planned one by one
+        docker("service", "rm", f"{ns}_web")
+        report = await controller.reconcile()
+        assert not report.error, report.error
+        assert [(a.kind, a.name, a.reason) for a in report.plan] == [(Kind.DEPLOY, "web", "missing")]
+        assert all(o.ok for o in report.outcomes)
+        await converged(oc, ns, hashes(services, {"db": 1, "web": 1}))
+
+
 async def test_delete_leaves_nothing(ns, state_dir):
     services = loads(spec(ns))
     async with Client(state_dir=state_dir) as oc:
