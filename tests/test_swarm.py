@@ -52,9 +52,13 @@ def ns(swarm_engine, namespace):
     while docker_containers(namespace) and time.monotonic() < deadline:
         time.sleep(0.2)
     subprocess.run(["docker", "network", "rm", mapping.network_name(namespace)], capture_output=True)
-    volumes = docker("volume", "ls", "-q", "--filter", f"label={L_NAMESPACE}={namespace}").split()
-    if volumes:
-        subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True)
+    # the engine lets go of a volume a little after the last container using it is gone
+    deadline = time.monotonic() + 30
+    while volumes := docker("volume", "ls", "-q", "--filter", f"label={L_NAMESPACE}={namespace}").split():
+        if not subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True).returncode:
+            break
+        assert time.monotonic() < deadline, f"volumes {volumes} could not be removed"
+        time.sleep(0.2)
 
 
 def update_state(service: str) -> str | None:
@@ -234,6 +238,18 @@ async def test_delete_leaves_nothing(ns, state_dir):
         assert subprocess.run(["docker", "network", "inspect", mapping.network_name(ns)],
                               capture_output=True).returncode != 0
         assert await oc.get(ns) == []
+
+
+async def test_a_delete_right_after_an_apply_leaves_nothing_behind_it(ns, state_dir):
+    services = loads(spec(ns))
+    async with Client(state_dir=state_dir) as oc:
+        assert (await oc.apply(services)).ok
+        assert (await oc.delete(services)).ok  # while the swarm is still starting the tasks
+        volumes = docker("volume", "ls", "-q", "--filter", f"label={L_NAMESPACE}={ns}").split()
+        assert docker_containers(ns) == []
+        await anyio.sleep(3)  # nothing of the removed services shows up later
+        assert docker_containers(ns) == []
+        assert docker("volume", "ls", "-q", "--filter", f"label={L_NAMESPACE}={ns}").split() == volumes
 
 
 async def test_services_deleted_together_leave_their_network_once(ns, state_dir):

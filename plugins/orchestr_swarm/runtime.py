@@ -87,10 +87,12 @@ class SwarmRuntime(DockerRuntime):
                 raise
             namespace = (service["Spec"].get("Labels") or {}).get(L_NAMESPACE, "")
             await self._call("DELETE", f"services/{id}")
-            # the swarm stops the containers after the call returns: the service is gone once they are
+            # the swarm removes the tasks after the call returns, and a task the node was about to start may still
+            # make its container and volumes: the service is gone once its tasks and their containers are
             filters = json.dumps({"label": [f"{SWARM_SERVICE}={id}"]})
             with anyio.move_on_after(timeout + GONE_AFTER) as deadline:
-                while await self._get("containers/json", {"all": "1", "filters": filters}):
+                while any(t.get("ServiceID") == id for t in await self._get("tasks")) or \
+                        await self._get("containers/json", {"all": "1", "filters": filters}):
                     await anyio.sleep(0.1)
             if deadline.cancelled_caught:
                 raise Timeout(f"service {id} was removed, but its containers were still there "
