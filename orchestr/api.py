@@ -27,6 +27,7 @@ from .model import (
     L_SERVICE,
     Container,
     ContainerSpec,
+    Deployment,
     Event,
     ExecResult,
     LogLine,
@@ -35,7 +36,16 @@ from .model import (
     Stats,
 )
 from .plugins import default_runtime_name, open_runtime
-from .runtime import BridgeCapacity, NetworkRemover, ProgressCallback, Runtime, StatsSource, require, supports
+from .runtime import (
+    BridgeCapacity,
+    NetworkRemover,
+    ProgressCallback,
+    Runtime,
+    ServiceRunner,
+    StatsSource,
+    require,
+    supports,
+)
 from .state import Store
 
 if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
@@ -114,6 +124,18 @@ class Client:
             await self.runtime(name).reattach()
             self._recovered.add(name)
 
+    async def _deployed(
+        self, runtime_names: Iterable[str], namespaces: set[str] | None,
+    ) -> tuple[set[str], list[Deployment]]:
+        """The runtimes among runtime_names that run whole services, and the services they run in namespaces."""
+        whole = {name for name in runtime_names if supports(self.runtime(name), "services")}
+        found: list[Deployment] = []
+        for name in sorted(whole):
+            rt = self.runtime(name)
+            assert isinstance(rt, ServiceRunner)
+            found.extend(d for d in await rt.deployments() if namespaces is None or d.namespace in namespaces)
+        return whole, found
+
     async def _actual(self, runtime_names: Iterable[str], namespaces: set[str] | None) -> list[Container]:
         found: list[Container] = []
         names = sorted(set(runtime_names))
@@ -143,7 +165,9 @@ class Client:
         namespaces = {s.namespace for s in services}
         names = {s.spec.runtime or default for s in services} | set(self.store.runtimes_used(namespaces))
         actual = await self._actual(names, namespaces)
-        result = planner.plan(services, actual, default_runtime=default, prune=prune)
+        whole, deployed = await self._deployed(names, namespaces)
+        result = planner.plan(services, actual, default_runtime=default, prune=prune, deployed=deployed,
+                              service_runtimes=whole)
         if check_capacity and any(a.kind in (planner.Kind.CREATE, planner.Kind.RECREATE) for a in result):
             capacity = await self._capacity(services, default)
             planner.check_capacity(services, actual, capacity, default_runtime=default, prune=prune)
@@ -194,7 +218,8 @@ class Client:
                 self.store.note_runtimes([s.spec.runtime or default], [s.namespace])
             rev = self.store.begin("apply", {s.namespace for s in services}, sources)
             by_key = {(s.namespace, s.name): s for s in services}
-            pruned = {(a.namespace, a.service) for a in plan if a.kind is planner.Kind.DELETE} - set(by_key)
+            pruned = {(a.namespace, a.service) for a in plan
+                      if a.kind in (planner.Kind.DELETE, planner.Kind.UNDEPLOY)} - set(by_key)
             outcomes = await executor.execute(
                 plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
                 settle=settle,
@@ -220,10 +245,11 @@ class Client:
             runtimes = set(self.store.runtimes_used(namespaces)) | {self._runtime_of(s) for s in services}
             await self._recover(runtimes)
             actual = await self._actual(runtimes, namespaces)
+            _, deployed = await self._deployed(runtimes, namespaces)
             if namespace:
-                plan = planner.plan_delete_namespace(namespace, actual)
+                plan = planner.plan_delete_namespace(namespace, actual, deployed=deployed)
             else:
-                plan = planner.plan_delete([(s.namespace, s.name) for s in services], actual)
+                plan = planner.plan_delete([(s.namespace, s.name) for s in services], actual, deployed=deployed)
             rev = self.store.begin("delete", namespaces, sources)
             by_key = {(s.namespace, s.name): s for s in services}
             outcomes = await executor.execute(

@@ -30,7 +30,7 @@ from .backoff import Backoff, from_env
 from .containers import rfc3339
 from .errors import OrchestrError, RuntimeFailure, SpecError
 from .journal import Journal
-from .model import Container, Event, EventAction, State
+from .model import Container, Deployment, Event, EventAction, State
 from .state import CONTROLLER_LOCK, CONTROLLER_STATUS
 
 if TYPE_CHECKING:
@@ -262,11 +262,16 @@ class Controller:
         names = set(oc.store.runtimes_used(None)) | {s.spec.runtime or default for s in services}
         self._subscribe(names)  # before listing: whatever changes from here on wakes another pass
         actual: list[Container] = []
+        deployed: list[Deployment] = []  # whole services, of runtimes that run them (the swarm)
+        whole: set[str] = set()
         down: set[str] = set()
         for name in sorted(names):
             try:
                 await oc._recover([name])
                 actual += await oc.runtime(name).list()
+                found, services_of = await oc._deployed([name], None)
+                whole |= found
+                deployed += services_of
             except RuntimeFailure as e:  # that runtime's services wait; the others go on
                 down.add(name)
                 report.error = f"runtime {name}: {e}"
@@ -275,7 +280,7 @@ class Controller:
         if self.metrics:
             self.metrics.containers_seen(actual, self._loops)
         services = [s for s in services if (s.spec.runtime or default) not in down]
-        plan = planner.plan(services, actual, default_runtime=default)
+        plan = planner.plan(services, actual, default_runtime=default, deployed=deployed, service_runtimes=whole)
         report.plan, report.deferred = self._gate(plan, actual)
         if report.plan:
             by_key = {(s.namespace, s.name): s for s in services}

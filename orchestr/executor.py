@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .errors import NotFound, OrchestrError, RuntimeFailure, TerminalFailure, context
-from .model import Event, EventAction, Image
+from .model import L_REPLICA, Event, EventAction, Image
 from .planner import Action, Kind, Plan
-from .runtime import Runtime, require, supports
+from .runtime import Runtime, ServiceRunner, require, supports
 
 if TYPE_CHECKING:
     from .spec import Service
@@ -177,8 +177,15 @@ class _Run:
         kind, cid = action.kind, action.container_id
         if kind in (Kind.CREATE, Kind.RECREATE):
             return await self._create(action)
+        if kind is Kind.DEPLOY:
+            return await self._deploy(action)
         assert cid is not None
         rt = self._runtime(action.runtime)
+        if kind is Kind.UNDEPLOY:
+            require(rt, "services", "run whole services", cid)
+            assert isinstance(rt, ServiceRunner)
+            await rt.undeploy(cid, timeout=await self._grace_of(action, rt, cid))
+            return None
         if kind == Kind.DELETE:
             await _remove(rt, cid, await self._grace_of(action, rt, cid))
             return None
@@ -215,6 +222,19 @@ class _Run:
             await rt.pause(container.id)  # type: ignore[attr-defined]  # Pausable, as check_supported found
         return container.id
 
+    async def _deploy(self, action: Action) -> str:
+        service = self.services.get((action.namespace, action.service))
+        if service is None:
+            raise OrchestrError(f"service {action.namespace}/{action.service} was not given to the executor")
+        rt = self._runtime(action.runtime)
+        require(rt, "services", "run whole services", action.name)
+        assert isinstance(rt, ServiceRunner)
+        check_supported(service, rt)
+        spec = service.container_spec(0)
+        labels = {k: v for k, v in spec.labels.items() if k != L_REPLICA}  # the runtime numbers its replicas
+        template = replace(spec, name=service.name, labels=labels)
+        return await rt.deploy(template, service.spec.replicas, action.container_id)
+
     async def _ensure_image(self, rt: Runtime, ref: str) -> Image:
         key = (rt.name, ref)
         once = self.images.get(key)
@@ -234,6 +254,10 @@ class _Run:
         service = self.services.get((action.namespace, action.service))
         if service is not None:
             return float(service.spec.stop_grace_period)
+        if action.kind is Kind.UNDEPLOY:
+            deployed = [d for d in await rt.deployments(action.namespace) if d.id == cid]  # type: ignore[attr-defined]
+            grace = deployed[0].stop_grace if deployed else None
+            return DEFAULT_GRACE if grace is None else grace
         try:
             grace = (await rt.inspect(cid)).stop_grace
         except NotFound:

@@ -90,6 +90,38 @@ class ContainerSpec:
     seccomp: str = "default"  # default: the runtime's system-call filter; unconfined: none
 
 
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A whole service as a runtime that runs services itself reports it (Capabilities.services): the runtime
+    owns its replicas, their restarts and rolling updates; its containers are listed as any others."""
+
+    id: str  # the runtime's id of the service
+    name: str  # the service's name
+    namespace: str
+    runtime: str
+    replicas: int
+    labels: dict[str, str] = field(default_factory=dict)  # orchestr's, as on each of its containers
+
+    @property
+    def service(self) -> str:
+        return self.name
+
+    @property
+    def spec_hash(self) -> str:
+        return self.labels.get(L_SPEC_HASH, "")
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        return tuple(s for s in self.labels.get(L_DEPENDS_ON, "").split(",") if s)
+
+    @property
+    def stop_grace(self) -> float | None:
+        try:
+            return float(self.labels[L_STOP_GRACE])
+        except (KeyError, ValueError):
+            return None
+
+
 @dataclass(slots=True)
 class Container:
     """A container as a runtime reports it."""

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .graph import depth_first
-from .model import L_ONEOFF, L_REPLICA, L_SERVICE, L_SPEC_HASH, Container, RestartPolicy, State
+from .model import L_ONEOFF, L_REPLICA, L_SERVICE, L_SPEC_HASH, Container, Deployment, RestartPolicy, State
 
 if TYPE_CHECKING:
     from .spec import Service
@@ -26,10 +26,14 @@ class Kind(enum.StrEnum):
     RECREATE = "recreate"  # delete the existing container, then CREATE its replacement
     PAUSE = "pause"
     UNPAUSE = "unpause"
+    DEPLOY = "deploy"  # hand a whole service to a runtime that runs services (create, scale or roll it out)
+    UNDEPLOY = "undeploy"  # remove a whole service from such a runtime
+
+
 
 
 # Actions that bring a service up; a service's up actions wait for those of the services it depends on.
-UP_KINDS = frozenset({Kind.CREATE, Kind.RECREATE, Kind.START, Kind.UNPAUSE, Kind.PAUSE})
+UP_KINDS = frozenset({Kind.CREATE, Kind.RECREATE, Kind.START, Kind.UNPAUSE, Kind.PAUSE, Kind.DEPLOY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +41,11 @@ class Action:
     kind: Kind
     namespace: str
     service: str
-    replica: int
-    name: str  # the container's orchestr name, <service>-<replica>
+    replica: int  # 0 for DEPLOY and UNDEPLOY
+    name: str  # the container's orchestr name, <service>-<replica>; the service's for DEPLOY and UNDEPLOY
     runtime: str  # where the action happens; for CREATE/RECREATE, where the new container goes
-    container_id: str | None  # the existing container acted on; None for CREATE
+    container_id: str | None  # the existing container acted on (a service's id for DEPLOY and UNDEPLOY); None for
+    # CREATE, and for the DEPLOY of a service the runtime does not run yet
     reason: str  # for people: "missing", "spec changed", "scaled down", "exited (Always)", ...
     after: tuple[int, ...] = ()  # indexes of actions in the same plan that must succeed first
     old_runtime: str | None = None  # RECREATE across runtimes: the runtime holding container_id
@@ -61,9 +66,9 @@ class Plan:
 
 
 Key = tuple[str, str]  # (namespace, service)
-# One up step: the service, kind, replica, the container acted on, reason, and whether it must
-# wait for the step before it (PAUSE right after the START of the same container).
-_Step = tuple[Key, Kind, int, Container | None, str, bool]
+# One up step: the service, kind, replica, the container (or whole service) acted on, reason, and whether it
+# must wait for the step before it (PAUSE right after the START of the same container).
+_Step = tuple[Key, Kind, int, Container | Deployment | None, str, bool]
 
 
 def plan(
@@ -73,6 +78,8 @@ def plan(
     default_runtime: str,
     prune: bool = False,
     scope: Iterable[str] | None = None,
+    deployed: Sequence[Deployment] = (),
+    service_runtimes: Collection[str] = frozenset(),
 ) -> Plan:
     """The actions that turn `actual` into `services`.
 
@@ -80,6 +87,10 @@ def plan(
     containers are never touched. Containers of undeclared services in scope are deleted only
     with `prune`. A container that should be paused but is created or exited gets START then
     PAUSE; an exited one that its restart policy leaves alone (a finished job) stays exited.
+
+    A service on one of `service_runtimes` (runtimes that run whole services) is compared with its entry in
+    `deployed` instead: it gets one DEPLOY when it is missing, its spec changed or its replicas did, and the
+    runtime's containers are left to the runtime.
     """
     # Read the labels directly rather than through Container's properties: at ten thousand
     # containers the property calls alone cost more than the rest of the plan. Replica labels
@@ -87,8 +98,11 @@ def plan(
     # are indexed too but no service can claim them, and leftovers are filtered by scope.
     found: dict[tuple[str, str, str], Container] = {}
     extra: dict[tuple[str, str, str], list[Container]] = {}  # further containers claiming one replica
+    whole = service_runtimes
     for c in actual:
         labels = c.labels
+        if whole and c.runtime in whole:
+            continue  # its runtime runs it as part of a whole service
         if labels.get(L_ONEOFF) != "true":
             at = (c.namespace, labels.get(L_SERVICE, c.name), labels.get(L_REPLICA, "0"))
             if found.setdefault(at, c) is not c:
@@ -98,10 +112,22 @@ def plan(
     duplicates: list[Container] = []
     take = found.pop  # bound once: the loop below runs for every replica
     running = State.RUNNING
+    services_found = {(d.namespace, d.name): d for d in deployed}
     for service in services:
         spec = service.spec
         key = (service.namespace, service.name)
         runtime = spec.runtime or default_runtime
+        if whole and runtime in whole:
+            d = services_found.get(key)
+            if d is not None and d.runtime == runtime:
+                del services_found[key]
+                if d.spec_hash != service.spec_hash:
+                    steps.append((key, Kind.DEPLOY, 0, d, "spec changed", False))
+                elif d.replicas != spec.replicas:
+                    steps.append((key, Kind.DEPLOY, 0, d, f"scaled to {spec.replicas}", False))
+            else:
+                steps.append((key, Kind.DEPLOY, 0, None, "missing", False))
+            continue
         paused = spec.paused
         spec_hash = None
         for i in range(spec.replicas):
@@ -122,28 +148,38 @@ def plan(
                 steps.append((key, Kind.RECREATE, i, c, "spec changed", False))
             elif c.state is not running or paused:
                 _converge(steps, key, i, c, spec.restart_policy, paused)
-    if not (steps or found or extra or duplicates):
+    if not (steps or found or extra or duplicates or services_found):
         return Plan()
 
     # Whatever no replica claimed: surplus of a declared service, or a service no longer declared.
     declared: dict[Key, Service] = {(s.namespace, s.name): s for s in services}
     namespaces = {ns for ns, _ in declared}.union(scope or ())
     surplus: defaultdict[Key, list[tuple[Container, str]]] = defaultdict(list)
-    pruned: list[tuple[Container, str]] = []
+    pruned: list[tuple[Container | Deployment, str]] = []
     for c in [*found.values(), *(c for cs in extra.values() for c in cs)]:
         key = (c.namespace, c.service)
         if key in declared:
-            reason = "scaled down" if c.replica >= declared[key].spec.replicas else "bad replica label"
+            if c.runtime != (declared[key].spec.runtime or default_runtime):
+                reason = "runtime changed"  # to a runtime that runs whole services
+            else:
+                reason = "scaled down" if c.replica >= declared[key].spec.replicas else "bad replica label"
             surplus[key].append((c, reason))
         elif prune and c.namespace in namespaces:
             pruned.append((c, "not declared"))
+    moved: list[tuple[Container | Deployment, str]] = []
+    for key, d in services_found.items():
+        if key in declared:
+            moved.append((d, "runtime changed"))
+        elif prune and d.namespace in namespaces:
+            pruned.append((d, "not declared"))
     for c in duplicates:
         surplus[(c.namespace, c.service)].append((c, "duplicate"))
-    if not (steps or surplus or pruned):
+    if not (steps or surplus or pruned or moved):
         return Plan()
 
     actions: list[Action] = []
     _add_deletes(actions, pruned)
+    _add_deletes(actions, moved)
     for key in sorted(surplus):
         actions.extend(_delete(c, reason, ()) for c, reason in sorted(surplus[key], key=_highest_first))
     _add_ups(actions, declared, steps, default_runtime)
@@ -190,20 +226,31 @@ def check_capacity(
                 "host for some services")
 
 
-def plan_delete(targets: Iterable[Service | Key], actual: Sequence[Container]) -> Plan:
+def plan_delete(
+    targets: Iterable[Service | Key], actual: Sequence[Container], *, deployed: Sequence[Deployment] = (),
+) -> Plan:
     """Stop and delete every container of the given services (Service objects or (namespace, name)
-    keys), dependents before their dependencies; one-off containers stay."""
+    keys), dependents before their dependencies; one-off containers stay. A service in deployed is removed
+    as a whole, and its runtime's containers are left to it."""
     keys = {t if isinstance(t, tuple) else (t.namespace, t.name) for t in targets}
-    doomed = [(c, "deleted") for c in actual if (c.namespace, c.service) in keys and not c.oneoff]
+    whole = {d.runtime for d in deployed}
+    doomed: list[tuple[Container | Deployment, str]] = [
+        (c, "deleted") for c in actual if (c.namespace, c.service) in keys and not c.oneoff and c.runtime not in whole]
+    doomed += [(d, "deleted") for d in deployed if (d.namespace, d.name) in keys]
     actions: list[Action] = []
     _add_deletes(actions, doomed)
     return Plan(tuple(actions))
 
 
-def plan_delete_namespace(namespace: str, actual: Sequence[Container]) -> Plan:
-    """Stop and delete every container of a namespace, one-off containers included."""
+def plan_delete_namespace(namespace: str, actual: Sequence[Container], *, deployed: Sequence[Deployment] = ()) -> Plan:
+    """Stop and delete every container of a namespace, one-off containers included, and every service of it
+    that a runtime runs as a whole."""
+    whole = {d.runtime for d in deployed}
+    doomed: list[tuple[Container | Deployment, str]] = [
+        (c, "namespace deleted") for c in actual if c.namespace == namespace and c.runtime not in whole]
+    doomed += [(d, "namespace deleted") for d in deployed if d.namespace == namespace]
     actions: list[Action] = []
-    _add_deletes(actions, [(c, "namespace deleted") for c in actual if c.namespace == namespace])
+    _add_deletes(actions, doomed)
     return Plan(tuple(actions))
 
 
@@ -243,11 +290,14 @@ def _keeper(candidates: list[Container], spec_hash: str, runtime: str, paused: b
     return min(candidates, key=rank)
 
 
-def _highest_first(item: tuple[Container, str]) -> tuple[int, str]:
-    return -item[0].replica, item[0].id
+def _highest_first(item: tuple[Container | Deployment, str]) -> tuple[int, str]:
+    c = item[0]
+    return (0 if isinstance(c, Deployment) else -c.replica), c.id
 
 
-def _delete(c: Container, reason: str, after: tuple[int, ...]) -> Action:
+def _delete(c: Container | Deployment, reason: str, after: tuple[int, ...]) -> Action:
+    if isinstance(c, Deployment):
+        return Action(Kind.UNDEPLOY, c.namespace, c.name, 0, c.name, c.runtime, c.id, reason, after)
     return Action(Kind.DELETE, c.namespace, c.service, c.replica, c.name, c.runtime, c.id, reason, after)
 
 
@@ -276,14 +326,15 @@ def _add_ups(actions: list[Action], declared: dict[Key, Service], steps: list[_S
             after = (*waits, len(actions) - 1) if chained else waits
             cid, old = (c.id, c.runtime if c.runtime != runtime else None) if c is not None else (None, None)
             own.append(len(actions))
-            actions.append(Action(kind, ns, name, i, f"{name}-{i}", runtime, cid, reason, after, old))
+            shown = name if kind is Kind.DEPLOY else f"{name}-{i}"
+            actions.append(Action(kind, ns, name, i, shown, runtime, cid, reason, after, old))
         frontier[key] = tuple(own)
 
 
-def _add_deletes(actions: list[Action], doomed: list[tuple[Container, str]]) -> None:
+def _add_deletes(actions: list[Action], doomed: Sequence[tuple[Container | Deployment, str]]) -> None:
     """Append deletes service by service, each service's after those of the doomed services that
     depend on it (read from the containers' own labels, so no spec is needed)."""
-    by_service: defaultdict[Key, list[tuple[Container, str]]] = defaultdict(list)
+    by_service: defaultdict[Key, list[tuple[Container | Deployment, str]]] = defaultdict(list)
     for c, reason in doomed:
         by_service[(c.namespace, c.service)].append((c, reason))
     dependents: defaultdict[Key, set[Key]] = defaultdict(set)

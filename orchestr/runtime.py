@@ -19,6 +19,7 @@ from .model import (
     EXEC_OUTPUT_LIMIT,
     Container,
     ContainerSpec,
+    Deployment,
     Event,
     ExecResult,
     HistoryEntry,
@@ -56,6 +57,7 @@ class Capabilities:
     bridge_capacity: bool = False  # BridgeCapacity: a namespace's bridge network has addresses for so many
     remove_network: bool = False  # NetworkRemover: a namespace's network outlives its containers until removed
     exec_options: bool = True  # exec honours env, user and workdir (CRI's ExecSync takes a command alone)
+    services: bool = False  # ServiceRunner: runs whole services, owning their replicas, rolling updates and restarts
 
 
 @runtime_checkable
@@ -221,10 +223,28 @@ class NetworkRemover(Protocol):
         its rules); a namespace that still has containers keeps it. Called by a delete of the whole namespace."""
 
 
+@runtime_checkable
+class ServiceRunner(Protocol):
+    """A runtime that runs a service as a whole (a cluster engine's service): the planner hands it services, not
+    containers, and it keeps their replicas running, restarts them and rolls updates out itself. Its containers
+    are still listed, inspected, logged and exec'd one by one through the container verbs."""
+
+    async def deployments(self, namespace: str | None = None) -> list[Deployment]:
+        """Every orchestr service the runtime runs, optionally of one namespace."""
+
+    async def deploy(self, template: ContainerSpec, replicas: int, current: str | None = None) -> str:
+        """Runs replicas containers like template (named as the service, labelled as each replica's container but
+        for the replica label): creates the service when current is None, else updates the service current in
+        place, a rolling update when the template changed. Returns the service's id."""
+
+    async def undeploy(self, id: str, *, timeout: float = 10.0) -> None:
+        """Removes the service: each container stopped within timeout seconds; returns once none is left."""
+
+
 OPTIONAL = {"pause": Pausable, "signal": Signallable, "stats": StatsSource, "blocking_run": BlockingRunner,
             "blocking_list": BlockingLister,
             "image_export": ImageExporter, "update": ResourceUpdater, "bridge_capacity": BridgeCapacity,
-            "remove_network": NetworkRemover}
+            "remove_network": NetworkRemover, "services": ServiceRunner}
 
 
 def supports(runtime: object, capability: str) -> bool:

@@ -122,13 +122,25 @@ start_daemons() {
     start_daemon dockerd dockerd_answers "${dockerd[@]}" || exit 1
 }
 
+# The swarm runtime's tests need the engine to be a swarm manager: a single-node swarm on loopback, with overlay
+# subnets away from native's (10.88.0.0/16) and the CRI tests' (10.200.0.0/13). Containers and networks the
+# engine already has are not touched; `docker swarm leave --force` undoes it.
+ensure_swarm() {
+    [[ $(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null) == active ]] && return
+    say "making the Docker Engine a single-node swarm on 127.0.0.1"
+    docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377 --data-path-addr 127.0.0.1 \
+        --default-addr-pool 10.210.0.0/16 >/dev/null || die "docker swarm init failed"
+}
+
 # --no-daemons: packages and the venv only (the demo runs on the native runtime, which needs no engine).
 main() {
     install_packages
     ensure_venv
     # Bytecode now, as an installed package would have it, even where PYTHONDONTWRITEBYTECODE is set.
     "$VENV/bin/python" -m compileall -q orchestr plugins >/dev/null
-    [[ ${1:-} == --no-daemons ]] || start_daemons
+    [[ ${1:-} == --no-daemons ]] && return
+    start_daemons
+    ensure_swarm
 }
 
 main "$@"

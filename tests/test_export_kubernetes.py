@@ -461,6 +461,10 @@ BAD = {
     "published twice": (
         doc("web", "  ports:\n    - {containerPort: 80}\n    - {containerPort: 81, hostPort: 80}\n"),
         "t.yaml:8: spec.ports[1]: tcp port 80 is published twice; a Kubernetes Service has each port once"),
+    "a name another object has": (
+        doc("web", "  ports: [{containerPort: 80}]\n") + "---\n" + doc("web-published"),
+        "t.yaml:10: metadata.name: the Service 'web-published' would be written twice, for this service and "
+        "another; rename one"),
     "env name": (
         doc("web", "  env: {\"caf\\u00e9\": x}\n"),
         "t.yaml:6: spec.env.café: Kubernetes takes environment names of printable ASCII, got 'café'"),

@@ -100,6 +100,15 @@ class _Export:
                 self.namespace(s.namespace)
             self.service(s)
         objects = [*self.namespaces, *self.policies, *self.claims.values(), *self.networking, *self.workloads]
+        written: set[tuple[str, str, str]] = set()
+        for obj in objects:
+            kind, meta = obj["kind"], obj["metadata"]
+            key = (kind, meta.get("namespace", ""), meta["name"])
+            if key in written:  # a service named as an object made for another (web-published)
+                owner = self.by_key.get(key[1:]) or next(s for s in self.services if s.namespace == key[1])
+                raise owner.error("metadata.name", f"the {kind} {meta['name']!r} would be written twice, for this "
+                                                   f"service and another; rename one")
+            written.add(key)
         return Manifests(objects, self.warnings)
 
     def warn(self, s: Service, path: str, message: str) -> None:

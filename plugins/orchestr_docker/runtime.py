@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import aiohttp
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+SWARM_SERVICE = "com.docker.swarm.service.id"  # the label the engine puts on the containers of swarm's services
 _CANNOT_CONNECT = 900  # aiodocker's status for a request that never reached the engine
 
 
@@ -252,7 +253,18 @@ class DockerRuntime:
         return info
 
     async def inspect(self, id: str) -> Container:
-        return mapping.container_from_inspect(await self._show(id))
+        container = self._adopt(mapping.container_from_inspect(await self._show(id)))
+        if container is None:
+            raise NotFound(f"container {id} not found (it belongs to a swarm service)", runtime=self.name, container=id)
+        return container
+
+    def _adopt(self, container: Container) -> Container | None:
+        """container as this runtime shows it, or None when it is not this runtime's: the containers of swarm's
+        services are the swarm runtime's, even though the same engine runs them."""
+        return None if SWARM_SERVICE in container.labels else container
+
+    def _adopt_event(self, event: Event, attributes: dict[str, str]) -> Event | None:
+        return None if SWARM_SERVICE in attributes else event
 
     async def list(self, namespace: str | None = None) -> list[Container]:
         label = L_NAMESPACE if namespace is None else f"{L_NAMESPACE}={namespace}"
@@ -260,13 +272,13 @@ class DockerRuntime:
         with self._errors("containers"):
             # the raw listing: aiodocker's wrapper objects hide the fields a summary is made of
             items = await self._get("containers/json", params)
-        found = [mapping.container_from_summary(item) for item in items]
+        found = [c for item in items if (c := self._adopt(mapping.container_from_summary(item))) is not None]
         # one call lists them all; only exited containers need a look each, for the exact exit and OOM kill
         exited = [i for i, c in enumerate(found) if c.state is State.EXITED]
         details = await asyncio.gather(*(self._show_if_present(found[i].id) for i in exited))
         for i, info in zip(exited, details):
             if info is not None:
-                found[i] = mapping.container_from_inspect(info)
+                found[i] = self._adopt(mapping.container_from_inspect(info)) or found[i]
         return found
 
     async def _show_if_present(self, id: str) -> dict[str, Any] | None:
@@ -343,7 +355,9 @@ class DockerRuntime:
             async with self._read("events", params) as content:
                 async for message in streams.messages(content):
                     if event := mapping.event_from_engine(message):
-                        yield event
+                        attributes = (message.get("Actor") or {}).get("Attributes") or {}
+                        if event := self._adopt_event(event, attributes):
+                            yield event
 
     async def reattach(self) -> list[Container]:
         # the engine keeps every container's state itself: nothing is stale on orchestr's side
