@@ -51,7 +51,7 @@ from .state import Store
 if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
     from anyio.abc import ObjectSendStream
 
-    from . import executor
+    from . import endpoints, executor
     from .planner import Plan
     from .spec import Service
 
@@ -158,6 +158,12 @@ class Client:
     ) -> Plan:
         """What apply would do, without doing it. A plan that makes containers is refused (SpecError) when a
         namespace's bridge network has too few addresses for them, unless check_capacity is off."""
+        return (await self._plan(services, prune=prune, runtime=runtime, check_capacity=check_capacity))[0]
+
+    async def _plan(
+        self, services: Sequence[Service], *, prune: bool = False, runtime: str | None = None, check_capacity: bool = True,
+    ) -> tuple[Plan, list[Container]]:
+        """plan(), and the containers it was made from."""
         from . import planner
 
         default = runtime or self.default_runtime
@@ -171,7 +177,7 @@ class Client:
         if check_capacity and any(a.kind in (planner.Kind.CREATE, planner.Kind.RECREATE) for a in result):
             capacity = await self._capacity(services, default)
             planner.check_capacity(services, actual, capacity, default_runtime=default, prune=prune)
-        return result
+        return result, actual
 
     async def _capacity(self, services: Sequence[Service], default: str) -> dict[tuple[str, str], int]:
         """(runtime, namespace) -> how many containers its bridge network has addresses for, from the runtimes
@@ -209,10 +215,15 @@ class Client:
             if not dry_run:
                 used = self.store.runtimes_used({s.namespace for s in services})
                 await self._recover({s.spec.runtime or default for s in services} | set(used))
-            plan = await self.plan(services, prune=prune, runtime=default)
+            plan, actual = await self._plan(services, prune=prune, runtime=default)
             if on_plan is not None:
                 on_plan(plan)
-            if dry_run or not plan:
+            if dry_run:
+                return ApplyResult(plan)
+            namespaces = {s.namespace for s in services}
+            names = {s.spec.runtime or default for s in services} | set(self.store.runtimes_used(namespaces))
+            if not plan:
+                await self._endpoints(actual, names).sync(namespaces)  # a replica that came back since, or went
                 return ApplyResult(plan)
             for s in services:
                 self.store.note_runtimes([s.spec.runtime or default], [s.namespace])
@@ -220,10 +231,12 @@ class Client:
             by_key = {(s.namespace, s.name): s for s in services}
             pruned = {(a.namespace, a.service) for a in plan
                       if a.kind in (planner.Kind.DELETE, planner.Kind.UNDEPLOY)} - set(by_key)
+            endpoints = self._endpoints(actual, names)
             outcomes = await executor.execute(
                 plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
-                settle=settle,
+                settle=settle, endpoints=endpoints,
             )
+            await endpoints.sync(namespaces)
             self.store.record_services(rev, {k: _document(s, default) for k, s in by_key.items()}, removed=pruned)
             result = ApplyResult(plan, outcomes, rev)
             self.store.finish(rev, "converged" if result.ok else "failed")
@@ -252,9 +265,12 @@ class Client:
                 plan = planner.plan_delete([(s.namespace, s.name) for s in services], actual, deployed=deployed)
             rev = self.store.begin("delete", namespaces, sources)
             by_key = {(s.namespace, s.name): s for s in services}
+            endpoints = self._endpoints(actual, runtimes)
             outcomes = await executor.execute(
-                plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event
+                plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
+                endpoints=endpoints,
             )
+            await endpoints.sync(namespaces)
             removed = {(a.namespace, a.service) for a in plan} | set(by_key)
             if namespace:
                 removed |= set(self.store.services(namespace))
@@ -274,6 +290,25 @@ class Client:
 
         for s in services:
             check_supported(s, self.runtime(s.spec.runtime or default))
+
+    def _endpoints(self, actual: Sequence[Container], names: Iterable[str] = ()) -> endpoints.Endpoints:
+        """The service ports of actual's containers, on those of names (and actual's runtimes) that balance them."""
+        from .endpoints import Endpoints
+
+        names = {c.runtime for c in actual} | set(names)
+        return Endpoints({name: self.runtime(name) for name in sorted(names)}, actual)
+
+    async def _resync_endpoints(self, namespace: str, leaving: Container | None = None) -> None:
+        """The service ports of namespace as its containers stand now (leaving: taken out first)."""
+        from .endpoints import DRAIN
+
+        names = self.store.runtimes_used([namespace]) or [self.default_runtime]
+        actual = await self._actual(names, {namespace})
+        endpoints = self._endpoints(actual, names)
+        if leaving is not None and await endpoints.leave(leaving.runtime, leaving.id):
+            await anyio.sleep(DRAIN)
+            return
+        await endpoints.sync([namespace])
 
     def _runtimes_for(self, plan: Plan) -> dict[str, Runtime]:
         return {name: self.runtime(name) for a in plan for name in (a.runtime, a.old_runtime) if name}
@@ -447,22 +482,30 @@ class Client:
             return await rt.exec(c.id, argv, **kw)
 
     async def start(self, name: str, namespace: str = "default") -> None:
+        """Starts the container, which then gets its service ports' new connections again."""
         async with self._found(name, namespace) as (rt, c):
             await rt.start(c.id)
+        await self._resync_endpoints(namespace)
 
     async def stop(self, name: str, namespace: str = "default", *, timeout: float = 10.0) -> None:
+        """Stops the container; its service ports send it no new connection from the start of the stop."""
         async with self._found(name, namespace) as (rt, c):
+            await self._resync_endpoints(namespace, leaving=c)
             await rt.stop(c.id, timeout=timeout)
+        await self._resync_endpoints(namespace)
 
     async def pause(self, name: str, namespace: str = "default") -> None:
         async with self._found(name, namespace) as (rt, c):
             require(rt, "pause", "pause containers", c.id)
+            await self._resync_endpoints(namespace, leaving=c)
             await rt.pause(c.id)  # type: ignore[attr-defined]  # Pausable, as require found
+        await self._resync_endpoints(namespace)
 
     async def unpause(self, name: str, namespace: str = "default") -> None:
         async with self._found(name, namespace) as (rt, c):
             require(rt, "pause", "pause containers", c.id)
             await rt.resume(c.id)  # type: ignore[attr-defined]
+        await self._resync_endpoints(namespace)
 
     async def signal(self, name: str, signal: str, namespace: str = "default") -> None:
         """Sends signal (SIGHUP, HUP or a number) to the container's main process, which keeps running unless

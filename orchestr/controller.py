@@ -282,11 +282,15 @@ class Controller:
         services = [s for s in services if (s.spec.runtime or default) not in down]
         plan = planner.plan(services, actual, default_runtime=default, deployed=deployed, service_runtimes=whole)
         report.plan, report.deferred = self._gate(plan, actual)
+        endpoints = oc._endpoints([c for c in actual if c.runtime not in down], names - down)
         if report.plan:
             by_key = {(s.namespace, s.name): s for s in services}
             report.outcomes = await executor.execute(
-                report.plan, by_key, oc._runtimes_for(report.plan), concurrency=oc.config.concurrency)
+                report.plan, by_key, oc._runtimes_for(report.plan), concurrency=oc.config.concurrency,
+                endpoints=endpoints)
             self._started(report.outcomes)
+        # replicas that stopped, came back or went behind orchestr's back get (or lose) their service ports' traffic
+        await endpoints.sync()
         oc.store.set_backoff([(loop.runtime, id, loop.total, loop.due_at) for id, loop in self._loops.items()
                               if loop.waiting or loop.total])
 

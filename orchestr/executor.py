@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .errors import NotFound, OrchestrError, RuntimeFailure, TerminalFailure, context
-from .model import L_REPLICA, Event, EventAction, Image
+from .endpoints import DRAIN, Endpoints
+from .model import L_REPLICA, L_SERVICE_PORTS, Event, EventAction, Image
 from .planner import Action, Kind, Plan
 from .runtime import Runtime, ServiceRunner, require, supports
 
@@ -41,6 +42,7 @@ async def execute(
     on_event: Callable[[Outcome], None] | None = None,
     on_start: Callable[[Action], None] | None = None,
     settle: float = 0.0,
+    endpoints: Endpoints | None = None,
 ) -> list[Outcome]:
     """Run every action of plan; return one Outcome per action, in plan order.
 
@@ -52,10 +54,13 @@ async def execute(
     With settle, the containers the plan started are watched, through their runtimes' events, until settle
     seconds after the last start (or until each has failed): the outcome of one that ends with a failure
     meanwhile (a non-zero exit, an OOM kill) becomes a failed one, reported through on_event a second time.
+
+    With endpoints, a container that serves a service port is taken out of it before it is stopped or deleted
+    (and given endpoints.DRAIN to finish its connections), and one started is put in once ready.
     """
     starts = settle > 0 and any(a.kind in _STARTS for a in plan.actions)
     watch = _Watch(runtimes.values()) if starts else None
-    run = _Run(services, runtimes)
+    run = _Run(services, runtimes, endpoints)
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     actions = plan.actions
     done = [anyio.Event() for _ in actions]
@@ -159,9 +164,11 @@ class _Watch:
 class _Run:
     """State shared by the actions of one execute call: the services, runtimes and image pulls."""
 
-    def __init__(self, services: Mapping[tuple[str, str], Service], runtimes: Mapping[str, Runtime]):
+    def __init__(self, services: Mapping[tuple[str, str], Service], runtimes: Mapping[str, Runtime],
+                 endpoints: Endpoints | None = None):
         self.services = services
         self.runtimes = runtimes
+        self.endpoints = endpoints
         self.images: dict[tuple[str, str], _Once] = {}
 
     async def act(self, action: Action) -> Outcome:
@@ -187,21 +194,31 @@ class _Run:
             await rt.undeploy(cid, timeout=await self._grace_of(action, rt, cid))
             return None
         if kind == Kind.DELETE:
+            await self._leave(action.runtime, cid)
             await _remove(rt, cid, await self._grace_of(action, rt, cid))
             return None
         if kind == Kind.START:
             await rt.start(cid)
         elif kind == Kind.STOP:
+            await self._leave(action.runtime, cid)
             await rt.stop(cid, timeout=await self._grace_of(action, rt, cid))
         elif kind == Kind.PAUSE:
             require(rt, "pause", "pause containers", cid)
+            await self._leave(action.runtime, cid)
             await rt.pause(cid)  # type: ignore[attr-defined]  # Pausable, as require found
         elif kind == Kind.UNPAUSE:
             require(rt, "pause", "pause containers", cid)
             await rt.resume(cid)  # type: ignore[attr-defined]
         else:
             raise OrchestrError(f"unknown action kind {kind!r}")
+        if self.endpoints is not None and self.endpoints.knows(action.runtime, cid):
+            await self.endpoints.join(await rt.inspect(cid))
         return cid
+
+    async def _leave(self, runtime: str, cid: str) -> None:
+        """Out of its service's ports, with time to finish its connections, before it stops serving."""
+        if self.endpoints is not None and await self.endpoints.leave(runtime, cid):
+            await anyio.sleep(DRAIN)
 
     async def _create(self, action: Action) -> str:
         service = self.services.get((action.namespace, action.service))
@@ -215,11 +232,14 @@ class _Run:
         if action.kind == Kind.RECREATE:
             assert action.container_id is not None
             old = self._runtime(action.old_runtime or action.runtime)
+            await self._leave(action.old_runtime or action.runtime, action.container_id)
             await _remove(old, action.container_id, await self._grace_of(action, old, action.container_id))
         container = await rt.create(spec)
         await rt.start(container.id)
         if service.spec.paused:
             await rt.pause(container.id)  # type: ignore[attr-defined]  # Pausable, as check_supported found
+        elif self.endpoints is not None and L_SERVICE_PORTS in spec.labels:
+            await self.endpoints.join(await rt.inspect(container.id))
         return container.id
 
     async def _deploy(self, action: Action) -> str:
@@ -312,6 +332,13 @@ def check_supported(service: Service, rt: Runtime) -> None:
     needs = [("spec.paused", "pause", "pause containers", spec.paused),
              ("spec.resources", "limits", "enforce resource limits",
               resources is not None and any(v is not None for v in (resources.cpus, resources.memory, resources.pids)))]
+    balanced = [i for i, p in enumerate(getattr(spec, "ports", ()))  # a cached service has none: it was checked
+                if p.host_port is not None and p.mode == "ingress"]
+    if balanced and spec.replicas > 1 and not (supports(rt, "service_ports") or supports(rt, "services")):
+        field = f"spec.ports[{balanced[0]}].hostPort"
+        raise TerminalFailure(f"{_where(service, field)}: {field}: the {rt.name} runtime cannot balance a host port "
+                              f"across {spec.replicas} replicas; publish it from one replica (replicas: 1) or leave "
+                              "hostPort out", runtime=rt.name, container=f"{service.namespace}/{service.name}")
     for field, capability, what, asked in needs:
         if asked and not supports(rt, capability):
             shown = service.error(field, "").path if hasattr(service, "error") else field  # a compose file's key

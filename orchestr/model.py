@@ -16,6 +16,7 @@ L_SPEC_HASH = "orchestr.spec-hash"
 L_DEPENDS_ON = "orchestr.depends-on"  # comma-separated service names, so deletes can be ordered without the spec
 L_ONEOFF = "orchestr.oneoff"  # set by `orchestr run`: never planned, never pruned
 L_STOP_GRACE = "orchestr.stop-grace"  # seconds: deletes of services no longer declared still honour it
+L_SERVICE_PORTS = "orchestr.service-ports"  # the service's balanced ports, PROTOCOL:HOSTIP:HOSTPORT:CONTAINERPORT,...
 
 # The size of a tmpfs volume that gives none, as `docker run --tmpfs` has it. A tmpfs holds its files in memory
 # that no OOM kill frees; left to the kernel, each one could take half the host's RAM.
@@ -62,6 +63,32 @@ class Port:
     host_port: int | None = None
     protocol: str = "tcp"  # tcp | udp
     host_ip: str = "0.0.0.0"
+    # host: published by this container itself; ingress: a service port, one host port balancing across the
+    # service's ready replicas, published by the runtime's publish_service (ServicePorts) instead
+    mode: str = "host"
+
+
+def serviced(port: Port) -> bool:
+    """Whether port is a service's balanced port rather than the container's own binding."""
+    return port.mode == "ingress" and port.host_port is not None
+
+
+def encode_service_ports(ports: tuple[Port, ...]) -> str:
+    return ",".join(f"{p.protocol}:{p.host_ip}:{p.host_port}:{p.container_port}" for p in ports if serviced(p))
+
+
+def decode_service_ports(text: str) -> tuple[Port, ...]:
+    """The ports of a L_SERVICE_PORTS label; a malformed entry is left out."""
+    out = []
+    for item in text.split(","):
+        protocol, _, rest = item.partition(":")
+        host_ip, _, rest = rest.rpartition(":")  # no IPv6 host addresses: the rules are IPv4
+        host_ip, _, host_port = host_ip.rpartition(":")
+        try:
+            out.append(Port(int(rest), int(host_port), protocol, host_ip, "ingress"))
+        except ValueError:
+            continue
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

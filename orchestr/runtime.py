@@ -25,6 +25,7 @@ from .model import (
     HistoryEntry,
     Image,
     LogLine,
+    Port,
     PullProgress,
     Resources,
     Stats,
@@ -58,6 +59,7 @@ class Capabilities:
     remove_network: bool = False  # NetworkRemover: a namespace's network outlives its containers until removed
     exec_options: bool = True  # exec honours env, user and workdir (CRI's ExecSync takes a command alone)
     services: bool = False  # ServiceRunner: runs whole services, owning their replicas, rolling updates and restarts
+    service_ports: bool = False  # ServicePorts: a host port balancing across a service's ready replicas
 
 
 @runtime_checkable
@@ -241,10 +243,26 @@ class ServiceRunner(Protocol):
         """Removes the service: each container stopped within timeout seconds; returns once none is left."""
 
 
+@runtime_checkable
+class ServicePorts(Protocol):
+    """A runtime that publishes a service port: one host port whose new connections are balanced across the
+    service's ready replicas (ports of mode ingress with a host port, which its create leaves alone)."""
+
+    async def publish_service(
+        self, namespace: str, service: str, ports: Sequence[Port], endpoints: Sequence[str],
+    ) -> None:
+        """Makes the service's ports (none: removes them) send new connections to endpoints, the addresses of its
+        ready replicas, each to the port's container port. Conflict when a host port is taken."""
+
+    async def published_services(self, namespace: str) -> builtins.list[str]:
+        """The services of namespace that have ports published."""
+
+
 OPTIONAL = {"pause": Pausable, "signal": Signallable, "stats": StatsSource, "blocking_run": BlockingRunner,
             "blocking_list": BlockingLister,
             "image_export": ImageExporter, "update": ResourceUpdater, "bridge_capacity": BridgeCapacity,
-            "remove_network": NetworkRemover, "services": ServiceRunner}
+            "remove_network": NetworkRemover, "services": ServiceRunner,
+            "service_ports": ServicePorts}
 
 
 def supports(runtime: object, capability: str) -> bool:

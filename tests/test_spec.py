@@ -15,6 +15,7 @@ from orchestr.model import (
     L_REPLICA,
     L_SERVICE,
     L_SPEC_HASH,
+    L_SERVICE_PORTS,
     L_STOP_GRACE,
     Port,
     Resources,
@@ -290,9 +291,10 @@ SET_ERRORS = {
         "shop.yaml:14: spec.ports[0].hostPort: host port 127.0.0.1:8080/tcp is already published by shop/a "
         "at shop.yaml:6"),
     "host port used by two replicas": (
-        doc("a", "  replicas: 2\n  ports:\n    - containerPort: 80\n      hostPort: 8080\n"),
-        "shop.yaml:9: spec.ports[0].hostPort: host port 0.0.0.0:8080/tcp cannot be published by 2 replicas; "
-        "set replicas: 1 or leave hostPort out"),
+        doc("a", "  replicas: 2\n  ports:\n    - containerPort: 80\n      hostPort: 8080\n      mode: host\n"),
+        "shop.yaml:9: spec.ports[0].hostPort: host port 0.0.0.0:8080/tcp cannot be published by 2 replicas in "
+        "mode: host; set replicas: 1, leave hostPort out or leave mode out (a service port balancing across the "
+        "replicas)"),
     "host port used twice in one service": (
         doc("a", "  ports:\n    - {containerPort: 80, hostPort: 8080}\n    - {containerPort: 81, hostPort: 8080}\n"),
         "shop.yaml:8: spec.ports[1].hostPort: host port 0.0.0.0:8080/tcp is already published by shop/a "
@@ -552,6 +554,7 @@ def test_container_spec_carries_everything_and_the_ownership_labels():
         L_SPEC_HASH: web.spec_hash,
         L_DEPENDS_ON: "db",
         L_STOP_GRACE: "90",
+        L_SERVICE_PORTS: "tcp:127.0.0.1:18080:8080",  # a service port: the other one has no host port
     }
     assert spec.command == ("httpd", "-f", "-p", "8080")
     assert spec.env == {"NAME": "web", "PORT": "8080", "RATIO": "0.5"}
@@ -565,7 +568,7 @@ def test_container_spec_carries_everything_and_the_ownership_labels():
         Volume(type="tmpfs", target="/tmp", size=2**20),
         Volume(type="bind", target="/host", source="/", read_only=True),
     )
-    assert spec.ports == (Port(8080, 18080, "tcp", "127.0.0.1"), Port(53, None, "udp", "0.0.0.0"))
+    assert spec.ports == (Port(8080, 18080, "tcp", "127.0.0.1", "ingress"), Port(53, None, "udp", "0.0.0.0", "ingress"))
     assert (spec.network, spec.init, spec.read_only) == ("bridge", True, True)
 
 

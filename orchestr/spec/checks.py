@@ -62,9 +62,10 @@ def validate_set(services: Sequence[Service]) -> None:
                 continue
             path = f"spec.ports[{i}].hostPort"
             shown = f"{port.host_ip}:{port.host_port}/{port.protocol}"
-            if service.spec.replicas > 1:
-                report(service, path, f"host port {shown} cannot be published by {service.spec.replicas} replicas; "
-                                      "set replicas: 1 or leave hostPort out")
+            if service.spec.replicas > 1 and port.mode == "host":
+                report(service, path, f"host port {shown} cannot be published by {service.spec.replicas} replicas "
+                                      "in mode: host; set replicas: 1, leave hostPort out or leave mode out (a "
+                                      "service port balancing across the replicas)")
             for ip, other, other_path in claims.get((port.protocol, port.host_port), ()):
                 if _overlap(ip, port.host_ip):
                     report(service, path, f"host port {shown} is already published by "

@@ -30,6 +30,7 @@ from ..model import (
     L_NAMESPACE,
     L_REPLICA,
     L_SERVICE,
+    L_SERVICE_PORTS,
     L_SPEC_HASH,
     L_STOP_GRACE,
     ContainerSpec,
@@ -37,6 +38,8 @@ from ..model import (
     Resources,
     RestartPolicy,
     Volume,
+    encode_service_ports,
+    serviced,
 )
 from .fields import (
     DNS_LABEL,
@@ -128,6 +131,9 @@ class PortSpec(_Model):
     host_port: PortNumber | None = None
     protocol: Literal["tcp", "udp"] = "tcp"
     host_ip: IPAddress = Field("0.0.0.0", alias="hostIP")
+    # ingress: with a hostPort, one host port balancing across the service's ready replicas (a service port);
+    # host: each container binds the host port itself (Swarm's names)
+    mode: Literal["ingress", "host"] = "ingress"
 
 
 class ServiceSpec(_Model):
@@ -229,6 +235,10 @@ class Service(_Model):
         }
         if spec.depends_on:
             labels[L_DEPENDS_ON] = ",".join(spec.depends_on)
+        ports = tuple(Port(container_port=p.container_port, host_port=p.host_port, protocol=p.protocol,
+                           host_ip=p.host_ip, mode=p.mode) for p in spec.ports)
+        if any(map(serviced, ports)):
+            labels[L_SERVICE_PORTS] = encode_service_ports(ports)
         return ContainerSpec(
             name=f"{self.name}-{replica}",
             namespace=self.namespace,
@@ -244,8 +254,7 @@ class Service(_Model):
             stop_grace_period=spec.stop_grace_period,
             volumes=tuple(Volume(type=v.type, target=v.target, source=v.source, read_only=v.read_only, size=v.size,
                                  allow_host_root=v.allow_host_root) for v in spec.volumes),
-            ports=tuple(Port(container_port=p.container_port, host_port=p.host_port, protocol=p.protocol,
-                             host_ip=p.host_ip) for p in spec.ports),
+            ports=ports,
             network=spec.network,
             init=spec.init,
             read_only=spec.read_only,

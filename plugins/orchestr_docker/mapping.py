@@ -22,6 +22,7 @@ from orchestr.model import (
     State,
     Stats,
     Volume,
+    serviced,
 )
 
 RUNTIME = "docker"
@@ -116,6 +117,8 @@ def create_body(spec: ContainerSpec, argv: list[str]) -> dict[str, Any]:
     for port in spec.ports:
         key = f"{port.container_port}/{port.protocol}"
         exposed[key] = {}
+        if serviced(port):
+            continue  # the service's port, balanced across its replicas' addresses (publish_service)
         host_port = str(port.host_port) if port.host_port else ""  # empty: the engine picks one
         host["PortBindings"].setdefault(key, []).append({"HostIp": port.host_ip, "HostPort": host_port})
     body: dict[str, Any] = {

@@ -38,6 +38,7 @@ from orchestr.model import (
     HistoryEntry,
     Image,
     LogLine,
+    Port,
     Resources,
     State,
     Stats,
@@ -64,7 +65,7 @@ class DockerRuntime:
     # event loop, and its image export is not an OCI layout on every engine version.
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.PUSHED, limits=True, image_import=True, pause=True, signal=True,
-        stats=True, update=True,
+        stats=True, update=True, service_ports=True,
     )
 
     def __init__(self, config: Config) -> None:
@@ -177,6 +178,18 @@ class DockerRuntime:
             name = mapping.engine_name(spec.namespace, spec.name)
             created = await self._call("POST", "containers/create", {"name": name}, mapping.create_body(spec, argv))
         return await self.inspect(created["Id"])
+
+    async def publish_service(
+        self, namespace: str, service: str, ports: Sequence[Port], endpoints: Sequence[str],
+    ) -> None:
+        """The native runtime's service ports (orchestr_native.network.services) toward the containers' addresses
+        on the engine's bridge: DNAT from the host, with route_localnet on that bridge for 127.0.0.1. Records are
+        host-wide, as the engine's containers are."""
+        with located(self.name, f"{namespace}/{service}"):
+            await anyio.to_thread.run_sync(_publish, namespace, service, list(ports), list(endpoints))
+
+    async def published_services(self, namespace: str) -> list[str]:
+        return [r["service"] for r in _services().published(namespace)]
 
     async def start(self, id: str) -> None:
         with self._errors(f"container {id}", container=id):
@@ -461,3 +474,29 @@ def _raise_stream_error(message: dict, what: str) -> None:
     """The engine reports a failed pull or load inside a successful response."""
     if error := message.get("error") or (message.get("errorDetail") or {}).get("message"):
         raise RuntimeFailure(f"{what}: {' '.join(str(error).split())}")
+
+
+SERVICES = "/run/orchestr/docker/services"  # the records of the engine's service ports
+
+
+def _services():  # type: ignore[no-untyped-def]
+    from orchestr_native.network import services
+
+    return services.Services(Path(SERVICES), "docker", helpers=True)
+
+
+def _publish(namespace: str, service: str, ports: list[Port], endpoints: list[str]) -> None:
+    from orchestr_native.network import services
+
+    bridges = sorted({_bridge_of(ip) for ip in endpoints} - {None})  # type: ignore[type-var]
+    with services.locked():
+        _services().publish(namespace, service, ports, endpoints, bridges)
+
+
+def _bridge_of(ip: str) -> str | None:
+    """The host's interface toward ip (the engine's bridge of the container), as the kernel routes it."""
+    import subprocess
+
+    done = subprocess.run(["ip", "-4", "-o", "route", "get", ip], capture_output=True, text=True, timeout=10)
+    words = done.stdout.split()
+    return words[words.index("dev") + 1] if "dev" in words[:-1] else None

@@ -12,7 +12,8 @@ import anyio
 from orchestr.config import Config, private_dir
 from orchestr.errors import Conflict, NotFound, OrchestrError, TerminalFailure, located
 from orchestr.model import (
-    EXEC_OUTPUT_LIMIT, Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine, Resources, Stats,
+    EXEC_OUTPUT_LIMIT, Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine, Port, Resources,
+    Stats,
 )
 from orchestr.registry.reference import familiar, parse
 from orchestr.runtime import Capabilities, EventDelivery, ProgressCallback
@@ -31,7 +32,7 @@ class NativeRuntime:
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.POLLED, limits=True, image_import=True, pause=True, signal=True,
         stats=True, blocking_run=True, blocking_list=True, image_export=True, update=True, bridge_capacity=True,
-        remove_network=True,
+        remove_network=True, service_ports=True,
     )
 
     def __init__(self, config: Config) -> None:
@@ -136,6 +137,20 @@ class NativeRuntime:
 
     async def reattach(self) -> list[Container]:
         return await self._containers.reattach()
+
+    async def publish_service(
+        self, namespace: str, service: str, ports: Sequence[Port], endpoints: Sequence[str],
+    ) -> None:
+        from .network import Network
+
+        with located(self.name, f"{namespace}/{service}"):
+            await anyio.to_thread.run_sync(Network(self.root).publish_service, namespace, service, list(ports),
+                                           list(endpoints))
+
+    async def published_services(self, namespace: str) -> list[str]:
+        from .network import Network
+
+        return Network(self.root).published_services(namespace)
 
     async def bridge_capacity(self, namespace: str) -> int:
         """How many containers the namespace's bridge network has addresses for (the planner refuses more)."""

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from orchestr.config import private_dir
 from orchestr.errors import RuntimeFailure
-from orchestr.model import L_REPLICA, L_SERVICE, ContainerSpec
+from orchestr.model import L_REPLICA, L_SERVICE, ContainerSpec, Port, serviced
 
 from ..supervisor import records
-from . import firewall, ipam, names, netns, ports
+from . import firewall, ipam, names, netns, ports, services
 
 RUN = "/run/orchestr"
 LOCK = os.path.join(RUN, "network.lock")
@@ -55,7 +55,7 @@ class Network:
     def attach(self, id: str, spec: ContainerSpec, directory: Path) -> dict:
         """Gives the new container its address, namespace, veth, published ports, and the hosts and resolv.conf
         files in directory; returns what its config records. Nothing changes when a published port is taken."""
-        published = ports.published(spec.ports)
+        published = ports.published(p for p in spec.ports if not serviced(p))
         owner = str(self.containers / id)
         with self._locked():
             self._sweep()
@@ -125,6 +125,18 @@ class Network:
             if (self.dir / bridge).exists() or _link_exists(bridge):
                 self._drop(bridge)
         return True
+
+    def publish_service(self, namespace: str, service: str, wanted: list[Port], endpoints: list[str]) -> None:
+        """Balances the service's ports across endpoints, its ready replicas' addresses (services.py)."""
+        with self._locked():
+            self._services.publish(namespace, service, wanted, endpoints)
+
+    def published_services(self, namespace: str) -> list[str]:
+        return [r["service"] for r in self._services.published(namespace)]
+
+    @property
+    def _services(self) -> services.Services:
+        return services.Services(self.root / "services", str(self.root))
 
     def sweep(self) -> None:
         """Removes what containers that no longer exist left behind (a crash half-way through a create)."""
@@ -256,7 +268,8 @@ class Network:
 
     def _drop_stale_claims(self) -> None:
         """Claims of containers whose directory is gone (a state dir removed with containers in it), and their
-        DNAT rules, which would shadow the next container to publish the port."""
+        DNAT rules, which would shadow the next container to publish the port; the same of service ports."""
+        services.drop_stale()
         for holder in ports.stale():
             firewall.remove_ports(os.path.basename(holder))
             ports.release(holder)
