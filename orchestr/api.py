@@ -64,6 +64,7 @@ class ApplyResult:
     plan: Plan
     outcomes: list[executor.Outcome] = field(default_factory=list)
     revision: int | None = None
+    rolled_back: list[str] = field(default_factory=list)  # one line per service rolled back, saying why
 
     @property
     def ok(self) -> bool:
@@ -173,7 +174,7 @@ class Client:
         actual = await self._actual(names, namespaces)
         whole, deployed = await self._deployed(names, namespaces)
         result = planner.plan(services, actual, default_runtime=default, prune=prune, deployed=deployed,
-                              service_runtimes=whole)
+                              service_runtimes=whole, balancing=self._balancing(names))
         if check_capacity and any(a.kind in (planner.Kind.CREATE, planner.Kind.RECREATE) for a in result):
             capacity = await self._capacity(services, default)
             planner.check_capacity(services, actual, capacity, default_runtime=default, prune=prune)
@@ -203,10 +204,15 @@ class Client:
         on_event: OutcomeCallback | None = None,
         sources: Iterable[str] = (),
         settle: float = SETTLE,
+        on_rollback: Callable[[str], None] | None = None,
     ) -> ApplyResult:
         """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete. A container
         started that ends with a failure within settle seconds (a crash at start, an OOM kill) fails its action,
-        reported through on_event a second time."""
+        reported through on_event a second time.
+
+        A service whose rolling update fails (a new replica not ready by its progressDeadline) is rolled back to
+        the revision it had, as a revision of its own: on_rollback gets a line saying so, on_plan and on_event
+        the rollback's plan and outcomes, and the result is not ok."""
         from . import executor, planner
 
         default = runtime or self.default_runtime
@@ -237,10 +243,50 @@ class Client:
                 settle=settle, endpoints=endpoints,
             )
             await endpoints.sync(namespaces)
+            before = self.store.services()
             self.store.record_services(rev, {k: _document(s, default) for k, s in by_key.items()}, removed=pruned)
             result = ApplyResult(plan, outcomes, rev)
             self.store.finish(rev, "converged" if result.ok else "failed")
+            failed = _failed_rollouts(plan, outcomes)
+            back = {k: before[k] for k in sorted(failed) if k in before and before[k] != _document(by_key[k], default)}
+            if back:
+                await self._roll_back(back, failed, result, default, on_plan, on_event, on_rollback, sources)
             return result
+
+    async def _roll_back(
+        self, documents: dict[tuple[str, str], dict[str, Any]], why: dict[tuple[str, str], str], result: ApplyResult,
+        default: str, on_plan: Callable[[Plan], None] | None, on_event: OutcomeCallback | None,
+        on_rollback: Callable[[str], None] | None, sources: Iterable[str],
+    ) -> None:
+        """Applies the documents services had before a failed rolling update, as a revision of their own."""
+        from . import executor
+        from .spec.loader import Lines
+        from .spec.models import validate
+
+        services = [validate(doc, f"state store: {ns}/{name}", 0, Lines(), None)
+                    for (ns, name), doc in documents.items()]
+        namespaces = {s.namespace for s in services}
+        rev = self.store.begin("rollback", namespaces, sources)
+        for s in services:
+            back_to = next((r.id for r, doc in reversed(self.store.service_history(s.namespace, s.name))
+                            if doc == documents[(s.namespace, s.name)]), None)
+            line = (f"rolling back {s.namespace}/{s.name} to revision {back_to}: "
+                    f"{why[(s.namespace, s.name)]}")
+            result.rolled_back.append(line)
+            if on_rollback is not None:
+                on_rollback(line)
+        plan, actual = await self._plan(services, runtime=default, check_capacity=False)
+        if on_plan is not None:
+            on_plan(plan)
+        names = {s.spec.runtime or default for s in services} | {c.runtime for c in actual}
+        endpoints = self._endpoints(actual, names)
+        outcomes = await executor.execute(
+            plan, {(s.namespace, s.name): s for s in services}, self._runtimes_for(plan),
+            concurrency=self.config.concurrency, on_event=on_event, endpoints=endpoints)
+        await endpoints.sync(namespaces)
+        self.store.record_services(rev, documents)
+        self.store.finish(rev, "rolled back" if all(o.ok for o in outcomes) else "failed")
+        result.outcomes += outcomes
 
     async def delete(
         self,
@@ -290,6 +336,10 @@ class Client:
 
         for s in services:
             check_supported(s, self.runtime(s.spec.runtime or default))
+
+    def _balancing(self, names: Iterable[str]) -> set[str]:
+        """Those of the runtimes names that balance service ports."""
+        return {name for name in names if supports(self.runtime(name), "service_ports")}
 
     def _endpoints(self, actual: Sequence[Container], names: Iterable[str] = ()) -> endpoints.Endpoints:
         """The service ports of actual's containers, on those of names (and actual's runtimes) that balance them."""
@@ -714,6 +764,17 @@ def event_dict(event: Event) -> dict[str, Any]:
         if value is not None:
             d[key] = value
     return d
+
+
+def _failed_rollouts(plan: Plan, outcomes: Sequence[executor.Outcome]) -> dict[tuple[str, str], str]:
+    """The services whose rolling update did not finish, each with its first failure."""
+    rolling = {(a.namespace, a.service) for a in plan if a.ready}
+    failed: dict[tuple[str, str], str] = {}
+    for o in outcomes:
+        key = (o.action.namespace, o.action.service)
+        if key in rolling and not o.ok and not o.skipped:
+            failed.setdefault(key, o.error or "failed")
+    return failed
 
 
 def _document(service: Service, runtime: str) -> dict[str, Any]:

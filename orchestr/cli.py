@@ -155,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(handler=commands.cmd_history)
     sp.add_argument("-n", "--namespace")
 
+    sp = sub.add_parser("rollout", help="a service's rolling update: its status, its revisions, going back")
+    sp.set_defaults(handler=commands.cmd_rollout)
+    sp.add_argument("action", choices=["status", "history", "undo"])
+    ns(sp)
+    sp.add_argument("service")
+    sp.add_argument("--to-revision", type=int, metavar="N", help="undo: go back to this revision (default: the one "
+                    "before the current spec)")
+
     sp = sub.add_parser("completion", help="print the shell completion script: . <(orchestr completion bash)")
     sp.set_defaults(handler=None)
     sp.add_argument("shell", choices=["bash", "zsh", "fish"])

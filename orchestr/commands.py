@@ -131,9 +131,14 @@ async def cmd_apply(oc: Client, args) -> int:
         return 0
     result = await oc.apply(
         services, prune=args.prune, runtime=args.runtime, on_plan=_print_plan, on_event=_print_outcome,
-        sources=args.files, settle=args.settle,
+        sources=args.files, settle=args.settle, on_rollback=_print_rollback,
     )
     return _summary(result)
+
+
+def _print_rollback(line: str) -> None:
+    sys.stdout.flush()
+    print(f"{colour('ROLLBACK', 'red', sys.stderr)} {line}", file=sys.stderr, flush=True)
 
 
 async def cmd_diff(oc: Client, args) -> int:
@@ -590,6 +595,60 @@ async def cmd_history(oc: Client, args) -> int:
         [(r.id, r.applied_at, r.action, r.status, ",".join(r.namespaces), " ".join(r.sources)) for r in revisions],
     )
     return 0
+
+
+async def cmd_rollout(oc: Client, args) -> int:
+    """rollout status|history|undo of one service, from the state store's revisions and its runtime's containers."""
+    from .endpoints import ready
+    from .spec.loader import Lines
+    from .spec.models import validate
+
+    ns, name = args.namespace, args.service
+    history = oc.store.service_history(ns, name)
+    if not history:
+        raise OrchestrError(f"no service {name!r} was ever applied in namespace {ns!r} (see `orchestr history -n {ns}`)")
+
+    def service(revision: int, doc: dict):  # type: ignore[no-untyped-def]
+        return validate(doc, f"revision {revision}: {ns}/{name}", 0, Lines(), None)
+
+    current = oc.store.services(ns).get((ns, name))
+    if args.action == "history":
+        rows = []
+        for r, doc in history:
+            shown = service(r.id, doc) if doc is not None else None
+            rows.append((r.id, r.applied_at, r.action, r.status, shown.spec_hash if shown else "(removed)",
+                         shown.spec.image if shown else "", "*" if doc is not None and doc == current else ""))
+        print_table(("REVISION", "APPLIED", "ACTION", "STATUS", "SPEC-HASH", "IMAGE", "CURRENT"), rows)
+        return 0
+    if args.action == "undo":
+        if args.to_revision is not None:
+            chosen = [(r, doc) for r, doc in history if r.id == args.to_revision]
+            if not chosen or chosen[0][1] is None:
+                raise OrchestrError(f"revision {args.to_revision} holds no spec of {ns}/{name} "
+                                    f"(see `orchestr rollout history -n {ns} {name}`)")
+        else:
+            chosen = [(r, doc) for r, doc in history if doc is not None and doc != current][-1:]
+            if not chosen:
+                raise OrchestrError(f"{ns}/{name} has no earlier revision to go back to")
+        revision, doc = chosen[0]
+        print(f"rolling {ns}/{name} back to revision {revision.id}")
+        result = await oc.apply([service(revision.id, doc)], on_plan=_print_plan, on_event=_print_outcome,
+                                sources=[f"rollout undo {ns}/{name}"], on_rollback=_print_rollback)
+        return _summary(result)
+    if current is None:
+        print(f"{ns}/{name} was deleted at revision {history[-1][0].id}")
+        return EXIT_FAILED
+    wanted = service(history[-1][0].id, current)
+    replicas = [c for c in await oc.get(ns) if c.service == name and not c.oneoff]
+    updated = [c for c in replicas if c.spec_hash == wanted.spec_hash]
+    ready_ = [c for c in updated if ready(c)]
+    last, _ = history[-1]
+    print(f"{ns}/{name}: revision {last.id} ({last.action}, {last.status}), spec hash {wanted.spec_hash}: "
+          f"{len(ready_)} of {wanted.spec.replicas} replicas updated and ready"
+          + (f", {len(replicas) - len(updated)} of an older spec" if len(replicas) > len(updated) else ""))
+    done = len(ready_) == wanted.spec.replicas == len(replicas)
+    print("rollout complete" if done else "rollout not complete")
+    return 0 if done else EXIT_FAILED
 
 
 async def cmd_plugins(oc: Client, args) -> int:

@@ -280,7 +280,8 @@ class Controller:
         if self.metrics:
             self.metrics.containers_seen(actual, self._loops)
         services = [s for s in services if (s.spec.runtime or default) not in down]
-        plan = planner.plan(services, actual, default_runtime=default, deployed=deployed, service_runtimes=whole)
+        plan = planner.plan(services, actual, default_runtime=default, deployed=deployed, service_runtimes=whole,
+                            balancing=oc._balancing(names - down))
         report.plan, report.deferred = self._gate(plan, actual)
         endpoints = oc._endpoints([c for c in actual if c.runtime not in down], names - down)
         if report.plan:

@@ -12,7 +12,7 @@ import anyio
 
 from .errors import NotFound, OrchestrError, RuntimeFailure, TerminalFailure, context
 from .endpoints import DRAIN, Endpoints
-from .model import L_REPLICA, L_SERVICE_PORTS, Event, EventAction, Image
+from .model import L_REPLICA, L_SERVICE_PORTS, Container, Event, EventAction, Image, State
 from .planner import Action, Kind, Plan
 from .runtime import Runtime, ServiceRunner, require, supports
 
@@ -225,6 +225,8 @@ class _Run:
         if service is None:
             raise OrchestrError(f"service {action.namespace}/{action.service} was not given to the executor")
         spec = service.container_spec(action.replica)
+        if action.name != spec.name:  # a rolling update's new replica beside the old one
+            spec = replace(spec, name=action.name)
         rt = self._runtime(action.runtime)
         check_supported(service, rt)
         # Fetch the image before touching the old container, so a bad image leaves it running.
@@ -238,8 +240,10 @@ class _Run:
         await rt.start(container.id)
         if service.spec.paused:
             await rt.pause(container.id)  # type: ignore[attr-defined]  # Pausable, as check_supported found
-        elif self.endpoints is not None and L_SERVICE_PORTS in spec.labels:
-            await self.endpoints.join(await rt.inspect(container.id))
+            return container.id
+        now = await _ready(rt, service, container.id) if action.ready else None
+        if self.endpoints is not None and L_SERVICE_PORTS in spec.labels:
+            await self.endpoints.join(now or await rt.inspect(container.id))
         return container.id
 
     async def _deploy(self, action: Action) -> str:
@@ -351,6 +355,33 @@ def _where(service: Service, field: str) -> str:
     file, line = getattr(service, "source", None) or (f"{service.namespace}/{service.name}", None)
     line = getattr(service, "_lines", {}).get(field, line)
     return f"{file}:{line}" if line else file
+
+
+READY_POLL = 0.2  # seconds between two looks at a new replica of a rolling update
+
+
+async def _ready(rt: Runtime, service: Service, cid: str) -> Container:
+    """Returns the container once it is ready and has stayed so for the service's minReadySeconds; RuntimeFailure
+    when it is not by its progressDeadline, saying what it was doing."""
+    update = service.spec.update
+    deadline = time.monotonic() + update.progress_deadline
+    since: float | None = None  # when it was last seen turning ready
+    run: tuple[str | None, int | None] | None = None  # which run of it that was: a restart by its policy is another
+    while True:
+        c = await rt.inspect(cid)
+        now = time.monotonic()
+        if c.state is State.RUNNING and (c.started_at, c.restarts) == run:
+            if now - since >= update.min_ready_seconds:  # type: ignore[operator]  # set with run
+                return c
+        elif c.state is State.RUNNING:
+            since, run = now, (c.started_at, c.restarts)  # seen once: it must still be this run next time
+        else:
+            since = run = None
+        if now >= deadline:
+            how = f"{c.state}" + (f" (exit code {c.exit_code})" if c.exit_code is not None else "")
+            raise RuntimeFailure(f"{c.name} did not become ready within {update.progress_deadline:g}s "
+                                 f"(progressDeadline): it is {how}", container=cid)
+        await anyio.sleep(min(READY_POLL, max(0.0, deadline - now)))
 
 
 async def _remove(rt: Runtime, cid: str, grace: float) -> None:

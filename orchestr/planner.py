@@ -49,6 +49,7 @@ class Action:
     reason: str  # for people: "missing", "spec changed", "scaled down", "exited (Always)", ...
     after: tuple[int, ...] = ()  # indexes of actions in the same plan that must succeed first
     old_runtime: str | None = None  # RECREATE across runtimes: the runtime holding container_id
+    ready: bool = False  # CREATE of a rolling update: succeeds only once the new container is ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +67,11 @@ class Plan:
 
 
 Key = tuple[str, str]  # (namespace, service)
-# One up step: the service, kind, replica, the container (or whole service) acted on, reason, and whether it
-# must wait for the step before it (PAUSE right after the START of the same container).
-_Step = tuple[Key, Kind, int, Container | Deployment | None, str, bool]
+# One up step: the service, kind, replica, the container (or whole service) acted on, reason, the steps of the
+# same service it waits for (negative offsets: -1 is the step before it, as a PAUSE right after the START of the
+# same container), the new container's name (None: <service>-<replica>), and whether it must become ready.
+_Step = tuple[Key, Kind, int, Container | Deployment | None, str, tuple[int, ...], str | None, bool]
+_BEFORE = (-1,)
 
 
 def plan(
@@ -80,6 +83,7 @@ def plan(
     scope: Iterable[str] | None = None,
     deployed: Sequence[Deployment] = (),
     service_runtimes: Collection[str] = frozenset(),
+    balancing: Collection[str] = frozenset(),
 ) -> Plan:
     """The actions that turn `actual` into `services`.
 
@@ -91,6 +95,10 @@ def plan(
     A service on one of `service_runtimes` (runtimes that run whole services) is compared with its entry in
     `deployed` instead: it gets one DEPLOY when it is missing, its spec changed or its replicas did, and the
     runtime's containers are left to the runtime.
+
+    Replicas whose spec changed are replaced as the service's `update` says (see _rollout). `balancing` names the
+    runtimes that balance service ports: elsewhere, and with a port of mode host, a host port is one container's,
+    so a rolling update there makes no replica beyond spec.replicas (maxSurge 0).
     """
     # Read the labels directly rather than through Container's properties: at ten thousand
     # containers the property calls alone cost more than the rest of the plan. Replica labels
@@ -109,6 +117,7 @@ def plan(
                 extra.setdefault(at, []).append(c)
 
     steps: list[_Step] = []
+    changed: list[tuple[int, Container]] = []  # replicas of the service at hand whose spec changed
     duplicates: list[Container] = []
     take = found.pop  # bound once: the loop below runs for every replica
     running = State.RUNNING
@@ -122,11 +131,11 @@ def plan(
             if d is not None and d.runtime == runtime:
                 del services_found[key]
                 if d.spec_hash != service.spec_hash:
-                    steps.append((key, Kind.DEPLOY, 0, d, "spec changed", False))
+                    steps.append((key, Kind.DEPLOY, 0, d, "spec changed", (), None, False))
                 elif d.replicas != spec.replicas:
-                    steps.append((key, Kind.DEPLOY, 0, d, f"scaled to {spec.replicas}", False))
+                    steps.append((key, Kind.DEPLOY, 0, d, f"scaled to {spec.replicas}", (), None, False))
             else:
-                steps.append((key, Kind.DEPLOY, 0, None, "missing", False))
+                steps.append((key, Kind.DEPLOY, 0, None, "missing", (), None, False))
             continue
         paused = spec.paused
         spec_hash = None
@@ -134,7 +143,7 @@ def plan(
             at = (*key, str(i))
             c = take(at, None)  # type: ignore[arg-type]  # dict.pop's default
             if c is None:
-                steps.append((key, Kind.CREATE, i, None, "missing", False))
+                steps.append((key, Kind.CREATE, i, None, "missing", (), None, False))
                 continue
             if spec_hash is None:
                 spec_hash = service.spec_hash
@@ -143,11 +152,14 @@ def plan(
                 c = _keeper(candidates, spec_hash, runtime, paused)
                 duplicates.extend(d for d in candidates if d is not c)
             if c.runtime != runtime:
-                steps.append((key, Kind.RECREATE, i, c, "runtime changed", False))
+                steps.append((key, Kind.RECREATE, i, c, "runtime changed", (), None, False))
             elif c.labels.get(L_SPEC_HASH, "") != spec_hash:
-                steps.append((key, Kind.RECREATE, i, c, "spec changed", False))
+                changed.append((i, c))
             elif c.state is not running or paused:
                 _converge(steps, key, i, c, spec.restart_policy, paused)
+        if changed:
+            _rollout(steps, key, service, changed, runtime in balancing)
+            changed = []
     if not (steps or found or extra or duplicates or services_found):
         return Plan()
 
@@ -259,24 +271,73 @@ def _converge(steps: list[_Step], key: Key, i: int, c: Container, policy: Restar
     state = c.state
     started = True
     if state == State.CREATED:
-        steps.append((key, Kind.START, i, c, "created", False))
+        steps.append((key, Kind.START, i, c, "created", (), None, False))
     elif state == State.EXITED:
         if c.next_restart is not None:
             return  # its restart is scheduled, after a crash-loop back-off: starting it now would undo that
         if policy == RestartPolicy.ALWAYS:
-            steps.append((key, Kind.START, i, c, "exited (Always)", False))
+            steps.append((key, Kind.START, i, c, "exited (Always)", (), None, False))
         elif policy == RestartPolicy.ON_FAILURE and c.exit_code != 0:
-            steps.append((key, Kind.START, i, c, f"exited with code {c.exit_code} (OnFailure)", False))
+            steps.append((key, Kind.START, i, c, f"exited with code {c.exit_code} (OnFailure)", (), None, False))
         else:
             return  # a finished job: nothing to pause either
     elif state == State.PAUSED:
         if not paused:
-            steps.append((key, Kind.UNPAUSE, i, c, "paused", False))
+            steps.append((key, Kind.UNPAUSE, i, c, "paused", (), None, False))
         return
     else:
         started = False
     if paused:
-        steps.append((key, Kind.PAUSE, i, c, "paused in spec", started))
+        steps.append((key, Kind.PAUSE, i, c, "paused in spec", _BEFORE if started else (), None, False))
+
+
+def _rollout(steps: list[_Step], key: Key, service: Service, changed: list[tuple[int, Container]],
+             balanced: bool) -> None:
+    """The steps that replace the changed replicas, as the service's update strategy says.
+
+    Recreate: every old container is deleted, then every new one created. RollingUpdate (Kubernetes' defaults:
+    maxSurge and maxUnavailable 25%): the replicas are taken in lanes, as many lanes as there is room for, maxSurge
+    lanes that create a new replica and delete an old one once it is ready, maxUnavailable lanes that delete an
+    old replica and then create its successor; each lane's next replica waits for the one before it. So at no
+    time are there more than spec.replicas + maxSurge containers or fewer than spec.replicas - maxUnavailable
+    ready ones (counting those left alone). While both exist, the new container of a replica takes the name its
+    old one does not have: <service>-<replica>, or that followed by the first five digits of its spec hash."""
+    spec = service.spec
+    update = getattr(spec, "update", None)  # a cached service has none: it is only ever used for empty plans
+    name, spec_hash = service.name, service.spec_hash
+
+    def new_name(i: int, old: Container) -> str:
+        plain = f"{name}-{i}"
+        return f"{plain}-{spec_hash[:5]}" if old.name == plain else plain
+
+    if update is None or update.strategy == "Recreate":
+        first = len(changed)
+        for i, c in changed:
+            steps.append((key, Kind.DELETE, i, c, "spec changed (Recreate)", (), None, False))
+        for n, (i, c) in enumerate(changed):
+            deps = tuple(range(-first - n, -n))  # every delete
+            steps.append((key, Kind.CREATE, i, None, "spec changed (Recreate)", deps, f"{name}-{i}", False))
+        return
+    surge, unavailable = update.room(spec.replicas)
+    own_ports = any(p.host_port is not None and (p.mode == "host" or not balanced) for p in spec.ports)
+    if own_ports:  # a second container could not bind the port
+        surge, unavailable = 0, max(unavailable, 1)
+    surge = min(surge, len(changed))
+    lanes = surge + min(unavailable, len(changed) - surge)
+    last: dict[int, int] = {}  # lane -> position of its last step, counted from the first step of the rollout
+    at = 0
+    reason = "spec changed (RollingUpdate)"
+    for n, (i, c) in enumerate(changed):
+        lane = n % lanes
+        wait = (last[lane] - at,) if lane in last else ()
+        if lane < surge:  # create, then delete the old one once the new one is ready
+            steps.append((key, Kind.CREATE, i, None, reason, wait, new_name(i, c), True))
+            steps.append((key, Kind.DELETE, i, c, reason, _BEFORE, None, False))
+        else:  # delete, then create its successor
+            steps.append((key, Kind.DELETE, i, c, reason, wait, None, False))
+            steps.append((key, Kind.CREATE, i, None, reason, _BEFORE, new_name(i, c), True))
+        at += 2
+        last[lane] = at - 1
 
 
 def _keeper(candidates: list[Container], spec_hash: str, runtime: str, paused: bool) -> Container:
@@ -321,13 +382,18 @@ def _add_ups(actions: list[Action], declared: dict[Key, Service], steps: list[_S
             frontier[key] = waits
             continue
         runtime = declared[key].spec.runtime or default_runtime
-        own = []
-        for (ns, name), kind, i, c, reason, chained in by_service[key]:
-            after = (*waits, len(actions) - 1) if chained else waits
+        own: list[int] = []
+        for (ns, name), kind, i, c, reason, needs, new_name, ready in by_service[key]:
+            after = (*waits, *(own[len(own) + d] for d in needs)) if needs else waits
+            if kind is Kind.DELETE:  # an old replica a rolling update replaces: its own runtime and name
+                assert isinstance(c, Container)
+                own.append(len(actions))
+                actions.append(Action(kind, ns, name, i, c.name, c.runtime, c.id, reason, after))
+                continue
             cid, old = (c.id, c.runtime if c.runtime != runtime else None) if c is not None else (None, None)
             own.append(len(actions))
-            shown = name if kind is Kind.DEPLOY else f"{name}-{i}"
-            actions.append(Action(kind, ns, name, i, shown, runtime, cid, reason, after, old))
+            shown = name if kind is Kind.DEPLOY else new_name or f"{name}-{i}"
+            actions.append(Action(kind, ns, name, i, shown, runtime, cid, reason, after, old, ready))
         frontier[key] = tuple(own)
 
 

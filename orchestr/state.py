@@ -154,6 +154,15 @@ class Store:
                 break
         return out
 
+    def service_history(self, namespace: str, name: str) -> list[tuple[Revision, dict | None]]:
+        """The revisions that changed the service, oldest first, each with its document (None: removed)."""
+        rows = self.db.execute(
+            "SELECT r.id, r.applied_at, r.action, r.namespaces, r.sources, r.status, h.spec FROM service_history h "
+            "JOIN revisions r ON r.id = h.revision WHERE h.namespace=? AND h.name=? ORDER BY r.id",
+            (namespace, name)).fetchall()
+        return [(Revision(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), row[5]),
+                 None if row[6] is None else json.loads(row[6])) for row in rows]
+
     def services(self, namespace: str | None = None) -> dict[tuple[str, str], dict]:
         """The currently applied documents, by (namespace, name)."""
         query, args = "SELECT namespace, name, spec FROM services", ()

@@ -43,6 +43,11 @@ def get_json(ns: str, state_dir: Path) -> list[dict]:
     return json.loads(proc.stdout)
 
 
+def by_replica(items: list[dict]) -> dict[str, str]:
+    """Container ids by <service>-<replica>, whatever a rolling update named them."""
+    return {f"{c['service']}-{c['replica']}": c["id"] for c in items}
+
+
 def ids(items: list[dict]) -> dict[str, str]:
     return {c["name"]: c["id"] for c in items}
 
@@ -78,15 +83,15 @@ def test_apply_reapply_change_scale_delete(ns, tmp_path, state_dir):
     write(spec, db, web.replace("MODE: one", "MODE: two"))
     assert orc("diff", "-f", str(spec), state_dir=state_dir).returncode == 1
     out = orc("apply", "-f", str(spec), state_dir=state_dir, check=True).stdout
-    assert "3 done" in out
-    second = ids(get_json(ns, state_dir))
+    assert "6 done" in out  # rolled out: each replica's new container made beside its old one, which then goes
+    second = by_replica(get_json(ns, state_dir))
     assert second["db-0"] == ids(first)["db-0"]
     assert all(second[n] != ids(first)[n] for n in ("web-0", "web-1", "web-2"))
 
     # scaling down removes the highest indexes
     write(spec, db, web.replace("MODE: one", "MODE: two").replace("replicas: 3", "replicas: 1"))
     orc("apply", "-f", str(spec), state_dir=state_dir, check=True)
-    third = ids(get_json(ns, state_dir))
+    third = by_replica(get_json(ns, state_dir))
     assert sorted(third) == ["db-0", "web-0"]
     assert third["web-0"] == second["web-0"]
 

@@ -534,7 +534,8 @@ def test_a_web_app_with_a_database_and_a_cache_comes_up(ns, tmp_path, state_dir)
     (path.parent / ".env").write_text(f"IMAGE={TEST_IMAGE}\nWEB_PORT={port}\nDB_PASSWORD=s3cret\n")
     assert orc("diff", "-p", ns, "-f", str(path), state_dir=state_dir).returncode == 1
     out = up(path, ns, state_dir)
-    assert "1 done" in out and f"{ns}/web-0" in out and f"{ns}/db-0" not in out
+    # rolled out: the new web-0 made beside the old one, which then goes
+    assert "2 done" in out and f"{ns}/web-0" in out and f"{ns}/db-0" not in out
     assert fetch(f"http://127.0.0.1:{port}/index.html") == "hello from compose\n"
 
     converted = orc("convert", "-p", ns, "-f", str(path), state_dir=state_dir, check=True).stdout

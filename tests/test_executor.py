@@ -220,14 +220,15 @@ async def test_recreating_one_changed_service_leaves_the_others_alone(runtime, d
     web = service(ns, docker_image, "web", replicas=2, depends_on=["db"], env={"V": "2"})
     changed = [services[0], web, services[2]]
     p, outcomes = await converge(runtime, ns, changed)
-    assert sorted((a.kind, a.name) for a in p) == [(Kind.RECREATE, "web-0"), (Kind.RECREATE, "web-1")]
+    new = [f"web-0-{web.spec_hash[:5]}", f"web-1-{web.spec_hash[:5]}"]  # rolled out beside the old ones
+    assert sorted((a.kind, a.name) for a in p) == [(Kind.CREATE, new[0]), (Kind.CREATE, new[1]),
+                                                   (Kind.DELETE, "web-0"), (Kind.DELETE, "web-1")]
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
 
     after = {c.name: c.id for c in await runtime.list(ns)}
-    assert set(after) == set(before)
+    assert set(after) == {"db-0", "worker-0", *new}
     assert {n: after[n] for n in ("db-0", "worker-0")} == {n: before[n] for n in ("db-0", "worker-0")}
-    assert after["web-0"] != before["web-0"] and after["web-1"] != before["web-1"]
-    assert {o.container_id for o in outcomes} == {after["web-0"], after["web-1"]}
+    assert {o.container_id for o in outcomes if o.action.kind is Kind.CREATE} == {after[n] for n in new}
     assert await replan(runtime, ns, changed) == Plan()
     await delete_all(runtime, ns)
 

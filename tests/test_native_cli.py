@@ -233,13 +233,14 @@ def test_apply_reapply_change_scale_delete(ns, tmp_path, state_dir):
     write(spec, db, web.replace("MODE: one", "MODE: two"))
     assert orc("diff", "-f", str(spec), state_dir=state_dir).returncode == 1
     out = orc("apply", "-f", str(spec), state_dir=state_dir, check=True).stdout
-    assert "3 done, 0 failed" in out and "db-0" not in out
-    second = by_name(get_json(ns, state_dir))
+    assert "6 done, 0 failed" in out and "db-0" not in out  # a rolling update: 3 creates, 3 deletes
+    second = {f"{c['service']}-{c['replica']}": c for c in get_json(ns, state_dir)}
     assert second["db-0"] == by_name(first)["db-0"]
     for n in ("web-0", "web-1", "web-2"):
         assert second[n]["id"] != ids(first)[n] and second[n]["state"] == "running"
     assert all(not alive(c["pid"]) for c in first if c["service"] == "web")
-    exec_env = orc("exec", "-n", ns, "web-1", "--", "sh", "-c", "echo $MODE", state_dir=state_dir, check=True)
+    exec_env = orc("exec", "-n", ns, second["web-1"]["name"], "--", "sh", "-c", "echo $MODE", state_dir=state_dir,
+                   check=True)
     assert exec_env.stdout == "two\n"
     assert len(records(state_dir)) == 4
 
@@ -247,7 +248,7 @@ def test_apply_reapply_change_scale_delete(ns, tmp_path, state_dir):
     write(spec, db, web.replace("MODE: one", "MODE: two").replace("replicas: 3", "replicas: 1"))
     out = orc("apply", "-f", str(spec), state_dir=state_dir, check=True).stdout
     assert "2 done" in out and "web-1" in out and "web-2" in out
-    third = ids(get_json(ns, state_dir))
+    third = {f"{c['service']}-{c['replica']}": c["id"] for c in get_json(ns, state_dir)}
     assert third == {"db-0": second["db-0"]["id"], "web-0": second["web-0"]["id"]}
     assert sorted(records(state_dir)) == sorted(third.values())
     assert not alive(second["web-1"]["pid"]) and not alive(second["web-2"]["pid"])

@@ -86,14 +86,58 @@ def test_a_converged_state_plans_nothing():
     assert not plan([web, db], actual, default_runtime=DEFAULT, prune=True)
 
 
-def test_a_changed_spec_recreates_only_that_service():
+def test_a_changed_spec_rolls_out_only_that_service_one_surge_replica_at_a_time():
     old_web, db = service("web", 2), service("db")
     actual = [running(old_web, 0), running(old_web, 1), running(db)]
     new_web = service("web", 2, image="busybox:2")
     p = plan([new_web, db], actual, default_runtime=DEFAULT)
-    assert kinds(p) == [("recreate", "web-0"), ("recreate", "web-1")]
-    assert [a.container_id for a in p] == [actual[0].id, actual[1].id]
-    assert {a.reason for a in p} == {"spec changed"}
+    h = new_web.spec_hash[:5]
+    # Kubernetes' defaults for 2 replicas: maxSurge 25% rounds up to 1, maxUnavailable 25% down to 0
+    assert kinds(p) == [("create", f"web-0-{h}"), ("delete", "web-0"), ("create", f"web-1-{h}"), ("delete", "web-1")]
+    assert [a.after for a in p] == [(), (0,), (1,), (2,)]
+    assert [a.container_id for a in p] == [None, actual[0].id, None, actual[1].id]
+    assert [a.ready for a in p] == [True, False, True, False]
+    assert {a.reason for a in p} == {"spec changed (RollingUpdate)"}
+    # the next update gives the plain names back
+    rolled = [running(new_web, 0), running(new_web, 1)]
+    rolled = [replace(c, name=f"web-{c.replica}-{h}") for c in rolled]
+    p = plan([service("web", 2, image="busybox:3")], rolled, default_runtime=DEFAULT)
+    assert [a.name for a in p if a.kind is Kind.CREATE] == ["web-0", "web-1"]
+
+
+def test_lanes_keep_within_max_surge_and_max_unavailable():
+    old = service("web", 5)
+    new = Service.build("web", image="busybox:2", replicas=5, update={"maxSurge": 1, "maxUnavailable": 1})
+    p = plan([new], [running(old, i) for i in range(5)], default_runtime=DEFAULT)
+    lanes = [(a.kind.value, a.replica, a.after) for a in p]
+    assert lanes == [
+        ("create", 0, ()), ("delete", 0, (0,)),  # the surge lane: new first
+        ("delete", 1, ()), ("create", 1, (2,)),  # the unavailable lane: old first
+        ("create", 2, (1,)), ("delete", 2, (4,)),
+        ("delete", 3, (3,)), ("create", 3, (6,)),
+        ("create", 4, (5,)), ("delete", 4, (8,)),
+    ]
+
+
+def test_a_port_of_a_container_of_its_own_rolls_out_without_surge():
+    old = Service.build("web", ports=[{"containerPort": 80, "hostPort": 8080, "mode": "host"}])
+    new = Service.build("web", image="busybox:2", ports=[{"containerPort": 80, "hostPort": 8080, "mode": "host"}])
+    p = plan([new], [running(old)], default_runtime=DEFAULT, balancing={DEFAULT})
+    assert kinds(p) == [("delete", "web-0"), ("create", f"web-0-{new.spec_hash[:5]}")]
+    balanced = Service.build("web", image="busybox:2", ports=[{"containerPort": 80, "hostPort": 8080}])
+    p = plan([balanced], [running(old)], default_runtime=DEFAULT, balancing={DEFAULT})
+    assert [a.kind for a in p] == [Kind.CREATE, Kind.DELETE]
+    p = plan([balanced], [running(old)], default_runtime=DEFAULT)  # a runtime that balances nothing
+    assert [a.kind for a in p] == [Kind.DELETE, Kind.CREATE]
+
+
+def test_recreate_deletes_every_old_replica_before_the_first_new_one():
+    old = service("web", 2)
+    new = Service.build("web", image="busybox:2", replicas=2, update={"strategy": "Recreate"})
+    p = plan([new], [running(old, 0), running(old, 1)], default_runtime=DEFAULT)
+    assert kinds(p) == [("delete", "web-0"), ("delete", "web-1"), ("create", "web-0"), ("create", "web-1")]
+    assert [a.after for a in p] == [(), (), (0, 1), (0, 1)]
+    assert not any(a.ready for a in p)
 
 
 @pytest.mark.parametrize("declared, had", [(None, "native"), ("native", DEFAULT), ("native", "crun")])
@@ -105,9 +149,10 @@ def test_a_changed_runtime_recreates_on_the_new_runtime(declared, had):
     assert (action.runtime, action.old_runtime) == (declared or DEFAULT, had)
 
 
-def test_a_spec_recreate_on_the_same_runtime_names_no_old_runtime():
-    (action,) = plan([service("web", image="busybox:2")], [container("web")], default_runtime=DEFAULT)
-    assert action.kind == Kind.RECREATE and action.old_runtime is None
+def test_a_spec_change_on_the_same_runtime_names_no_old_runtime():
+    create, delete = plan([service("web", image="busybox:2")], [container("web")], default_runtime=DEFAULT)
+    assert create.kind == Kind.CREATE and create.old_runtime is None
+    assert (delete.kind, delete.runtime) == (Kind.DELETE, DEFAULT)
 
 
 @pytest.mark.parametrize(
@@ -235,7 +280,7 @@ def test_scope_widens_prune_to_namespaces_without_services():
 def test_a_service_of_the_same_name_in_another_namespace_is_a_different_service():
     a, b = service("web", ns="a"), service("web", ns="b", image="busybox:2")
     p = plan([a, b], [running(a), running(service("web", ns="b"))], default_runtime=DEFAULT)
-    assert [(a.kind.value, a.namespace) for a in p] == [("recreate", "b")]
+    assert [(a.kind.value, a.namespace) for a in p] == [("create", "b"), ("delete", "b")]
 
 
 # -- ordering ------------------------------------------------------------------------------
@@ -258,8 +303,8 @@ def test_a_dependent_waits_for_a_recreated_dependency_through_an_unchanged_one()
     web = service("web", deps=["api"])
     actual = [container("db"), running(api)]
     p = plan([web, api, db], actual, default_runtime=DEFAULT)
-    assert kinds(p) == [("recreate", "db-0"), ("create", "web-0")]
-    assert p.actions[1].after == (0,)
+    assert kinds(p) == [("create", f"db-0-{db.spec_hash[:5]}"), ("delete", "db-0"), ("create", "web-0")]
+    assert p.actions[2].after == (0, 1)
 
 
 def test_every_up_action_of_a_dependent_waits_including_pause_and_start():

@@ -59,7 +59,7 @@ MALFORMED = {
         HEAD + "  colour: red\n",
         "shop.yaml:8: spec.colour: unknown field, expected one of: runtime, image, command, args, env, workingDir, "
         "user, replicas, resources, restartPolicy, dependsOn, stopGracePeriod, volumes, ports, network, paused, "
-        "init, readOnly, seccomp"),
+        "init, readOnly, seccomp, update"),
     "unknown field in a list item": (
         HEAD + "  ports:\n    - containerPort: 80\n      hostport: 8080\n",
         "shop.yaml:10: spec.ports[0].hostport: unknown field, did you mean 'hostPort'?"),

@@ -171,3 +171,16 @@ Cpus = Annotated[float | None, _unit(parse_cpus), AfterValidator(_cpus_in_range)
 Memory = Annotated[int | None, _unit(parse_quantity, positive=True), AfterValidator(_memory_in_range)]  # bytes
 Size = Annotated[int | None, _unit(parse_quantity, positive=True)]  # bytes
 Duration = Annotated[float, _unit(parse_duration)]  # seconds
+
+
+def _count_or_percent(value: Any) -> int | str:
+    """maxSurge and maxUnavailable: a count of replicas, or a percentage of them ("25%")."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,3}%", value) and int(value[:-1]) <= 100:
+        return value
+    fail(f"expected a count of replicas (0 or more) or a percentage like 25%, got {show(value)}")
+    raise AssertionError  # fail raises
+
+
+CountOrPercent = Annotated[int | str, BeforeValidator(_count_or_percent)]

@@ -46,6 +46,7 @@ from .fields import (
     DNS_WORDS,
     AbsolutePath,
     Argv,
+    CountOrPercent,
     Cpus,
     DnsLabel,
     Duration,
@@ -67,7 +68,7 @@ API_VERSION = "orchestr/v1"
 KIND = "Service"
 BUILT = "<built>"  # the file named by errors about services made with Service.build
 # Changing these adjusts a running container in place, so they stay out of the spec hash.
-_UNHASHED = {"replicas", "depends_on", "paused", "runtime"}
+_UNHASHED = {"replicas", "depends_on", "paused", "runtime", "update"}
 
 
 class _Model(BaseModel):
@@ -136,6 +137,37 @@ class PortSpec(_Model):
     mode: Literal["ingress", "host"] = "ingress"
 
 
+class UpdateSpec(_Model):
+    """How a changed spec replaces the replicas: Kubernetes' Deployment strategy, its names and defaults."""
+
+    strategy: Literal["RollingUpdate", "Recreate"] = "RollingUpdate"
+    max_surge: CountOrPercent = "25%"  # replicas above spec.replicas during a rolling update; a % rounds up
+    max_unavailable: CountOrPercent = "25%"  # replicas below spec.replicas; a % rounds down
+    min_ready_seconds: Duration = 0.0  # a new replica must stay ready this long before it counts
+    progress_deadline: Duration = 600.0  # a new replica not ready by then fails the update: it is rolled back
+
+    @model_validator(mode="after")
+    def _some_room(self) -> UpdateSpec:
+        if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
+            fail("maxSurge and maxUnavailable cannot both be 0: no replica could be replaced", "maxUnavailable")
+        if self.progress_deadline <= 0:
+            fail(f"expected a duration greater than 0, got {self.progress_deadline:g}", "progressDeadline")
+        return self
+
+    def room(self, replicas: int) -> tuple[int, int]:
+        """maxSurge and maxUnavailable as counts of replicas, at least one replica of room between them."""
+        surge, unavailable = (_resolve(self.max_surge, replicas, up=True),
+                              _resolve(self.max_unavailable, replicas, up=False))
+        return (surge, 1) if surge == unavailable == 0 else (surge, unavailable)
+
+
+def _resolve(value: int | str, replicas: int, up: bool) -> int:
+    if isinstance(value, int):
+        return value
+    share = int(value[:-1]) * replicas
+    return -(-share // 100) if up else share // 100
+
+
 class ServiceSpec(_Model):
     runtime: DnsLabel | None = None
     image: ImageReference
@@ -156,6 +188,7 @@ class ServiceSpec(_Model):
     init: StrictBool = False
     read_only: StrictBool = False
     seccomp: Literal["default", "unconfined"] = "default"
+    update: UpdateSpec = UpdateSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
