@@ -35,8 +35,8 @@ def scale(group: dict) -> tuple[str, float]:
     top = max(medians(group).values(), default=0.0)
     if group["unit"] == "bytes":
         return ("MiB", 2**20) if top >= 2**20 else ("KiB", 2**10)
-    if group["unit"] == "%":
-        return "%", 1.0
+    if group["unit"] in ("%", "requests"):
+        return group["unit"], 1.0
     return ("s", 1.0) if top >= 10 else ("ms", 1e-3)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import (containerd, cri, export, images, lifecycle, logs, memory, planner, reapply, recovery, replicas,
-               services, startup, swarm)
+               rollout, services, startup, swarm)
 
 SCENARIOS = {m.ID: m for m in (lifecycle, services, replicas, reapply, planner, memory, logs, startup, images, cri,
-                               containerd, recovery, export, swarm)}
+                               containerd, recovery, export, swarm, rollout)}
