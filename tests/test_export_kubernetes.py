@@ -199,6 +199,7 @@ RICH = {
   init: true
   readOnly: true
   seccomp: unconfined
+  update: {maxSurge: 1, maxUnavailable: 0, minReadySeconds: 2s, progressDeadline: 1m}
 """, "shop").replace("metadata: {name: web, namespace: shop}",
                      "metadata: {name: web, namespace: shop, labels: {tier: front, example.com/team: a-b.c_d, "
                      "empty: ''}}") + "---\n" + doc("db", "  volumes: [{type: volume, source: data, target: /d}]\n")
@@ -516,7 +517,7 @@ def test_a_bad_spec_is_one_line_and_exit_2(tmp_path):
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == f"orchestr: {spec}:6: spec.labels: unknown field, expected one of: runtime, image, " \
                           f"command, args, env, workingDir, user, replicas, resources, restartPolicy, dependsOn, " \
-                          f"stopGracePeriod, volumes, ports, network, paused, init, readOnly, seccomp\n"
+                          f"stopGracePeriod, volumes, ports, network, paused, init, readOnly, seccomp, update\n"
     spec.write_text(doc("web", "").replace("name: web,", "name: web, labels: {x: 'a b'},"))
     proc = subprocess.run([ORCHESTR, "export", "--format", "kubernetes", "-f", str(spec)], capture_output=True,
                           text=True, timeout=60)

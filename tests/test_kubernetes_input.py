@@ -127,8 +127,8 @@ def test_a_deployment_a_pod_and_a_service_in_one_file(tmp_path):
     assert (db.restart_policy, db.network, db.read_only, db.seccomp) == ("Never", "bridge", True, "unconfined")
     assert [(p.host_ip, p.host_port, p.container_port, p.protocol) for p in db.ports] == [
         ("127.0.0.1", 15432, 5432, "tcp"), ("0.0.0.0", 8443, 8443, "udp")]
+    assert web.update.strategy == "Recreate"  # the Deployment's strategy
     assert warnings == [
-        "FILE:7: spec.strategy: ignored: a change recreates the containers",
         "FILE:13: spec.template.spec.nodeSelector: ignored: a cluster's scheduling and accounts; orchestr runs on "
         "this host",
         "FILE:23: spec.template.spec.containers[0].readinessProbe: ignored: orchestr has no health checks; the "

@@ -169,10 +169,21 @@ class _Export:
                 },
             })
         else:
-            self.workloads.append({
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
-                "spec": {"replicas": spec.replicas, "selector": {"matchLabels": selector}, "template": template},
-            })
+            deployment: dict[str, Any] = {"replicas": spec.replicas, "selector": {"matchLabels": selector},
+                                          "template": template}
+            update = getattr(spec, "update", None)
+            if update is not None and update != type(update)():  # Kubernetes' defaults are orchestr's
+                if update.strategy == "Recreate":
+                    deployment["strategy"] = {"type": "Recreate"}
+                else:
+                    deployment["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {
+                        "maxSurge": update.max_surge, "maxUnavailable": update.max_unavailable}}
+                if update.min_ready_seconds:
+                    deployment["minReadySeconds"] = math.ceil(update.min_ready_seconds)
+                deployment["progressDeadlineSeconds"] = max(math.ceil(update.progress_deadline),
+                                                            math.ceil(update.min_ready_seconds) + 1)
+            self.workloads.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+                                   "spec": deployment})
         if spec.paused:
             self.warn(s, "spec.paused", "Kubernetes cannot freeze a container: the replicas run")
 

@@ -544,8 +544,15 @@ class _Compose:
         if "target" not in item:
             raise self.error(at, "expected a target (the container's port)")
         published = item.get("published")
-        return self.port_range("" if published is None else str(published), str(item["target"]),
-                               item.get("host_ip"), item.get("protocol") or "tcp", at)
+        ports = self.port_range("" if published is None else str(published), str(item["target"]),
+                                item.get("host_ip"), item.get("protocol") or "tcp", at)
+        mode = item.get("mode", "ingress")
+        if mode not in ("ingress", "host"):
+            raise self.error(f"{at}.mode", f"expected ingress or host, got {show(mode)}")
+        if mode == "host":  # the container's own binding, as compose's host mode; ingress: a service port
+            for entry in ports:
+                entry["mode"] = "host"
+        return ports
 
     def port_range(self, host: str, container: str, ip: str | None, protocol: str, at: str) -> list[dict[str, Any]]:
         if protocol not in ("tcp", "udp"):

@@ -106,11 +106,21 @@ class _Manifest:
         if kind == "Deployment":
             self.only(spec, "spec", {"replicas", "selector", "template", "strategy", "minReadySeconds",
                                      "revisionHistoryLimit", "progressDeadlineSeconds", "paused"},
-                      {"strategy": "a change recreates the containers", "minReadySeconds": "no readiness here",
-                       "revisionHistoryLimit": "orchestr history keeps revisions",
-                       "progressDeadlineSeconds": "no rollouts here"})
+                      {"revisionHistoryLimit": "orchestr history keeps revisions"})
             if spec.get("paused"):
                 raise self.error("spec.paused", "not supported: a paused rollout; orchestr has none")
+            strategy = self.mapping(spec.get("strategy"), "spec.strategy")
+            self.only(strategy, "spec.strategy", {"type", "rollingUpdate"})
+            if "type" in strategy:
+                doc.put("update.strategy", strategy["type"], "spec.strategy.type")
+            rolling = self.mapping(strategy.get("rollingUpdate"), "spec.strategy.rollingUpdate")
+            self.only(rolling, "spec.strategy.rollingUpdate", {"maxSurge", "maxUnavailable"})
+            for key in ("maxSurge", "maxUnavailable"):
+                if key in rolling:
+                    doc.put(f"update.{key}", rolling[key], f"spec.strategy.rollingUpdate.{key}")
+            for key, field in (("minReadySeconds", "minReadySeconds"), ("progressDeadlineSeconds", "progressDeadline")):
+                if key in spec:
+                    doc.put(f"update.{field}", spec[key], f"spec.{key}")
             if "replicas" in spec:
                 doc.put("replicas", spec["replicas"], "spec.replicas")
                 replicas = spec["replicas"] if isinstance(spec["replicas"], int) else 1
