@@ -155,6 +155,7 @@ def test_a_node_port_service_publishes_the_named_target_port(tmp_path):
         spec: {selector: {app: web}, ports: [{port: 80}]}
         """))
     assert [(p.container_port, p.host_port) for p in services["web"].spec.ports] == [(8080, 30080)]
+    assert services["web"].spec.ports[0].mode == "ingress"  # balanced across the replicas, as a NodePort is
     assert warnings == ["FILE:27: metadata.name: a ClusterIP Service publishes nothing; its pods are reached in their "
                         "namespace by their own names (web), not as 'inside'"]
 
@@ -227,12 +228,6 @@ BROKEN = {
     "an ExternalName service": (
         (DEPLOYMENT, "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: ExternalName}\n"),
         "FILE:23: spec.type: expected ClusterIP, NodePort or LoadBalancer, got 'ExternalName'"),
-    "two replicas on one host port, from the set check": (
-        (DEPLOYMENT.replace("replicas: 1", "replicas: 2"),
-         "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: shop}\n"
-         "spec:\n  type: NodePort\n  selector: {app: web}\n  ports:\n  - {port: 80, nodePort: 30080}\n"),
-        "FILE:27: spec.ports[0]: host port 0.0.0.0:30080/tcp cannot be published by 2 replicas; set replicas: 1 or "
-        "leave hostPort out"),
 }
 
 
