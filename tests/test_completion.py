@@ -36,7 +36,7 @@ def test_commands_flags_and_choices_complete(tmp_path):
     env = {"ORCHESTR_STATE_DIR": str(tmp_path / "state")}
     assert complete("orchestr ", env) == sorted([
         "apply", "completion", "controller", "convert", "delete", "diff", "events", "exec", "export", "get", "history",
-        "images", "inspect", "logs", "pause", "plugins", "run", "start", "stats", "stop", "unpause"])
+        "images", "inspect", "logs", "pause", "plugins", "rollout", "run", "start", "stats", "stop", "unpause"])
     assert complete("orchestr de", env) == ["delete"]
     assert complete("orchestr get --o", env) == ["--output"]
     assert complete("orchestr get -o y", env) == ["yaml"]

@@ -96,7 +96,7 @@ class Services:
             before = json.loads((owner / RECORD).read_text())
         except (OSError, ValueError):
             before = None
-        if before == record and (not wanted or _chain_exists(key)):
+        if before == record and _chain_exists(key) or not wanted and before is None:
             return
         drop_stale()
         if not wanted:
@@ -104,10 +104,8 @@ class Services:
             ports.release(str(owner))
             shutil.rmtree(owner, ignore_errors=True)
             return
-        claimed = [{"host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port,
-                    "protocol": p.protocol} for p in wanted]
-        ports.check(ports.published(Port(p.container_port, p.host_port, p.protocol, p.host_ip) for p in wanted),
-                    str(owner))
+        claimed = ports.published(Port(p.container_port, p.host_port, p.protocol, p.host_ip) for p in wanted)
+        ports.check(claimed, str(owner))
         os.makedirs(owner, mode=0o700, exist_ok=True)
         ports.release(str(owner))  # ports no longer wanted
         ports.claim(claimed, str(owner))
