@@ -131,8 +131,6 @@ def test_a_deployment_a_pod_and_a_service_in_one_file(tmp_path):
         "FILE:7: spec.strategy: ignored: a change recreates the containers",
         "FILE:13: spec.template.spec.nodeSelector: ignored: a cluster's scheduling and accounts; orchestr runs on "
         "this host",
-        "FILE:23: spec.template.spec.containers[0].readinessProbe: ignored: orchestr has no health checks; the "
-        "container counts as up once it runs",
         "FILE:22: spec.template.spec.containers[0].resources.requests: ignored: requests are not reserved on one host",
         "FILE:24: spec.template.spec.containers[0].securityContext.capabilities.drop: ignored: containers keep "
         "Docker's default capabilities",

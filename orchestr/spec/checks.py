@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SpecError
 from ..graph import depth_first
+from ..model import RestartPolicy
 
 if TYPE_CHECKING:
     from .models import Service
@@ -40,19 +41,24 @@ def validate_set(services: Sequence[Service]) -> None:
     edges: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for key, service in by_key.items():
         edges[key] = []
-        for i, dep in enumerate(service.spec.depends_on):
+        for i, dep in enumerate(service.needs):
             if dep == service.name:
                 report(service, f"spec.dependsOn[{i}]", "a service cannot depend on itself")
             elif (service.namespace, dep) not in by_key:
                 report(service, f"spec.dependsOn[{i}]", f"no service '{dep}' in namespace '{service.namespace}'")
             else:
                 edges[key].append((service.namespace, dep))
+                target = by_key[(service.namespace, dep)]
+                if service.spec.depends_on[i].condition == "completed" and \
+                        target.spec.restart_policy == RestartPolicy.ALWAYS:
+                    report(service, f"spec.dependsOn[{i}].condition",
+                           f"{dep} never completes: its restartPolicy is Always; give it OnFailure or Never")
     order = {key: i for i, key in enumerate(edges)}
     for cycle in depth_first(edges, edges.__getitem__)[1]:
         first = min(range(len(cycle)), key=lambda i: order[cycle[i]])
         cycle = cycle[first:] + cycle[:first + 1]  # from its member listed first, back to it
         service = by_key[cycle[0]]
-        i = service.spec.depends_on.index(cycle[1][1])
+        i = service.needs.index(cycle[1][1])
         report(service, f"spec.dependsOn[{i}]", "dependency cycle: " + " -> ".join(name for _, name in cycle))
 
     claims: dict[tuple[str, int], list[tuple[str, Service, str]]] = {}
