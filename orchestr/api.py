@@ -30,6 +30,7 @@ from .model import (
     Deployment,
     Event,
     ExecResult,
+    Health,
     LogLine,
     RestartPolicy,
     State,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # the planner and executor load only for the verbs that recon
 
 OutcomeCallback = Callable[["executor.Outcome"], None]
 SETTLE = 0.25  # seconds apply watches a container it started for an end right after its start
+WAIT_TIMEOUT = 300.0  # seconds apply waits for a dependency to become healthy or complete
 
 
 @dataclass(slots=True)
@@ -197,10 +199,12 @@ class Client:
         on_event: OutcomeCallback | None = None,
         sources: Iterable[str] = (),
         settle: float = SETTLE,
+        wait_timeout: float = WAIT_TIMEOUT,
     ) -> ApplyResult:
         """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete. A container
         started that ends with a failure within settle seconds (a crash at start, an OOM kill) fails its action,
-        reported through on_event a second time."""
+        reported through on_event a second time. A service that depends on another being healthy or completed
+        waits for that up to wait_timeout seconds; its actions fail, saying why, if it does not get there."""
         from . import executor, planner
 
         default = runtime or self.default_runtime
@@ -222,7 +226,7 @@ class Client:
                       if a.kind in (planner.Kind.DELETE, planner.Kind.UNDEPLOY)} - set(by_key)
             outcomes = await executor.execute(
                 plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
-                settle=settle,
+                settle=settle, gate=_Conditions(self, by_key, default, wait_timeout).gate,
             )
             self.store.record_services(rev, {k: _document(s, default) for k, s in by_key.items()}, removed=pruned)
             result = ApplyResult(plan, outcomes, rev)
@@ -369,7 +373,10 @@ class Client:
         if self.store.controller_status() is None:
             return
         restarts = self.store.backoff()
+        health = self.store.health()
         for c in found:
+            if (c.runtime, c.id) in health and c.state is State.RUNNING:
+                c.health = Health(health[(c.runtime, c.id)][0])
             count, next_restart = restarts.get((c.runtime, c.id), (0, None))
             c.restarts = None if c.restarts is None and not count else (c.restarts or 0) + count
             if c.state is State.EXITED and c.next_restart is None:
@@ -587,6 +594,82 @@ class Client:
         ran: tuple[Container, int] | None = rt.run_blocking(  # type: ignore[attr-defined]  # BlockingRun, as supports found
             spec, output=output, remove=remove, stdin=stdin, on_signal=on_signal)
         return ran
+
+
+class _Conditions:
+    """apply's waits for dependsOn conditions: each (dependency, condition) is waited for once, by whichever
+    dependent asks first, and every dependent gets its verdict."""
+
+    def __init__(self, oc: Client, services: dict[tuple[str, str], Service], default: str, timeout: float):
+        self.oc, self.services, self.default, self.timeout = oc, services, default, timeout
+        self.waits: dict[tuple[str, str, str], tuple[anyio.Event, list[str | None]]] = {}
+
+    async def gate(self, action: Any) -> str | None:
+        service = self.services.get((action.namespace, action.service))
+        for dep in getattr(service.spec, "depends_on", ()) if service is not None else ():
+            condition = getattr(dep, "condition", "started")
+            target = self.services.get((action.namespace, str(dep)))
+            if condition == "started" or target is None:
+                continue
+            key = (action.namespace, str(dep), condition)
+            if key in self.waits:
+                done, verdict = self.waits[key]
+                await done.wait()
+            else:
+                done, verdict = self.waits[key] = (anyio.Event(), [])
+                try:
+                    verdict.append(await self._wait(target, condition))
+                except OrchestrError as e:
+                    verdict.append(f"cannot be checked: {e}")
+                finally:
+                    if not verdict:
+                        verdict.append("was not waited for")
+                    done.set()
+            if verdict[0]:
+                return f"dependency {dep} {verdict[0]}"
+        return None
+
+    async def _wait(self, target: Service, condition: str) -> str | None:
+        """None once every replica of target is healthy (or has completed), else why not."""
+        from .health import probes_for, wait_ready
+
+        rt = self.oc.runtime(target.spec.runtime or self.default)
+        deadline = time.monotonic() + self.timeout
+        within = f"within {self.timeout:g}s"
+        while True:
+            replicas = [c for c in await rt.list(target.namespace) if c.service == target.name and not c.oneoff
+                        and c.replica < target.spec.replicas]
+            if condition == "completed":
+                failed = [c for c in replicas if c.state is State.EXITED and c.exit_code != 0]
+                if failed and target.spec.restart_policy == RestartPolicy.NEVER:
+                    return f"did not complete: {failed[0].name} exited with {failed[0].exit_code}"
+                done = [c for c in replicas if c.state is State.EXITED and c.exit_code == 0]
+                if len(done) >= target.spec.replicas:
+                    return None
+                if time.monotonic() > deadline:
+                    late = next((c for c in replicas if c not in done), None)
+                    how = f"{late.name} is {late.state}" + (f" ({late.exit_code})" if late.exit_code else "") \
+                        if late else f"{target.name} has no container"
+                    return f"did not complete {within}: {how}"
+                await anyio.sleep(0.2)
+                continue
+            if not replicas:
+                return None if target.spec.replicas == 0 else f"did not become healthy: {target.name} has no container"
+            probes = await probes_for(rt, target, replicas[0])
+            if probes is None:
+                return ("cannot become healthy: it has no health check (healthcheck, probes or an image "
+                        "HEALTHCHECK)")
+            found: list[str] = []
+
+            async def one(c: Container, probes=probes) -> None:
+                verdict = await wait_ready(rt, c, probes, deadline)
+                if not verdict.ready:
+                    found.append(verdict.reason)
+
+            async with anyio.create_task_group() as tg:
+                for c in replicas:
+                    tg.start_soon(one, c)
+            return f"did not become healthy {within}: {found[0]}" if found else None
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ import anyio
 
 from .errors import NotFound, OrchestrError, RuntimeFailure, TerminalFailure, context
 from .model import L_REPLICA, Event, EventAction, Image
-from .planner import Action, Kind, Plan
+from .planner import UP_KINDS, Action, Kind, Plan
 from .runtime import Runtime, ServiceRunner, require, supports
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ async def execute(
     on_event: Callable[[Outcome], None] | None = None,
     on_start: Callable[[Action], None] | None = None,
     settle: float = 0.0,
+    gate: Callable[[Action], Awaitable[str | None]] | None = None,
 ) -> list[Outcome]:
     """Run every action of plan; return one Outcome per action, in plan order.
 
@@ -52,6 +53,9 @@ async def execute(
     With settle, the containers the plan started are watched, through their runtimes' events, until settle
     seconds after the last start (or until each has failed): the outcome of one that ends with a failure
     meanwhile (a non-zero exit, an OOM kill) becomes a failed one, reported through on_event a second time.
+
+    gate, when given, is awaited before each action that brings a service up, once its prerequisites succeeded: a
+    line it returns (a dependency that did not become healthy) fails the action instead.
     """
     starts = settle > 0 and any(a.kind in _STARTS for a in plan.actions)
     watch = _Watch(runtimes.values()) if starts else None
@@ -72,10 +76,14 @@ async def execute(
                 outcome = Outcome(action, False, True, f"{prior.action.kind} {prior.action.name} {verb}")
                 break
         else:
-            async with limiter:
-                if on_start is not None:
-                    on_start(action)
-                outcome = await run.act(action)
+            held = await gate(action) if gate is not None and action.kind in UP_KINDS else None
+            if held:
+                outcome = Outcome(action, False, error=f"{action.kind} {action.name}: {held}")
+            else:
+                async with limiter:
+                    if on_start is not None:
+                        on_start(action)
+                    outcome = await run.act(action)
         outcomes[index] = outcome
         done[index].set()
         if watch is not None and outcome.ok and action.kind in _STARTS and outcome.container_id:
