@@ -32,6 +32,7 @@ from .model import (
     ExecResult,
     Health,
     LogLine,
+    Probes,
     RestartPolicy,
     State,
     Stats,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:  # the planner and executor load only for the verbs that recon
     from anyio.abc import ObjectSendStream
 
     from . import executor
+    from .health import Readiness
     from .planner import Plan
     from .spec import Service
 
@@ -440,6 +442,17 @@ class Client:
             async for item in receive:
                 yield item
 
+    async def ready(self, container: Container, service: Service | None = None, *, timeout: float = 0.0) -> Readiness:
+        """Whether container is ready: its startup and readiness checks (service's, else its image's HEALTHCHECK)
+        pass, or it has none and runs. Checks run until it is ready or timeout seconds have passed (0: one round);
+        the result says which health it has and, when not ready, why (the last check's result)."""
+        from .health import probes_for, wait_ready
+
+        rt = self.runtime(container.runtime)
+        with located(rt.name, container.id):
+            probes = await probes_for(rt, service, container)
+            return await wait_ready(rt, container, probes, time.monotonic() + timeout)
+
     async def inspect(self, name: str, namespace: str = "default") -> Container:
         """The container called name in namespace, as its runtime describes it now."""
         async with self._found(name, namespace) as (rt, c):
@@ -661,7 +674,7 @@ class _Conditions:
                         "HEALTHCHECK)")
             found: list[str] = []
 
-            async def one(c: Container, probes=probes) -> None:
+            async def one(c: Container, probes: Probes = probes) -> None:
                 verdict = await wait_ready(rt, c, probes, deadline)
                 if not verdict.ready:
                     found.append(verdict.reason)

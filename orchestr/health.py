@@ -68,7 +68,7 @@ def image_probes(config: dict[str, Any]) -> Probes | None:
     return Probes(readiness=check, liveness=check, combined=True)
 
 
-async def probes_for(rt: Runtime, service: Any, container: Container,
+async def probes_for(rt: Runtime, service: Any | None, container: Container,
                      cache: dict[tuple[str, str], Probes | None] | None = None) -> Probes | None:
     """The checks of a container of service: the spec's, else its image's HEALTHCHECK; None when there are none."""
     probes = service.probes() if hasattr(service, "probes") else None
@@ -316,15 +316,17 @@ async def wait_ready(rt: Runtime, container: Container, probes: Probes | None, d
             container = await rt.inspect(container.id)
         except OrchestrError as e:
             return Readiness(False, Health.UNHEALTHY, _line(str(e)))
+    checked = False
     while True:
         kind = "startup" if "startup" in tracker.due() else "readiness"
         if kind == "readiness" and probes.readiness is None:
             return Readiness(True, Health.HEALTHY, tracker.reason)
         check = tracker.check(kind)
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 and checked:
             return Readiness(False, tracker.health, tracker.reason)
-        with anyio.move_on_after(left):
+        checked = True
+        with anyio.move_on_after(max(left, check.timeout)):  # a first round, whatever the deadline
             result = await run_check(rt, container, check)
             tracker.record(kind, result, time.monotonic())
         if kind == "readiness" and tracker.health is Health.HEALTHY:

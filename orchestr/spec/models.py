@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import posixpath
+from dataclasses import replace
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -174,14 +175,14 @@ class CheckSpec(_Model):
         """The check as the health module runs it; None when disabled."""
         if self.disable:
             return None
-        timing = {"interval": self.interval, "timeout": self.timeout, "retries": self.retries,
-                  "start_period": self.start_period}
+        base = Check("tcp", interval=self.interval, timeout=self.timeout, retries=self.retries,
+                     start_period=self.start_period)
         if self.exec is not None:
-            return Check("exec", argv=self.exec, **timing)
+            return replace(base, kind="exec", argv=self.exec)
         if self.http is not None:
-            return Check("http", port=self.http.port, path=self.http.path, status=self.http.status, **timing)
+            return replace(base, kind="http", port=self.http.port, path=self.http.path, status=self.http.status)
         assert self.tcp is not None
-        return Check("tcp", port=self.tcp.port, **timing)
+        return replace(base, port=self.tcp.port)
 
 
 class ProbesSpec(_Model):
