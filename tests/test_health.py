@@ -20,6 +20,7 @@ from orchestr.controller import Controller
 from orchestr.health import Result, Tracker, image_probes
 from orchestr.model import Check, Health, Probes, State
 from orchestr.spec import Service
+from test_containerd_cli import cd_ns, containerd_image  # noqa: F401 - fixtures
 from test_native_cli import ns  # noqa: F401 - a fixture
 
 FAIL, PASS = Result(False, "no"), Result(True, "yes")
@@ -65,13 +66,26 @@ def test_an_images_healthcheck_becomes_a_healthcheck():
     assert image_probes({"Config": {}}) is None
 
 
+def _engine(request, runtime: str) -> tuple[str, str, str]:
+    """(runtime, namespace, network): native and containerd check a container of network none from inside its
+    network namespace, docker one on its bridge from the host."""
+    if runtime == "native":
+        return "native", request.getfixturevalue("ns"), "none"
+    if runtime == "containerd":
+        request.getfixturevalue("containerd_namespace")
+        return "containerd", request.getfixturevalue("cd_ns"), "none"
+    return "docker", request.getfixturevalue("docker_namespace"), "bridge"
+
+
 @pytest.fixture(params=["native", "docker"])
 def engine(request, state_dir):
-    """(runtime, namespace, network): native checks a container of network none from inside its namespace,
-    docker one on its bridge from the host."""
-    if request.param == "native":
-        return "native", request.getfixturevalue("ns"), "none"
-    return "docker", request.getfixturevalue("docker_namespace"), "bridge"
+    return _engine(request, request.param)
+
+
+@pytest.fixture(params=["native", "docker", "containerd"])
+def any_engine(request, state_dir):
+    """engine's, and containerd (exec through its shim)."""
+    return _engine(request, request.param)
 
 
 async def _until(check, what: str, timeout: float = 60):
@@ -88,8 +102,8 @@ def _orc(state_dir, *args: str) -> str:
 
 
 @pytest.mark.anyio
-async def test_an_http_check_going_unhealthy_restarts_the_container(engine, state_dir):
-    runtime, ns, network = engine
+async def test_an_http_check_going_unhealthy_restarts_the_container(any_engine, state_dir):
+    runtime, ns, network = any_engine
     web = Service.build("web", namespace=ns, image=TEST_IMAGE, network=network, stop_grace_period="1s",
                         command=["sh", "-c", "mkdir -p /srv && echo ok > /srv/ok && exec httpd -f -p 8080 -h /srv"],
                         healthcheck={"http": {"port": 8080, "path": "/ok"}, "interval": "200ms", "timeout": "2s",
