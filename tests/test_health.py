@@ -9,7 +9,7 @@ the image HEALTHCHECK's translation are checked on plain data. No test asserts a
 from __future__ import annotations
 
 import json
-import subprocess
+import urllib.request
 
 import anyio
 import pytest
@@ -55,6 +55,15 @@ def test_probes_run_startup_first_then_readiness_moves_health_and_liveness_resta
     assert only_live.initial() is Health.HEALTHY  # nothing gates its readiness
 
 
+def test_events_show_health_changes_with_their_reason():
+    from orchestr.commands import _event_line
+
+    line = _event_line({"time": "T", "source": "controller", "runtime": "native", "namespace": "shop",
+                        "name": "web-0", "action": "health", "health": "unhealthy",
+                        "reason": "http://10.88.0.2:8080/ok answered 404"})
+    assert line == "T  controller(native)  shop/web-0  health  unhealthy (http://10.88.0.2:8080/ok answered 404)"
+
+
 def test_an_images_healthcheck_becomes_a_healthcheck():
     config = {"Config": {"Healthcheck": {"Test": ["CMD-SHELL", "wget -q localhost"], "Interval": 5_000_000_000,
                                          "Retries": 4}}}
@@ -95,6 +104,11 @@ async def _until(check, what: str, timeout: float = 60):
     return found
 
 
+def _scrape(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
 def _orc(state_dir, *args: str) -> str:
     from test_native_cli import orc
 
@@ -112,10 +126,13 @@ async def test_an_http_check_going_unhealthy_restarts_the_container(any_engine, 
     async with Client(state_dir=state_dir, runtime=runtime) as oc:
         assert (await oc.apply([web])).ok
         async with anyio.create_task_group() as tg:
-            ctl = Controller(oc, resync=3600, on_health=lambda c, h, why: changes.append((c.pid, h, why)))
+            ctl = Controller(oc, resync=3600, metrics_address="127.0.0.1:0",
+                             on_health=lambda c, h, why: changes.append((c.pid, h, why)))
             await tg.start(ctl.run)
             first = (await _until(lambda: _healthy(oc, ns), "web-0 healthy"))
             assert ctl.readiness(first.id) is Health.HEALTHY
+            metrics = await anyio.to_thread.run_sync(_scrape, ctl.metrics.address)
+            assert f'orchestr_container_health{{health="healthy",namespace="{ns}",service="web"}} 1.0' in metrics
             shown = await anyio.to_thread.run_sync(_orc, state_dir, "get", "-n", ns, "-o", "json")
             assert json.loads(shown)[0]["health"] == "healthy"
             table = await anyio.to_thread.run_sync(_orc, state_dir, "get", "-n", ns)
