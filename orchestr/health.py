@@ -168,6 +168,24 @@ def _socket(pid: int) -> socket.socket:
         os.close(own)
 
 
+def _age(container: Container) -> float:
+    """Seconds since the container started, from its started_at; 0 when that is not known."""
+    from datetime import UTC, datetime
+
+    try:
+        at = (container.started_at or "").replace("Z", "+00:00")
+        if "." in at:  # fromisoformat takes at most microseconds
+            head, _, tail = at.partition(".")
+            digits = "".join(ch for ch in tail if ch.isdigit())
+            at = f"{head}.{digits[:6]}{tail[len(digits):]}"
+        started = datetime.fromisoformat(at)
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        return max(0.0, (datetime.now(UTC) - started).total_seconds())
+    except ValueError:
+        return 0.0
+
+
 def _line(text: str) -> str:
     text = " ".join(text.split())
     return text[:DETAIL]
@@ -217,8 +235,7 @@ class Tracker:
                 self._set(Health.HEALTHY, result.detail)
                 self.ever_ready = True
             return None
-        if now - self.started < check.start_period and not (kind == "readiness" and self.probes.combined
-                                                              and self.ever_ready):
+        if now - self.started < check.start_period and not count.passed:  # as Docker: once passed, failures count
             self.reason = result.detail
             return None
         count.failures += 1
@@ -238,8 +255,6 @@ class Tracker:
 
     def _set(self, health: Health, reason: str) -> None:
         self.health, self.reason = health, reason
-        if self.probes.readiness is None and self.probes.startup is None and health is Health.STARTING:
-            self.health = Health.HEALTHY
 
     def initial(self) -> Health:
         """A container with only a liveness check is ready as soon as it runs (as Kubernetes has it)."""
@@ -263,7 +278,7 @@ class Prober:
                  on_restart: OnRestart):
         self.rt, self.container, self.probes = rt, container, probes
         self.on_change, self.on_restart = on_change, on_restart
-        self.tracker = Tracker(probes, time.monotonic())
+        self.tracker = Tracker(probes, time.monotonic() - _age(container))
         self.scope = anyio.CancelScope()
 
     @property
@@ -289,6 +304,16 @@ class Prober:
                 await anyio.sleep(max(0.0, due[kind] - now))
                 before = tracker.health
                 result = await run_check(self.rt, self.container, tracker.check(kind))
+                if not result.ok and tracker.check(kind).kind != "exec":
+                    try:  # restarted by its runtime meanwhile, at another address or pid: check that one
+                        now_is = await self.rt.inspect(self.container.id)
+                    except OrchestrError:
+                        return
+                    if now_is.state is not State.RUNNING:
+                        return  # the controller's next pass sees why
+                    if (now_is.ip, now_is.pid) != (self.container.ip, self.container.pid):
+                        self.container = now_is
+                        result = await run_check(self.rt, self.container, tracker.check(kind))
                 restart = tracker.record(kind, result, time.monotonic())
                 due[kind] = time.monotonic() + tracker.check(kind).interval
                 if kind == "startup" and tracker.counts["startup"].passed:

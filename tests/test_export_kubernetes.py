@@ -521,7 +521,8 @@ def test_a_bad_spec_is_one_line_and_exit_2(tmp_path):
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == f"orchestr: {spec}:6: spec.labels: unknown field, expected one of: runtime, image, " \
                           f"command, args, env, workingDir, user, replicas, resources, restartPolicy, dependsOn, " \
-                          f"stopGracePeriod, volumes, ports, network, paused, init, readOnly, seccomp, healthcheck, probes\n"
+                          f"stopGracePeriod, volumes, ports, network, paused, init, readOnly, seccomp, healthcheck, " \
+                          f"probes\n"
     spec.write_text(doc("web", "").replace("name: web,", "name: web, labels: {x: 'a b'},"))
     proc = subprocess.run([ORCHESTR, "export", "--format", "kubernetes", "-f", str(spec)], capture_output=True,
                           text=True, timeout=60)
