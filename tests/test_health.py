@@ -9,6 +9,7 @@ the image HEALTHCHECK's translation are checked on plain data. No test asserts a
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 
 import anyio
@@ -193,3 +194,29 @@ async def test_a_dependent_waits_for_a_healthy_database_and_a_completed_job(engi
             assert [o.error for o in result.failed] == [
                 "create web-0: dependency db did not become healthy within 1s: false exited with 1"]
             await oc.delete([never, web])
+
+
+@pytest.mark.anyio
+async def test_an_images_own_healthcheck_is_honoured_unless_the_spec_disables_it(docker_namespace, state_dir,
+                                                                                  tmp_path):
+    ns = docker_namespace
+    image = f"orchestr-test-healthcheck:{ns}"
+    (tmp_path / "Dockerfile").write_text(f'FROM {TEST_IMAGE}\nHEALTHCHECK --interval=200ms CMD ["test", "-f", "/tmp/ok"]\n')
+    subprocess.run(["docker", "build", "-q", "-t", image, str(tmp_path)], check=True, capture_output=True)
+    try:
+        own = Service.build("own", namespace=ns, image=image, command=["sleep", "3600"], stop_grace_period="1s")
+        off = Service.build("off", namespace=ns, image=image, command=["sleep", "3600"], stop_grace_period="1s",
+                            healthcheck={"disable": True})
+        async with Client(state_dir=state_dir, runtime="docker") as oc:
+            assert (await oc.apply([own, off])).ok
+            found = {c.service: c for c in await oc.get(ns)}
+            first = await oc.ready(found["own"], own)  # one round: /tmp/ok is not there yet
+            assert (first.ready, first.reason) == (False, "test exited with 1")
+            await oc.exec("own-0", ["touch", "/tmp/ok"], namespace=ns)
+            later = await oc.ready(found["own"], own, timeout=60)
+            assert later.ready and later.health is Health.HEALTHY and later.reason == "test exited with 0"
+            unchecked = await oc.ready(found["off"], off)
+            assert unchecked.ready and unchecked.reason == "off-0 has no readiness check"
+            await oc.delete([own, off])
+    finally:
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
