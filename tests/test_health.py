@@ -77,10 +77,10 @@ def test_an_images_healthcheck_becomes_a_healthcheck():
 
 
 def _engine(request, runtime: str) -> tuple[str, str, str]:
-    """(runtime, namespace, network): native and containerd check a container of network none from inside its
-    network namespace, docker one on its bridge from the host."""
+    """(runtime, namespace, network): native and docker check containers on their bridge from the host,
+    containerd one of network none from inside its network namespace."""
     if runtime == "native":
-        return "native", request.getfixturevalue("ns"), "none"
+        return "native", request.getfixturevalue("ns"), "bridge"
     if runtime == "containerd":
         request.getfixturevalue("containerd_namespace")
         return "containerd", request.getfixturevalue("cd_ns"), "none"
