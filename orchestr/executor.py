@@ -78,7 +78,7 @@ async def execute(
         else:
             held = await gate(action) if gate is not None and action.kind in UP_KINDS else None
             if held:
-                outcome = Outcome(action, False, error=f"{action.kind} {action.name}: {held}")
+                outcome = Outcome(action, False, error=held)
             else:
                 async with limiter:
                     if on_start is not None:

@@ -187,13 +187,21 @@ async def test_a_dependent_waits_for_a_healthy_database_and_a_completed_job(engi
         assert states["web-0"][0] is State.RUNNING and states["migrate-0"] == (State.EXITED, 0)
         await oc.delete([db, migrate, web])
 
-        if runtime == "native":  # a dependency that never gets there: which one, and why
-            never = Service.build("db", command=["sleep", "3600"], healthcheck={"exec": ["false"], "interval": "200ms"},
-                                  **common)
-            result = await oc.apply([never, web], wait_timeout=1)
-            assert [o.error for o in result.failed] == [
-                "create web-0: dependency db did not become healthy within 1s: false exited with 1"]
-            await oc.delete([never, web])
+    if runtime == "native":  # a dependency that never gets there: which one, and why, and apply exits 1
+        from orchestr.spec import dump
+        from test_native_cli import orc
+
+        never = Service.build("db", command=["sleep", "3600"], healthcheck={"exec": ["false"], "interval": "200ms"},
+                              **common)
+        waiter = Service.build("web", command=["sleep", "3600"], depends_on=[{"name": "db", "condition": "healthy"}],
+                               **common)
+        spec = tmp_path / "never.yaml"
+        spec.write_text(dump([never, waiter]))
+        up = orc("apply", "--wait-timeout", "1s", "-f", str(spec), state_dir=state_dir)
+        assert up.returncode == 1, up.stdout + up.stderr
+        assert f"FAILED   create {ns}/web-0: dependency db did not become healthy within 1s: false exited with 1" \
+            in up.stderr
+        orc("delete", "-f", str(spec), state_dir=state_dir, check=True)
 
 
 @pytest.mark.anyio
