@@ -390,7 +390,7 @@ class _Export:
 
     def waits(self, s: Service) -> list[dict]:
         waits = []
-        for i, dep in enumerate(s.needs):
+        for i, dep in enumerate(s.spec.depends_on):
             if s.spec.depends_on[i].condition == "completed":
                 self.warn(s, f"spec.dependsOn[{i}]", f"Kubernetes waits until {dep!r} has a ready replica, not until "
                                                      "it has finished")

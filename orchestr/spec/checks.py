@@ -41,7 +41,7 @@ def validate_set(services: Sequence[Service]) -> None:
     edges: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for key, service in by_key.items():
         edges[key] = []
-        for i, dep in enumerate(service.needs):
+        for i, dep in enumerate(service.spec.depends_on):
             if dep == service.name:
                 report(service, f"spec.dependsOn[{i}]", "a service cannot depend on itself")
             elif (service.namespace, dep) not in by_key:
@@ -58,7 +58,7 @@ def validate_set(services: Sequence[Service]) -> None:
         first = min(range(len(cycle)), key=lambda i: order[cycle[i]])
         cycle = cycle[first:] + cycle[:first + 1]  # from its member listed first, back to it
         service = by_key[cycle[0]]
-        i = service.needs.index(cycle[1][1])
+        i = service.spec.depends_on.index(cycle[1][1])
         report(service, f"spec.dependsOn[{i}]", "dependency cycle: " + " -> ".join(name for _, name in cycle))
 
     claims: dict[tuple[str, int], list[tuple[str, Service, str]]] = {}

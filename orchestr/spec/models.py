@@ -316,11 +316,6 @@ class Service(_Model):
         labels = json.dumps(self.metadata.labels, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(f"{labels}\n{spec}".encode()).hexdigest()[:16]
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        """The names of the services this one depends on."""
-        return tuple(d.name for d in self.spec.depends_on)
-
     def probes(self) -> Probes | None:
         """The checks the spec asks for: Probes() when it disables them; None when it says nothing, and the image's
         HEALTHCHECK, if it has one, is run."""
