@@ -33,6 +33,8 @@ _EXPORTS = {
     "Event": "orchestr.model",
     "EventAction": "orchestr.model",
     "Stats": "orchestr.model",
+    "Health": "orchestr.model",
+    "Readiness": "orchestr.health",
     "Runtime": "orchestr.runtime",
     "Capabilities": "orchestr.runtime",
     "supports": "orchestr.runtime",
@@ -76,9 +78,13 @@ if TYPE_CHECKING:  # `X as X`: re-exported, as type checkers read it
         ContainerSpec as ContainerSpec,
         Event as Event,
         EventAction as EventAction,
+        Health as Health,
         Image as Image,
         State as State,
         Stats as Stats,
+    )
+    from .health import (
+        Readiness as Readiness,
     )
     from .planner import (
         Action as Action,

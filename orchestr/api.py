@@ -30,7 +30,9 @@ from .model import (
     Deployment,
     Event,
     ExecResult,
+    Health,
     LogLine,
+    Probes,
     RestartPolicy,
     State,
     Stats,
@@ -52,11 +54,13 @@ if TYPE_CHECKING:  # the planner and executor load only for the verbs that recon
     from anyio.abc import ObjectSendStream
 
     from . import endpoints, executor
+    from .health import Readiness
     from .planner import Plan
     from .spec import Service
 
 OutcomeCallback = Callable[["executor.Outcome"], None]
 SETTLE = 0.25  # seconds apply watches a container it started for an end right after its start
+WAIT_TIMEOUT = 300.0  # seconds apply waits for a dependency to become healthy or complete
 
 
 @dataclass(slots=True)
@@ -204,11 +208,13 @@ class Client:
         on_event: OutcomeCallback | None = None,
         sources: Iterable[str] = (),
         settle: float = SETTLE,
+        wait_timeout: float = WAIT_TIMEOUT,
         on_rollback: Callable[[str], None] | None = None,
     ) -> ApplyResult:
         """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete. A container
         started that ends with a failure within settle seconds (a crash at start, an OOM kill) fails its action,
-        reported through on_event a second time.
+        reported through on_event a second time. A service that depends on another being healthy or completed
+        waits for that up to wait_timeout seconds; its actions fail, saying why, if it does not get there.
 
         A service whose rolling update fails (a new replica not ready by its progressDeadline) is rolled back to
         the revision it had, as a revision of its own: on_rollback gets a line saying so, on_plan and on_event
@@ -241,6 +247,7 @@ class Client:
             outcomes = await executor.execute(
                 plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
                 settle=settle, endpoints=endpoints,
+                gate=_Conditions(self, by_key, default, wait_timeout).gate,
             )
             await endpoints.sync(namespaces)
             before = self.store.services()
@@ -454,7 +461,10 @@ class Client:
         if self.store.controller_status() is None:
             return
         restarts = self.store.backoff()
+        health = self.store.health()
         for c in found:
+            if (c.runtime, c.id) in health and c.state is State.RUNNING:
+                c.health = Health(health[(c.runtime, c.id)][0])
             count, next_restart = restarts.get((c.runtime, c.id), (0, None))
             c.restarts = None if c.restarts is None and not count else (c.restarts or 0) + count
             if c.state is State.EXITED and c.next_restart is None:
@@ -517,6 +527,17 @@ class Client:
                     tg.start_soon(relay, c, send.clone())
             async for item in receive:
                 yield item
+
+    async def ready(self, container: Container, service: Service | None = None, *, timeout: float = 0.0) -> Readiness:
+        """Whether container is ready: its startup and readiness checks (service's, else its image's HEALTHCHECK)
+        pass, or it has none and runs. Checks run until it is ready or timeout seconds have passed (0: one round);
+        the result says which health it has and, when not ready, why (the last check's result)."""
+        from .health import probes_for, wait_ready
+
+        rt = self.runtime(container.runtime)
+        with located(rt.name, container.id):
+            probes = await probes_for(rt, service, container)
+            return await wait_ready(rt, container, probes, time.monotonic() + timeout)
 
     async def inspect(self, name: str, namespace: str = "default") -> Container:
         """The container called name in namespace, as its runtime describes it now."""
@@ -680,6 +701,82 @@ class Client:
         ran: tuple[Container, int] | None = rt.run_blocking(  # type: ignore[attr-defined]  # BlockingRun, as supports found
             spec, output=output, remove=remove, stdin=stdin, on_signal=on_signal)
         return ran
+
+
+class _Conditions:
+    """apply's waits for dependsOn conditions: each (dependency, condition) is waited for once, by whichever
+    dependent asks first, and every dependent gets its verdict."""
+
+    def __init__(self, oc: Client, services: dict[tuple[str, str], Service], default: str, timeout: float):
+        self.oc, self.services, self.default, self.timeout = oc, services, default, timeout
+        self.waits: dict[tuple[str, str, str], tuple[anyio.Event, list[str | None]]] = {}
+
+    async def gate(self, action: Any) -> str | None:
+        service = self.services.get((action.namespace, action.service))
+        for dep in getattr(service.spec, "depends_on", ()) if service is not None else ():
+            condition = getattr(dep, "condition", "started")
+            target = self.services.get((action.namespace, str(dep)))
+            if condition == "started" or target is None:
+                continue
+            key = (action.namespace, str(dep), condition)
+            if key in self.waits:
+                done, verdict = self.waits[key]
+                await done.wait()
+            else:
+                done, verdict = self.waits[key] = (anyio.Event(), [])
+                try:
+                    verdict.append(await self._wait(target, condition))
+                except OrchestrError as e:
+                    verdict.append(f"cannot be checked: {e}")
+                finally:
+                    if not verdict:
+                        verdict.append("was not waited for")
+                    done.set()
+            if verdict[0]:
+                return f"dependency {dep} {verdict[0]}"
+        return None
+
+    async def _wait(self, target: Service, condition: str) -> str | None:
+        """None once every replica of target is healthy (or has completed), else why not."""
+        from .health import probes_for, wait_ready
+
+        rt = self.oc.runtime(target.spec.runtime or self.default)
+        deadline = time.monotonic() + self.timeout
+        within = f"within {self.timeout:g}s"
+        while True:
+            replicas = [c for c in await rt.list(target.namespace) if c.service == target.name and not c.oneoff
+                        and c.replica < target.spec.replicas]
+            if condition == "completed":
+                failed = [c for c in replicas if c.state is State.EXITED and c.exit_code != 0]
+                if failed and target.spec.restart_policy == RestartPolicy.NEVER:
+                    return f"did not complete: {failed[0].name} exited with {failed[0].exit_code}"
+                done = [c for c in replicas if c.state is State.EXITED and c.exit_code == 0]
+                if len(done) >= target.spec.replicas:
+                    return None
+                if time.monotonic() > deadline:
+                    late = next((c for c in replicas if c not in done), None)
+                    how = f"{late.name} is {late.state}" + (f" ({late.exit_code})" if late.exit_code else "") \
+                        if late else f"{target.name} has no container"
+                    return f"did not complete {within}: {how}"
+                await anyio.sleep(0.2)
+                continue
+            if not replicas:
+                return None if target.spec.replicas == 0 else f"did not become healthy: {target.name} has no container"
+            probes = await probes_for(rt, target, replicas[0])
+            if probes is None:
+                return ("cannot become healthy: it has no health check (healthcheck, probes or an image "
+                        "HEALTHCHECK)")
+            found: list[str] = []
+
+            async def one(c: Container, probes: Probes = probes) -> None:
+                verdict = await wait_ready(rt, c, probes, deadline)
+                if not verdict.ready:
+                    found.append(verdict.reason)
+
+            async with anyio.create_task_group() as tg:
+                for c in replicas:
+                    tg.start_soon(one, c)
+            return f"did not become healthy {within}: {found[0]}" if found else None
 
 
 @dataclass(slots=True)

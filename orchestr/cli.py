@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runtime", help="runtime for services that name none")
     sp.add_argument("--dry-run", action="store_true", help="print the plan, do nothing")
     sp.add_argument("--prune", action="store_true", help="delete services of these namespaces the files omit")
+    sp.add_argument("--wait-timeout", type=_duration, default="5m", metavar="DURATION",
+                    help="how long a service waits for a dependency to become healthy or complete (default 5m)")
     sp.add_argument("--settle", type=_duration, default="250ms", metavar="DURATION",
                     help="watch containers this long after their start for a crash (default 250ms; 0: do not watch)")
 

@@ -131,7 +131,7 @@ async def cmd_apply(oc: Client, args) -> int:
         return 0
     result = await oc.apply(
         services, prune=args.prune, runtime=args.runtime, on_plan=_print_plan, on_event=_print_outcome,
-        sources=args.files, settle=args.settle, on_rollback=_print_rollback,
+        sources=args.files, settle=args.settle, wait_timeout=args.wait_timeout, on_rollback=_print_rollback,
     )
     return _summary(result)
 
@@ -166,7 +166,7 @@ async def cmd_delete(oc: Client, args) -> int:
 
 
 # -- reading -----------------------------------------------------------------------------
-TABLE = ("NAMESPACE", "NAME", "STATE", "RESTARTS", "RUNTIME", "IMAGE", "ID")
+TABLE = ("NAMESPACE", "NAME", "STATE", "HEALTH", "RESTARTS", "RUNTIME", "IMAGE", "ID")
 WIDE = TABLE + ("PID", "IP", "PORTS", "EXIT", "SPEC-HASH", "CREATED")
 
 
@@ -176,7 +176,8 @@ def _row(c: Container, wide: bool) -> tuple:
         state = f"exited ({c.exit_code}{', OOMKilled' if c.oom_killed else ''})"
         if c.next_restart:  # RFC 3339, UTC: the time of day is what a reader wants
             state = f"backoff until {c.next_restart[11:19]}Z ({c.exit_code}{', OOMKilled' if c.oom_killed else ''})"
-    row = (c.namespace, c.name, state, "" if c.restarts is None else c.restarts, c.runtime, c.image, c.id[:12])
+    row = (c.namespace, c.name, state, "" if c.health is None else str(c.health),
+           "" if c.restarts is None else c.restarts, c.runtime, c.image, c.id[:12])
     if wide:
         ports = ",".join(f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.protocol}" for p in c.ports)
         row += (c.pid or "", c.ip or "", ports, "" if c.exit_code is None else c.exit_code, c.spec_hash,
@@ -580,6 +581,10 @@ def _event_line(e: dict) -> str:
         details.append(f"restarts={e['restarts']}")
     if "delay" in e:
         details.append(f"delay={e['delay']:g}s")
+    if "health" in e:
+        details.append(e["health"])
+    if "reason" in e:
+        details.append(f"({e['reason']})")
     if "error" in e:
         details.append(f"error={e['error']}")
     return "  ".join(x for x in (e.get("time", ""), who, where, what, " ".join(details)) if x)

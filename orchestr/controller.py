@@ -29,8 +29,9 @@ from . import executor, planner
 from .backoff import Backoff, from_env
 from .containers import rfc3339
 from .errors import OrchestrError, RuntimeFailure, SpecError
+from .health import Prober, probes_for
 from .journal import Journal
-from .model import Container, Deployment, Event, EventAction, State
+from .model import Container, Deployment, Event, EventAction, Health, Probes, State
 from .state import CONTROLLER_LOCK, CONTROLLER_STATUS
 
 if TYPE_CHECKING:
@@ -97,7 +98,8 @@ class Controller:
     resync: seconds between passes no event asked for. backoff: the crash-loop back-off of the restarts the
     controller makes (default: ORCHESTR_RESTART_BACKOFF's). files: spec files and directories to watch and apply.
     metrics_address (HOST:PORT): where to serve /metrics and /healthz. on_log gets each structured log entry, on_report
-    each pass's Report. run() raises ControllerRunning when another controller holds the state dir."""
+    each pass's Report, on_health each change of a container's health (with the check's result). run() raises
+    ControllerRunning when another controller holds the state dir."""
 
     def __init__(
         self,
@@ -109,6 +111,7 @@ class Controller:
         metrics_address: str | None = None,
         on_log: LogCallback | None = None,
         on_report: Callable[[Report], None] | None = None,
+        on_health: Callable[[Container, Health, str], None] | None = None,
     ):
         if not resync > 0:
             raise OrchestrError(f"resync: expected a duration above 0, got {resync:g}s")
@@ -123,6 +126,10 @@ class Controller:
         self.metrics: Metrics | None = None
         self.on_log = on_log
         self.on_report = on_report
+        self.on_health = on_health
+        self._probers: dict[str, tuple[str | None, Prober]] = {}  # container id -> (its start, the checks' runner)
+        self._health: dict[str, tuple[str, Health, str]] = {}  # container id -> (runtime, health, reason)
+        self._image_probes: dict[tuple[str, str], Probes | None] = {}
         self.journal = Journal(client.config.state_dir)
         self.last: Report | None = None
         self.last_at = 0.0  # time.monotonic() of the last finished pass
@@ -165,6 +172,8 @@ class Controller:
                 if self.metrics is not None:
                     self.metrics.close()
                 self.oc.store.set_backoff([])  # nobody restarts these once the controller is gone
+                self._health.clear()
+                self.oc.store.set_health([])  # nor checks them
                 self._log("info", "controller stopped")
 
     def health(self) -> tuple[bool, str]:
@@ -280,6 +289,7 @@ class Controller:
         if self.metrics:
             self.metrics.containers_seen(actual, self._loops)
         services = [s for s in services if (s.spec.runtime or default) not in down]
+        await self._check(services, [c for c in actual if c.runtime not in down])
         plan = planner.plan(services, actual, default_runtime=default, deployed=deployed, service_runtimes=whole,
                             balancing=oc._balancing(names - down))
         report.plan, report.deferred = self._gate(plan, actual)
@@ -290,6 +300,8 @@ class Controller:
                 report.plan, by_key, oc._runtimes_for(report.plan), concurrency=oc.config.concurrency,
                 endpoints=endpoints)
             self._started(report.outcomes)
+            if self._tg is not None and any(o.ok and o.action.kind in planner.UP_KINDS for o in report.outcomes):
+                self._wake_up("started")  # a pass that finds them running, to check their health
         # replicas that stopped, came back or went behind orchestr's back get (or lose) their service ports' traffic
         await endpoints.sync()
         oc.store.set_backoff([(loop.runtime, id, loop.total, loop.due_at) for id, loop in self._loops.items()
@@ -366,6 +378,87 @@ class Controller:
                 self._write_status()
         if self.on_report is not None:
             self.on_report(report)
+
+    # -- health checks ------------------------------------------------------------------
+    def readiness(self, container_id: str) -> Health | None:
+        """The health of a container as this controller's checks found it: HEALTHY means ready. None: it has no
+        checks (it is ready once it runs), or it is not running."""
+        found = self._health.get(container_id)
+        return found[1] if found else None
+
+    async def _check(self, services: Sequence[Service], actual: Sequence[Container]) -> None:
+        """Keeps one Prober running for each running container of a declared service that has checks."""
+        if self._tg is None:  # a pass on its own, outside run(): nobody to run checks
+            return
+        by_key = {(s.namespace, s.name): s for s in services}
+        running = set()
+        for c in actual:
+            service = by_key.get((c.namespace, c.service))
+            if service is None or c.oneoff or c.state is not State.RUNNING:
+                continue
+            running.add(c.id)
+            known = self._probers.get(c.id)
+            if known is not None and known[0] == c.started_at:
+                continue
+            if known is not None:
+                known[1].cancel()
+            try:
+                probes = await probes_for(self.oc.runtime(c.runtime), service, c, self._image_probes)
+            except RuntimeFailure:
+                probes = None
+            if probes is None:
+                self._probers.pop(c.id, None)
+                continue
+            prober = Prober(self.oc.runtime(c.runtime), c, probes, self._health_changed, self._restart_unhealthy)
+            self._probers[c.id] = (c.started_at, prober)
+            self._tg.start_soon(self._probe, prober)
+        for id in list(self._probers):
+            if id not in running:
+                self._probers.pop(id)[1].cancel()
+        gone = [id for id in self._health if id not in self._probers]
+        for id in gone:
+            del self._health[id]
+        if gone:
+            self._save_health()
+
+    async def _probe(self, prober: Prober) -> None:
+        try:
+            await prober.run()
+        finally:
+            if self._probers.get(prober.container.id, (None, None))[1] is prober:
+                del self._probers[prober.container.id]
+
+    def _health_changed(self, c: Container, health: Health, reason: str) -> None:
+        was = self._health.get(c.id)
+        self._health[c.id] = (c.runtime, health, reason)
+        self._save_health()
+        if was is not None and was[1] is health:
+            return
+        self.journal.write({"action": "health", "runtime": c.runtime, "namespace": c.namespace, "name": c.name,
+                            "id": c.id, "health": str(health), "reason": reason})
+        self._log("warning" if health is Health.UNHEALTHY else "info", "health changed", namespace=c.namespace,
+                  name=c.name, health=str(health), reason=reason)
+        if self.on_health is not None:
+            self.on_health(c, health, reason)
+
+    def _save_health(self) -> None:
+        self.oc.store.set_health((rt, id, str(h), why) for id, (rt, h, why) in self._health.items())
+        if self.metrics:
+            self.metrics.health_seen(self._probers)
+
+    async def _restart_unhealthy(self, c: Container, reason: str) -> None:
+        """Stops a container its liveness check failed; the pass that follows starts it, after its back-off."""
+        self.journal.write({"action": "unhealthy", "runtime": c.runtime, "namespace": c.namespace, "name": c.name,
+                            "id": c.id, "reason": reason})
+        self._log("warning", "restarting unhealthy container", namespace=c.namespace, name=c.name, reason=reason)
+        if self.metrics:
+            self.metrics.liveness_restart()
+        try:
+            async with self.oc.store.lock():
+                await self.oc.runtime(c.runtime).stop(c.id, timeout=c.stop_grace or 10.0)
+        except RuntimeFailure as e:
+            self._log("error", "cannot stop unhealthy container", namespace=c.namespace, name=c.name, error=str(e))
+        self._wake_up(f"unhealthy {c.namespace}/{c.name}")
 
     # -- events -------------------------------------------------------------------------
     def _subscribe(self, names: Iterable[str]) -> None:

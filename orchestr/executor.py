@@ -13,7 +13,7 @@ import anyio
 from .errors import NotFound, OrchestrError, RuntimeFailure, TerminalFailure, context
 from .endpoints import DRAIN, Endpoints
 from .model import L_REPLICA, L_SERVICE_PORTS, Container, Event, EventAction, Image, State
-from .planner import Action, Kind, Plan
+from .planner import UP_KINDS, Action, Kind, Plan
 from .runtime import Runtime, ServiceRunner, require, supports
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ async def execute(
     on_start: Callable[[Action], None] | None = None,
     settle: float = 0.0,
     endpoints: Endpoints | None = None,
+    gate: Callable[[Action], Awaitable[str | None]] | None = None,
 ) -> list[Outcome]:
     """Run every action of plan; return one Outcome per action, in plan order.
 
@@ -57,6 +58,9 @@ async def execute(
 
     With endpoints, a container that serves a service port is taken out of it before it is stopped or deleted
     (and given endpoints.DRAIN to finish its connections), and one started is put in once ready.
+
+    gate, when given, is awaited before each action that brings a service up, once its prerequisites succeeded: a
+    line it returns (a dependency that did not become healthy) fails the action instead.
     """
     starts = settle > 0 and any(a.kind in _STARTS for a in plan.actions)
     watch = _Watch(runtimes.values()) if starts else None
@@ -77,10 +81,14 @@ async def execute(
                 outcome = Outcome(action, False, True, f"{prior.action.kind} {prior.action.name} {verb}")
                 break
         else:
-            async with limiter:
-                if on_start is not None:
-                    on_start(action)
-                outcome = await run.act(action)
+            held = await gate(action) if gate is not None and action.kind in UP_KINDS else None
+            if held:
+                outcome = Outcome(action, False, error=held)
+            else:
+                async with limiter:
+                    if on_start is not None:
+                        on_start(action)
+                    outcome = await run.act(action)
         outcomes[index] = outcome
         done[index].set()
         if watch is not None and outcome.ok and action.kind in _STARTS and outcome.container_id:

@@ -39,6 +39,11 @@ class Metrics:
                                ["kind", "outcome"], registry=r)
         self.errors = Counter("orchestr_runtime_errors", "Runtime calls or event streams that failed, by runtime",
                               ["runtime"], registry=r)
+        self.health = Gauge("orchestr_container_health", "Running containers with health checks, by namespace, "
+                            "service and health (starting, healthy, unhealthy)", ["namespace", "service", "health"],
+                            registry=r)
+        self.liveness = Counter("orchestr_liveness_restarts", "Containers restarted because a liveness check failed",
+                                registry=r)
         self.address: str | None = None
         self._server: ThreadingHTTPServer | None = None
 
@@ -49,6 +54,16 @@ class Metrics:
         self.containers.clear()
         for labels, n in counts.items():
             self.containers.labels(*labels).set(n)
+
+    def health_seen(self, probers: Mapping[str, tuple]) -> None:
+        """probers: container id -> (its start, the Prober that checks it)."""
+        counts = Tally((p.container.namespace, p.container.service, str(p.health)) for _, p in probers.values())
+        self.health.clear()
+        for labels, n in counts.items():
+            self.health.labels(*labels).set(n)
+
+    def liveness_restart(self) -> None:
+        self.liveness.inc()
 
     def restarted(self) -> None:
         self.restarts.inc()

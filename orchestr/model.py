@@ -92,6 +92,38 @@ def decode_service_ports(text: str) -> tuple[Port, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class Check:
+    """One health check: a command in the container (exit 0 passes), an HTTP GET or a TCP connect to its port."""
+
+    kind: str  # exec | http | tcp
+    argv: tuple[str, ...] = ()  # exec
+    port: int = 0  # http, tcp
+    path: str = "/"  # http
+    status: tuple[int, int] = (200, 399)  # http: the statuses that pass, inclusive
+    interval: float = 30.0  # seconds between two checks
+    timeout: float = 30.0  # seconds one check may take
+    retries: int = 3  # failures in a row that count
+    start_period: float = 0.0  # seconds after a start during which failures do not count
+
+
+@dataclass(frozen=True, slots=True)
+class Probes:
+    """What is checked of a service's containers. A healthcheck is one check used as readiness and, once it has
+    passed, as liveness (`combined`); Kubernetes' split gives each its own, startup running before the others."""
+
+    readiness: Check | None = None
+    liveness: Check | None = None
+    startup: Check | None = None
+    combined: bool = False
+
+
+class Health(enum.StrEnum):
+    STARTING = "starting"  # not yet ready: its checks have not passed yet
+    HEALTHY = "healthy"  # ready
+    UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerSpec:
     """Everything a runtime needs to create one container; resolved from a Service and a replica index."""
 
@@ -171,6 +203,7 @@ class Container:
     finished_at: str | None = None
     log_lines_dropped: int = 0  # output the runtime could not log (a full disk), when it counts that
     next_restart: str | None = None  # RFC 3339: exited, and to be restarted then, after a crash-loop back-off
+    health: Health | None = None  # as the controller's checks found it; None: no checks, or no controller runs
 
     @property
     def backing_off(self) -> bool:
@@ -223,6 +256,7 @@ class Container:
             "oomKilled": self.oom_killed,
             "restarts": self.restarts,
             "nextRestart": self.next_restart,
+            "health": None if self.health is None else str(self.health),
             "pid": self.pid,
             "ip": self.ip,
             "ports": [{"hostIP": p.host_ip, "hostPort": p.host_port, "containerPort": p.container_port,

@@ -53,6 +53,13 @@ CREATE TABLE IF NOT EXISTS controller_restarts (  -- what a running controller r
     next_restart TEXT,              -- RFC 3339, while the container waits out its back-off
     PRIMARY KEY (runtime, id)
 );
+CREATE TABLE IF NOT EXISTS controller_health (  -- what a running controller's checks found, for `get` to show
+    runtime TEXT NOT NULL,
+    id TEXT NOT NULL,
+    health TEXT NOT NULL,           -- starting | healthy | unhealthy
+    reason TEXT NOT NULL,           -- the last check's result
+    PRIMARY KEY (runtime, id)
+);
 """
 
 
@@ -202,6 +209,17 @@ class Store:
         """(runtime, container id) -> (restarts by the controller, next restart or None)."""
         return {(r, i): (n, at) for r, i, n, at in self.db.execute("SELECT * FROM controller_restarts")}
 
+
+    def set_health(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
+        """Replaces the controller's health records: (runtime, container id, health, reason)."""
+        rows = list(rows)
+        with _transaction(self.db):
+            self.db.execute("DELETE FROM controller_health")
+            self.db.executemany("INSERT INTO controller_health VALUES (?, ?, ?, ?)", rows)
+
+    def health(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(runtime, container id) -> (health, reason), as the running controller's checks found them."""
+        return {(r, i): (h, why) for r, i, h, why in self.db.execute("SELECT * FROM controller_health")}
 
     # -- the controller -----------------------------------------------------------------
     def controller_status(self) -> dict | None:

@@ -362,7 +362,7 @@ def test_apply_reports_a_crash_loop_and_get_shows_its_restarts(ns, tmp_path, sta
                             text=True, check=True).stdout
     assert c["restarts"] <= int(engine)  # the engine's own count, read a moment later
     header = orc("get", "-n", ns, state_dir=state_dir, check=True).stdout.splitlines()[0]
-    assert header.split()[:4] == ["NAMESPACE", "NAME", "STATE", "RESTARTS"]
+    assert header.split()[:5] == ["NAMESPACE", "NAME", "STATE", "HEALTH", "RESTARTS"]
     orc("delete", "-f", spec, state_dir=state_dir, check=True)
     assert docker_containers(ns) == []
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from orchestr.errors import SpecError
-from orchestr.model import RestartPolicy
+from orchestr.model import Probes, RestartPolicy
 from orchestr.spec import dump, load, loads
 
 
@@ -224,7 +224,9 @@ def test_warnings_name_file_line_and_key_for_what_is_ignored(tmp_path):
             healthcheck: {disable: true}
     """)
     services, warnings = load_one(path)
-    assert services["web"].spec.depends_on == ("db",)
+    assert services["web"].spec.depends_on == ("db",) and services["web"].spec.depends_on[0].condition == "healthy"
+    assert services["web"].spec.healthcheck.exec == ("true",) and services["web"].spec.healthcheck.interval == 5
+    assert services["db"].probes() == Probes()  # disabled: not even the image's HEALTHCHECK
     assert [w.replace(str(path), "FILE") for w in warnings] == [
         "FILE:1: version: ignored: obsolete; compose ignores it too",
         "FILE:6: services.web.container_name: ignored: containers are named <service>-<replica>",
@@ -232,11 +234,7 @@ def test_warnings_name_file_line_and_key_for_what_is_ignored(tmp_path):
         "FILE:9: services.web.restart: the retry limit 3 is ignored: a failed container is started again at each apply",
         "FILE:10: services.web.deploy.resources.reservations: ignored: reservations are not enforced",
         "FILE:10: services.web.deploy.placement: ignored: a swarm setting, and orchestr runs on one host",
-        "FILE:8: services.web.depends_on.db.condition: orchestr has no health checks: the service starts once db "
-        "has started, not once it is healthy",
         "FILE:8: services.web.depends_on.db.restart: ignored: a new db does not restart this service",
-        "FILE:7: services.web.healthcheck: ignored: orchestr has no health checks; the container counts as up "
-        "once it runs",
     ]
 
 
@@ -309,9 +307,16 @@ BROKEN = {
         "FILE:4: services.a.depends_on[0]: dependency cycle: a -> b -> a"),
     "completed successfully": (
         "services:\n  web:\n    image: busybox\n    depends_on:\n      migrate:\n"
-        "        condition: service_completed_successfully\n  migrate:\n    image: busybox\n",
-        "FILE:6: services.web.depends_on.migrate.condition: not supported: orchestr starts a service after its "
-        "dependencies start, never after they finish"),
+        "        condition: service_completed_successfully\n  migrate:\n    image: busybox\n    restart: always\n",
+        "FILE:6: services.web.depends_on.migrate: migrate never completes: its restartPolicy is Always; "
+        "give it OnFailure or Never"),
+    "healthcheck test": (
+        "services:\n  web:\n    image: busybox\n    healthcheck:\n      test: [CMD-FOO, x]\n",
+        "FILE:5: services.web.healthcheck.test: expected a command string, or a list starting with CMD, CMD-SHELL "
+        "or NONE, got a list"),
+    "healthcheck interval": (
+        "services:\n  web:\n    image: busybox\n    healthcheck:\n      test: [CMD, x]\n      interval: soon\n",
+        "FILE:6: services.web.healthcheck.interval: expected a duration like 10s, 1m30s or 500ms, got 'soon'"),
     "network of another service": (
         "services:\n  web:\n    image: busybox\n    network_mode: service:db\n",
         "FILE:4: services.web.network_mode: expected bridge, host or none, got 'service:db' (sharing another "
@@ -505,7 +510,6 @@ def test_a_web_app_with_a_database_and_a_cache_comes_up(ns, tmp_path, state_dir)
 
     out = up(path, ns, state_dir)
     assert "3 done, 0 failed" in out
-    assert "services.db.healthcheck: ignored" in out and "depends_on.db.condition: orchestr has no health" in out
     done = [line.split()[-1] for line in out.splitlines() if line.strip().startswith("done")]
     assert done[-1] == f"{ns}/web-0"  # after what it depends on
     containers = {c["name"]: c for c in get_json(ns, state_dir)}

@@ -199,6 +199,7 @@ RICH = {
   init: true
   readOnly: true
   seccomp: unconfined
+  healthcheck: {http: {port: 8080, path: /healthz, status: 200-299}, interval: 5s, timeout: 1500ms, startPeriod: 3s}
   update: {maxSurge: 1, maxUnavailable: 0, minReadySeconds: 2s, progressDeadline: 1m}
 """, "shop").replace("metadata: {name: web, namespace: shop}",
                      "metadata: {name: web, namespace: shop, labels: {tier: front, example.com/team: a-b.c_d, "
@@ -211,6 +212,10 @@ RICH = {
     - {type: volume, source: data, target: /again, readOnly: true}
     - {type: volume, source: tmp-1, target: /named-like-a-tmpfs}
     - {type: tmpfs, target: /tmp}
+  probes:
+    startup: {tcp: {port: 5432}, interval: 1s, retries: 30}
+    readiness: {exec: [pg_isready], interval: 2s}
+    liveness: {tcp: {port: 5432}}
 """) + "---\n" + doc("backup", """\
   restartPolicy: OnFailure
   volumes: [{type: volume, source: data, target: /data, readOnly: true}]
@@ -220,7 +225,7 @@ RICH = {
 """),
     "jobs and users": doc("once", "  restartPolicy: Never\n  user: nobody\n  args: [id]\n  replicas: 0\n")
     + "---\n" + doc("retry", "  restartPolicy: OnFailure\n  user: app:staff\n  command: ['false']\n  replicas: 4\n")
-    + "---\n" + doc("root", "  user: root:root\n  dependsOn: [once, sealed]\n")
+    + "---\n" + doc("root", "  user: root:root\n  dependsOn: [{name: once, condition: completed}, sealed]\n")
     + "---\n" + doc("sealed", "  network: none\n  user: 1000:staff\n"),
     "default namespace, digits": doc("a1", "  ports: [{containerPort: 1}, {containerPort: 65535, hostPort: 65535}]\n",
                                      "default"),
@@ -517,7 +522,8 @@ def test_a_bad_spec_is_one_line_and_exit_2(tmp_path):
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == f"orchestr: {spec}:6: spec.labels: unknown field, expected one of: runtime, image, " \
                           f"command, args, env, workingDir, user, replicas, resources, restartPolicy, dependsOn, " \
-                          f"stopGracePeriod, volumes, ports, network, paused, init, readOnly, seccomp, update\n"
+                          f"stopGracePeriod, volumes, ports, network, paused, init, readOnly, seccomp, healthcheck, " \
+                          f"probes, update\n"
     spec.write_text(doc("web", "").replace("name: web,", "name: web, labels: {x: 'a b'},"))
     proc = subprocess.run([ORCHESTR, "export", "--format", "kubernetes", "-f", str(spec)], capture_output=True,
                           text=True, timeout=60)

@@ -131,8 +131,6 @@ def test_a_deployment_a_pod_and_a_service_in_one_file(tmp_path):
     assert warnings == [
         "FILE:13: spec.template.spec.nodeSelector: ignored: a cluster's scheduling and accounts; orchestr runs on "
         "this host",
-        "FILE:23: spec.template.spec.containers[0].readinessProbe: ignored: orchestr has no health checks; the "
-        "container counts as up once it runs",
         "FILE:22: spec.template.spec.containers[0].resources.requests: ignored: requests are not reserved on one host",
         "FILE:24: spec.template.spec.containers[0].securityContext.capabilities.drop: ignored: containers keep "
         "Docker's default capabilities",
@@ -210,6 +208,16 @@ BROKEN = {
     "a selector that misses the template": (
         (DEPLOYMENT.replace("matchLabels: {app: web}", "matchLabels: {app: other}"),),
         "FILE:9: spec.selector: the selector does not match the template's labels"),
+    "a probe's threshold, from orchestr's check": (
+        (DEPLOYMENT + "          livenessProbe: {tcpSocket: {port: 8080}, failureThreshold: 0}\n",),
+        "FILE:19: spec.template.spec.containers[0].livenessProbe.failureThreshold: expected an integer >= 1, got 0"),
+    "a grpc probe": (
+        (DEPLOYMENT + "          readinessProbe: {grpc: {port: 8080}}\n",),
+        "FILE:19: spec.template.spec.containers[0].readinessProbe.grpc: not supported: use exec, httpGet or "
+        "tcpSocket"),
+    "a probe of a port no container port names": (
+        (DEPLOYMENT + "          startupProbe: {httpGet: {port: admin}}\n",),
+        "FILE:19: spec.template.spec.containers[0].startupProbe.httpGet.port: no container port named 'admin'"),
     "a bad restart policy": (
         (DEPLOYMENT.replace("      containers:", "      restartPolicy: Sometimes\n      containers:"),),
         "FILE:14: spec.template.spec.restartPolicy: expected Always, OnFailure or Never, got 'Sometimes'"),

@@ -765,7 +765,7 @@ def test_apply_reports_containers_that_end_right_after_their_start(ns, tmp_path,
                   "crash-0 to be restarted twice")
     assert by_name(get_json(ns, state_dir))["hog-0"]["restarts"] == 0
     table = orc("get", "-n", ns, state_dir=state_dir, check=True).stdout.splitlines()
-    assert table[0].split()[:4] == ["NAMESPACE", "NAME", "STATE", "RESTARTS"]
+    assert table[0].split()[:5] == ["NAMESPACE", "NAME", "STATE", "HEALTH", "RESTARTS"]
     restarts = {line.split()[1]: line for line in table[1:]}
     assert " ".join(restarts["hog-0"].split()[2:6]) == "exited (137, OOMKilled) 0" and crash["restarts"] >= 2
     orc("delete", "-f", spec, state_dir=state_dir, check=True)

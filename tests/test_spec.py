@@ -52,6 +52,32 @@ def error_of(text: str, filename: str = "shop.yaml") -> str:
 
 
 MALFORMED = {
+    "healthcheck interval of zero": (
+        HEAD + "  healthcheck:\n    tcp: {port: 80}\n    interval: 0s\n",
+        "shop.yaml:10: spec.healthcheck.interval: expected a duration greater than 0, like 10s or 500ms, got 0s"),
+    "healthcheck retries": (
+        HEAD + "  healthcheck:\n    exec: [pg_isready]\n    retries: 0\n",
+        "shop.yaml:10: spec.healthcheck.retries: expected an integer >= 1, got 0"),
+    "healthcheck with two checks": (
+        HEAD + "  healthcheck:\n    exec: [pg_isready]\n    http: {port: 80}\n",
+        "shop.yaml:10: spec.healthcheck.http: expected exactly one of exec, http or tcp, got exec and http"),
+    "healthcheck with none": (
+        HEAD + "  healthcheck:\n    interval: 5s\n",
+        "shop.yaml:9: spec.healthcheck: expected exactly one of exec, http or tcp"),
+    "healthcheck status": (
+        HEAD + "  healthcheck:\n    http: {port: 80, status: 200-999}\n",
+        "shop.yaml:9: spec.healthcheck.http.status: expected an HTTP status like 200 or a range like 200-399, "
+        "got '200-999'"),
+    "probe path": (
+        HEAD + "  probes:\n    readiness:\n      http: {port: 80, path: health}\n",
+        "shop.yaml:10: spec.probes.readiness.http.path: expected a path starting with '/', without spaces, "
+        "got 'health'"),
+    "healthcheck and probes": (
+        HEAD + "  healthcheck: {tcp: {port: 1}}\n  probes: {liveness: {tcp: {port: 1}}}\n",
+        "shop.yaml:9: spec.probes: give healthcheck or probes, not both"),
+    "dependency condition": (
+        HEAD + "  dependsOn: [{name: db, condition: ready}]\n",
+        "shop.yaml:8: spec.dependsOn[0].condition: expected one of started, healthy, completed, got 'ready'"),
     "unknown field, close to a known one": (
         HEAD + "  imagee: x\n",
         "shop.yaml:8: spec.imagee: unknown field, did you mean 'image'?"),
@@ -59,7 +85,7 @@ MALFORMED = {
         HEAD + "  colour: red\n",
         "shop.yaml:8: spec.colour: unknown field, expected one of: runtime, image, command, args, env, workingDir, "
         "user, replicas, resources, restartPolicy, dependsOn, stopGracePeriod, volumes, ports, network, paused, "
-        "init, readOnly, seccomp, update"),
+        "init, readOnly, seccomp, healthcheck, probes, update"),
     "unknown field in a list item": (
         HEAD + "  ports:\n    - containerPort: 80\n      hostport: 8080\n",
         "shop.yaml:10: spec.ports[0].hostport: unknown field, did you mean 'hostPort'?"),

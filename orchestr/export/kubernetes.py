@@ -280,6 +280,7 @@ class _Export:
                                                 "not per container: left out")
         if limits:
             container["resources"] = {"limits": limits}  # requests default to the limits
+        container.update(self.probes(s))
         container["securityContext"] = self.security(s)
         volumes, mounts, claim_templates = self.volumes(s)
         if mounts:
@@ -370,9 +371,40 @@ class _Export:
             mounts.append(mount)
         return volumes, mounts, templates
 
+    def probes(self, s: Service) -> dict[str, dict]:
+        """The container's probes: a healthcheck is both its readiness and liveness probe."""
+        probes = s.probes()
+        if probes is None:
+            return {}
+        path = "spec.healthcheck" if probes.combined else "spec.probes"
+        out = {}
+        for kind, check in (("readiness", probes.readiness), ("liveness", probes.liveness),
+                            ("startup", probes.startup)):
+            if check is None:
+                continue
+            at = path if probes.combined else f"{path}.{kind}"
+            probe: dict[str, Any]
+            if check.kind == "exec":
+                probe = {"exec": {"command": [_literal(a) for a in check.argv]}}
+            elif check.kind == "http":
+                probe = {"httpGet": {"path": check.path, "port": check.port}}
+                if check.status != (200, 399):
+                    self.warn(s, f"{at}.http.status", "Kubernetes counts 200 to 399 as passing, whatever is asked")
+            else:
+                probe = {"tcpSocket": {"port": check.port}}
+            probe.update(periodSeconds=max(1, math.ceil(check.interval)),
+                         timeoutSeconds=max(1, math.ceil(check.timeout)), failureThreshold=check.retries)
+            if check.start_period:
+                probe["initialDelaySeconds"] = math.ceil(check.start_period)
+            out[f"{kind}Probe"] = probe
+        return out
+
     def waits(self, s: Service) -> list[dict]:
         waits = []
         for i, dep in enumerate(s.spec.depends_on):
+            if s.spec.depends_on[i].condition == "completed":
+                self.warn(s, f"spec.dependsOn[{i}]", f"Kubernetes waits until {dep!r} has a ready replica, not until "
+                                                     "it has finished")
             target = self.by_key.get((s.namespace, dep))
             if target is not None and target.spec.network == "none":
                 self.warn(s, f"spec.dependsOn[{i}]", f"{dep!r} has network none, so no Service names it: "

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SpecError
 from ..graph import depth_first
+from ..model import RestartPolicy
 
 if TYPE_CHECKING:
     from .models import Service
@@ -47,6 +48,11 @@ def validate_set(services: Sequence[Service]) -> None:
                 report(service, f"spec.dependsOn[{i}]", f"no service '{dep}' in namespace '{service.namespace}'")
             else:
                 edges[key].append((service.namespace, dep))
+                target = by_key[(service.namespace, dep)]
+                if service.spec.depends_on[i].condition == "completed" and \
+                        target.spec.restart_policy == RestartPolicy.ALWAYS:
+                    report(service, f"spec.dependsOn[{i}].condition",
+                           f"{dep} never completes: its restartPolicy is Always; give it OnFailure or Never")
     order = {key: i for i, key in enumerate(edges)}
     for cycle in depth_first(edges, edges.__getitem__)[1]:
         first = min(range(len(cycle)), key=lambda i: order[cycle[i]])

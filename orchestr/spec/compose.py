@@ -62,6 +62,8 @@ _TRANSLATED = {
 }
 _RESTART = {"no": "Never", "always": "Always", "on-failure": "OnFailure", "unless-stopped": "Always"}
 _DEPLOY_RESTART = {"none": "Never", "on-failure": "OnFailure", "any": "Always"}
+_CONDITIONS = {"service_started": "started", "service_healthy": "healthy",
+               "service_completed_successfully": "completed"}
 _BYTES = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?", re.IGNORECASE)
 
 
@@ -703,15 +705,11 @@ class _Compose:
             if not isinstance(name, str) or not isinstance(body, dict):
                 raise self.error(at, f"expected a service name, got {show(name if not isinstance(name, str) else body)}")
             required = body.get("required", True)
+            condition = None
             for key, setting in body.items():
                 if key == "condition":
-                    if setting == "service_healthy":
-                        self.warn(f"{at}.condition", "orchestr has no health checks: the service starts once "
-                                                     f"{name} has started, not once it is healthy")
-                    elif setting == "service_completed_successfully":
-                        raise self.error(f"{at}.condition", "not supported: orchestr starts a service after its "
-                                                            "dependencies start, never after they finish")
-                    elif setting != "service_started":
+                    condition = _CONDITIONS.get(setting)
+                    if condition is None:
                         raise self.error(f"{at}.condition", "expected service_started, service_healthy or "
                                                             f"service_completed_successfully, got {show(setting)}")
                 elif key == "restart":
@@ -725,15 +723,47 @@ class _Compose:
                 if name in declared:
                     raise self.error(at, f"{name} is not in an active profile (COMPOSE_PROFILES, --profile)")
                 raise self.error(at, f"no service {name!r} in this file")
-            doc.append("dependsOn", name, at.removeprefix(doc.root + "."))
+            entry = name if condition in (None, "started") else {"name": name, "condition": condition}
+            doc.append("dependsOn", entry, at.removeprefix(doc.root + "."))
 
     def health(self, doc: Translated, value: Any) -> None:
         if value is None:
             return
-        if isinstance(value, dict) and (value.get("disable") or value.get("test") in (["NONE"], "NONE")):
-            return
-        self.warn(f"{doc.root}.healthcheck", "ignored: orchestr has no health checks; the container counts as "
-                                              "up once it runs")
+        path = f"{doc.root}.healthcheck"
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected a mapping, got {show(value)}")
+        check: dict[str, Any] = {}
+        for key, setting in value.items():
+            if key == "test":
+                test = setting
+                if isinstance(test, str):
+                    test = ["CMD-SHELL", test]
+                if not isinstance(test, list) or not test or test[0] not in ("CMD", "CMD-SHELL", "NONE"):
+                    raise self.error(f"{path}.test", "expected a command string, or a list starting with CMD, "
+                                                     f"CMD-SHELL or NONE, got {show(setting)}")
+                if test[0] == "NONE":
+                    check["disable"] = True
+                elif test[0] == "CMD-SHELL":
+                    if len(test) != 2:
+                        raise self.error(f"{path}.test", "expected CMD-SHELL and one command string")
+                    check["exec"] = ["/bin/sh", "-c", test[1]]
+                else:
+                    check["exec"] = test[1:]
+            elif key in ("interval", "timeout", "retries", "start_period", "disable"):
+                field = "startPeriod" if key == "start_period" else key
+                check[field] = setting
+            elif key == "start_interval":
+                self.warn(f"{path}.{key}", "ignored: checks run every interval, the first as soon as the container "
+                                           "runs")
+            else:
+                raise self.error(f"{path}.{key}", "expected test, interval, timeout, retries, start_period, "
+                                                  "start_interval or disable", key=True)
+        if check.get("disable"):
+            check.pop("exec", None)
+        doc.put("healthcheck", check, "healthcheck")
+        for field in check:
+            doc.note(f"spec.healthcheck.{field}", "healthcheck." + {"startPeriod": "start_period",
+                                                                     "exec": "test"}.get(field, field))
 
     def security(self, doc: Translated, value: Any) -> None:
         if value is None:

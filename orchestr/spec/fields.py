@@ -133,6 +133,33 @@ def _ip(value: str) -> str:
         fail(f"expected an IP address like 127.0.0.1, got {show(value)}")
 
 
+def _positive_seconds(value: float) -> float:
+    if value <= 0:
+        fail(f"expected a duration greater than 0, like 10s or 500ms, got {value:g}s")
+    return value
+
+
+def _statuses(value: Any) -> tuple[int, int]:
+    """An HTTP status (200) or an inclusive range of them ("200-399")."""
+    low = high = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        low = high = value
+    elif isinstance(value, str) and re.fullmatch(r"\d{3}\s*-\s*\d{3}", value.strip()):
+        low, high = (int(part) for part in value.split("-"))
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        low, high = value
+    if low is None or high is None or not 100 <= low <= high <= 599:
+        fail(f"expected an HTTP status like 200 or a range like 200-399, got {show(value)}")
+    return (low, high)
+
+
+def _http_path(value: str) -> str:
+    if not value.startswith("/") or not value.isprintable() or " " in value:
+        fail(f"expected a path starting with '/', without spaces, got {show(value)}")
+    return value
+
+
 @functools.cache
 def _host_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -171,6 +198,9 @@ Cpus = Annotated[float | None, _unit(parse_cpus), AfterValidator(_cpus_in_range)
 Memory = Annotated[int | None, _unit(parse_quantity, positive=True), AfterValidator(_memory_in_range)]  # bytes
 Size = Annotated[int | None, _unit(parse_quantity, positive=True)]  # bytes
 Duration = Annotated[float, _unit(parse_duration)]  # seconds
+PositiveDuration = Annotated[float, _unit(parse_duration), AfterValidator(_positive_seconds)]  # seconds
+Statuses = Annotated[tuple[int, int], BeforeValidator(_statuses)]  # inclusive
+HttpPath = Annotated[str, AfterValidator(_http_path)]
 
 
 def _count_or_percent(value: Any) -> int | str:

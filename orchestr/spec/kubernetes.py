@@ -176,8 +176,6 @@ class _Manifest:
         for key in ("command", "args", "workingDir"):
             if key in body:
                 doc.put(key, body[key], f"{at}.{key}")
-        for key in sorted(_PROBES & set(body)):
-            self.warn(f"{at}.{key}", "ignored: orchestr has no health checks; the container counts as up once it runs")
         for key in ("envFrom", "volumeDevices", "lifecycle", "restartPolicy"):
             if key in body:
                 raise self.error(f"{at}.{key}", "not supported by orchestr", key=True)
@@ -233,7 +231,58 @@ class _Manifest:
             if mount.get("readOnly") or entry.pop("readOnly", False):
                 entry["readOnly"] = True
             doc.append("volumes", entry, sub)
+        for key in sorted(_PROBES & set(body)):
+            self.probe(doc, self.mapping(body[key], f"{at}.{key}"), f"{at}.{key}", key.removesuffix("Probe"), named)
         return named
+
+    def probe(self, doc: Translated, body: dict[str, Any], at: str, kind: str, named: dict[str, int]) -> None:
+        """A probe as one of the spec's probes, Kubernetes' defaults written out (they are not compose's)."""
+        self.only(body, at, {"exec", "httpGet", "tcpSocket", "grpc", "periodSeconds", "timeoutSeconds",
+                             "failureThreshold", "initialDelaySeconds", "successThreshold",
+                             "terminationGracePeriodSeconds"},
+                  {"terminationGracePeriodSeconds": "a restart stops the container within its own grace period"})
+        check: dict[str, Any] = {"interval": body.get("periodSeconds", 10), "timeout": body.get("timeoutSeconds", 1),
+                                 "retries": body.get("failureThreshold", 3),
+                                 "startPeriod": body.get("initialDelaySeconds", 0)}
+        keys = {"interval": "periodSeconds", "timeout": "timeoutSeconds", "retries": "failureThreshold",
+                "startPeriod": "initialDelaySeconds"}
+        if body.get("successThreshold", 1) != 1:
+            self.warn(f"{at}.successThreshold", "ignored: one success makes the container ready")
+        if "grpc" in body:
+            raise self.error(f"{at}.grpc", "not supported: use exec, httpGet or tcpSocket", key=True)
+
+        def port_of(value: Any, path: str) -> Any:
+            if isinstance(value, str) and not value.isdigit():
+                if value not in named:
+                    raise self.error(path, f"no container port named {show(value)}")
+                return named[value]
+            return int(value) if isinstance(value, str) else value
+
+        if "exec" in body:
+            action = self.mapping(body["exec"], f"{at}.exec")
+            self.only(action, f"{at}.exec", {"command"})
+            check["exec"], keys["exec"] = action.get("command"), "exec.command"
+        if "httpGet" in body:
+            get = self.mapping(body["httpGet"], f"{at}.httpGet")
+            self.only(get, f"{at}.httpGet", {"port", "path", "scheme", "host", "httpHeaders"},
+                      {"httpHeaders": "checks send no headers of their own"})
+            if get.get("scheme", "HTTP") != "HTTP" or "host" in get:
+                key = "scheme" if "scheme" in get else "host"
+                raise self.error(f"{at}.httpGet.{key}", "not supported: checks GET the container's own address "
+                                                        "over plain HTTP")
+            check["http"] = {"port": port_of(get.get("port"), f"{at}.httpGet.port"), "path": get.get("path", "/")}
+            keys["http"] = "httpGet"
+        if "tcpSocket" in body:
+            sock = self.mapping(body["tcpSocket"], f"{at}.tcpSocket")
+            self.only(sock, f"{at}.tcpSocket", {"port", "host"})
+            if "host" in sock:
+                raise self.error(f"{at}.tcpSocket.host", "not supported: checks connect to the container itself")
+            check["tcp"] = {"port": port_of(sock.get("port"), f"{at}.tcpSocket.port")}
+            keys["tcp"] = "tcpSocket"
+        doc.put(f"probes.{kind}", check, at.removeprefix(doc.prefix))
+        for field, key in keys.items():
+            if field in check:
+                doc.note(f"spec.probes.{kind}.{field}", f"{at.removeprefix(doc.prefix)}.{key}")
 
     def resources(self, doc: Translated, body: dict[str, Any], at: str) -> None:
         self.only(body, at, {"limits", "requests", "claims"}, {"requests": "requests are not reserved on one host"})

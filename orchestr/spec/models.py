@@ -7,9 +7,10 @@ import hashlib
 import json
 import os
 import posixpath
+from dataclasses import replace
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,6 +20,8 @@ from pydantic import (
     StrictInt,
     ValidationError,
     ValidationInfo,
+    PlainSerializer,
+    PlainValidator,
     field_validator,
     model_validator,
 )
@@ -33,8 +36,10 @@ from ..model import (
     L_SERVICE_PORTS,
     L_SPEC_HASH,
     L_STOP_GRACE,
+    Check,
     ContainerSpec,
     Port,
+    Probes,
     Resources,
     RestartPolicy,
     Volume,
@@ -50,13 +55,16 @@ from .fields import (
     Cpus,
     DnsLabel,
     Duration,
+    HttpPath,
     ImageReference,
     IPAddress,
     Labels,
     Memory,
     MountTarget,
     PortNumber,
+    PositiveDuration,
     Size,
+    Statuses,
     StringMap,
     User,
     normpath,
@@ -168,6 +176,108 @@ def _resolve(value: int | str, replicas: int, up: bool) -> int:
     return -(-share // 100) if up else share // 100
 
 
+class HttpCheckSpec(_Model):
+    port: PortNumber
+    path: HttpPath = "/"
+    status: Statuses = (200, 399)
+
+
+class TcpCheckSpec(_Model):
+    port: PortNumber
+
+
+class CheckSpec(_Model):
+    """A health check, as compose's healthcheck names its settings (and its defaults)."""
+
+    exec: Argv = None  # argv run in the container: exit 0 passes
+    http: HttpCheckSpec | None = None  # a GET of the container's port: a status in range passes
+    tcp: TcpCheckSpec | None = None  # a connect to the container's port
+    interval: PositiveDuration = 30.0
+    timeout: PositiveDuration = 30.0
+    retries: StrictInt = Field(3, ge=1)
+    start_period: Duration = 0.0
+    disable: StrictBool = False  # no check at all, not even the image's HEALTHCHECK
+
+    @model_validator(mode="after")
+    def _one(self) -> CheckSpec:
+        given = [k for k in ("exec", "http", "tcp") if getattr(self, k) is not None]
+        if self.disable and given:
+            fail("disable: true takes no check; remove it or the check", given[0])
+        if not self.disable and len(given) != 1:
+            where = given[1:2] or ()
+            fail("expected exactly one of exec, http or tcp" + (f", got {' and '.join(given)}" if given else ""),
+                 *where)
+        return self
+
+    def check(self) -> Check | None:
+        """The check as the health module runs it; None when disabled."""
+        if self.disable:
+            return None
+        base = Check("tcp", interval=self.interval, timeout=self.timeout, retries=self.retries,
+                     start_period=self.start_period)
+        if self.exec is not None:
+            return replace(base, kind="exec", argv=self.exec)
+        if self.http is not None:
+            return replace(base, kind="http", port=self.http.port, path=self.http.path, status=self.http.status)
+        assert self.tcp is not None
+        return replace(base, port=self.tcp.port)
+
+
+class ProbesSpec(_Model):
+    """Kubernetes' split: readiness gates traffic and dependents, liveness restarts, startup runs before both."""
+
+    liveness: CheckSpec | None = None
+    readiness: CheckSpec | None = None
+    startup: CheckSpec | None = None
+
+
+class Dependency(str):
+    """A service this one starts after (the string is its name), and what it must have reached first: started,
+    healthy or completed."""
+
+    condition: str
+
+    def __new__(cls, name: str, condition: str = "started") -> Dependency:
+        dep = super().__new__(cls, name)
+        dep.condition = condition
+        return dep
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+
+_CONDITIONS = ("started", "healthy", "completed")
+
+
+def _dependency(value: Any) -> Dependency:
+    if isinstance(value, str):  # the plain form: started
+        name, condition = value, "started"
+    elif isinstance(value, dict):
+        for key in value:
+            if key not in ("name", "condition"):
+                fail("unknown field, expected name or condition", str(key))
+        if "name" not in value:
+            fail("required field is missing", "name")
+        name, condition = value["name"], value.get("condition", "started")
+        if condition not in _CONDITIONS:
+            fail(f"expected one of {', '.join(_CONDITIONS)}, got {show(condition)}", "condition")
+        if not isinstance(name, str):
+            fail(f"expected a service name, got {show(name)}", "name")
+    else:
+        fail(f"expected a service name or a mapping with name and condition, got {show(value)}")
+    if not DNS_LABEL.fullmatch(name):
+        fail(f"expected a service name ({DNS_WORDS}), got {show(name)}", *(() if isinstance(value, str) else ("name",)))
+    return Dependency(name, condition)
+
+
+def _dependency_data(dep: Dependency) -> Any:
+    return str(dep) if dep.condition == "started" else {"name": str(dep), "condition": dep.condition}
+
+
+DependsOn = Annotated[Dependency, PlainValidator(_dependency), PlainSerializer(_dependency_data)]
+
+
 class ServiceSpec(_Model):
     runtime: DnsLabel | None = None
     image: ImageReference
@@ -179,7 +289,7 @@ class ServiceSpec(_Model):
     replicas: StrictInt = Field(1, ge=0)
     resources: ResourcesSpec = ResourcesSpec()
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS
-    depends_on: tuple[DnsLabel, ...] = ()
+    depends_on: tuple[DependsOn, ...] = ()
     stop_grace_period: Duration = 10.0  # seconds
     volumes: tuple[VolumeSpec, ...] = ()
     ports: tuple[PortSpec, ...] = ()
@@ -188,6 +298,8 @@ class ServiceSpec(_Model):
     init: StrictBool = False
     read_only: StrictBool = False
     seccomp: Literal["default", "unconfined"] = "default"
+    healthcheck: CheckSpec | None = None
+    probes: ProbesSpec | None = None
     update: UpdateSpec = UpdateSpec()
 
     @model_validator(mode="after")
@@ -195,6 +307,8 @@ class ServiceSpec(_Model):
         for i, dep in enumerate(self.depends_on):
             if dep in self.depends_on[:i]:
                 fail(f"'{dep}' is listed twice", "dependsOn", i)
+        if self.healthcheck is not None and self.probes is not None:
+            fail("give healthcheck or probes, not both", "probes")
         targets: dict[str, int] = {}
         for i, volume in enumerate(self.volumes):
             if volume.target in targets:
@@ -240,6 +354,20 @@ class Service(_Model):
         spec = self.spec.model_dump_json(exclude=_UNHASHED, exclude_defaults=True)
         labels = json.dumps(self.metadata.labels, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(f"{labels}\n{spec}".encode()).hexdigest()[:16]
+
+    def probes(self) -> Probes | None:
+        """The checks the spec asks for: Probes() when it disables them; None when it says nothing, and the image's
+        HEALTHCHECK, if it has one, is run."""
+        spec = self.spec
+        if spec.healthcheck is not None:
+            check = spec.healthcheck.check()
+            return Probes(readiness=check, liveness=check, combined=True) if check else Probes()
+        if spec.probes is not None:
+            p = spec.probes
+            return Probes(readiness=p.readiness.check() if p.readiness else None,
+                          liveness=p.liveness.check() if p.liveness else None,
+                          startup=p.startup.check() if p.startup else None)
+        return None
 
     def line(self, path: str) -> int:
         """The line of path in this service's document, or of the nearest value enclosing it; 0 when not from a file."""
