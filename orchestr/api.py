@@ -348,12 +348,18 @@ class Client:
         """Those of the runtimes names that balance service ports."""
         return {name for name in names if supports(self.runtime(name), "service_ports")}
 
-    def _endpoints(self, actual: Sequence[Container], names: Iterable[str] = ()) -> endpoints.Endpoints:
-        """The service ports of actual's containers, on those of names (and actual's runtimes) that balance them."""
+    def _endpoints(self, actual: Sequence[Container], names: Iterable[str] = (),
+                   healthy: Callable[[Container], bool] | None = None) -> endpoints.Endpoints:
+        """The service ports of actual's containers, on those of names (and actual's runtimes) that balance them;
+        healthy: whether a running container's readiness checks pass (default: what the running controller last
+        found, as `get` shows it)."""
         from .endpoints import Endpoints
 
+        if healthy is None and self.store.controller_status() is not None:
+            found = self.store.health()
+            healthy = lambda c: found.get((c.runtime, c.id), ("healthy",))[0] == "healthy"  # noqa: E731
         names = {c.runtime for c in actual} | set(names)
-        return Endpoints({name: self.runtime(name) for name in sorted(names)}, actual)
+        return Endpoints({name: self.runtime(name) for name in sorted(names)}, actual, healthy)
 
     async def _resync_endpoints(self, namespace: str, leaving: Container | None = None) -> None:
         """The service ports of namespace as its containers stand now (leaving: taken out first)."""

@@ -293,7 +293,8 @@ class Controller:
         plan = planner.plan(services, actual, default_runtime=default, deployed=deployed, service_runtimes=whole,
                             balancing=oc._balancing(names - down))
         report.plan, report.deferred = self._gate(plan, actual)
-        endpoints = oc._endpoints([c for c in actual if c.runtime not in down], names - down)
+        endpoints = oc._endpoints([c for c in actual if c.runtime not in down], names - down,
+                                  lambda c: self.readiness(c.id) in (None, Health.HEALTHY))
         if report.plan:
             by_key = {(s.namespace, s.name): s for s in services}
             report.outcomes = await executor.execute(
@@ -440,6 +441,8 @@ class Controller:
                   name=c.name, health=str(health), reason=reason)
         if self.on_health is not None:
             self.on_health(c, health, reason)
+        if self._tg is not None:
+            self._wake_up("health")  # a pass that gives its service ports' connections to it, or takes them away
 
     def _save_health(self) -> None:
         self.oc.store.set_health((rt, id, str(h), why) for id, (rt, h, why) in self._health.items())

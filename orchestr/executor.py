@@ -251,7 +251,7 @@ class _Run:
             return container.id
         now = await _ready(rt, service, container.id) if action.ready else None
         if self.endpoints is not None and L_SERVICE_PORTS in spec.labels:
-            await self.endpoints.join(now or await rt.inspect(container.id))
+            await self.endpoints.join(now or await rt.inspect(container.id), checked=now is not None)
         return container.id
 
     async def _deploy(self, action: Action) -> str:
@@ -369,10 +369,20 @@ READY_POLL = 0.2  # seconds between two looks at a new replica of a rolling upda
 
 
 async def _ready(rt: Runtime, service: Service, cid: str) -> Container:
-    """Returns the container once it is ready and has stayed so for the service's minReadySeconds; RuntimeFailure
-    when it is not by its progressDeadline, saying what it was doing."""
+    """Returns the container once it is ready (its readiness checks passed, when it has some: orchestr.health) and
+    has stayed running for the service's minReadySeconds; RuntimeFailure when it is not by its progressDeadline,
+    saying what it was doing."""
+    from .health import probes_for, wait_ready
+
     update = service.spec.update
     deadline = time.monotonic() + update.progress_deadline
+    c = await rt.inspect(cid)
+    probes = await probes_for(rt, service, c)
+    if probes is not None and (probes.readiness is not None or probes.startup is not None):
+        verdict = await wait_ready(rt, c, probes, deadline)
+        if not verdict.ready:
+            raise RuntimeFailure(f"{c.name} did not become ready within {update.progress_deadline:g}s "
+                                 f"(progressDeadline): {verdict.reason}", container=cid)
     since: float | None = None  # when it was last seen turning ready
     run: tuple[str | None, int | None] | None = None  # which run of it that was: a restart by its policy is another
     while True:

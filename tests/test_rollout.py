@@ -41,8 +41,10 @@ def test_a_rolling_update_drops_nothing_and_a_bad_one_rolls_back(engine, namespa
     port = free_port()
     spec = tmp_path / "web.yaml"
 
-    def apply(version: str, command: str = SERVE):
-        write(spec, web(namespace, engine, port, command=command, extra=f"  env: {{V: '{version}'}}\n" + UPDATE))
+    def apply(version: str, command: str = SERVE, check: str = "/index.html"):
+        health = f"  healthcheck: {{http: {{port: 8080, path: {check}}}, interval: 1s, timeout: 1s}}\n"
+        write(spec, web(namespace, engine, port, command=command, extra=f"  env: {{V: '{version}'}}\n" + UPDATE
+                        + health))
         return orc("apply", "-f", str(spec), state_dir=state_dir, timeout=120)
 
     assert apply("v1").returncode == 0
@@ -60,10 +62,10 @@ def test_a_rolling_update_drops_nothing_and_a_bad_one_rolls_back(engine, namespa
 
     client = Client(port)
     client.start()
-    bad = apply("v3", command="echo starting; exit 1")  # its new replica never becomes ready
+    bad = apply("v3", check="/missing")  # its new replica serves, but its readiness check never passes
     client.stop()
     assert bad.returncode == 1
-    assert f"rolling back {namespace}/web to revision" in bad.stderr
+    assert f"rolling back {namespace}/web to revision" in bad.stderr and "404" in bad.stderr
     assert client.failed == []  # the old replicas kept serving
     assert versions(client.answers) == {"v2"}
     history = orc("rollout", "history", "-n", namespace, "web", state_dir=state_dir, check=True).stdout.splitlines()
