@@ -67,6 +67,16 @@ def first_fetch(port: int) -> str:
             time.sleep(0.1)
 
 
+def answer(port: int) -> str:
+    """fetch(), or "gone" when the server has no page to give."""
+    try:
+        return fetch(port)
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            raise
+        return "gone"
+
+
 def rules_of(port: int) -> list[str]:
     """orchestr's iptables rules for the host port."""
     out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
@@ -109,6 +119,37 @@ def test_a_host_port_in_mode_host_is_the_one_replicas_own(namespace, state_dir, 
         (c,) = json.loads(orc("get", "-n", namespace, "-o", "json", state_dir=state_dir, check=True).stdout)
         assert c["ports"][0]["hostPort"] == port  # the container's own binding, as `get` shows it
         assert not any("ORCHESTR-SERVICES" in line for line in rules_of(port))
+    finally:
+        orc("delete", "-n", namespace, "--all", state_dir=state_dir)
+    assert rules_of(port) == []
+
+
+def test_a_replica_that_turns_unready_gets_no_new_connections(namespace, state_dir, tmp_path, busybox_archive):
+    from test_controller import controller
+
+    port = free_port()
+    orc("images", "import", str(busybox_archive), state_dir=state_dir, check=True)
+    probe = "  probes: {readiness: {http: {port: 8080, path: /index.html}, interval: 1s, timeout: 1s, retries: 1}}\n"
+    spec = write(tmp_path / "web.yaml", web(namespace, "native", port, extra=probe))
+    try:
+        orc("apply", "-f", spec, state_dir=state_dir, check=True)
+        with controller(state_dir, tmp_path):
+            first_fetch(port)
+            deadline = time.monotonic() + 30
+            while {fetch(port) for _ in range(30)} != {"web-0", "web-1", "web-2"}:
+                assert time.monotonic() < deadline, "not every replica became ready"
+            # web-1's readiness check fails from now on (its page is gone): the controller takes it out
+            orc("exec", "-n", namespace, "web-1", "--", "mv", "/var/www/index.html", "/var/www/away",
+                state_dir=state_dir, check=True)
+            deadline = time.monotonic() + 30
+            while "gone" in {answer(port) for _ in range(30)}:  # web-1 answers 404 now
+                assert time.monotonic() < deadline, "the unready replica still gets connections"
+            assert {fetch(port) for _ in range(40)} == {"web-0", "web-2"}  # and every request is answered
+            orc("exec", "-n", namespace, "web-1", "--", "mv", "/var/www/away", "/var/www/index.html",
+                state_dir=state_dir, check=True)
+            deadline = time.monotonic() + 30
+            while "web-1" not in {fetch(port) for _ in range(30)}:
+                assert time.monotonic() < deadline, "the replica ready again got no connection"
     finally:
         orc("delete", "-n", namespace, "--all", state_dir=state_dir)
     assert rules_of(port) == []
