@@ -153,3 +153,25 @@ def test_a_replica_that_turns_unready_gets_no_new_connections(namespace, state_d
     finally:
         orc("delete", "-n", namespace, "--all", state_dir=state_dir)
     assert rules_of(port) == []
+
+
+def test_a_service_port_on_every_address_answers_on_the_hosts_other_addresses(namespace, state_dir, tmp_path,
+                                                                             busybox_archive):
+    from orchestr_native.network import Network
+
+    port = free_port()
+    orc("images", "import", str(busybox_archive), state_dir=state_dir, check=True)
+    spec = write(tmp_path / "web.yaml", web(namespace, "native", port, replicas=2).replace("hostIP: 127.0.0.1", ""))
+    try:
+        orc("apply", "-f", spec, state_dir=state_dir, check=True)
+        # an address of this host that is not loopback: the namespace's own bridge's (traffic stays on the host)
+        bridge = Network(state_dir / "native").bridge(namespace)
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", bridge], capture_output=True, text=True,
+                             check=True).stdout
+        address = out.split("inet ")[1].split("/")[0]
+        first_fetch(port)
+        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=5) as response:
+            assert response.read().decode().strip() in ("web-0", "web-1")
+    finally:
+        orc("delete", "-n", namespace, "--all", state_dir=state_dir)
+    assert rules_of(port) == []

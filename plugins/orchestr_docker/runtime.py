@@ -50,6 +50,7 @@ from . import engine, mapping, streams
 if TYPE_CHECKING:
     import aiodocker
     import aiohttp
+    from orchestr_native.network.services import Services
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 SWARM_SERVICE = "com.docker.swarm.service.id"  # the label the engine puts on the containers of swarm's services
@@ -479,16 +480,16 @@ def _raise_stream_error(message: dict, what: str) -> None:
 SERVICES = "/run/orchestr/docker/services"  # the records of the engine's service ports
 
 
-def _services():  # type: ignore[no-untyped-def]
-    from orchestr_native.network import services
+def _services() -> Services:
+    from orchestr_native.network.services import Services
 
-    return services.Services(Path(SERVICES), "docker", helpers=True)
+    return Services(Path(SERVICES), "docker", helpers=True)
 
 
 def _publish(namespace: str, service: str, ports: list[Port], endpoints: list[str]) -> None:
     from orchestr_native.network import services
 
-    bridges = sorted({_bridge_of(ip) for ip in endpoints} - {None})  # type: ignore[type-var]
+    bridges = sorted(b for b in {_bridge_of(ip) for ip in endpoints} if b)
     with services.locked():
         _services().publish(namespace, service, ports, endpoints, bridges)
 
