@@ -197,10 +197,11 @@ class Client:
         on_event: OutcomeCallback | None = None,
         sources: Iterable[str] = (),
         settle: float = SETTLE,
+        progress: ProgressCallback | None = None,
     ) -> ApplyResult:
         """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete. A container
         started that ends with a failure within settle seconds (a crash at start, an OOM kill) fails its action,
-        reported through on_event a second time."""
+        reported through on_event a second time. progress hears how the images the plan needs are pulled."""
         from . import executor, planner
 
         default = runtime or self.default_runtime
@@ -222,7 +223,7 @@ class Client:
                       if a.kind in (planner.Kind.DELETE, planner.Kind.UNDEPLOY)} - set(by_key)
             outcomes = await executor.execute(
                 plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
-                settle=settle,
+                settle=settle, progress=progress,
             )
             self.store.record_services(rev, {k: _document(s, default) for k, s in by_key.items()}, removed=pruned)
             result = ApplyResult(plan, outcomes, rev)

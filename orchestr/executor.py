@@ -13,7 +13,7 @@ import anyio
 from .errors import NotFound, OrchestrError, RuntimeFailure, TerminalFailure, context
 from .model import L_REPLICA, Event, EventAction, Image
 from .planner import Action, Kind, Plan
-from .runtime import Runtime, ServiceRunner, require, supports
+from .runtime import ProgressCallback, Runtime, ServiceRunner, require, supports
 
 if TYPE_CHECKING:
     from .spec import Service
@@ -41,6 +41,7 @@ async def execute(
     on_event: Callable[[Outcome], None] | None = None,
     on_start: Callable[[Action], None] | None = None,
     settle: float = 0.0,
+    progress: ProgressCallback | None = None,
 ) -> list[Outcome]:
     """Run every action of plan; return one Outcome per action, in plan order.
 
@@ -52,10 +53,12 @@ async def execute(
     With settle, the containers the plan started are watched, through their runtimes' events, until settle
     seconds after the last start (or until each has failed): the outcome of one that ends with a failure
     meanwhile (a non-zero exit, an OOM kill) becomes a failed one, reported through on_event a second time.
+
+    progress hears how the images the plan needs are pulled (see Runtime.pull), one pull per runtime and image.
     """
     starts = settle > 0 and any(a.kind in _STARTS for a in plan.actions)
     watch = _Watch(runtimes.values()) if starts else None
-    run = _Run(services, runtimes)
+    run = _Run(services, runtimes, progress)
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     actions = plan.actions
     done = [anyio.Event() for _ in actions]
@@ -159,9 +162,11 @@ class _Watch:
 class _Run:
     """State shared by the actions of one execute call: the services, runtimes and image pulls."""
 
-    def __init__(self, services: Mapping[tuple[str, str], Service], runtimes: Mapping[str, Runtime]):
+    def __init__(self, services: Mapping[tuple[str, str], Service], runtimes: Mapping[str, Runtime],
+                 progress: ProgressCallback | None = None):
         self.services = services
         self.runtimes = runtimes
+        self.progress = progress
         self.images: dict[tuple[str, str], _Once] = {}
 
     async def act(self, action: Action) -> Outcome:
@@ -240,7 +245,7 @@ class _Run:
         once = self.images.get(key)
         if once is None:
             once = self.images[key] = _Once()
-            return await once.run(rt.ensure_image(ref))
+            return await once.run(rt.ensure_image(ref, self.progress))
         return await once.result()
 
     def _runtime(self, name: str) -> Runtime:

@@ -19,7 +19,7 @@ import grpc
 
 from orchestr.containers import rfc3339
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure
-from orchestr.model import HistoryEntry, Image, PullProgress
+from orchestr.model import HistoryEntry, Image, PullProgress, PullStatus
 from orchestr.registry import media, platform
 from orchestr.registry.reference import familiar, parse
 from orchestr.runtime import ProgressCallback
@@ -196,9 +196,17 @@ class Images:
         return await self.resolve(await self._get_record(ref))
 
     # -- unpacking ------------------------------------------------------------------------------------------------
-    async def unpack(self, lease: str, resolved: Resolved, progress: ProgressCallback | None = None) -> None:
+    async def unpack(self, lease: str, resolved: Resolved, progress: ProgressCallback | None = None,
+                     ref: str | None = None) -> None:
         """Applies each layer not yet in the snapshotter onto the one beneath it, and labels the config with the
-        top snapshot so the garbage collector keeps it while the image lives."""
+        top snapshot so the garbage collector keeps it while the image lives. Progress names the image ref (by
+        default its name)."""
+
+        def report(layer: dict, status: PullStatus) -> None:
+            if progress:
+                size = int(layer.get("size") or 0)
+                progress(PullProgress(ref or resolved.name, layer["digest"], status, size, size))
+
         if self._unpack_lock is None:
             self._unpack_lock = anyio.Lock()
         metadata = self.conn.leased(lease)
@@ -212,6 +220,7 @@ class Images:
             for i, (layer, chain) in enumerate(zip(layers, chains, strict=True)):
                 if await self._has_snapshot(chain):
                     continue
+                report(layer, PullStatus.EXTRACTING)
                 key = f"orchestr-extract-{secrets.token_hex(6)} {chain}"
                 parent = chains[i - 1] if i else ""
                 with self.conn.errors(f"unpacking layer {layer['digest']} of {resolved.name}"):
@@ -233,9 +242,7 @@ class Images:
                             await self.conn.snapshots.Remove(snapshots_pb2.RemoveSnapshotRequest(
                                 snapshotter=SNAPSHOTTER, key=key), metadata=self.conn.metadata)
                         raise
-                if progress:
-                    progress(PullProgress(resolved.name, layer["digest"], "extracting", int(layer.get("size") or 0),
-                                          int(layer.get("size") or 0)))
+                report(layer, PullStatus.DONE)
         if chains:
             with self.conn.errors(f"image {resolved.name}"):
                 await self.conn.content.Update(content_pb2.UpdateRequest(
@@ -260,7 +267,9 @@ class Images:
             return await self.pull(ref, progress)
         if resolved.chain and not await self._has_snapshot(resolved.chain):
             async with self.lease() as lease:
-                await self.unpack(lease, resolved, progress)
+                await self.unpack(lease, resolved, progress, ref)
+            if progress:
+                progress(PullProgress(ref, None, PullStatus.DONE))
         return self._image(resolved, [resolved.name])
 
     async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
@@ -284,6 +293,8 @@ class Images:
                     await self._record(name, target)
                     resolved = await self.resolve(images_pb2.Image(name=name, target=target))
                     await self.unpack(lease, resolved, progress)
+                    if progress:
+                        progress(PullProgress(resolved.name, None, PullStatus.DONE))
                     out.append(resolved)
         by_id: dict[str, tuple[Resolved, list[str]]] = {}
         for resolved in out:

@@ -38,6 +38,8 @@ from orchestr.model import (
     HistoryEntry,
     Image,
     LogLine,
+    PullProgress,
+    PullStatus,
     Resources,
     State,
     Stats,
@@ -382,6 +384,8 @@ class DockerRuntime:
                 _raise_stream_error(message, f"cannot pull image {ref}")
                 if progress and (report := mapping.progress(ref, message)):
                     progress(report)
+        if progress:
+            progress(PullProgress(ref, None, PullStatus.DONE))
         return mapping.image_from_inspect(await self.image_inspect(ref))
 
     async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
@@ -393,6 +397,7 @@ class DockerRuntime:
         except OSError as e:
             raise RuntimeFailure(f"{what}: {e.strerror}") from e
         loaded: list[str] = []
+        loading: dict[str, int | None] = {}
         with archive, self._errors(what):
             # the raw request: aiodocker's import wrapper cannot ask for progress (quiet=0); the client
             # sends the open file in chunks, so an archive is never read whole into memory
@@ -408,6 +413,12 @@ class DockerRuntime:
                                 loaded.append(line.removeprefix(prefix).strip())
                     if progress and (report := mapping.progress(str(path), message)):
                         progress(report)
+                        if report.layer:
+                            loading[report.layer] = report.total
+        if progress:  # a load tells no more of a layer once it is read: each is done with the load
+            for layer, total in loading.items():
+                progress(PullProgress(str(path), layer, PullStatus.DONE, total or 0, total))
+            progress(PullProgress(str(path), None, PullStatus.DONE))
         images: dict[str, Image] = {}
         for ref in loaded:
             image = mapping.image_from_inspect(await self.image_inspect(ref))
