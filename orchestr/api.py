@@ -43,6 +43,7 @@ from .runtime import (
     Runtime,
     ServiceRunner,
     StatsSource,
+    TerminalExecutor,
     require,
     supports,
 )
@@ -446,6 +447,18 @@ class Client:
         takes them."""
         async with self._found(name, namespace) as (rt, c):
             return await rt.exec(c.id, argv, **kw)
+
+    async def exec_terminal(self, name: str, argv: Sequence[str], namespace: str = "default", *, stdin: int | None,
+                            stdout: int, env: dict[str, str] | None = None, user: str | None = None,
+                            workdir: str | None = None) -> int:
+        """Runs argv in the container with a terminal of its own wired to the file descriptors stdin and stdout, as
+        `docker exec -it` does (see TerminalExecutor); returns its exit code. A runtime that cannot is a
+        TerminalFailure saying so."""
+        async with self._found(name, namespace) as (rt, c):
+            require(rt, "exec_tty", "exec with a terminal", c.id)
+            assert isinstance(rt, TerminalExecutor)  # as require found
+            return await rt.exec_terminal(c.id, argv, stdin=stdin, stdout=stdout, env=env, user=user,
+                                          workdir=workdir)
 
     async def start(self, name: str, namespace: str = "default") -> None:
         async with self._found(name, namespace) as (rt, c):

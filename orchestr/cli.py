@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
     sp.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("-u", "--user")
+    sp.add_argument("-i", "--interactive", action="store_true", help="with -t: type this standard input into it")
+    sp.add_argument("-t", "--tty", action="store_true",
+                    help="give the command a terminal of its own, relayed here (raw, window size followed)")
 
     for verb, text, handler in (("start", "start a container", commands.cmd_start),
                                 ("stop", "stop a container", commands.cmd_stop),

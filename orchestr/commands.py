@@ -333,6 +333,14 @@ async def cmd_exec(oc: Client, args) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise OrchestrError("exec needs a command: orchestr exec NAME -- CMD...")
+    if args.tty:
+        sys.stdout.flush()
+        with _raw_terminal(args.interactive):
+            return await oc.exec_terminal(args.name, argv, args.namespace, env=_env(args.env) or None, user=args.user,
+                                          stdin=sys.stdin.fileno() if args.interactive else None,
+                                          stdout=sys.stdout.fileno())
+    if args.interactive:
+        raise OrchestrError("exec -i needs -t here: the command's input comes through a terminal (exec -it)")
     # streamed as it comes: nothing is kept, however much the command writes
     result = await oc.exec(args.name, argv, args.namespace, env=_env(args.env) or None, user=args.user,
                            output=_write_line)

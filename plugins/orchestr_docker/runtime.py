@@ -66,7 +66,7 @@ class DockerRuntime:
     # event loop, and its image export is not an OCI layout on every engine version.
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.PUSHED, limits=True, image_import=True, pause=True, signal=True,
-        stats=True, update=True,
+        stats=True, update=True, exec_tty=True,
     )
 
     def __init__(self, config: Config) -> None:
@@ -324,6 +324,39 @@ class DockerRuntime:
             # the engine records the exit code before it closes the output streams
             info = await execution.inspect()
         return collected.result(info["ExitCode"])
+
+    async def exec_terminal(self, id: str, argv: Sequence[str], *, stdin: int | None, stdout: int,
+                            env: dict[str, str] | None = None, user: str | None = None,
+                            workdir: str | None = None) -> int:
+        from aiodocker.exceptions import DockerError
+
+        from orchestr.terminal import relay
+
+        with self._errors(f"container {id}", container=id):
+            execution = await self._container(id).exec(list(argv), stdin=stdin is not None, tty=True,
+                                                       environment=env, user=user or "", workdir=workdir)
+            async with execution.start(detach=False) as stream:
+
+                async def receive() -> bytes:
+                    message = await stream.read_out()
+                    return b"" if message is None else message.data
+
+                async def end_input() -> None:  # the terminal's end-of-file character, as ^D typed
+                    await stream.write_in(b"\x04")
+
+                async def resize(rows: int, columns: int) -> None:
+                    # the engine takes a size only once the command runs (API 1.41 has no ConsoleSize at
+                    # creation): asked again a few times meanwhile, as the docker CLI does
+                    for attempt in range(10):
+                        try:
+                            await execution.resize(h=rows, w=columns)
+                            return
+                        except DockerError:
+                            await anyio.sleep(0.01 * (attempt + 1))
+
+                await relay(stdin, stdout, receive=receive, send=stream.write_in, end_input=end_input, resize=resize)
+            # the engine records the exit code before it closes the output stream
+            return int((await execution.inspect())["ExitCode"])
 
     async def _end_exec(self, id: str, execution: aiodocker.execs.Exec) -> None:
         """Kills an exec'd command and what it started. The engine has no verb for that: its processes are
