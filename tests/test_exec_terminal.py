@@ -1,5 +1,6 @@
-"""exec -it through a real pty, on every runtime that gives an exec a terminal: an interactive sh is typed a command,
-its output read back, and its exit code becomes the command line's. Where a runtime cannot, one line says so."""
+"""exec -it through a real pty on every runtime (native, docker, swarm, containerd, cri): an interactive sh is typed
+commands, their output read back (the terminal's size as the caller's, stdin a terminal), and its exit code becomes the
+command line's."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import time
 import pytest
 from test_native_cli import ORCHESTR, TERMINABLE, _env, assert_nothing_left, service, write
 from test_containerd_cli import cd_ns, containerd_image  # noqa: F401 - fixtures: the image, a namespace checked after
+from test_cri_cli import cri, cri_ns  # noqa: F401 - fixtures: the tests' CRI runtime, a namespace checked after
 from test_swarm import ns, swarm_engine  # noqa: F401 - fixtures: a swarm manager, a namespace cleaned after
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime needs root")
@@ -120,3 +122,16 @@ def test_containerd_exec_it_runs_an_interactive_shell(cd_ns, state_dir, tmp_path
     subprocess.run([ORCHESTR, "apply", "-f", spec], env=env, check=True, capture_output=True)
     code, out = typed([ORCHESTR, "exec", "-it", "-n", cd_ns, "web-0", "--", "sh"], env, KEYS)
     assert_session(code, out)
+
+
+def test_cri_exec_it_runs_an_interactive_shell_through_the_streaming_server(cri, cri_ns, state_dir, tmp_path):
+    env = {**_env(state_dir), "ORCHESTR_RUNTIME": "cri"}
+    spec = write(tmp_path / "web.yaml", service("web", cri_ns, command=["sh", "-c", TERMINABLE]))
+    subprocess.run([ORCHESTR, "apply", "-f", spec], env=env, check=True, capture_output=True)
+    code, out = typed([ORCHESTR, "exec", "-it", "-n", cri_ns, "web-0", "--", "sh"], env, KEYS)
+    assert_session(code, out)
+    # what CRI's Exec cannot take is refused in one line, before anything runs
+    proc = subprocess.run([ORCHESTR, "exec", "-it", "-u", "nobody", "-n", cri_ns, "web-0", "--", "sh"], env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and proc.stderr.startswith("orchestr: the cri runtime cannot give an exec its own "
+                                                           "environment, user or working directory"), proc.stderr
