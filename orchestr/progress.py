@@ -68,6 +68,7 @@ class PullPrinter:
         self.clock = clock
         self.layers: dict[tuple[str, str], _Layer] = {}
         self._drawn = 0  # lines of the live block on the screen
+        self._printed: set[tuple[str, str]] = set()  # layers a plain line was printed for
         self._last_draw = 0.0
 
     def __enter__(self) -> PullPrinter:
@@ -97,7 +98,8 @@ class PullPrinter:
             seen.status, seen.current = p.status, p.current
             seen.total = p.total or seen.total
         if not self.live:
-            if changed and p.status in _FINISHED:
+            if changed and p.status in _FINISHED and key not in self._printed:  # once, whatever comes after
+                self._printed.add(key)
                 self._write(f"{p.ref}: {seen.line(now)}\n")
             return
         # a change of status, and a download's last bytes, always show: the rest at most every REDRAW_EVERY

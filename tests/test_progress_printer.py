@@ -76,6 +76,8 @@ def test_a_pipe_gets_one_line_per_layer_done_and_quiet_gets_nothing():
         with PullPrinter(stream, quiet=quiet) as progress:
             for r in (report(None, PullStatus.RESOLVING), report(A, PullStatus.WAITING, 0, 4_000_000),
                       report(B, PullStatus.EXISTS, 1_000, 1_000), report(A, PullStatus.DOWNLOADING, 5, 4_000_000),
+                      # a layer finished once is printed once, whatever its runtime reports after
+                      report(B, PullStatus.EXTRACTING, 1_000, 1_000), report(B, PullStatus.DONE, 1_000, 1_000),
                       report(A, PullStatus.DONE, 4_000_000, 4_000_000), report(A, PullStatus.DONE, 4_000_000),
                       report(None, PullStatus.DONE)):
                 progress(r)

@@ -219,6 +219,7 @@ class Images:
         async with self._unpack_lock:
             for i, (layer, chain) in enumerate(zip(layers, chains, strict=True)):
                 if await self._has_snapshot(chain):
+                    report(layer, PullStatus.EXISTS)
                     continue
                 report(layer, PullStatus.EXTRACTING)
                 key = f"orchestr-extract-{secrets.token_hex(6)} {chain}"

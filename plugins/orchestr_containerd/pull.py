@@ -78,8 +78,8 @@ async def pull(store: Images, ref_text: str, progress: ProgressCallback | None =
         async def fetch(desc: dict, layer: bool) -> None:
             # the config is a blob too, but no layer: docker shows none for it either
             shown = report if layer else (lambda *_: None)
-            if await store.has_blob(desc["digest"]):
-                shown(desc["digest"], PullStatus.EXISTS, int(desc.get("size") or 0), int(desc.get("size") or 0))
+            if await store.has_blob(desc["digest"]):  # whether it is unpacked too, unpack tells
+                shown(desc["digest"], PullStatus.DOWNLOADED, int(desc.get("size") or 0), int(desc.get("size") or 0))
                 return
             spool = _Spool()
             try:
