@@ -16,7 +16,6 @@ import anyio
 from orchestr.errors import Conflict, RuntimeFailure, Timeout
 from orchestr.model import ExecResult, LogLine, State
 from orchestr.runtime import ExecOutput
-from orchestr.terminal import relay
 
 from .mapping import RUNTIME
 from .store import ContainerStore
@@ -62,6 +61,8 @@ async def run(
 async def terminal(store: ContainerStore, id: str, argv: Sequence[str], *, stdin: int | None, stdout: int,
                    env: dict[str, str] | None, user: str | None, workdir: str | None) -> int:
     """argv run with a pty of its own as its controlling terminal, relayed to stdin and stdout; its exit code."""
+    from orchestr.terminal import relay  # here: apply and get load this module, and need none of it
+
     config, state = store.load(id)
     current = store.view(config, state).state
     if current is not State.RUNNING:
