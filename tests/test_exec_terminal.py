@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -23,19 +24,26 @@ from test_swarm import ns, swarm_engine  # noqa: F401 - fixtures: a swarm manage
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native runtime needs root")
 
 
-def typed(argv: list[str], env: dict[str, str], keys: bytes, timeout: float = 60) -> tuple[int, bytes]:
-    """Exit status and output of argv run on a pty of 30 rows and 100 columns, keys typed once it shows a prompt."""
+def typed(argv: list[str], env: dict[str, str], steps: list[tuple[bytes, tuple[int, int] | None, bytes]] = (),
+          timeout: float = 60) -> tuple[int, bytes]:
+    """Exit status and output of argv run on a pty of 30 rows and 100 columns. Each step waits for its marker in
+    the output (past the last step's), then resizes the pty (and tells argv, as a terminal would) when it gives a
+    size, then types its keys."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
     os.close(slave)
-    out, sent = b"", False
+    out, seen, todo = b"", 0, list(steps)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if not sent and b"# " in out:  # sh's prompt for root: the terminal is there
+            if todo and (at := out.find(todo[0][0], seen)) >= 0:
+                marker, size, keys = todo.pop(0)
+                seen = at + len(marker)
+                if size is not None:
+                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
+                    os.kill(proc.pid, signal.SIGWINCH)
                 os.write(master, keys)
-                sent = True
             if select.select([master], [], [], 0.1)[0]:
                 try:
                     chunk = os.read(master, 65536)
@@ -53,14 +61,20 @@ def typed(argv: list[str], env: dict[str, str], keys: bytes, timeout: float = 60
             proc.kill()
 
 
-# what is typed: the terminal's size as the command sees it, whether its stdin is a terminal, and an exit code
-KEYS = b"stty size; [ -t 0 ] && echo stdin-is-a-tty; echo $((6 * 7)); exit 3\n"
+# What is typed into sh: the terminal's size as the command sees it, at the start (the caller's) and after the
+# caller's window changed; whether its stdin is a terminal; a sum; and an exit code for the command line's.
+SESSION = [
+    (b"# ", None, b"stty size\n"),  # sh's prompt for root: the terminal is there
+    (b"30 100\r\n", (40, 120),
+     b'while [ "$(stty size)" != "40 120" ]; do sleep 0.1; done; stty size; [ -t 0 ] && echo stdin-is-a-tty; '
+     b"echo $((6 * 7)); exit 3\n"),
+]
 
 
 def assert_session(code: int, out: bytes) -> None:
     text = out.decode(errors="replace")
     assert code == 3, text
-    assert "30 100\r\n" in text and "stdin-is-a-tty\r\n" in text and "42\r\n" in text, text
+    assert "40 120\r\n" in text and "stdin-is-a-tty\r\n" in text and "42\r\n" in text, text
 
 
 @pytest.fixture
@@ -75,11 +89,11 @@ def native_web(namespace, state_dir, busybox_archive, tmp_path):
 
 
 def test_native_exec_it_runs_an_interactive_shell(native_web, namespace):
-    code, out = typed([ORCHESTR, "exec", "-it", "-n", namespace, "web-0", "--", "sh"], native_web, KEYS)
+    code, out = typed([ORCHESTR, "exec", "-it", "-n", namespace, "web-0", "--", "sh"], native_web, SESSION)
     assert_session(code, out)
     # without -i nothing is typed into it; -i alone is refused in one line
     code, out = typed([ORCHESTR, "exec", "-t", "-n", namespace, "web-0", "--", "sh", "-c", "[ -t 1 ] && exit 5"],
-                      native_web, b"")
+                      native_web)
     assert code == 5, out
     proc = subprocess.run([ORCHESTR, "exec", "-i", "-n", namespace, "web-0", "--", "sh"], env=native_web,
                           capture_output=True, text=True)
@@ -92,7 +106,7 @@ def test_docker_exec_it_runs_an_interactive_shell(docker_namespace, state_dir, t
     spec = write(tmp_path / "web.yaml", service("web", docker_namespace, command=["sh", "-c", TERMINABLE]))
     subprocess.run([ORCHESTR, "apply", "-f", spec], env=env, check=True, capture_output=True)
     try:
-        code, out = typed([ORCHESTR, "exec", "-it", "-n", docker_namespace, "web-0", "--", "sh"], env, KEYS)
+        code, out = typed([ORCHESTR, "exec", "-it", "-n", docker_namespace, "web-0", "--", "sh"], env, SESSION)
         assert_session(code, out)
     finally:
         subprocess.run([ORCHESTR, "delete", "-f", spec], env=env, capture_output=True)
@@ -110,7 +124,7 @@ def test_swarm_exec_it_runs_an_interactive_shell_in_a_tasks_container(ns, state_
             assert time.monotonic() < deadline, got
             time.sleep(0.2)
         [name] = [c["name"] for c in json.loads(got)]
-        code, out = typed([ORCHESTR, "exec", "-it", "-n", ns, name, "--", "sh"], env, KEYS)
+        code, out = typed([ORCHESTR, "exec", "-it", "-n", ns, name, "--", "sh"], env, SESSION)
         assert_session(code, out)
     finally:
         subprocess.run([ORCHESTR, "delete", "-f", spec], env=env, capture_output=True)
@@ -120,7 +134,7 @@ def test_containerd_exec_it_runs_an_interactive_shell(cd_ns, state_dir, tmp_path
     env = {**_env(state_dir), "ORCHESTR_RUNTIME": "containerd"}
     spec = write(tmp_path / "web.yaml", service("web", cd_ns, command=["sh", "-c", TERMINABLE]))
     subprocess.run([ORCHESTR, "apply", "-f", spec], env=env, check=True, capture_output=True)
-    code, out = typed([ORCHESTR, "exec", "-it", "-n", cd_ns, "web-0", "--", "sh"], env, KEYS)
+    code, out = typed([ORCHESTR, "exec", "-it", "-n", cd_ns, "web-0", "--", "sh"], env, SESSION)
     assert_session(code, out)
 
 
@@ -128,7 +142,7 @@ def test_cri_exec_it_runs_an_interactive_shell_through_the_streaming_server(cri,
     env = {**_env(state_dir), "ORCHESTR_RUNTIME": "cri"}
     spec = write(tmp_path / "web.yaml", service("web", cri_ns, command=["sh", "-c", TERMINABLE]))
     subprocess.run([ORCHESTR, "apply", "-f", spec], env=env, check=True, capture_output=True)
-    code, out = typed([ORCHESTR, "exec", "-it", "-n", cri_ns, "web-0", "--", "sh"], env, KEYS)
+    code, out = typed([ORCHESTR, "exec", "-it", "-n", cri_ns, "web-0", "--", "sh"], env, SESSION)
     assert_session(code, out)
     # what CRI's Exec cannot take is refused in one line, before anything runs
     proc = subprocess.run([ORCHESTR, "exec", "-it", "-u", "nobody", "-n", cri_ns, "web-0", "--", "sh"], env=env,
