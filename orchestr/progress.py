@@ -48,7 +48,8 @@ class _Layer:
         elif self.total:
             filled = min(_BAR, _BAR * self.current // self.total)
             arrow = ">" if filled < _BAR else ""
-            text += f" [{'=' * filled}{arrow}{' ' * (_BAR - filled - len(arrow))}] {_bytes(self.current)}/{_bytes(self.total)}"
+            bar = "=" * filled + arrow + " " * (_BAR - filled - len(arrow))
+            text += f" [{bar}] {_bytes(self.current)}/{_bytes(self.total)}"
         elif self.current:
             text += f" {_bytes(self.current)}"
         elapsed = now - self.started

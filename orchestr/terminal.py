@@ -48,7 +48,8 @@ async def relay(
         tg.cancel_scope.cancel()
 
 
-async def _typing(stdin: int, send: Callable[[bytes], Awaitable[None]], end_input: Callable[[], Awaitable[None]]) -> None:
+async def _typing(stdin: int, send: Callable[[bytes], Awaitable[None]],
+                  end_input: Callable[[], Awaitable[None]]) -> None:
     regular = stat.S_ISREG(os.fstat(stdin).st_mode)  # a file is always readable, and epoll refuses one
     while True:
         if not regular:

@@ -99,8 +99,8 @@ def test_native_pull_on_a_terminal_in_a_pipe_as_json_and_quiet(pushed, tmp_path)
 
 def test_native_import_on_a_terminal_and_in_a_pipe(busybox_archive, tmp_path):
     layout = tmp_path / "bb-oci.tar"  # an OCI layout: gzipped blobs, loaded, then unpacked
-    subprocess.run(["skopeo", "copy", "--quiet", "--dest-compress", f"docker-archive:{busybox_archive}", f"oci-archive:{layout}:bb:1"],
-                   check=True, capture_output=True)
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-compress", f"docker-archive:{busybox_archive}",
+                    f"oci-archive:{layout}:bb:1"], check=True, capture_output=True)
     [blob] = [m.name.rsplit("/", 1)[1][:12] for m in tarfile.open(layout)
               if m.name.startswith("blobs/") and m.size > 100_000]  # the layer
     code, out = on_a_terminal([ORCHESTR, "images", "import", str(layout)], _env(tmp_path / "a"))
