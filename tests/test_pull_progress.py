@@ -169,3 +169,26 @@ def test_docker_pull_on_a_terminal_and_in_a_pipe(pushed, tmp_path, docker_engine
         assert "\x1b" not in piped.stderr
     finally:
         subprocess.run(["docker", "rmi", ref], capture_output=True)
+
+
+def test_containerd_import_on_a_terminal_and_in_a_pipe(busybox_archive, tmp_path, containerd_namespace):
+    env = {**_env(tmp_path / "state"), "ORCHESTR_RUNTIME": "containerd"}
+    layout = tmp_path / "bb-oci.tar"  # an OCI layout: its gzipped layer loaded into the content store, then unpacked
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-compress", f"docker-archive:{busybox_archive}",
+                    f"oci-archive:{layout}:orchestr-progress/bb:1"], check=True, capture_output=True)
+    [blob] = [m.name.rsplit("/", 1)[1][:12] for m in tarfile.open(layout)
+              if m.name.startswith("blobs/") and m.size > 100_000]  # the layer
+    try:
+        code, out = on_a_terminal([ORCHESTR, "images", "import", str(layout)], env)
+        assert code == 0, out
+        assert REDRAW.search(out), out
+        assert re.search(rf"  {blob}: Loading +\[=+>? *\] [\d.]+[kM]B/[\d.]+[kM]B".encode(), out), out
+        assert re.search(rf"  {blob}: Extracting +[\d.]+[kM]B\r\n".encode(), out), out
+        assert re.search(rf"{re.escape(str(layout))}:\r\n  {blob}: Done +[\d.]+[kM]B\r\n".encode(), out), out
+        subprocess.run([ORCHESTR, "images", "rm", "orchestr-progress/bb:1"], env=env, check=True, capture_output=True)
+        piped = subprocess.run([ORCHESTR, "images", "import", str(layout)], capture_output=True, text=True, env=env)
+        assert piped.returncode == 0, piped.stderr
+        [line] = piped.stderr.splitlines()
+        assert re.fullmatch(rf"{re.escape(str(layout))}: {blob}: (Done|Exists) +[\d.]+[kM]B", line), piped.stderr
+    finally:
+        subprocess.run([ORCHESTR, "images", "rm", "orchestr-progress/bb:1"], env=env, capture_output=True)
