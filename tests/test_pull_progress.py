@@ -183,8 +183,8 @@ def test_containerd_import_on_a_terminal_and_in_a_pipe(busybox_archive, tmp_path
         assert code == 0, out
         assert REDRAW.search(out), out
         assert re.search(rf"  {blob}: Loading +\[=+>? *\] [\d.]+[kM]B/[\d.]+[kM]B".encode(), out), out
-        assert re.search(rf"  {blob}: Extracting +[\d.]+[kM]B\r\n".encode(), out), out
-        assert re.search(rf"{re.escape(str(layout))}:\r\n  {blob}: Done +[\d.]+[kM]B\r\n".encode(), out), out
+        # unpacked then, or already by an image of the same layer the session's containerd namespace has
+        assert re.search(rf"{re.escape(str(layout))}:\r\n  {blob}: (Done|Exists) +[\d.]+[kM]B\r\n".encode(), out), out
         subprocess.run([ORCHESTR, "images", "rm", "orchestr-progress/bb:1"], env=env, check=True, capture_output=True)
         piped = subprocess.run([ORCHESTR, "images", "import", str(layout)], capture_output=True, text=True, env=env)
         assert piped.returncode == 0, piped.stderr
