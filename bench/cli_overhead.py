@@ -4,13 +4,15 @@ the same services as a compose file, on the native runtime (as root).
     .venv/bin/python bench/cli_overhead.py --baseline /path/to/other/checkout [--repeat 30]
 
 Both run with this venv's interpreter, each with its own checkout (and its plugins/) first on sys.path,
-alternating A B A B; prints medians and this/baseline ratios.
+alternating A B A B; prints medians and this/baseline ratios, of wall time and of CPU time (user + system, which
+other load on the machine disturbs less than wall time).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,13 +39,20 @@ def orchestr(checkout: Path, *args: str, env: dict[str, str]) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{argv[-1][:80]}... failed: {proc.stderr.decode()}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(s[0] for s in samples) * 1e3, statistics.median(s[1] for s in samples) * 1e3
 
 
 def main() -> None:
@@ -74,19 +83,22 @@ def main() -> None:
         subprocess.run(orchestr(HERE, "apply", "-f", str(compose), env=env), env=env, check=True,
                        stdout=subprocess.DEVNULL)
         try:
-            print(f"{'case':<24} {'this (ms)':>10} {'baseline (ms)':>14} {'ratio':>6}")
+            print(f"{'case':<24} {'this (ms)':>10} {'baseline (ms)':>14} {'ratio':>6}   "
+                  f"{'CPU: this':>10} {'baseline':>9} {'ratio':>6}")
             for name, argv in cases.items():
                 if "compose" in name and not (args.baseline / "orchestr" / "spec" / "compose.py").exists():
                     this = [timed(orchestr(HERE, *argv, env=env), env) for _ in range(args.repeat)]
-                    print(f"{name:<24} {statistics.median(this) * 1e3:>10.1f} {'(none)':>14} {'':>6}")
+                    wall, cpu = medians(this)
+                    print(f"{name:<24} {wall:>10.1f} {'(none)':>14} {'':>6}   {cpu:>10.1f} {'(none)':>9}")
                     continue
                 this, base = [], []
                 for i in range(args.repeat):  # A B, then B A: neither always goes first
                     pair = [(this, HERE), (base, args.baseline)]
                     for samples, checkout in pair if i % 2 == 0 else reversed(pair):
                         samples.append(timed(orchestr(checkout, *argv, env=env), env))
-                a, b = statistics.median(this), statistics.median(base)
-                print(f"{name:<24} {a * 1e3:>10.1f} {b * 1e3:>14.1f} {a / b:>6.2f}")
+                (a, a_cpu), (b, b_cpu) = medians(this), medians(base)
+                print(f"{name:<24} {a:>10.1f} {b:>14.1f} {a / b:>6.2f}   {a_cpu:>10.1f} {b_cpu:>9.1f} "
+                      f"{a_cpu / b_cpu:>6.2f}")
         finally:
             for f in (spec, compose):
                 subprocess.run(orchestr(HERE, "delete", "-f", str(f), env=env), env=env, stdout=subprocess.DEVNULL)

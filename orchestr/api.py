@@ -45,6 +45,7 @@ from .runtime import (
     Runtime,
     ServiceRunner,
     StatsSource,
+    TerminalExecutor,
     require,
     supports,
 )
@@ -209,11 +210,13 @@ class Client:
         sources: Iterable[str] = (),
         settle: float = SETTLE,
         wait_timeout: float = WAIT_TIMEOUT,
+        progress: ProgressCallback | None = None,
         on_rollback: Callable[[str], None] | None = None,
     ) -> ApplyResult:
         """Converge the runtimes to services: create, start, recreate, scale and (with prune) delete. A container
         started that ends with a failure within settle seconds (a crash at start, an OOM kill) fails its action,
-        reported through on_event a second time. A service that depends on another being healthy or completed
+        reported through on_event a second time. progress hears how the images the plan needs are
+        pulled. A service that depends on another being healthy or completed
         waits for that up to wait_timeout seconds; its actions fail, saying why, if it does not get there.
 
         A service whose rolling update fails (a new replica not ready by its progressDeadline) is rolled back to
@@ -246,7 +249,7 @@ class Client:
             endpoints = self._endpoints(actual, names)
             outcomes = await executor.execute(
                 plan, by_key, self._runtimes_for(plan), concurrency=self.config.concurrency, on_event=on_event,
-                settle=settle, endpoints=endpoints,
+                settle=settle, endpoints=endpoints, progress=progress,
                 gate=_Conditions(self, by_key, default, wait_timeout).gate,
             )
             await endpoints.sync(namespaces)
@@ -557,6 +560,18 @@ class Client:
         takes them."""
         async with self._found(name, namespace) as (rt, c):
             return await rt.exec(c.id, argv, **kw)
+
+    async def exec_terminal(self, name: str, argv: Sequence[str], namespace: str = "default", *, stdin: int | None,
+                            stdout: int, env: dict[str, str] | None = None, user: str | None = None,
+                            workdir: str | None = None) -> int:
+        """Runs argv in the container with a terminal of its own wired to the file descriptors stdin and stdout, as
+        `docker exec -it` does (see TerminalExecutor); returns its exit code. A runtime that cannot is a
+        TerminalFailure saying so."""
+        async with self._found(name, namespace) as (rt, c):
+            require(rt, "exec_tty", "exec with a terminal", c.id)
+            assert isinstance(rt, TerminalExecutor)  # as require found
+            return await rt.exec_terminal(c.id, argv, stdin=stdin, stdout=stdout, env=env, user=user,
+                                          workdir=workdir)
 
     async def start(self, name: str, namespace: str = "default") -> None:
         """Starts the container, which then gets its service ports' new connections again."""

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how long a service waits for a dependency to become healthy or complete (default 5m)")
     sp.add_argument("--settle", type=_duration, default="250ms", metavar="DURATION",
                     help="watch containers this long after their start for a crash (default 250ms; 0: do not watch)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="pull images without printing progress")
 
     sp = sub.add_parser("diff", help="print the plan; exit 0 if nothing would change, 1 if something would")
     sp.set_defaults(handler=commands.cmd_diff)
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
     sp.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("-u", "--user")
+    sp.add_argument("-i", "--interactive", action="store_true", help="with -t: type this standard input into it")
+    sp.add_argument("-t", "--tty", action="store_true",
+                    help="give the command a terminal of its own, relayed here (raw, window size followed)")
 
     for verb, text, handler in (("start", "start a container", commands.cmd_start),
                                 ("stop", "stop a container", commands.cmd_stop),
@@ -121,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-n", "--namespace", default="default")
     sp.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--network", choices=["bridge", "host", "none"])
+    sp.add_argument("-q", "--quiet", action="store_true", help="pull the image without printing progress")
     sp.add_argument("image")
     sp.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD...")
 
@@ -181,9 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--runtime")
         return sp
 
-    image_cmd("pull", "fetch an image from its registry", commands.cmd_images_pull).add_argument("ref")
-    image_cmd("import", "load a docker-archive or OCI layout tarball",
-              commands.cmd_images_import).add_argument("path", type=Path)
+    for name, text, handler, what in (
+            ("pull", "fetch an image from its registry", commands.cmd_images_pull, "ref"),
+            ("import", "load a docker-archive or OCI layout tarball", commands.cmd_images_import, "path")):
+        sp = image_cmd(name, text, handler)
+        sp.add_argument(what, type=Path if what == "path" else str)
+        sp.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress; print only the image's digest (pull) or id (import)")
+        sp.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text",
+                        help="json, yaml: the image as `images ls -o json` lists it, and no progress")
     sp = image_cmd("export", "write an image as an OCI layout tarball", commands.cmd_images_export)
     sp.add_argument("ref")
     sp.add_argument("path", type=Path)

@@ -129,10 +129,15 @@ async def cmd_apply(oc: Client, args) -> int:
     if args.dry_run:
         _print_plan(await oc.plan(services, prune=args.prune, runtime=args.runtime))
         return 0
-    result = await oc.apply(
-        services, prune=args.prune, runtime=args.runtime, on_plan=_print_plan, on_event=_print_outcome,
-        sources=args.files, settle=args.settle, wait_timeout=args.wait_timeout, on_rollback=_print_rollback,
-    )
+    from .progress import PullPrinter
+
+    with PullPrinter(quiet=args.quiet) as progress:
+        result = await oc.apply(
+            services, prune=args.prune, runtime=args.runtime, on_plan=_print_plan,
+            on_event=lambda outcome: progress.above(lambda: _print_outcome(outcome)), sources=args.files,
+            settle=args.settle, wait_timeout=args.wait_timeout,
+            on_rollback=lambda line: progress.above(lambda: _print_rollback(line)), progress=progress,
+        )
     return _summary(result)
 
 
@@ -335,6 +340,14 @@ async def cmd_exec(oc: Client, args) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise OrchestrError("exec needs a command: orchestr exec NAME -- CMD...")
+    if args.tty:
+        sys.stdout.flush()
+        with _raw_terminal(args.interactive):
+            return await oc.exec_terminal(args.name, argv, args.namespace, env=_env(args.env) or None, user=args.user,
+                                          stdin=sys.stdin.fileno() if args.interactive else None,
+                                          stdout=sys.stdout.fileno())
+    if args.interactive:
+        raise OrchestrError("exec -i needs -t here: the command's input comes through a terminal (exec -it)")
     # streamed as it comes: nothing is kept, however much the command writes
     result = await oc.exec(args.name, argv, args.namespace, env=_env(args.env) or None, user=args.user,
                            output=_write_line)
@@ -451,7 +464,7 @@ def cmd_export(args) -> int:
 async def _pull(oc: Client, args) -> None:
     from .progress import PullPrinter
 
-    with PullPrinter() as progress:
+    with PullPrinter(quiet=args.quiet) as progress:
         await oc.runtime(args.runtime).ensure_image(args.image, progress)
 
 
@@ -476,7 +489,7 @@ def _raw_terminal(raw: bool) -> Iterator[None]:
 async def cmd_run(oc: Client, args) -> int:
     from .progress import PullPrinter
 
-    with PullPrinter() as progress:
+    with PullPrinter(quiet=args.quiet) as progress:
         container, code = await oc.run(
             args.image, _argv(args), name=args.name, namespace=args.namespace, runtime=args.runtime, remove=args.rm,
             detach=args.detach, env=_env(args.env), network=args.network, output=_write_line, progress=progress,
@@ -684,9 +697,12 @@ def _size(n: float, step: int = 1000) -> str:
 async def cmd_images_pull(oc: Client, args) -> int:
     from .progress import PullPrinter
 
-    with PullPrinter() as progress:
+    with PullPrinter(quiet=args.quiet or args.output != "text") as progress:
         image = await oc.runtime(args.runtime).pull(args.ref, progress)
-    print(f"{args.ref}: {image.digest or image.id}")
+    if args.output != "text":
+        print(dumps(image.as_dict(), args.output))
+    else:
+        print(image.digest or image.id if args.quiet else f"{args.ref}: {image.digest or image.id}")
     return 0
 
 
@@ -698,10 +714,13 @@ async def cmd_images_import(oc: Client, args) -> int:
     require(rt, "image_import", "import image archives")
     if not args.path.is_file():
         raise OrchestrError(f"{args.path}: no such file")
-    with PullPrinter() as progress:
+    with PullPrinter(quiet=args.quiet or args.output != "text") as progress:
         images = await rt.import_image(args.path, progress)
+    if args.output != "text":
+        print(dumps([i.as_dict() for i in images], args.output))
+        return 0
     for image in images:
-        print(f"imported {', '.join(image.references) or image.id}")
+        print(image.id if args.quiet else f"imported {', '.join(image.references) or image.id}")
     return 0
 
 

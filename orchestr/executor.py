@@ -14,7 +14,7 @@ from .errors import NotFound, OrchestrError, RuntimeFailure, TerminalFailure, co
 from .endpoints import DRAIN, Endpoints
 from .model import L_REPLICA, L_SERVICE_PORTS, Container, Event, EventAction, Image, State
 from .planner import UP_KINDS, Action, Kind, Plan
-from .runtime import Runtime, ServiceRunner, require, supports
+from .runtime import ProgressCallback, Runtime, ServiceRunner, require, supports
 
 if TYPE_CHECKING:
     from .spec import Service
@@ -44,6 +44,7 @@ async def execute(
     settle: float = 0.0,
     endpoints: Endpoints | None = None,
     gate: Callable[[Action], Awaitable[str | None]] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[Outcome]:
     """Run every action of plan; return one Outcome per action, in plan order.
 
@@ -61,10 +62,12 @@ async def execute(
 
     gate, when given, is awaited before each action that brings a service up, once its prerequisites succeeded: a
     line it returns (a dependency that did not become healthy) fails the action instead.
+
+    progress hears how the images the plan needs are pulled (see Runtime.pull), one pull per runtime and image.
     """
     starts = settle > 0 and any(a.kind in _STARTS for a in plan.actions)
     watch = _Watch(runtimes.values()) if starts else None
-    run = _Run(services, runtimes, endpoints)
+    run = _Run(services, runtimes, endpoints, progress)
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     actions = plan.actions
     done = [anyio.Event() for _ in actions]
@@ -173,10 +176,11 @@ class _Run:
     """State shared by the actions of one execute call: the services, runtimes and image pulls."""
 
     def __init__(self, services: Mapping[tuple[str, str], Service], runtimes: Mapping[str, Runtime],
-                 endpoints: Endpoints | None = None):
+                 endpoints: Endpoints | None = None, progress: ProgressCallback | None = None):
         self.services = services
         self.runtimes = runtimes
         self.endpoints = endpoints
+        self.progress = progress
         self.images: dict[tuple[str, str], _Once] = {}
 
     async def act(self, action: Action) -> Outcome:
@@ -272,7 +276,7 @@ class _Run:
         once = self.images.get(key)
         if once is None:
             once = self.images[key] = _Once()
-            return await once.run(rt.ensure_image(ref))
+            return await once.run(rt.ensure_image(ref, self.progress))
         return await once.result()
 
     def _runtime(self, name: str) -> Runtime:

@@ -366,12 +366,27 @@ class HistoryEntry:
     empty_layer: bool = False
 
 
+class PullStatus(enum.StrEnum):
+    """Where a layer (or, for reports without one, the whole image) is in a pull or an import."""
+
+    RESOLVING = "resolving"  # the whole image: its manifest is being fetched
+    WAITING = "waiting"  # queued behind other layers
+    DOWNLOADING = "downloading"  # bytes arriving from the registry: current of total
+    VERIFYING = "verifying"
+    DOWNLOADED = "downloaded"  # in the store, not unpacked yet
+    LOADING = "loading"  # read from an archive being imported: current of total
+    EXTRACTING = "extracting"  # being unpacked
+    DONE = "done"  # a layer fetched and unpacked; for the whole image, the last report
+    EXISTS = "exists"  # a layer that was already there
+
+
 @dataclass(frozen=True, slots=True)
 class PullProgress:
-    """One progress report while an image is fetched; layer is None for whole-image messages."""
+    """One progress report while an image is pulled or imported; layer is None for whole-image reports. Each
+    runtime reports what its engine tells: every layer ends with DONE or EXISTS, and the image with DONE."""
 
     ref: str
     layer: str | None
-    status: str  # e.g. "downloading", "extracting", "done", "exists"
-    current: int = 0
-    total: int | None = None
+    status: PullStatus
+    current: int = 0  # bytes so far, where the runtime knows them
+    total: int | None = None  # bytes in all, where known

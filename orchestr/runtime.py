@@ -50,7 +50,7 @@ class Capabilities:
     pause: bool = False  # Pausable: pause and resume
     signal: bool = False  # Signallable: a signal without stopping
     stats: bool = False  # StatsSource
-    exec_tty: bool = False  # exec with a terminal of its own (a one-off run's terminal is BlockingRunner's)
+    exec_tty: bool = False  # TerminalExecutor: exec with a terminal of its own (a one-off run's is BlockingRunner's)
     blocking_run: bool = False  # BlockingRunner: run a container with no event loop
     blocking_list: bool = False  # BlockingLister: list containers with no event loop
     image_export: bool = False  # ImageExporter
@@ -194,6 +194,17 @@ class BlockingRunner(Protocol):
 
 
 @runtime_checkable
+class TerminalExecutor(Protocol):
+    async def exec_terminal(
+        self, id: str, argv: Sequence[str], *, stdin: int | None, stdout: int, env: dict[str, str] | None = None,
+        user: str | None = None, workdir: str | None = None,
+    ) -> int:
+        """Run argv in the running container with a terminal of its own, as `docker exec -it` does: what comes on
+        the file descriptor stdin (None: nothing) is typed into it, what it shows is written to stdout, and its
+        window size follows stdin's (see orchestr.terminal). Returns the command's exit code once it exits."""
+
+
+@runtime_checkable
 class BlockingLister(Protocol):
     def list_blocking(self, namespace: str | None = None) -> list[Container]:
         """list(), called with no event loop running: for `orchestr get`, which then spares loading one."""
@@ -259,7 +270,7 @@ class ServicePorts(Protocol):
 
 
 OPTIONAL = {"pause": Pausable, "signal": Signallable, "stats": StatsSource, "blocking_run": BlockingRunner,
-            "blocking_list": BlockingLister,
+            "blocking_list": BlockingLister, "exec_tty": TerminalExecutor,
             "image_export": ImageExporter, "update": ResourceUpdater, "bridge_capacity": BridgeCapacity,
             "remove_network": NetworkRemover, "services": ServiceRunner,
             "service_ports": ServicePorts}

@@ -332,7 +332,7 @@ def test_run_of_an_image_not_yet_pulled_pulls_it_first(open_registry, tmp_path):
     argv = [str(Path(sys.executable).parent / "orchestr"), "run", "--rm", "--network", "none", ref, "cat", "/app/run"]
     first = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "app\n" and "done" in first.stderr
+    assert first.stdout == "app\n" and f"{ref}: " in first.stderr and ": Done " in first.stderr
     again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert (again.returncode, again.stdout, again.stderr) == (0, "app\n", "")
     assert not os.listdir(tmp_path / "state" / "native" / "containers")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import secrets
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -325,6 +326,31 @@ async def test_exec_options_a_runtime_cannot_honour_are_refused(kit: Kit):
         with pytest.raises(TerminalFailure) as info:
             await kit.runtime.exec(c.id, ["true"], **option)
         raised(kit, info, TerminalFailure)
+
+
+async def test_exec_with_a_terminal_reads_what_is_typed_and_gives_the_exit_code(kit: Kit):
+    kit.require("exec_tty")
+    c = await kit.run("exec-tty", *TERMINABLE)
+    typed_r, typed_w = os.pipe()
+    shown_r, shown_w = os.pipe()
+    try:
+        os.write(typed_w, b"hello\n")
+        os.close(typed_w)  # the end of input: the runtime passes it on as the terminal's end-of-file
+        typed_w = -1
+        script = "[ -t 0 ] && [ -t 1 ] && read line && echo \"got $line\" && ! read more && exit 6"
+        code = await kit.runtime.exec_terminal(c.id, ["sh", "-c", script], stdin=typed_r,  # type: ignore[attr-defined]
+                                               stdout=shown_w)
+        os.close(shown_w)
+        shown_w = -1
+        shown = b""
+        while chunk := os.read(shown_r, 65536):
+            shown += chunk
+        assert code == 6, shown
+        assert b"got hello\r\n" in shown, shown  # a terminal's line ends
+    finally:
+        for fd in (typed_r, typed_w, shown_r, shown_w):
+            if fd >= 0:
+                os.close(fd)
 
 
 async def test_exec_timeout_raises_and_kills_the_command(kit: Kit):

@@ -10,7 +10,7 @@ import json
 import secrets
 import tarfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import grpc
 
 from orchestr.containers import rfc3339
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure
-from orchestr.model import HistoryEntry, Image, PullProgress
+from orchestr.model import HistoryEntry, Image, PullProgress, PullStatus
 from orchestr.registry import media, platform
 from orchestr.registry.reference import familiar, parse
 from orchestr.runtime import ProgressCallback
@@ -196,9 +196,17 @@ class Images:
         return await self.resolve(await self._get_record(ref))
 
     # -- unpacking ------------------------------------------------------------------------------------------------
-    async def unpack(self, lease: str, resolved: Resolved, progress: ProgressCallback | None = None) -> None:
+    async def unpack(self, lease: str, resolved: Resolved, progress: ProgressCallback | None = None,
+                     ref: str | None = None) -> None:
         """Applies each layer not yet in the snapshotter onto the one beneath it, and labels the config with the
-        top snapshot so the garbage collector keeps it while the image lives."""
+        top snapshot so the garbage collector keeps it while the image lives. Progress names the image ref (by
+        default its name)."""
+
+        def report(layer: dict, status: PullStatus) -> None:
+            if progress:
+                size = int(layer.get("size") or 0)
+                progress(PullProgress(ref or resolved.name, layer["digest"], status, size, size))
+
         if self._unpack_lock is None:
             self._unpack_lock = anyio.Lock()
         metadata = self.conn.leased(lease)
@@ -211,7 +219,9 @@ class Images:
         async with self._unpack_lock:
             for i, (layer, chain) in enumerate(zip(layers, chains, strict=True)):
                 if await self._has_snapshot(chain):
+                    report(layer, PullStatus.EXISTS)
                     continue
+                report(layer, PullStatus.EXTRACTING)
                 key = f"orchestr-extract-{secrets.token_hex(6)} {chain}"
                 parent = chains[i - 1] if i else ""
                 with self.conn.errors(f"unpacking layer {layer['digest']} of {resolved.name}"):
@@ -233,9 +243,7 @@ class Images:
                             await self.conn.snapshots.Remove(snapshots_pb2.RemoveSnapshotRequest(
                                 snapshotter=SNAPSHOTTER, key=key), metadata=self.conn.metadata)
                         raise
-                if progress:
-                    progress(PullProgress(resolved.name, layer["digest"], "extracting", int(layer.get("size") or 0),
-                                          int(layer.get("size") or 0)))
+                report(layer, PullStatus.DONE)
         if chains:
             with self.conn.errors(f"image {resolved.name}"):
                 await self.conn.content.Update(content_pb2.UpdateRequest(
@@ -260,7 +268,9 @@ class Images:
             return await self.pull(ref, progress)
         if resolved.chain and not await self._has_snapshot(resolved.chain):
             async with self.lease() as lease:
-                await self.unpack(lease, resolved, progress)
+                await self.unpack(lease, resolved, progress, ref)
+            if progress:
+                progress(PullProgress(ref, None, PullStatus.DONE))
         return self._image(resolved, [resolved.name])
 
     async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
@@ -271,28 +281,41 @@ class Images:
             raise TerminalFailure(f"{path}: not an image archive: {e}", runtime=RUNTIME) from None
         with archive:
             names = set(archive.getnames())
+            ref = str(path)  # progress names the archive, as the docker engine's load does
+
+            def loading(layer: str, current: int, total: int) -> None:
+                if progress:
+                    progress(PullProgress(ref, layer, PullStatus.LOADING, current, total))
+
             async with self.lease() as lease:
                 if "manifest.json" in names:
-                    records = await self._import_docker(archive, path, lease)
+                    records = await self._import_docker(archive, path, lease, loading)
                 elif "index.json" in names:
-                    records = await self._import_oci(archive, path, lease)
+                    records = await self._import_oci(archive, path, lease, loading)
                 else:
                     raise TerminalFailure(f"{path}: neither a `docker save` archive (manifest.json) nor an OCI "
                                           "image layout (index.json)", runtime=RUNTIME)
                 out: list[Image] = []
+                unpacked: set[str] = set()
                 for name, target in records:
                     await self._record(name, target)
                     resolved = await self.resolve(images_pb2.Image(name=name, target=target))
-                    await self.unpack(lease, resolved, progress)
+                    if target.digest not in unpacked:  # an image of several tags once
+                        unpacked.add(target.digest)
+                        await self.unpack(lease, resolved, progress, ref)
                     out.append(resolved)
+                if progress:
+                    progress(PullProgress(ref, None, PullStatus.DONE))
         by_id: dict[str, tuple[Resolved, list[str]]] = {}
         for resolved in out:
             by_id.setdefault(resolved.config_digest, (resolved, []))[1].append(resolved.name)
         return [self._image(r, names) for r, names in by_id.values()]
 
     async def _write_member(self, archive: tarfile.TarFile, member: str, lease: str, what: str,
-                            labels: dict[str, str] | None = None) -> tuple[str, int, str]:
-        """Writes a member of the archive as a blob; returns (digest, size, media type of a layer)."""
+                            labels: dict[str, str] | None = None,
+                            loading: Callable[[str, int, int], None] | None = None) -> tuple[str, int, str]:
+        """Writes a member of the archive as a blob, telling loading (digest, bytes so far, size) as it goes;
+        returns (digest, size, media type of a layer)."""
         info = archive.getmember(member)
         file = archive.extractfile(info)
         if file is None:
@@ -306,14 +329,20 @@ class Images:
         file.seek(0)
 
         async def chunks() -> AsyncIterator[bytes]:
+            sent = 0
+            if loading:
+                loading(digest, 0, info.size)
             while chunk := await anyio.to_thread.run_sync(file.read, CHUNK):
                 yield chunk
+                sent += len(chunk)
+                if loading:
+                    loading(digest, sent, info.size)
 
         await self.write_blob(lease, digest, info.size, chunks(), labels)
         return digest, info.size, DOCKER_LAYER_GZIP if head == b"\x1f\x8b" else DOCKER_LAYER
 
-    async def _import_docker(self, archive: tarfile.TarFile, path: Path, lease: str
-                             ) -> list[tuple[str, types_pb2.Descriptor]]:
+    async def _import_docker(self, archive: tarfile.TarFile, path: Path, lease: str,
+                             loading: Callable[[str, int, int], None]) -> list[tuple[str, types_pb2.Descriptor]]:
         what = str(path)
         try:
             entries = json.loads(archive.extractfile("manifest.json").read())  # type: ignore[union-attr]
@@ -323,7 +352,7 @@ class Images:
         for entry in entries:
             layers = []
             for member in entry.get("Layers") or []:
-                digest, size, media_type = await self._write_member(archive, member, lease, what)
+                digest, size, media_type = await self._write_member(archive, member, lease, what, loading=loading)
                 layers.append({"mediaType": media_type, "digest": digest, "size": size})
             config_digest, config_size, _ = await self._write_member(archive, entry["Config"], lease, what)
             manifest = {"schemaVersion": 2, "mediaType": media.DOCKER_MANIFEST,
@@ -340,8 +369,8 @@ class Images:
             records += [(str(parse(tag)), target) for tag in tags]
         return records
 
-    async def _import_oci(self, archive: tarfile.TarFile, path: Path, lease: str
-                          ) -> list[tuple[str, types_pb2.Descriptor]]:
+    async def _import_oci(self, archive: tarfile.TarFile, path: Path, lease: str,
+                          loading: Callable[[str, int, int], None]) -> list[tuple[str, types_pb2.Descriptor]]:
         what = str(path)
 
         def member(digest: str) -> str:
@@ -354,7 +383,7 @@ class Images:
             except (KeyError, AttributeError):
                 raise TerminalFailure(f"{path}: blob {digest} is missing", runtime=RUNTIME) from None
 
-        async def store(desc: dict) -> None:
+        async def store(desc: dict, layer: bool = False) -> None:
             """Writes desc's blob and everything it references, children first, with the GC labels."""
             kind = desc.get("mediaType")
             if kind in media.INDEXES or kind in media.MANIFESTS:
@@ -369,12 +398,13 @@ class Images:
                 else:
                     await store(doc["config"])
                     labels[GC_CONFIG] = doc["config"]["digest"]
-                    for i, layer in enumerate(doc.get("layers") or []):
-                        await store(layer)
-                        labels[GC_LAYER.format(i)] = layer["digest"]
+                    for i, child in enumerate(doc.get("layers") or []):
+                        await store(child, layer=True)
+                        labels[GC_LAYER.format(i)] = child["digest"]
                 await self.write_blob(lease, desc["digest"], len(raw), raw, labels)
             else:
-                await self._write_member(archive, member(desc["digest"]), lease, what)
+                await self._write_member(archive, member(desc["digest"]), lease, what,
+                                         loading=loading if layer else None)
 
         def archive_has(digest: str) -> bool:
             try:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from orchestr.errors import RuntimeFailure
-from orchestr.model import Image, PullProgress
+from orchestr.model import Image, PullProgress, PullStatus
 from orchestr.registry import media, platform
 from orchestr.registry.client import RegistryClient
 from orchestr.registry.reference import parse
@@ -54,12 +54,12 @@ async def pull(store: Images, ref_text: str, progress: ProgressCallback | None =
     ref = parse(ref_text)
     what = str(ref)
 
-    def report(layer: str | None, status: str, current: int = 0, total: int | None = None) -> None:
+    def report(layer: str | None, status: PullStatus, current: int = 0, total: int | None = None) -> None:
         if progress:
             progress(PullProgress(ref_text, layer, status, current, total))
 
     async with store.lease() as lease, RegistryClient(ref.registry, ref.repository) as client:
-        report(None, "resolving")
+        report(None, PullStatus.RESOLVING)
         raw, content_type = await client.manifest(ref.api_reference)
         top = types_pb2.Descriptor(media_type=content_type.split(";")[0].strip(), digest=sha256(raw), size=len(raw))
         doc = json.loads(raw)
@@ -75,35 +75,36 @@ async def pull(store: Images, ref_text: str, progress: ProgressCallback | None =
         if not top.media_type:
             top.media_type = doc.get("mediaType") or media.OCI_MANIFEST
 
-        async def fetch(desc: dict, labels: dict[str, str] | None = None) -> None:
-            if await store.has_blob(desc["digest"]):
-                report(desc["digest"], "exists", int(desc.get("size") or 0), int(desc.get("size") or 0))
-                if labels:
-                    await store.write_blob(lease, desc["digest"], int(desc.get("size") or 0), b"", labels)
+        async def fetch(desc: dict, layer: bool) -> None:
+            # the config is a blob too, but no layer: docker shows none for it either
+            shown = report if layer else (lambda *_: None)
+            if await store.has_blob(desc["digest"]):  # whether it is unpacked too, unpack tells
+                shown(desc["digest"], PullStatus.DOWNLOADED, int(desc.get("size") or 0), int(desc.get("size") or 0))
                 return
             spool = _Spool()
             try:
                 size = int(desc.get("size") or 0)
                 await client.blob(desc["digest"], spool, size or None,
-                                  lambda n: report(desc["digest"], "downloading", n, size))
+                                  lambda n: shown(desc["digest"], PullStatus.DOWNLOADING, n, size))
                 if "sha256:" + spool.sha.hexdigest() != desc["digest"]:
                     raise RuntimeFailure(f"{what}: blob {desc['digest']} arrived with another digest; refused",
                                          runtime=RUNTIME)
-                await store.write_blob(lease, desc["digest"], spool.size, spool.chunks(), labels)
-                report(desc["digest"], "done", size, size)
+                await store.write_blob(lease, desc["digest"], spool.size, spool.chunks())
+                shown(desc["digest"], PullStatus.DOWNLOADED, size, size)
             finally:
                 spool.file.close()
 
         limiter = anyio.CapacityLimiter(4)
 
-        async def fetch_limited(desc: dict) -> None:
+        async def fetch_limited(desc: dict, layer: bool) -> None:
             async with limiter:
-                await fetch(desc)
+                await fetch(desc, layer)
 
         async with anyio.create_task_group() as group:
             for layer in doc.get("layers") or []:
-                group.start_soon(fetch_limited, layer)
-            group.start_soon(fetch_limited, doc["config"])
+                report(layer["digest"], PullStatus.WAITING, 0, int(layer.get("size") or 0))
+                group.start_soon(fetch_limited, layer, True)
+            group.start_soon(fetch_limited, doc["config"], False)
         labels = {GC_CONFIG: doc["config"]["digest"],
                   **{GC_LAYER.format(i): layer["digest"] for i, layer in enumerate(doc.get("layers") or [])}}
         await store.write_blob(lease, sha256(raw), len(raw), raw, labels)
@@ -115,6 +116,6 @@ async def pull(store: Images, ref_text: str, progress: ProgressCallback | None =
         for name in names:
             await store._record(name, top)
         resolved = await store.resolve(images_pb2.Image(name=names[0], target=top))
-        await store.unpack(lease, resolved, progress)
-        report(None, "done")
+        await store.unpack(lease, resolved, progress, ref_text)
+        report(None, PullStatus.DONE)
         return store._image(resolved, names)

@@ -133,7 +133,7 @@ class ContainerdRuntime(Images):
         self.conn = Connection(address(), namespace())
         self.capabilities = Capabilities(
             restarts=True, events=EventDelivery.PUSHED, limits=True, image_import=True, pause=True, signal=True,
-            stats=True, exec_options=True,
+            stats=True, exec_options=True, exec_tty=True,
         )
         self._names: dict[str, tuple[str, str]] = {}  # id -> (name, namespace), for the events of deleted ones
         self._hosts_lock: anyio.Lock | None = None
@@ -523,24 +523,38 @@ class ContainerdRuntime(Images):
         from . import exec as execs
 
         with located(RUNTIME, id):
-            c = await self._get(id)
-            task = await self._task(id)
-            if task is None or task.status != task_pb2.RUNNING:
-                raise Conflict(f"container {c.labels.get(I_NAME, id)} is not running", runtime=RUNTIME, container=id)
-            container_spec = json.loads(c.spec.value)
-            who = None
-            if user:
-                mounts = (await self.conn.snapshots.Mounts(snapshots_pb2.MountsRequest(
-                    snapshotter=SNAPSHOTTER, key=c.snapshot_key), metadata=self.conn.metadata, timeout=CALL)).mounts
-                dirs = _layer_dirs(mounts)
-                try:
-                    who = specs.lookup_user(user, _entries_of(dirs, "etc/passwd"), _entries_of(dirs, "etc/group"))
-                except LookupError as e:
-                    raise TerminalFailure(str(e), runtime=RUNTIME, container=id) from None
-            process = specs.exec_process(container_spec, list(argv), env=env, user=who, workdir=workdir)
+            process = await self._exec_process(id, argv, env=env, user=user, workdir=workdir)
             sink = ExecOutput(output, output_limit)
             code_ = await execs.run(self.conn, id, process, PROCESS_TYPE, self.root / "exec", sink, timeout)
             return sink.result(code_)
+
+    async def exec_terminal(self, id: str, argv: Sequence[str], *, stdin: int | None, stdout: int,
+                            env: dict[str, str] | None = None, user: str | None = None,
+                            workdir: str | None = None) -> int:
+        from . import exec as execs
+
+        with located(RUNTIME, id):
+            process = await self._exec_process(id, argv, env=env, user=user, workdir=workdir, tty=True)
+            return await execs.terminal(self.conn, id, process, PROCESS_TYPE, self.root / "exec", stdin, stdout)
+
+    async def _exec_process(self, id: str, argv: Sequence[str], *, env: dict[str, str] | None, user: str | None,
+                            workdir: str | None, tty: bool = False) -> dict:
+        """The process spec of an exec in the running container id."""
+        c = await self._get(id)
+        task = await self._task(id)
+        if task is None or task.status != task_pb2.RUNNING:
+            raise Conflict(f"container {c.labels.get(I_NAME, id)} is not running", runtime=RUNTIME, container=id)
+        container_spec = json.loads(c.spec.value)
+        who = None
+        if user:
+            mounts = (await self.conn.snapshots.Mounts(snapshots_pb2.MountsRequest(
+                snapshotter=SNAPSHOTTER, key=c.snapshot_key), metadata=self.conn.metadata, timeout=CALL)).mounts
+            dirs = _layer_dirs(mounts)
+            try:
+                who = specs.lookup_user(user, _entries_of(dirs, "etc/passwd"), _entries_of(dirs, "etc/group"))
+            except LookupError as e:
+                raise TerminalFailure(str(e), runtime=RUNTIME, container=id) from None
+        return specs.exec_process(container_spec, list(argv), env=env, user=who, workdir=workdir, tty=tty)
 
     # -- pause, signal, stats -------------------------------------------------------------------------------------
     async def pause(self, id: str) -> None:

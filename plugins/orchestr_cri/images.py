@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure
-from orchestr.model import HistoryEntry, Image, PullProgress
+from orchestr.model import HistoryEntry, Image, PullProgress, PullStatus
 from orchestr.registry import auth, reference
 from orchestr.runtime import ProgressCallback
 
@@ -60,7 +60,7 @@ class Images:
             host = "registry-1.docker.io" if registry == reference.DEFAULT_REGISTRY else registry
             request.auth.CopyFrom(pb.AuthConfig(username=creds[0], password=creds[1], server_address=f"https://{host}"))
         if progress:
-            progress(PullProgress(ref, None, "pulling"))
+            progress(PullProgress(ref, None, PullStatus.RESOLVING))
         try:
             pulled = await self.conn.images.PullImage(request, timeout=PULL_DEADLINE)
         except grpc.RpcError as e:
@@ -70,7 +70,7 @@ class Images:
             raise self.conn.translate(e, f"cannot pull image {ref}") from None
         image = mapping.image((await self._image_status(pulled.image_ref or ref)).image)
         if progress:
-            progress(PullProgress(ref, None, "done"))
+            progress(PullProgress(ref, None, PullStatus.DONE))
         return image
 
     async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
@@ -86,7 +86,7 @@ class Images:
                 runtime=RUNTIME)
         socket = self.conn.address.removeprefix("unix://").removeprefix("unix:")
         if progress:
-            progress(PullProgress(str(path), None, "importing"))
+            progress(PullProgress(str(path), None, PullStatus.LOADING))
         proc = await asyncio.create_subprocess_exec(
             ctr, "--address", socket, "-n", CONTAINERD_NAMESPACE, "images", "import", str(path),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -100,7 +100,7 @@ class Images:
                 image = mapping.image((await self._image_status(m[1])).image)
                 found.setdefault(image.id, image)
         if progress:
-            progress(PullProgress(str(path), None, "done"))
+            progress(PullProgress(str(path), None, PullStatus.DONE))
         return list(found.values())
 
     async def images(self) -> list[Image]:

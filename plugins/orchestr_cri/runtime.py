@@ -79,7 +79,7 @@ class CriRuntime(Images):
         # terminal here; events are polled unless the runtime streams them (which is then quicker than this).
         self.capabilities = Capabilities(
             limits=True, signal=True, stats=True, image_import=shutil.which("ctr") is not None,
-            events=EventDelivery.POLLED, exec_options=False,
+            events=EventDelivery.POLLED, exec_options=False, exec_tty=True,
         )
         self._hosts_lock: anyio.Lock | None = None
         self._ips: dict[str, str] = {}  # pod id -> its address, which stays while its sandbox lives
@@ -407,15 +407,28 @@ class CriRuntime(Images):
         async for line in logs.read(path, tail=tail, follow=follow, alive=alive):
             yield line
 
+    async def exec_terminal(self, id: str, argv: Sequence[str], *, stdin: int | None, stdout: int,
+                            env: dict[str, str] | None = None, user: str | None = None,
+                            workdir: str | None = None) -> int:
+        from . import streaming
+
+        _no_exec_options(id, env, user, workdir)
+        _, status = await self._running(id)
+        what = f"container {id}: exec {argv[0] if argv else ''}"
+        try:
+            answer = await self.conn.runtime.Exec(pb.ExecRequest(container_id=status.status.id, cmd=list(argv),
+                                                                 tty=True, stdin=stdin is not None, stdout=True),
+                                                  timeout=CALL)
+        except grpc.RpcError as e:
+            raise self.conn.translate(e, what, id) from None
+        return await streaming.terminal(answer.url, stdin, stdout, what)
+
     async def exec(
         self, id: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None,
         workdir: str | None = None, timeout: float | None = None, output: Callable[[LogLine], None] | None = None,
         output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
-        if env or user or workdir:
-            raise TerminalFailure("the cri runtime cannot give an exec its own environment, user or working directory:"
-                                  " CRI's ExecSync takes a command alone (it runs as the container's process does)",
-                                  runtime=RUNTIME, container=id)
+        _no_exec_options(id, env, user, workdir)
         _, status = await self._running(id)
         seconds = math.ceil(timeout) if timeout else 0
         collected = ExecOutput(output, output_limit)
@@ -562,3 +575,10 @@ def _network(made: Made) -> str:
         return "host"
     bridged = any(m.container_path == "/etc/hosts" and m.host_path.endswith(pods.HOSTS) for m in made.container.mounts)
     return "bridge" if bridged else "none"
+
+
+def _no_exec_options(id: str, env: dict[str, str] | None, user: str | None, workdir: str | None) -> None:
+    if env or user or workdir:
+        raise TerminalFailure("the cri runtime cannot give an exec its own environment, user or working directory: "
+                              "CRI's ExecSync takes a command alone, and so does Exec (it runs as the container's process does)",
+                              runtime=RUNTIME, container=id)

@@ -17,6 +17,7 @@ from orchestr.model import (
     Image,
     Port,
     PullProgress,
+    PullStatus,
     Resources,
     RestartPolicy,
     State,
@@ -61,15 +62,15 @@ _EXITED_STATUS = re.compile(r"^Exited \((-?\d+)\)")
 
 # Layer statuses of the engine's pull and load progress, in orchestr's words.
 _PROGRESS = {
-    "Pulling fs layer": "waiting",
-    "Waiting": "waiting",
-    "Downloading": "downloading",
-    "Verifying Checksum": "verifying",
-    "Download complete": "downloaded",
-    "Extracting": "extracting",
-    "Pull complete": "done",
-    "Already exists": "exists",
-    "Loading layer": "loading",
+    "Pulling fs layer": PullStatus.WAITING,
+    "Waiting": PullStatus.WAITING,
+    "Downloading": PullStatus.DOWNLOADING,
+    "Verifying Checksum": PullStatus.VERIFYING,
+    "Download complete": PullStatus.DOWNLOADED,
+    "Extracting": PullStatus.EXTRACTING,
+    "Pull complete": PullStatus.DONE,
+    "Already exists": PullStatus.EXISTS,
+    "Loading layer": PullStatus.LOADING,
 }
 
 
@@ -320,14 +321,11 @@ def update_body(resources: Resources) -> dict[str, Any]:
 
 
 def progress(ref: str, message: dict[str, Any]) -> PullProgress | None:
-    """A PullProgress from one message of the engine's pull or load stream, or None for other chatter."""
-    status = message.get("status") or ""
-    if not status:
-        return None
+    """A PullProgress from one message of the engine's pull or load stream, or None for other chatter (whole-image
+    messages such as "Pulling from x", "Digest: ...", "Status: ...")."""
+    status = _PROGRESS.get(message.get("status") or "")
     layer = message.get("id")
-    known = _PROGRESS.get(status)
-    if known is None:
-        # whole-image messages ("Pulling from x", "Digest: ...", "Status: ..."), whose id, if any, is a tag
-        return PullProgress(ref, None, status)
+    if status is None or not layer:
+        return None
     detail = message.get("progressDetail") or {}
-    return PullProgress(ref, layer, known, detail.get("current") or 0, detail.get("total"))
+    return PullProgress(ref, layer, status, detail.get("current") or 0, detail.get("total"))

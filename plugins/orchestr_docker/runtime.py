@@ -39,6 +39,8 @@ from orchestr.model import (
     Image,
     LogLine,
     Port,
+    PullProgress,
+    PullStatus,
     Resources,
     State,
     Stats,
@@ -66,7 +68,7 @@ class DockerRuntime:
     # event loop, and its image export is not an OCI layout on every engine version.
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.PUSHED, limits=True, image_import=True, pause=True, signal=True,
-        stats=True, update=True, service_ports=True,
+        stats=True, update=True, service_ports=True, exec_tty=True,
     )
 
     def __init__(self, config: Config) -> None:
@@ -337,6 +339,39 @@ class DockerRuntime:
             info = await execution.inspect()
         return collected.result(info["ExitCode"])
 
+    async def exec_terminal(self, id: str, argv: Sequence[str], *, stdin: int | None, stdout: int,
+                            env: dict[str, str] | None = None, user: str | None = None,
+                            workdir: str | None = None) -> int:
+        from aiodocker.exceptions import DockerError
+
+        from orchestr.terminal import relay
+
+        with self._errors(f"container {id}", container=id):
+            execution = await self._container(id).exec(list(argv), stdin=stdin is not None, tty=True,
+                                                       environment=env, user=user or "", workdir=workdir)
+            async with execution.start(detach=False) as stream:
+
+                async def receive() -> bytes:
+                    message = await stream.read_out()
+                    return b"" if message is None else message.data
+
+                async def end_input() -> None:  # the terminal's end-of-file character, as ^D typed
+                    await stream.write_in(b"\x04")
+
+                async def resize(rows: int, columns: int) -> None:
+                    # the engine takes a size only once the command runs (API 1.41 has no ConsoleSize at
+                    # creation): asked again a few times meanwhile, as the docker CLI does
+                    for attempt in range(10):
+                        try:
+                            await execution.resize(h=rows, w=columns)
+                            return
+                        except DockerError:
+                            await anyio.sleep(0.01 * (attempt + 1))
+
+                await relay(stdin, stdout, receive=receive, send=stream.write_in, end_input=end_input, resize=resize)
+            # the engine records the exit code before it closes the output stream
+            return int((await execution.inspect())["ExitCode"])
+
     async def _end_exec(self, id: str, execution: aiodocker.execs.Exec) -> None:
         """Kills an exec'd command and what it started. The engine has no verb for that: its processes are
         killed on this host, so only an engine on a unix socket here can have them killed."""
@@ -396,6 +431,8 @@ class DockerRuntime:
                 _raise_stream_error(message, f"cannot pull image {ref}")
                 if progress and (report := mapping.progress(ref, message)):
                     progress(report)
+        if progress:
+            progress(PullProgress(ref, None, PullStatus.DONE))
         return mapping.image_from_inspect(await self.image_inspect(ref))
 
     async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
@@ -407,6 +444,7 @@ class DockerRuntime:
         except OSError as e:
             raise RuntimeFailure(f"{what}: {e.strerror}") from e
         loaded: list[str] = []
+        loading: dict[str, int | None] = {}
         with archive, self._errors(what):
             # the raw request: aiodocker's import wrapper cannot ask for progress (quiet=0); the client
             # sends the open file in chunks, so an archive is never read whole into memory
@@ -422,6 +460,12 @@ class DockerRuntime:
                                 loaded.append(line.removeprefix(prefix).strip())
                     if progress and (report := mapping.progress(str(path), message)):
                         progress(report)
+                        if report.layer:
+                            loading[report.layer] = report.total
+        if progress:  # a load tells no more of a layer once it is read: each is done with the load
+            for layer, total in loading.items():
+                progress(PullProgress(str(path), layer, PullStatus.DONE, total or 0, total))
+            progress(PullProgress(str(path), None, PullStatus.DONE))
         images: dict[str, Image] = {}
         for ref in loaded:
             image = mapping.image_from_inspect(await self.image_inspect(ref))

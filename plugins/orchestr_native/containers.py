@@ -134,6 +134,11 @@ class Containers(ContainerStore):
         return await exec.run(self, id, argv, env=env, user=user, workdir=workdir, timeout=timeout, output=output,
                               output_limit=output_limit)
 
+    async def exec_terminal(self, id: str, argv: Sequence[str], *, stdin: int | None, stdout: int,
+                            env: dict[str, str] | None = None, user: str | None = None,
+                            workdir: str | None = None) -> int:
+        return await exec.terminal(self, id, argv, stdin=stdin, stdout=stdout, env=env, user=user, workdir=workdir)
+
     def run(self, spec: ContainerSpec, output: Callable[[LogLine], None] | None = None,
             remove: bool = False, stdin: int | None = None, on_signal: str | None = None) -> tuple[Container, int]:
         """A one-off container run to its end, blocking: see run.run."""

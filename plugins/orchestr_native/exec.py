@@ -1,10 +1,14 @@
 """exec: a command in a running native container, run by the supervisor's exec entry point (supervisor/enter.py)
-in the container's namespaces and cgroup."""
+in the container's namespaces and cgroup; with a terminal, a pty of its own relayed to the caller's."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
+import struct
+import termios
 from collections.abc import Callable, Sequence
 
 import anyio
@@ -52,3 +56,78 @@ async def run(
         raise Timeout(f"container {config['name']}: {argv[0]} ran past its {timeout:g}s deadline and was "
                       "killed", runtime=RUNTIME, container=id)
     return collected.result(code)
+
+
+async def terminal(store: ContainerStore, id: str, argv: Sequence[str], *, stdin: int | None, stdout: int,
+                   env: dict[str, str] | None, user: str | None, workdir: str | None) -> int:
+    """argv run with a pty of its own as its controlling terminal, relayed to stdin and stdout; its exit code."""
+    from orchestr.terminal import relay  # here: apply and get load this module, and need none of it
+
+    config, state = store.load(id)
+    current = store.view(config, state).state
+    if current is not State.RUNNING:
+        raise Conflict(f"container {config['name']} is {current}; exec needs a running container")
+    if not argv:
+        raise RuntimeFailure(f"container {config['name']}: exec needs a command")
+    request = {"argv": list(argv), "env": env or {}, "user": user, "cwd": workdir, "timeout": None, "tty": True}
+    master, slave = os.openpty()
+    try:
+        os.set_blocking(master, False)
+        async with await anyio.open_process(command("exec", str(store.dir / id)), stdout=slave, stderr=slave) as proc:
+            os.close(slave)
+            slave = -1
+            await proc.stdin.send(json.dumps(request).encode())
+            await proc.stdin.aclose()
+            exited = anyio.Event()
+
+            async def receive() -> bytes:
+                # until the command has exited and its output is read (something it left running in the
+                # background may hold the terminal open long after)
+                while True:
+                    try:
+                        return os.read(master, 1 << 16)
+                    except BlockingIOError:
+                        if exited.is_set():
+                            return b""
+                    except OSError:  # EIO: every process has closed the terminal
+                        return b""
+                    async with anyio.create_task_group() as either:
+                        async def readable() -> None:
+                            await anyio.wait_readable(master)
+                            either.cancel_scope.cancel()
+
+                        async def ended() -> None:
+                            await exited.wait()
+                            either.cancel_scope.cancel()
+
+                        either.start_soon(readable)
+                        either.start_soon(ended)
+
+            async def send(data: bytes) -> None:
+                view = memoryview(data)
+                while view:
+                    try:
+                        view = view[os.write(master, view):]
+                    except BlockingIOError:
+                        await anyio.wait_writable(master)
+
+            async def end_input() -> None:  # as typing ^D would: twice after a partial line
+                eof = termios.tcgetattr(master)[6][termios.VEOF]
+                if eof != b"\0":
+                    await send(eof)
+
+            async def resize(rows: int, columns: int) -> None:
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+            async def wait() -> None:
+                await proc.wait()
+                exited.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await relay(stdin, stdout, receive=receive, send=send, end_input=end_input, resize=resize)
+            return await proc.wait()
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)

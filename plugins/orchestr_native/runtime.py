@@ -32,7 +32,7 @@ class NativeRuntime:
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.POLLED, limits=True, image_import=True, pause=True, signal=True,
         stats=True, blocking_run=True, blocking_list=True, image_export=True, update=True, bridge_capacity=True,
-        remove_network=True, service_ports=True,
+        remove_network=True, service_ports=True, exec_tty=True,
     )
 
     def __init__(self, config: Config) -> None:
@@ -127,6 +127,13 @@ class NativeRuntime:
         with located(self.name, id):
             return await self._containers.exec(id, argv, env=env, user=user, workdir=workdir, timeout=timeout,
                                                output=output, output_limit=output_limit)
+
+    async def exec_terminal(self, id: str, argv: Sequence[str], *, stdin: int | None, stdout: int,
+                            env: dict[str, str] | None = None, user: str | None = None,
+                            workdir: str | None = None) -> int:
+        with located(self.name, id):
+            return await self._containers.exec_terminal(id, argv, stdin=stdin, stdout=stdout, env=env, user=user,
+                                                        workdir=workdir)
 
     async def wait(self, id: str) -> int:
         with located(self.name, id):

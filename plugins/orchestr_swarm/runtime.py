@@ -32,7 +32,7 @@ class SwarmRuntime(DockerRuntime):
     # container of a service is the swarm's to replace: pausing or updating it in place would not last.
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.PUSHED, limits=True, image_import=True, signal=True, stats=True,
-        services=True,
+        services=True, exec_tty=True,
     )
 
     def __init__(self, config) -> None:  # type: ignore[no-untyped-def]

@@ -109,6 +109,11 @@ class RuntimeServiceStub:
                 request_serializer=orchestr__cri_dot_proto_dot_cri__pb2.ExecSyncRequest.SerializeToString,
                 response_deserializer=orchestr__cri_dot_proto_dot_cri__pb2.ExecSyncResponse.FromString,
                 _registered_method=True)
+        self.Exec = channel.unary_unary(
+                '/runtime.v1.RuntimeService/Exec',
+                request_serializer=orchestr__cri_dot_proto_dot_cri__pb2.ExecRequest.SerializeToString,
+                response_deserializer=orchestr__cri_dot_proto_dot_cri__pb2.ExecResponse.FromString,
+                _registered_method=True)
         self.ContainerStats = channel.unary_unary(
                 '/runtime.v1.RuntimeService/ContainerStats',
                 request_serializer=orchestr__cri_dot_proto_dot_cri__pb2.ContainerStatsRequest.SerializeToString,
@@ -229,6 +234,12 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exec(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ContainerStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -336,6 +347,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ExecSync,
                     request_deserializer=orchestr__cri_dot_proto_dot_cri__pb2.ExecSyncRequest.FromString,
                     response_serializer=orchestr__cri_dot_proto_dot_cri__pb2.ExecSyncResponse.SerializeToString,
+            ),
+            'Exec': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=orchestr__cri_dot_proto_dot_cri__pb2.ExecRequest.FromString,
+                    response_serializer=orchestr__cri_dot_proto_dot_cri__pb2.ExecResponse.SerializeToString,
             ),
             'ContainerStats': grpc.unary_unary_rpc_method_handler(
                     servicer.ContainerStats,
@@ -768,6 +784,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/ExecSync',
             orchestr__cri_dot_proto_dot_cri__pb2.ExecSyncRequest.SerializeToString,
             orchestr__cri_dot_proto_dot_cri__pb2.ExecSyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/Exec',
+            orchestr__cri_dot_proto_dot_cri__pb2.ExecRequest.SerializeToString,
+            orchestr__cri_dot_proto_dot_cri__pb2.ExecResponse.FromString,
             options,
             channel_credentials,
             insecure,

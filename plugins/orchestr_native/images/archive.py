@@ -12,14 +12,14 @@ import secrets
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import anyio
 
 from orchestr.errors import NotFound, RuntimeFailure
-from orchestr.model import PullProgress
+from orchestr.model import PullProgress, PullStatus
 from orchestr.registry import media, platform
 from orchestr.registry.reference import parse
 from orchestr.runtime import ProgressCallback
@@ -127,7 +127,10 @@ def _inflate(src: BinaryIO, kind: str, dst: BinaryIO, what: str) -> None:
     dst.seek(0)
 
 
-async def _copy_blob(archive: _Archive, name: str, writer: BlobWriter, inflate: bool = False) -> None:
+async def _copy_blob(archive: _Archive, name: str, writer: BlobWriter, inflate: bool = False,
+                     moved: Callable[[int], None] | None = None) -> None:
+    """Copy a member into writer, inflated with inflate; moved hears of the bytes read so far, in the event loop."""
+
     def copy() -> None:
         m = archive.member(name)
         head = os.pread(archive.file.fileno(), 4, m.offset_data)
@@ -136,7 +139,15 @@ async def _copy_blob(archive: _Archive, name: str, writer: BlobWriter, inflate: 
             if writer.copy_range(archive.file.fileno(), m.offset_data, m.size) != m.size:
                 raise RuntimeFailure(f"{archive.what}: {name!r} is truncated")
             return
-        chunks = archive.chunks(name)
+        read = 0
+
+        def counted() -> Iterator[bytes]:
+            nonlocal read
+            for chunk in archive.chunks(name):
+                read += len(chunk)
+                yield chunk
+
+        chunks = counted()
         first = next(chunks, b"")
         src = unpack.decompressor(_ChunkReader(first, chunks), kind, archive.what)
         limits = unpack.Limits.from_env()
@@ -145,6 +156,8 @@ async def _copy_blob(archive: _Archive, name: str, writer: BlobWriter, inflate: 
                 writer.write(data)
                 if writer.size > limits.size:
                     raise limits.refuse(archive.what, "size")
+                if moved:
+                    anyio.from_thread.run_sync(moved, read)
         except (EOFError, zlib.error, OSError) as e:
             raise RuntimeFailure(f"{archive.what}: {name!r} is a corrupt {kind} stream: {e}") from None
 
@@ -170,7 +183,7 @@ class _ChunkReader(io.RawIOBase):
 
 
 def _reporter(progress: ProgressCallback | None, ref: str):  # type: ignore[no-untyped-def]
-    def report(layer: str | None, status: str, current: int = 0, total: int | None = None) -> None:
+    def report(layer: str | None, status: PullStatus, current: int = 0, total: int | None = None) -> None:
         if progress:
             progress(PullProgress(ref, layer, status, current, total))
 
@@ -181,24 +194,27 @@ async def _layers(store: ImageStore, archive: _Archive, items: list[tuple[str, s
     """Store and unpack (archive member, blob digest, diff-id) triples, in parallel."""
 
     async def one(name: str, blob: str, diff_id: str) -> None:
+        size = archive.member(name).size  # the bytes read from the archive, which progress counts
         if store.has_blob(blob) and store.has_layer(diff_id):
-            report(blob, "exists")
+            report(blob, PullStatus.EXISTS, size, size)
             return
+        report(blob, PullStatus.WAITING, 0, size)
         if blob == diff_id:  # an uncompressed tar (or one compressed inside a docker-archive)
             m = archive.member(name)
             if unpack.compression(os.pread(archive.file.fileno(), 4, m.offset_data)) is None:
-                report(blob, "extracting")
+                report(blob, PullStatus.EXTRACTING, 0, size)
                 if await store.add_layer_region(archive.file.fileno(), m.offset_data, m.size, diff_id, what):
-                    report(blob, "done")
+                    report(blob, PullStatus.DONE, size, size)
                     return
         inflate = blob == diff_id  # docker-archive layers are stored uncompressed, whatever the archive holds
 
         async def fill(writer: BlobWriter) -> None:
-            await _copy_blob(archive, name, writer, inflate)
-            report(blob, "extracting")
+            report(blob, PullStatus.LOADING, 0, size)
+            await _copy_blob(archive, name, writer, inflate, lambda n: report(blob, PullStatus.LOADING, n, size))
+            report(blob, PullStatus.EXTRACTING, size, size)
 
         await store.add_layer(blob, diff_id, what, fill)
-        report(blob, "done")
+        report(blob, PullStatus.DONE, size, size)
 
     await run_all(functools.partial(one, name, blob, diff_id) for name, blob, diff_id in items)
 
@@ -234,7 +250,7 @@ async def _import_docker(store: ImageStore, archive: _Archive, progress: Progres
         }
         manifest_digest = store.put_bytes(json.dumps(manifest, separators=(",", ":")).encode(), what)
         store.record(manifest_digest, tags)
-        report(None, "done")
+        report(None, PullStatus.DONE)
         imported.append(store.get(manifest_digest))
     return imported
 
@@ -268,7 +284,7 @@ async def _import_oci(store: ImageStore, archive: _Archive, progress: ProgressCa
         await _layers(store, archive, [(f"blobs/sha256/{hex_of(b)}", b, d) for b, d in layers], report, what)
         manifest_digest = store.put_bytes(raw, what, desc["digest"])
         store.record(manifest_digest, tags)
-        report(None, "done")
+        report(None, PullStatus.DONE)
         imported.append(store.get(manifest_digest))
     if skipped and not imported:
         platform.select(skipped, archive.what)  # raises, naming the platforms the layout has

@@ -8,7 +8,7 @@ import json
 import anyio
 
 from orchestr.errors import RuntimeFailure
-from orchestr.model import PullProgress
+from orchestr.model import PullProgress, PullStatus
 from orchestr.registry import media, platform
 from orchestr.registry.client import RegistryClient
 from orchestr.registry.reference import parse
@@ -24,12 +24,12 @@ async def pull(store: ImageStore, ref_text: str, progress: ProgressCallback | No
     ref = parse(ref_text)
     what = str(ref)
 
-    def report(layer: str | None, status: str, current: int = 0, total: int | None = None) -> None:
+    def report(layer: str | None, status: PullStatus, current: int = 0, total: int | None = None) -> None:
         if progress:
             progress(PullProgress(ref_text, layer, status, current, total))
 
     async with store.using(), RegistryClient(ref.registry, ref.repository) as client:
-        report(None, "resolving")
+        report(None, PullStatus.RESOLVING)
         raw, content_type = await client.manifest(ref.api_reference)
         top_digest = digest_of(raw)
         doc = _json(raw, what)
@@ -57,29 +57,30 @@ async def pull(store: ImageStore, ref_text: str, progress: ProgressCallback | No
 
         def moved(blob: str, current: int) -> None:
             done[blob] = current
-            report(blob, "downloading", current, sizes[blob])
-            report(None, "downloading", sum(done.values()), total)
+            report(blob, PullStatus.DOWNLOADING, current, sizes[blob])
+            report(None, PullStatus.DOWNLOADING, sum(done.values()), total)
 
         async def layer(blob: str, diff_id: str) -> None:
             if store.has_layer(diff_id) and store.has_blob(blob):
                 done[blob] = sizes[blob]
-                report(blob, "exists", sizes[blob], sizes[blob])
+                report(blob, PullStatus.EXISTS, sizes[blob], sizes[blob])
                 return
+            report(blob, PullStatus.WAITING, 0, sizes[blob])
 
             async def fetch(writer):  # type: ignore[no-untyped-def]
                 async with limiter:
                     await client.blob(blob, writer, sizes[blob] or None, lambda n: moved(blob, n))
-                report(blob, "extracting", sizes[blob], sizes[blob])
+                report(blob, PullStatus.EXTRACTING, sizes[blob], sizes[blob])
 
             await store.add_layer(blob, diff_id, what, fetch)
-            report(blob, "done", sizes[blob], sizes[blob])
+            report(blob, PullStatus.DONE, sizes[blob], sizes[blob])
 
         await run_all(functools.partial(layer, blob, diff_id) for blob, diff_id in layers)
 
         manifest_digest = store.put_bytes(raw, what)
         refs = [r for r in (ref.tagged, ref.with_digest(ref.digest or top_digest)) if r]
         store.record(manifest_digest, refs)
-        report(None, "done", total, total)
+        report(None, PullStatus.DONE, total, total)
         return store.get(manifest_digest)
 
 

@@ -9,6 +9,7 @@ import select
 import signal
 import socket
 import struct
+import termios
 import warnings  # noqa: F401 - os.execvpe imports it lazily, and after pivot_root the stdlib is out of reach
 
 from . import caps, init, linux, seccomp, users
@@ -137,9 +138,10 @@ def start(config: dict, cgroup, report: int) -> None:
 NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")
 
 
-def enter(config: dict, pid: int, cgroup, proc: dict, timeout: float | None = None) -> int:
+def enter(config: dict, pid: int, cgroup, proc: dict, timeout: float | None = None, tty: bool = False) -> int:
     """Runs proc inside the running container whose init is pid; returns its exit code. Past timeout seconds
-    the command and its process group are killed and Deadline raised."""
+    the command and its process group are killed and Deadline raised. With tty, standard input is a terminal,
+    which becomes the command's controlling terminal."""
     _undumpable()
     cgroup.join()
     fds = [os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
@@ -154,7 +156,11 @@ def enter(config: dict, pid: int, cgroup, proc: dict, timeout: float | None = No
     child = os.fork()
     if child == 0:
         try:
-            os.setpgid(0, 0)  # a group of its own: at a deadline, what the command started goes with it
+            if tty:  # a session of its own, for a terminal of its own; its group is its own too
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            else:
+                os.setpgid(0, 0)  # a group of its own: at a deadline, what the command started goes with it
             become(proc)
         except BaseException as e:  # noqa: BLE001 - anything here must end the child, not return
             os.write(2, f"{e}\n".encode())

@@ -14,9 +14,12 @@ from . import records
 
 def run(directory: str) -> None:
     request = json.loads(sys.stdin.buffer.read() or b"{}")
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
+    if request.get("tty"):  # stdout and stderr are the terminal: the command reads it too
+        os.dup2(1, 0)
+    else:
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
     config = records.read_json(os.path.join(directory, records.CONFIG))
     state = records.read_json(os.path.join(directory, records.STATE)) or {}
     ident = state.get("init")
@@ -31,7 +34,8 @@ def run(directory: str) -> None:
     if request.get("cwd"):
         proc["cwd"] = request["cwd"]
     try:
-        code = launch.enter(config, ident["pid"], cgroups.manager(config["id"]), proc, request.get("timeout"))
+        code = launch.enter(config, ident["pid"], cgroups.manager(config["id"]), proc, request.get("timeout"),
+                            tty=bool(request.get("tty")))
     except launch.Deadline:
         # dying of SIGALRM says so to the caller: any exit code could be the command's own
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
