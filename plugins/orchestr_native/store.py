@@ -112,11 +112,12 @@ class ContainerStore:
         out = []
         alive: dict[tuple, bool] = {}  # one supervisor keeps them all: its /proc entry is read once, not per container
         for id in self.ids():
-            try:
-                config, state = self.load(id)
-            except NotFound:
+            where = f"{self.dir}/{id}/"
+            config = records.read_json(where + records.CONFIG)
+            if config is None:
                 continue  # deleted meanwhile, or still being created
             if namespace is None or config["labels"].get(L_NAMESPACE, config["namespace"]) == namespace:
+                state = records.read_json(where + records.STATE) or {"status": "created"}  # as load() has it
                 out.append(self.view(config, state, alive))
         return out
 
