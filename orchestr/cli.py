@@ -44,6 +44,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--prune", action="store_true", help="delete services of these namespaces the files omit")
     sp.add_argument("--settle", type=_duration, default="250ms", metavar="DURATION",
                     help="watch containers this long after their start for a crash (default 250ms; 0: do not watch)")
+    sp.add_argument("--wait", type=_duration, metavar="DURATION",
+                    help="then wait, at most this long, until every replica runs (swarm starts them after apply "
+                         "returns); exit 1 if some do not")
 
     sp = command("diff", help="print the plan; exit 0 if nothing would change, 1 if something would")
     sp.set_defaults(handler=commands.cmd_diff)
