@@ -298,6 +298,28 @@ class Client:
         self.store.finish(rev, "rolled back" if all(o.ok for o in outcomes) else "failed")
         result.outcomes += outcomes
 
+    async def wait_running(self, services: Sequence[Service], *, timeout: float, runtime: str | None = None,
+                           poll: float = 0.2) -> list[str]:
+        """Waits, at most timeout seconds, until every replica of services runs (or is paused, when it should be);
+        returns the services ("namespace/name") of which some replica still does not. apply starts the
+        containers it makes, but a runtime that runs whole services (swarm) starts their replicas after apply has
+        handed it the services, as `docker stack deploy` leaves them to the swarm."""
+        default = runtime or self.default_runtime
+
+        async def short() -> list[str]:
+            up: dict[tuple[str, str], int] = {}
+            for name in sorted({s.spec.runtime or default for s in services}):
+                for c in await self._actual([name], {s.namespace for s in services}):
+                    if c.state in (State.RUNNING, State.PAUSED):
+                        up[(c.namespace, c.service)] = up.get((c.namespace, c.service), 0) + 1
+            return [f"{s.namespace}/{s.name}" for s in services if up.get((s.namespace, s.name), 0) < s.spec.replicas]
+
+        with anyio.move_on_after(timeout):
+            while await short():
+                await anyio.sleep(poll)
+            return []
+        return await short()
+
     async def delete(
         self,
         services: Sequence[Service] = (),

@@ -12,13 +12,18 @@ from . import commands
 from .output import report
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with only, one that knows that command alone (building them all takes argparse about
+    10 ms here, one under 1), or the whole one when only names no command."""
     p = argparse.ArgumentParser(
         prog="orchestr", description="Declarative containers on one host: apply YAML specs to native, docker or plugin runtimes."
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--state-dir", metavar="DIR", help="state directory (env ORCHESTR_STATE_DIR)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str):
+        return sub.add_parser(name, help=help) if only in (None, name) else _UNUSED
 
     def files(sp, required=True):
         sp.add_argument("-f", "--filename", dest="files", action="append", required=required, metavar="FILE",
@@ -31,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     def ns(sp):
         sp.add_argument("-n", "--namespace", default="default")
 
-    sp = sub.add_parser("apply", help="converge the runtimes to spec files")
+    sp = command("apply", help="converge the runtimes to spec files")
     sp.set_defaults(handler=commands.cmd_apply)
     files(sp)
     sp.add_argument("--runtime", help="runtime for services that name none")
@@ -42,18 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--settle", type=_duration, default="250ms", metavar="DURATION",
                     help="watch containers this long after their start for a crash (default 250ms; 0: do not watch)")
     sp.add_argument("-q", "--quiet", action="store_true", help="pull images without printing progress")
+    sp.add_argument("--wait", type=_duration, metavar="DURATION",
+                    help="then wait, at most this long, until every replica runs (swarm starts them after apply "
+                         "returns); exit 1 if some do not")
 
-    sp = sub.add_parser("diff", help="print the plan; exit 0 if nothing would change, 1 if something would")
+    sp = command("diff", help="print the plan; exit 0 if nothing would change, 1 if something would")
     sp.set_defaults(handler=commands.cmd_diff)
     files(sp)
     sp.add_argument("--runtime")
     sp.add_argument("--prune", action="store_true")
 
-    sp = sub.add_parser("convert", help="print the orchestr spec of compose files or Kubernetes manifests")
+    sp = command("convert", help="print the orchestr spec of compose files or Kubernetes manifests")
     sp.set_defaults(handler=None)
     files(sp)
 
-    sp = sub.add_parser("get", help="list containers")
+    sp = command("get", help="list containers")
     sp.set_defaults(handler=commands.cmd_get)
     sp.add_argument("-n", "--namespace", default="default")
     sp.add_argument("-A", "--all-namespaces", action="store_true")
@@ -61,19 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runtime", help="ask only this runtime")
     sp.add_argument("-w", "--watch", action="store_true", help="print again whenever something changes, until ^C")
 
-    sp = sub.add_parser("inspect", help="a container's state, ports, times and labels")
+    sp = command("inspect", help="a container's state, ports, times and labels")
     sp.set_defaults(handler=commands.cmd_inspect)
     ns(sp)
     sp.add_argument("name")
     sp.add_argument("-o", "--output", choices=["json", "yaml"], default="json")
 
-    sp = sub.add_parser("delete", help="delete the services of spec files, or a whole namespace")
+    sp = command("delete", help="delete the services of spec files, or a whole namespace")
     sp.set_defaults(handler=commands.cmd_delete)
     files(sp, required=False)
     sp.add_argument("-n", "--namespace")
     sp.add_argument("--all", action="store_true", help="with -n: every container of the namespace")
 
-    sp = sub.add_parser("logs", help="print a container's output, or every replica's of svc/SERVICE")
+    sp = command("logs", help="print a container's output, or every replica's of svc/SERVICE")
     sp.set_defaults(handler=commands.cmd_logs)
     ns(sp)
     sp.add_argument("name", help="a container (web-0), or svc/SERVICE for every replica, each line prefixed")
@@ -81,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tail", type=int, metavar="N")
     sp.add_argument("-t", "--timestamps", action="store_true")
 
-    sp = sub.add_parser("stats", help="resource use of running containers, refreshed every second, as top")
+    sp = command("stats", help="resource use of running containers, refreshed every second, as top")
     sp.set_defaults(handler=commands.cmd_stats)
     ns(sp)
     sp.add_argument("names", nargs="*", metavar="NAME", help="only these containers (default: every running one)")
@@ -89,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
                     help="json: one array per sample, on one line unless --no-stream; yaml: one document per sample")
 
-    sp = sub.add_parser("exec", help="run a command in a running container")
+    sp = command("exec", help="run a command in a running container")
     sp.set_defaults(handler=commands.cmd_exec)
     ns(sp)
     sp.add_argument("name")
@@ -104,14 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 ("stop", "stop a container", commands.cmd_stop),
                                 ("pause", "freeze a container", commands.cmd_pause),
                                 ("unpause", "thaw a container", commands.cmd_unpause)):
-        sp = sub.add_parser(verb, help=text)
+        sp = command(verb, help=text)
         sp.set_defaults(handler=handler)
         ns(sp)
         sp.add_argument("name")
         if verb == "stop":
             sp.add_argument("-t", "--time", type=float, default=10.0, help="grace period in seconds")
 
-    sp = sub.add_parser("run", help="run a one-off container, as `docker run`")
+    sp = command("run", help="run a one-off container, as `docker run`")
     sp.set_defaults(handler=commands.cmd_run)
     sp.add_argument("--rm", action="store_true", help="delete the container when it exits")
     sp.add_argument("-d", "--detach", action="store_true")
@@ -129,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("image")
     sp.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD...")
 
-    sp = sub.add_parser("controller", help="keep every applied service converged, in the foreground")
+    sp = command("controller", help="keep every applied service converged, in the foreground")
     sp.set_defaults(handler=commands.cmd_controller)
     sp.add_argument("action", nargs="?", choices=["run", "status"], default="run",
                     help="run (the default) or status: whether a controller runs for the state dir, and how it does")
@@ -141,13 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resync", type=_duration, default="30s", metavar="DURATION",
                     help="a full pass this often, whatever the events (default 30s)")
 
-    sp = sub.add_parser("events", help="stream what happens: container events and the controller's passes")
+    sp = command("events", help="stream what happens: container events and the controller's passes")
     sp.set_defaults(handler=commands.cmd_events)
     sp.add_argument("-n", "--namespace", help="only this namespace (default: every one)")
     sp.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
                     help="json: one object a line; yaml: one document each")
 
-    sp = sub.add_parser("export", help="write spec files as another engine's objects (Kubernetes manifests)")
+    sp = command("export", help="write spec files as another engine's objects (Kubernetes manifests)")
     sp.set_defaults(handler=commands.cmd_export)
     files(sp)
     sp.add_argument("--format", choices=["kubernetes"], required=True)
@@ -158,11 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--volume-size", default="1Gi", metavar="QUANTITY",
                     help="the storage each named volume's claim asks for (default 1Gi)")
 
-    sp = sub.add_parser("history", help="revisions applied to the state store")
+    sp = command("history", help="revisions applied to the state store")
     sp.set_defaults(handler=commands.cmd_history)
     sp.add_argument("-n", "--namespace")
 
-    sp = sub.add_parser("rollout", help="a service's rolling update: its status, its revisions, going back")
+    sp = command("rollout", help="a service's rolling update: its status, its revisions, going back")
     sp.set_defaults(handler=commands.cmd_rollout)
     sp.add_argument("action", choices=["status", "history", "undo"])
     ns(sp)
@@ -170,14 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--to-revision", type=int, metavar="N", help="undo: go back to this revision (default: the one "
                     "before the current spec)")
 
-    sp = sub.add_parser("completion", help="print the shell completion script: . <(orchestr completion bash)")
+    sp = command("completion", help="print the shell completion script: . <(orchestr completion bash)")
     sp.set_defaults(handler=None)
     sp.add_argument("shell", choices=["bash", "zsh", "fish"])
 
-    sp = sub.add_parser("plugins", help="the runtimes found and the package each came from")
+    sp = command("plugins", help="the runtimes found and the package each came from")
     sp.set_defaults(handler=commands.cmd_plugins)
 
-    img = sub.add_parser("images", help="manage a runtime's images").add_subparsers(
+    img = command("images", "manage a runtime's images").add_subparsers(
         dest="images_command", metavar="COMMAND", required=True)
 
     def image_cmd(name, text, handler):
@@ -208,7 +216,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("ref")
     sp.add_argument("--force", action="store_true")
     image_cmd("prune", "remove unused images and layers", commands.cmd_images_prune)
+    if only is not None and only not in sub.choices:
+        return build_parser()
     return p
+
+
+class _Unused:
+    """Takes a command's definition, keeping none of it: that of each command other than the one run."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kw: self
+
+
+_UNUSED = _Unused()
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command argv runs when only the top-level options that are spelt out in full come before it; None
+    otherwise (help, an abbreviated option, ...), for which the whole parser is built."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--state-dir":
+            i += 2
+        elif word == "--debug" or word.startswith("--state-dir="):
+            i += 1
+        else:
+            return None if word.startswith("-") else word
+    return None
 
 
 def _duration(text: str) -> float:
@@ -224,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["__complete"]:  # what the completion scripts ask: never an error, never a traceback
         raise SystemExit(commands.complete(build_parser(), argv[1:]))
-    args = build_parser().parse_args(argv)
+    args = build_parser(_command(argv)).parse_args(argv)
     # pydantic looks for its own plugins through every installed package's metadata; the CLI has none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:

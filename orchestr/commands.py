@@ -122,7 +122,7 @@ async def cmd_apply(oc: Client, args) -> int:
     # the cache only ever tells that nothing needs doing: any other plan is made from validated files below
     if cached and not await oc.plan(cached, prune=args.prune, runtime=args.runtime, check_capacity=False):
         _print_plan(None)  # unchanged files, and nothing to do: no need to validate them again
-        return 0
+        return await _wait(oc, args, cached)
     services = _load(args)
     if digest:
         speccache.remember(oc.config.state_dir, digest, services)
@@ -138,7 +138,25 @@ async def cmd_apply(oc: Client, args) -> int:
             settle=args.settle, wait_timeout=args.wait_timeout,
             on_rollback=lambda line: progress.above(lambda: _print_rollback(line)), progress=progress,
         )
-    return _summary(result)
+    code = _summary(result)
+    deployed = {a.namespace for a in result.plan if a.kind.value == "deploy"}
+    if code or args.wait is not None:
+        return code or await _wait(oc, args, services)
+    if deployed:  # said, as what apply guarantees differs from the other runtimes'
+        print(f"the runtime starts the replicas of the services deployed: `orchestr get -n "
+              f"{' / -n '.join(sorted(deployed))}` shows them, `apply --wait DURATION` waits for them")
+    return code
+
+
+async def _wait(oc: Client, args, services) -> int:
+    if args.wait is None:
+        return 0
+    short = await oc.wait_running(services, timeout=args.wait, runtime=args.runtime)
+    if short:
+        print_error(f"not every replica runs {args.wait:g}s after apply: {', '.join(short)}")
+        return EXIT_FAILED
+    print("every replica runs")
+    return 0
 
 
 def _print_rollback(line: str) -> None:

@@ -322,6 +322,32 @@ def test_the_command_line_refuses_a_loopback_port_and_a_one_off_run(ns, state_di
     assert "the swarm runtime runs whole services, not single containers" in proc.stderr
 
 
+def test_apply_returns_once_the_swarm_has_the_services_and_waits_for_their_replicas_when_asked(ns, state_dir, tmp_path):
+    def service(name: str, replicas: int, command: list[str], policy: str = "Always") -> str:
+        return (f"apiVersion: orchestr/v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n"
+                f"  runtime: swarm\n  image: {TEST_IMAGE}\n  replicas: {replicas}\n  stopGracePeriod: 1s\n"
+                f"  restartPolicy: {policy}\n  command: {json.dumps(command)}\n")
+
+    path = tmp_path / "s.yaml"
+    web = service("web", 2, ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"])
+    path.write_text(web)
+    apply = [ORCHESTR, "apply", "-f", str(path)]
+    proc = subprocess.run(apply, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"the runtime starts the replicas of the services deployed: `orchestr get -n {ns}` shows them" in proc.stdout
+    proc = subprocess.run([*apply, "--wait", "60s"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "every replica runs"
+    running = docker("ps", "-q", "--filter", f"label={L_NAMESPACE}={ns}", "--filter", "status=running").split()
+    assert len(running) == 2
+    # a replica that cannot start (and restartPolicy Never: is not tried again) never runs: the wait gives up, and
+    # says which service
+    path.write_text(web + "---\n" + service("job", 1, ["/no/such/program"], "Never"))
+    proc = subprocess.run([*apply, "--wait", "3s"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == f"orchestr: not every replica runs 3s after apply: {ns}/job"
+
+
 # -- pure parts ---------------------------------------------------------------------------------------------
 def deployed(service: Service, replicas: int | None = None, spec_hash: str | None = None) -> Deployment:
     labels = {L_NAMESPACE: service.namespace, L_SERVICE: service.name,

@@ -12,7 +12,7 @@ import anyio
 from orchestr.config import private_dir
 from orchestr.errors import NotFound
 from orchestr.model import (
-    EXEC_OUTPUT_LIMIT, L_NAMESPACE, Container, ContainerSpec, Event, ExecResult, LogLine, Resources, State, Stats,
+    EXEC_OUTPUT_LIMIT, Container, ContainerSpec, Event, ExecResult, LogLine, Resources, State, Stats,
 )
 
 from orchestr import logfile as logs
@@ -30,18 +30,6 @@ class Containers(ContainerStore):
 
     async def list(self, namespace: str | None = None) -> list[Container]:
         return self.listed(namespace)
-
-    def listed(self, namespace: str | None = None) -> list[Container]:
-        """list(), as a plain call: it reads files only."""
-        out = []
-        for id in self.ids():
-            try:
-                container = self.view(*self.load(id))
-            except NotFound:
-                continue  # deleted meanwhile, or still being created
-            if namespace is None or container.labels.get(L_NAMESPACE, container.namespace) == namespace:
-                out.append(container)
-        return out
 
     def uses_image(self, image_id: str) -> bool:
         """Whether any container, whatever its state, was created from image_id."""

@@ -15,13 +15,12 @@ from orchestr.model import (
     EXEC_OUTPUT_LIMIT, Container, ContainerSpec, Event, ExecResult, HistoryEntry, Image, LogLine, Port, Resources,
     Stats,
 )
-from orchestr.registry.reference import familiar, parse
 from orchestr.runtime import Capabilities, EventDelivery, ProgressCallback
-
-from .images.store import ImageStore, Stored
 
 if TYPE_CHECKING:
     from .containers import Containers
+    from .images.store import ImageStore, Stored
+    from .store import ContainerStore
 
 
 class NativeRuntime:
@@ -40,14 +39,28 @@ class NativeRuntime:
         self.root = config.state_dir / "native"
         self._store: ImageStore | None = None
         self._containers_impl: Containers | None = None
+        self._records_impl: ContainerStore | None = None
 
     @property
     def store(self) -> ImageStore:
         if self._store is None:
+            from .images.store import ImageStore
+
             private_dir(self.config.state_dir)  # tightens an older orchestr's 0755 ones
             private_dir(self.root)
             self._store = ImageStore(self.root / "images")
         return self._store
+
+    @property
+    def _records(self) -> ContainerStore:
+        """The containers' records, for listing: reading them loads neither the verbs' modules nor the image store."""
+        if self._containers_impl is not None:
+            return self._containers_impl
+        if self._records_impl is None:
+            from .store import ContainerStore
+
+            self._records_impl = ContainerStore(self.config, None)
+        return self._records_impl
 
     @property
     def _containers(self) -> Containers:
@@ -107,11 +120,11 @@ class NativeRuntime:
 
     async def list(self, namespace: str | None = None) -> list[Container]:
         with located(self.name):
-            return self._containers.listed(namespace)
+            return self._records.listed(namespace)
 
     def list_blocking(self, namespace: str | None = None) -> list[Container]:
         with located(self.name):
-            return self._containers.listed(namespace)
+            return self._records.listed(namespace)
 
     async def logs(self, id: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[LogLine]:
         with located(self.name, id):
@@ -218,6 +231,8 @@ class NativeRuntime:
         with located(self.name):
             stored = self.store.lookup(ref)[0]
             name = None
+            from orchestr.registry.reference import parse
+
             try:
                 name = parse(ref).tagged
             except OrchestrError:  # an image id names no tag
@@ -318,12 +333,16 @@ class NativeRuntime:
 
 
 def _refs(group: list[Stored]) -> tuple[list[str], list[str]]:
+    from orchestr.registry.reference import familiar
+
     refs = sorted({familiar(r) for s in group for r in s.refs})
     return [r for r in refs if "@" not in r], [r for r in refs if "@" in r]
 
 
 def _ref_keys(ref: str) -> list[str]:
     """The index keys ref could be stored under; none for an image id."""
+    from orchestr.registry.reference import parse
+
     try:
         parsed = parse(ref)
     except OrchestrError:

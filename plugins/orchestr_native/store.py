@@ -12,19 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from orchestr.backoff import from_env
 from orchestr.config import Config, private, private_dir
 from orchestr.containers import UNKNOWN_EXIT
 from orchestr.errors import NotFound, TerminalFailure
-from orchestr.model import Container, Port, State
+from orchestr.model import L_NAMESPACE, Container, Port, State
 
 from . import cgroups
 from .mapping import RUNTIME
 from .supervisor import records
-from .supervisor.client import SupervisorClient
 
 if TYPE_CHECKING:
     from .network import Network
+    from .supervisor.client import SupervisorClient
 
 MiB = 1 << 20
 _ID = re.compile(r"[0-9a-f]{64}")
@@ -37,23 +36,39 @@ class ImageStore(Protocol):
 
 
 class ContainerStore:
-    """Containers of one state dir; state_dir/native/containers/<id> holds each one's records and layers."""
+    """Containers of one state dir; state_dir/native/containers/<id> holds each one's records and layers.
 
-    def __init__(self, config: Config, images: ImageStore, *, log_max_size: int = 10 * MiB, log_max_files: int = 3,
-                 start_timeout: float = 30.0):
+    Reading them back (load, view, listed) needs no more than this module's imports: `orchestr get` lists hundreds
+    with them alone. images may be None for a store that only reads."""
+
+    def __init__(self, config: Config, images: ImageStore | None, *, log_max_size: int = 10 * MiB,
+                 log_max_files: int = 3, start_timeout: float = 30.0):
         if os.geteuid() != 0:  # and it will not come to have it: no retry can help
             raise TerminalFailure("the native runtime needs root (rootless mode is not supported)", runtime=RUNTIME)
         self.root = Path(config.state_dir) / "native"
         self.dir = self.root / "containers"
         self.volumes = self.root / "volumes"
         self.images = images
-        self.supervisor = SupervisorClient(str(self.root))
-        self.cgroup_version = cgroups.version()
-        # what every container's config.json gets from this runtime rather than from its spec
-        self.settings = {"log": {"max_size": log_max_size, "max_files": log_max_files},
-                         "cgroup_version": self.cgroup_version,
-                         "start_timeout": start_timeout,  # for a container's first process to exec its command
-                         "restart_backoff": from_env().as_dict()}  # read by the supervisor at each restart
+        self._limits = {"log": {"max_size": log_max_size, "max_files": log_max_files},
+                        "start_timeout": start_timeout}  # for a container's first process to exec its command
+
+    @functools.cached_property
+    def settings(self) -> dict:
+        """What every container's config.json gets from this runtime rather than from its spec."""
+        from orchestr.backoff import from_env
+
+        return {**self._limits, "cgroup_version": self.cgroup_version,
+                "restart_backoff": from_env().as_dict()}  # read by the supervisor at each restart
+
+    @functools.cached_property
+    def supervisor(self) -> SupervisorClient:
+        from .supervisor.client import SupervisorClient
+
+        return SupervisorClient(str(self.root))
+
+    @functools.cached_property
+    def cgroup_version(self) -> int:
+        return cgroups.version()
 
     @functools.cached_property
     def network(self) -> Network:
@@ -66,10 +81,11 @@ class ContainerStore:
 
     def load(self, id: str) -> tuple[dict, dict]:
         """The container's config.json and state.json."""
-        config = records.read_json(str(self.dir / id / records.CONFIG)) if _ID.fullmatch(id) else None
+        where = f"{self.dir}/{id}/"  # not Path's /: a listing loads hundreds
+        config = records.read_json(where + records.CONFIG) if _ID.fullmatch(id) else None
         if config is None:
             raise NotFound(f"no native container with id {id!r}")
-        return config, records.read_json(str(self.dir / id / records.STATE)) or {"status": "created"}
+        return config, records.read_json(where + records.STATE) or {"status": "created"}
 
     def ids(self) -> list[str]:
         try:
@@ -91,17 +107,33 @@ class ContainerStore:
                     known[id] = (config["namespace"], config["name"])
         return {id: known[id] for id in ids if id in known}
 
-    def view(self, config: dict, state: dict) -> Container:
-        """The container as its records and the processes behind them show it now."""
+    def listed(self, namespace: str | None = None) -> list[Container]:
+        """Every container (of namespace), as view() shows it: read from files and /proc only."""
+        out = []
+        alive: dict[tuple, bool] = {}  # one supervisor keeps them all: its /proc entry is read once, not per container
+        for id in self.ids():
+            where = f"{self.dir}/{id}/"
+            config = records.read_json(where + records.CONFIG)
+            if config is None:
+                continue  # deleted meanwhile, or still being created
+            if namespace is None or config["labels"].get(L_NAMESPACE, config["namespace"]) == namespace:
+                state = records.read_json(where + records.STATE) or {"status": "created"}  # as load() has it
+                out.append(self.view(config, state, alive))
+        return out
+
+    def view(self, config: dict, state: dict, alive: dict[tuple, bool] | None = None) -> Container:
+        """The container as its records and the processes behind them show it now. alive: what earlier views of
+        the same listing found of supervisors' lives, to look each one up once."""
         status = State(state.get("status", "created"))
         exit_code = state.get("exit_code")
         next_restart = None
-        if status is State.EXITED and supervised(state):  # waiting out its back-off
+        if status is State.EXITED and supervised(state, alive):  # waiting out its back-off
             next_restart = state.get("next_restart")
         elif status is State.RUNNING:
-            if not supervised(state):
+            if not supervised(state, alive):
                 status, exit_code = State.EXITED, exit_code if state.get("finished_at") else UNKNOWN_EXIT
-            elif self.cgroup(config["id"]).frozen():
+            elif cgroups.manager(config["id"], cgroup_version=config.get("cgroup_version")
+                                 or self.cgroup_version).frozen():
                 status = State.PAUSED
         running = status in (State.RUNNING, State.PAUSED)
         return Container(
@@ -133,6 +165,15 @@ class ContainerStore:
             yield
 
 
-def supervised(state: dict) -> bool:
-    """Whether a live supervisor still looks after the container (running, or waiting to restart it)."""
-    return bool(state.get("supervised")) and records.alive(state.get("supervisor"))
+def supervised(state: dict, alive: dict[tuple, bool] | None = None) -> bool:
+    """Whether a live supervisor still looks after the container (running, or waiting to restart it); alive
+    remembers each supervisor's answer (see view)."""
+    if not state.get("supervised"):
+        return False
+    if alive is None:
+        return records.alive(state.get("supervisor"))
+    ident = state.get("supervisor") or {}
+    key = (ident.get("pid"), ident.get("start"), ident.get("boot"))
+    if key not in alive:
+        alive[key] = records.alive(ident)
+    return alive[key]

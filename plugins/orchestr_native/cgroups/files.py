@@ -24,8 +24,8 @@ def write(path: str, value: str) -> None:
 
 
 def read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
+    with open(path, "rb", buffering=0) as f:  # a text file object costs more than the read
+        return f.read().decode().strip()
 
 
 def read_keyed(path: str) -> dict[str, int]:

@@ -11,7 +11,6 @@ import errno
 import ipaddress
 import itertools
 import os
-import secrets
 import socket
 import struct
 from collections.abc import Iterator
@@ -72,7 +71,7 @@ def bridges(prefix: str) -> dict[str, ipaddress.IPv4Network]:
 def create_bridge(name: str, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
     # A fixed address of its own: a bridge otherwise takes its lowest port's, changing as containers come and
     # go, and the containers' ARP caches go stale.
-    mac = bytes([0x02]) + secrets.token_bytes(5)
+    mac = bytes([0x02]) + os.urandom(5)
     with _socket() as sock:
         _request(sock, [(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _link(
             0, 0, _attr(IFLA_IFNAME, _string(name)), _attr(IFLA_MTU, struct.pack("=I", mtu)),

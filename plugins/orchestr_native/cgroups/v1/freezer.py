@@ -26,6 +26,6 @@ def thaw(path: str) -> None:
 
 def frozen(path: str) -> bool:
     try:
-        return read(os.path.join(path, "freezer.state")) != "THAWED"
+        return read(f"{path}/freezer.state") != "THAWED"
     except FileNotFoundError:
         return False

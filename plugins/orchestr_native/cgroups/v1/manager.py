@@ -27,7 +27,8 @@ class V1Manager(Manager):
     def __init__(self, id: str, root: str):
         self.id = id
         # co-mounted controllers (cpu,cpuacct) appear under both names; each directory is handled once
-        self.paths = {c: os.path.join(root, c, PARENT, id) for c in _mounted(root)}
+        # formatted, not os.path.join'ed: `orchestr get` makes a manager for each of hundreds of containers
+        self.paths = {c: f"{root}/{c}/{PARENT}/{id}" for c in _mounted(root)}
 
     def _dirs(self) -> list[str]:
         seen, out = set(), []
