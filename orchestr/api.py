@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +35,7 @@ from .model import (
     State,
     Stats,
 )
+from .plain import Mutable
 from .plugins import default_runtime_name, open_runtime
 from .runtime import (
     BridgeCapacity,
@@ -64,8 +63,10 @@ SETTLE = 0.25  # seconds apply watches a container it started for an end right a
 WAIT_TIMEOUT = 300.0  # seconds apply waits for a dependency to become healthy or complete
 
 
-@dataclass(slots=True)
-class ApplyResult:
+@dataclass(slots=True, repr=False, eq=False)
+class ApplyResult(Mutable):
+    """What an apply did: its plan, each action's outcome, the revision it recorded, the services it rolled back."""
+
     plan: Plan
     outcomes: list[executor.Outcome] = field(default_factory=list)
     revision: int | None = None
@@ -700,6 +701,8 @@ class Client:
             code = await _attend(rt, container.id, spec.stop_grace_period, output, on_signal, caught)
             if caught and on_signal == "leave":
                 what = "was stopped and removed" if remove else "goes on running"
+                import signal
+
                 raise Interrupted(caught[0], f"{signal.Signals(caught[0]).name}: container {spec.name} {what}")
             return await rt.inspect(container.id), code
         finally:
@@ -822,8 +825,8 @@ class _Conditions:
             return f"did not become healthy {within}: {found[0]}" if found else None
 
 
-@dataclass(slots=True)
-class Sample:
+@dataclass(slots=True, repr=False, eq=False)
+class Sample(Mutable):
     """One container's stats (None when it has none to give) and when they were taken (time.monotonic())."""
 
     container: Container
@@ -852,14 +855,14 @@ async def _stream_until_exit(rt: Runtime, id: str, output: Callable[[LogLine], N
     return await rt.wait(id)
 
 
-_HELD = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-
-
 async def _attend(rt: Runtime, id: str, grace: float, output: Callable[[LogLine], None] | None,
                   on_signal: str | None, caught: list[int]) -> int | None:
     """Starts the container and waits for its end, streaming its output, with run()'s signal handling; the
     signals caught go to caught. None when one ended the wait ("leave")."""
-    held = [s for s in _HELD if signal.getsignal(s) is not signal.SIG_IGN]
+    import signal  # here: `orchestr get` has no use for them
+    import threading
+
+    held = [s for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT) if signal.getsignal(s) is not signal.SIG_IGN]
     if on_signal is None or not held or threading.current_thread() is not threading.main_thread():
         receiver: contextlib.AbstractContextManager[AsyncIterator[signal.Signals] | None] = contextlib.nullcontext()
     else:
@@ -890,6 +893,8 @@ async def _attend(rt: Runtime, id: str, grace: float, output: Callable[[LogLine]
 async def _pass_on(rt: Runtime, id: str, sig: int, grace: float, started: anyio.Event) -> None:
     """Stops the container with sig (once started), as the runtime's stop does: killed if grace passes first."""
     await started.wait()
+    import signal
+
     with contextlib.suppress(OrchestrError):  # ended meanwhile
         await rt.stop(id, signal=signal.Signals(sig).name, timeout=grace)
 

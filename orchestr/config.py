@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import OrchestrError
+from .plain import Frozen
 
 # The preferred default when neither the spec, --runtime nor ORCHESTR_RUNTIME names one:
 # the first of these that some installed plugin provides.
@@ -58,8 +59,10 @@ def private(path: str | os.PathLike, flags: int) -> int:
     return os.open(path, flags | os.O_CLOEXEC, 0o600)
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+@dataclass(slots=True, repr=False, eq=False)
+class Config(Frozen):
+    """Settings shared by orchestr and its runtimes, from the environment unless given."""
+
     state_dir: Path = field(default_factory=default_state_dir)
     default_runtime: str | None = field(default_factory=lambda: os.environ.get("ORCHESTR_RUNTIME") or None)
     concurrency: int = 8  # actions the executor runs at once

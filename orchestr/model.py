@@ -6,6 +6,8 @@ import enum
 from typing import Any
 from dataclasses import dataclass, field
 
+from .plain import Frozen, Mutable
+
 # Labels (or metadata) every runtime stores on the containers it makes for orchestr.
 # The planner reads actual state back from them, so a lost state file loses nothing.
 LABEL_PREFIX = "orchestr."
@@ -36,15 +38,19 @@ class RestartPolicy(enum.StrEnum):
     NEVER = "Never"
 
 
-@dataclass(frozen=True, slots=True)
-class Resources:
+@dataclass(slots=True, repr=False, eq=False)
+class Resources(Frozen):
+    """Limits on what a container may use; None: unlimited."""
+
     cpus: float | None = None  # CPUs, e.g. 0.5
     memory: int | None = None  # bytes; also caps swap
     pids: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Volume:
+@dataclass(slots=True, repr=False, eq=False)
+class Volume(Frozen):
+    """A mount in a container: a host path, a named volume or a tmpfs."""
+
     type: str  # bind | volume | tmpfs
     target: str
     source: str | None = None  # host path (bind) or volume name (volume); None for tmpfs
@@ -57,8 +63,10 @@ class Volume:
         return self.size or TMPFS_SIZE
 
 
-@dataclass(frozen=True, slots=True)
-class Port:
+@dataclass(slots=True, repr=False, eq=False)
+class Port(Frozen):
+    """A container port published on the host (or, mode ingress, balanced across a service's replicas)."""
+
     container_port: int
     host_port: int | None = None
     protocol: str = "tcp"  # tcp | udp
@@ -91,8 +99,8 @@ def decode_service_ports(text: str) -> tuple[Port, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+@dataclass(slots=True, repr=False, eq=False)
+class Check(Frozen):
     """One health check: a command in the container (exit 0 passes), an HTTP GET or a TCP connect to its port."""
 
     kind: str  # exec | http | tcp
@@ -106,8 +114,8 @@ class Check:
     start_period: float = 0.0  # seconds after a start during which failures do not count
 
 
-@dataclass(frozen=True, slots=True)
-class Probes:
+@dataclass(slots=True, repr=False, eq=False)
+class Probes(Frozen):
     """What is checked of a service's containers. A healthcheck is one check used as readiness and, once it has
     passed, as liveness (`combined`); Kubernetes' split gives each its own, startup running before the others."""
 
@@ -123,8 +131,8 @@ class Health(enum.StrEnum):
     UNHEALTHY = "unhealthy"
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerSpec:
+@dataclass(slots=True, repr=False, eq=False)
+class ContainerSpec(Frozen):
     """Everything a runtime needs to create one container; resolved from a Service and a replica index."""
 
     name: str  # orchestr's name within the namespace, e.g. web-0
@@ -149,8 +157,8 @@ class ContainerSpec:
     seccomp: str = "default"  # default: the runtime's system-call filter; unconfined: none
 
 
-@dataclass(frozen=True, slots=True)
-class Deployment:
+@dataclass(slots=True, repr=False, eq=False)
+class Deployment(Frozen):
     """A whole service as a runtime that runs services itself reports it (Capabilities.services): the runtime
     owns its replicas, their restarts and rolling updates; its containers are listed as any others."""
 
@@ -181,8 +189,8 @@ class Deployment:
             return None
 
 
-@dataclass(slots=True)
-class Container:
+@dataclass(slots=True, repr=False, eq=False)
+class Container(Mutable):
     """A container as a runtime reports it."""
 
     id: str  # the runtime's own id
@@ -272,8 +280,10 @@ class Container:
 EXEC_OUTPUT_LIMIT = 16 << 20  # bytes of each stream that exec keeps, by default, when it collects its output
 
 
-@dataclass(frozen=True, slots=True)
-class ExecResult:
+@dataclass(slots=True, repr=False, eq=False)
+class ExecResult(Frozen):
+    """How a command run in a container ended, and what it wrote."""
+
     exit_code: int
     stdout: bytes
     stderr: bytes
@@ -286,8 +296,10 @@ class ExecResult:
         return bool(self.stdout_dropped or self.stderr_dropped)
 
 
-@dataclass(frozen=True, slots=True)
-class LogLine:
+@dataclass(slots=True, repr=False, eq=False)
+class LogLine(Frozen):
+    """One line of a container's output."""
+
     stream: str  # stdout | stderr
     data: bytes  # one line, newline included when the container wrote one
     time: str | None = None  # RFC 3339, when the runtime records it
@@ -305,8 +317,8 @@ class EventAction(enum.StrEnum):
     RESTART = "restart"  # the restart policy will start an exited container again, in delay seconds (back-off)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+@dataclass(slots=True, repr=False, eq=False)
+class Event(Frozen):
     """A state change reported by a runtime's event stream."""
 
     runtime: str
@@ -321,8 +333,8 @@ class Event:
     delay: float | None = None  # RESTART: seconds until it (the crash-loop back-off)
 
 
-@dataclass(frozen=True, slots=True)
-class Stats:
+@dataclass(slots=True, repr=False, eq=False)
+class Stats(Frozen):
     """One sample of a container's resource use; None where the runtime cannot tell."""
 
     cpu_seconds: float | None = None  # CPU time used since the container started, user and system
@@ -336,8 +348,10 @@ class Stats:
     time: str | None = None  # RFC 3339, when the sample was taken
 
 
-@dataclass(frozen=True, slots=True)
-class Image:
+@dataclass(slots=True, repr=False, eq=False)
+class Image(Frozen):
+    """An image in a runtime's store: its id, references, size, creation time and manifest digest."""
+
     id: str  # the image id (config digest), sha256:...
     references: tuple[str, ...]  # name:tag and name@digest forms
     size: int  # bytes, as the runtime counts it
@@ -356,8 +370,10 @@ class Image:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
+@dataclass(slots=True, repr=False, eq=False)
+class HistoryEntry(Frozen):
+    """One step of how an image was made."""
+
     created_by: str
     size: int
     created: str | None = None
@@ -380,8 +396,8 @@ class PullStatus(enum.StrEnum):
     EXISTS = "exists"  # a layer that was already there
 
 
-@dataclass(frozen=True, slots=True)
-class PullProgress:
+@dataclass(slots=True, repr=False, eq=False)
+class PullProgress(Frozen):
     """One progress report while an image is pulled or imported; layer is None for whole-image reports. Each
     runtime reports what its engine tells: every layer ends with DONE or EXISTS, and the image with DONE."""
 

@@ -14,13 +14,16 @@ import pluggy
 from . import hookspecs
 from .config import DEFAULT_RUNTIME_PREFERENCE, Config
 from .errors import UnknownRuntime
+from .plain import Frozen
 from .runtime import Runtime
 
 ENTRY_POINT_GROUP = "orchestr"
 
 
-@dataclass(frozen=True, slots=True)
-class RuntimeInfo:
+@dataclass(slots=True, repr=False, eq=False)
+class RuntimeInfo(Frozen):
+    """A runtime some plugin offers, and where it comes from."""
+
     name: str
     factory: hookspecs.RuntimeFactory
     plugin: str  # the plugin's module name

@@ -30,6 +30,7 @@ from .model import (
     Resources,
     Stats,
 )
+from .plain import Frozen
 
 ProgressCallback = Callable[[PullProgress], None]
 
@@ -39,8 +40,8 @@ class EventDelivery(enum.StrEnum):
     POLLED = "polled"  # the runtime compares snapshots: a change shows up within its poll interval
 
 
-@dataclass(frozen=True, slots=True)
-class Capabilities:
+@dataclass(slots=True, repr=False, eq=False)
+class Capabilities(Frozen):
     """What a runtime can do beyond the required verbs; each flag that names an optional verb promises it."""
 
     restarts: bool = False  # applies restartPolicy itself, also while no orchestr process runs

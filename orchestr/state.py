@@ -20,6 +20,7 @@ import anyio
 
 from .config import private_dir
 from .errors import OrchestrError
+from .plain import Frozen
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS revisions (
@@ -67,8 +68,10 @@ CONTROLLER_LOCK = "controller.lock"  # held by the one controller of the state d
 CONTROLLER_STATUS = "controller.json"  # what it says of itself, for `orchestr controller status`
 
 
-@dataclass(frozen=True, slots=True)
-class Revision:
+@dataclass(slots=True, repr=False, eq=False)
+class Revision(Frozen):
+    """One apply or delete, as the state store records it."""
+
     id: int
     applied_at: str
     action: str
