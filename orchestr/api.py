@@ -13,8 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from .config import Config
 from .containers import rfc3339
 from .errors import Conflict, Interrupted, NotFound, OrchestrError, RuntimeUnavailable, located
@@ -50,7 +48,8 @@ from .runtime import (
 )
 from .state import Store
 
-if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile
+if TYPE_CHECKING:  # the planner and executor load only for the verbs that reconcile; anyio only for async verbs
+    import anyio
     from anyio.abc import ObjectSendStream
 
     from . import endpoints, executor
@@ -103,6 +102,8 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        import anyio
+
         runtimes, self._runtimes = self._runtimes, {}
         for rt in runtimes.values():
             with anyio.CancelScope(shield=True):
@@ -144,6 +145,8 @@ class Client:
         return whole, found
 
     async def _actual(self, runtime_names: Iterable[str], namespaces: set[str] | None) -> list[Container]:
+        import anyio
+
         found: list[Container] = []
         names = sorted(set(runtime_names))
 
@@ -305,6 +308,8 @@ class Client:
         returns the services ("namespace/name") of which some replica still does not. apply starts the
         containers it makes, but a runtime that runs whole services (swarm) starts their replicas after apply has
         handed it the services, as `docker stack deploy` leaves them to the swarm."""
+        import anyio
+
         default = runtime or self.default_runtime
 
         async def short() -> list[str]:
@@ -389,6 +394,8 @@ class Client:
 
     async def _resync_endpoints(self, namespace: str, leaving: Container | None = None) -> None:
         """The service ports of namespace as its containers stand now (leaving: taken out first)."""
+        import anyio
+
         from .endpoints import DRAIN
 
         names = self.store.runtimes_used([namespace]) or [self.default_runtime]
@@ -407,6 +414,8 @@ class Client:
         (created, started, died with its exit code, oom, restarts by policy with their back-off, ...) and the
         controller's journal (its reconcile passes with their plans, the restarts it delays), one dict each, as
         `orchestr events -o json` prints them. A runtime whose events fail is reported as an "error" event."""
+        import anyio
+
         from .journal import Journal, touches
 
         names = sorted(set(self.store.runtimes_used(None if namespace is None else [namespace]))
@@ -440,6 +449,8 @@ class Client:
     # -- reading ------------------------------------------------------------------------
     async def get(self, namespace: str | None = None, *, runtime: str | None = None) -> list[Container]:
         """Containers orchestr owns, from every runtime that holds some; unreachable runtimes go to .warnings."""
+        import anyio
+
         found: list[Container] = []
         self.warnings = []
         used, names = self._to_list(namespace, runtime)
@@ -535,6 +546,8 @@ class Client:
     ) -> AsyncIterator[tuple[str, LogLine]]:
         """The output of every replica of service, each line with its replica's name: one replica after another,
         or with follow, interleaved as it comes until every replica's stream ends."""
+        import anyio
+
         replicas = [c for c in await self.get(namespace) if c.service == service and not c.oneoff]
         if not replicas:
             raise NotFound(f"no service {service!r} in namespace {namespace!r} (see `orchestr get -n {namespace}`)",
@@ -633,6 +646,8 @@ class Client:
         """One sample of every running or paused container of namespace (None: every namespace), or of the
         containers called names whatever their state. A container that is not running, or whose runtime reports
         no stats, has None for its stats."""
+        import anyio
+
         containers = await self.get(namespace)
         if names:
             known = {c.name for c in containers}
@@ -685,6 +700,8 @@ class Client:
         the container through the runtime's stop (killed if it has not ended its stop grace period later).
         "leave" stops waiting and raises Interrupted: the container goes on running, or with remove is stopped
         and removed. None, the default, leaves the signals as they are."""
+        import anyio
+
         if on_signal not in (None, "forward", "leave"):
             raise ValueError(f"on_signal must be None, 'forward' or 'leave', not {on_signal!r}")
         rt_name = runtime or self.default_runtime
@@ -758,6 +775,8 @@ class _Conditions:
         self.waits: dict[tuple[str, str, str], tuple[anyio.Event, list[str | None]]] = {}
 
     async def gate(self, action: Any) -> str | None:
+        import anyio
+
         service = self.services.get((action.namespace, action.service))
         for dep in getattr(service.spec, "depends_on", ()) if service is not None else ():
             condition = getattr(dep, "condition", "started")
@@ -784,6 +803,8 @@ class _Conditions:
 
     async def _wait(self, target: Service, condition: str) -> str | None:
         """None once every replica of target is healthy (or has completed), else why not."""
+        import anyio
+
         from .health import probes_for, wait_ready
 
         rt = self.oc.runtime(target.spec.runtime or self.default)
@@ -859,6 +880,8 @@ async def _attend(rt: Runtime, id: str, grace: float, output: Callable[[LogLine]
                   on_signal: str | None, caught: list[int]) -> int | None:
     """Starts the container and waits for its end, streaming its output, with run()'s signal handling; the
     signals caught go to caught. None when one ended the wait ("leave")."""
+    import anyio
+
     import signal  # here: `orchestr get` has no use for them
     import threading
 

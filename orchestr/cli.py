@@ -15,7 +15,7 @@ from .output import report
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with only, one that knows that command alone (building them all takes argparse about
     10 ms here, one under 1), or the whole one when only names no command."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="orchestr", description="Declarative containers on one host: apply YAML specs to native, docker or plugin runtimes."
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -221,6 +221,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's, whose formatters (it makes one for every argument defined, help or not) learn the terminal's
+    width as shutil.get_terminal_size tells it, without importing shutil: that import, with its compression
+    modules, is a fiftieth of `orchestr get`. Subcommands' parsers are of the same class."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        try:
+            columns = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        width = (columns if columns > 0 else 80) - 2
+        return self.formatter_class(prog=self.prog, width=width)  # type: ignore[call-arg]
+
+
 class _Unused:
     """Takes a command's definition, keeping none of it: that of each command other than the one run."""
 
@@ -257,9 +276,15 @@ def _duration(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    # Starting (imports above all) makes hundreds of thousands of objects and no garbage worth collecting; the
+    # collector would walk them all many times over (about 4% of `orchestr get`). Once the command is known it
+    # collects again, but for a one-shot listing, over in milliseconds.
+    gc.disable()
     if argv[:1] == ["__complete"]:  # what the completion scripts ask: never an error, never a traceback
         raise SystemExit(commands.complete(build_parser(), argv[1:]))
     args = build_parser(_command(argv)).parse_args(argv)
+    if args.command != "get" or args.watch:
+        gc.enable()
     # pydantic looks for its own plugins through every installed package's metadata; the CLI has none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import anyio
-
 from .config import private_dir
 from .errors import OrchestrError
 from .plain import Frozen
@@ -121,6 +119,8 @@ class Store:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                import anyio  # here: `orchestr get` does without it
+
                 await anyio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX, abandon_on_cancel=True)
             yield
         finally:

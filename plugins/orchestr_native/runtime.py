@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from orchestr.config import Config, private_dir
 from orchestr.errors import Conflict, NotFound, OrchestrError, TerminalFailure, located
 from orchestr.model import (
@@ -161,6 +159,8 @@ class NativeRuntime:
     async def publish_service(
         self, namespace: str, service: str, ports: Sequence[Port], endpoints: Sequence[str],
     ) -> None:
+        import anyio
+
         from .network import Network
 
         with located(self.name, f"{namespace}/{service}"):
@@ -180,6 +180,8 @@ class NativeRuntime:
 
     async def remove_network(self, namespace: str) -> None:
         """Removes the namespace's bridge, kept after its last container, and its rules."""
+        import anyio
+
         from .network import Network
 
         await anyio.to_thread.run_sync(Network(self.root).remove, namespace)
@@ -226,6 +228,8 @@ class NativeRuntime:
 
     async def export_image(self, ref: str, path: Path) -> None:
         """Write the image as an OCI image-layout tarball, named by ref when ref has a tag."""
+        import anyio
+
         from .images import archive
 
         with located(self.name):
@@ -292,6 +296,8 @@ class NativeRuntime:
             return entries[::-1]
 
     async def image_remove(self, ref: str, *, force: bool = False) -> None:
+        import anyio
+
         with located(self.name):
             group = self.store.lookup(ref)
             image_id = group[0].id
@@ -312,6 +318,8 @@ class NativeRuntime:
             await anyio.to_thread.run_sync(self.store.gc)
 
     async def image_prune(self) -> list[str]:
+        import anyio
+
         with located(self.name):
             keep = {s.id for s in self.store.all() if not s.refs and self._in_use(s.id)}
             return await anyio.to_thread.run_sync(self.store.gc, keep)
