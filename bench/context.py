@@ -141,6 +141,10 @@ class Context:
             proc = self.sh(self.orchestr("--help"), check=False, timeout=60)
             if proc.returncode:
                 raise Skip(f"`orchestr --help` fails: {last_line(proc)}")
+            # An editable install leaves the bytecode to the first run, which a PYTHONDONTWRITEBYTECODE in the
+            # environment forbids: every command would compile all it loads. pip compiles it at an install.
+            self.sh([VENV_BIN / "python", "-m", "compileall", "-q", ROOT / "orchestr", ROOT / "plugins"], check=False,
+                    timeout=300)
             return True
         self.once("orchestr-cli", make)
 
