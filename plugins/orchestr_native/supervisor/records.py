@@ -15,6 +15,8 @@ EVENTS = "events.jsonl"
 SOCKET = "supervisor.sock"  # the host's socket, in the state root
 EVENTS_MAX = 1 << 20
 
+_decode = json.JSONDecoder().decode
+
 
 def write_json(path: str, data: dict) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
@@ -51,7 +53,7 @@ def read_json(path: str) -> dict | None:
             chunks.append(chunk)
     finally:
         os.close(fd)
-    return json.loads(b"".join(chunks))
+    return _decode(b"".join(chunks).decode())  # json.loads would first guess the bytes' encoding: ours is UTF-8
 
 
 @functools.cache  # fixed for the life of any process
