@@ -19,12 +19,24 @@ DESCRIPTION = (
     "A client fetches through one host port, a new connection per request, while the service behind it changes "
     "its spec: orchestr rolls 3 replicas out one at a time (maxSurge 1, maxUnavailable 0, minReadySeconds 1s), "
     "docker-compose recreates its one container (`up -d` after the change). Counted: requests that failed, and "
-    "how long the update took. Then the time to fetch 256 MiB (a 64 MiB file 4 times) and 300 small pages, "
-    "through the service port (iptables DNAT balancing over 3 replicas) and straight to one replica's address."
+    "how long the update took. Then the time to fetch 256 MiB (a 64 MiB file 4 times) and 300 small pages "
+    "each way a user on the host can reach a service's containers, rows interleaved: through the service port "
+    "127.0.0.1:hostPort (iptables DNAT balancing over 3 replicas); through the published ports (mode: host, "
+    "127.0.0.1:hostPort) of 3 one-replica services taken in turn, what one had before service ports; the 3 "
+    "replicas' own addresses taken in turn; one replica's own address."
 )
 NOTES = [
     "docker-compose cannot publish one host port from 3 replicas (each would bind it), so its service has one.",
     "Every request is a new connection (HTTP/1.0 from busybox httpd), so each one is balanced anew.",
+    "One client (urllib, one connection at a time) for every row. The service port and the published ports are "
+    "reached from 127.0.0.1, as a user on the host reaches a port: their connections are DNAT'd (and, from "
+    "127.0.0.1, masqueraded) into the bridge, a cost every packet pays. A container's own address is reached from "
+    "the host's address on that bridge, without NAT: a way only the host itself has, shown beside for what NAT "
+    "costs. The goal compares like with like: the same source, the same NAT and the same spread over 3 "
+    "containers, what publishing 3 containers gave before service ports.",
+    "The replicas' own addresses in turn against one replica's own address is what spreading one client's "
+    "requests over 3 containers costs by itself, without any port.",
+    "Docker publishes a port on 127.0.0.1 through docker-proxy (a userland copy) when reached from the host itself.",
 ]
 SERVE = ("dd if=/dev/zero of=/var/www/big bs=1M count=64 2>/dev/null; echo $HOSTNAME $V > /var/www/index.html; "
          "exec httpd -f -p 8080 -h /var/www")
@@ -42,13 +54,18 @@ def run(ctx: Context) -> list[dict]:
         if group["case"].endswith("failed requests"):
             group["unit"] = "requests"
     for runtime in ("native", "docker"):
-        tool = f"orchestr {runtime} service port"
-        groups += compare(f"{runtime}: through the service port vs straight to a replica", [
-            Contender(tool, lambda runtime=runtime: throughput(ctx, runtime, via_port=True)),
-            Contender("straight to the replica's address", lambda runtime=runtime: throughput(ctx, runtime, False),
-                      versus=(tool,), goal=Goal("at least 0.9x the direct throughput (ratio <= 1.11)",
-                                                max_ratio=1 / 0.9)),
-        ], repeat=1 if ctx.quick else 5, warmup=1)
+        tool = f"orchestr {runtime} service port (3 replicas)"
+        with contextlib.ExitStack() as stack:
+            d = Deployment(ctx, runtime, stack)
+            groups += compare(f"{runtime}: a service port and the other ways in", [
+                Contender(tool, lambda d=d: throughput(d, "port")),
+                Contender("3 containers' published ports, in turn", lambda d=d: throughput(d, "published"),
+                          versus=(tool,), goal=Goal("at least 0.9x the throughput of published ports (ratio <= 1.11)",
+                                                    max_ratio=1 / 0.9)),
+                Contender("the replicas' own addresses, in turn", lambda d=d: throughput(d, "replicas"),
+                          versus=(tool,)),
+                Contender("one replica's own address", lambda d=d: throughput(d, "replica"), versus=(tool,)),
+            ], repeat=1 if ctx.quick else 15, warmup=1)
     return groups
 
 
@@ -162,33 +179,67 @@ def recreate(ctx: Context):
         ctx.sh([*base, "down", "-t", "1"], check=False)
 
 
-@contextlib.contextmanager
-def throughput(ctx: Context, runtime: str, via_port: bool):
-    namespace = ctx.namespace(f"throughput-{runtime}-{'port' if via_port else 'direct'}")
-    path = ctx.tempdir(namespace) / "web.yaml"
-    port = free_port()
-    try:
-        path.write_text(spec(ctx, runtime, namespace, port, "v1"))
-        ctx.sh(ctx.orchestr("apply", "-f", path))
-        wait_serving(f"http://127.0.0.1:{port}/index.html")
-        if via_port:
-            base = f"http://127.0.0.1:{port}"
-        else:
-            items = json.loads(ctx.sh(ctx.orchestr("get", "-n", namespace, "-o", "json")).stdout)
-            base = f"http://{items[0]['ip']}:8080"
-        wait_serving(f"{base}/big")
+class Deployment:
+    """The throughput comparison's services, deployed once for all its rows (the first row that asks deploys
+    them): web, 3 replicas behind a service port, and pub-0..2, one replica each publishing a port of its own."""
 
-        def trial() -> dict[str, float]:
-            t0 = time.perf_counter()
-            for _ in range(4):
-                with urllib.request.urlopen(f"{base}/big", timeout=60) as r:
-                    while r.read(1 << 20):
-                        pass
-            t1 = time.perf_counter()
-            for _ in range(300):
-                with urllib.request.urlopen(f"{base}/index.html", timeout=10) as r:
-                    r.read()
-            return {"256 MiB": t1 - t0, "300 requests": time.perf_counter() - t1}
-        yield trial
+    def __init__(self, ctx: Context, runtime: str, stack: contextlib.ExitStack):
+        self.ctx, self.runtime, self.stack = ctx, runtime, stack
+        self.ways: dict[str, list[str]] | None = None
+        self.error: Exception | None = None
+
+    def __call__(self, way: str) -> list[str]:
+        """The base URLs a row takes in turn, a new connection each."""
+        if self.error is None and self.ways is None:
+            try:
+                self.ways = self.stack.enter_context(deploy(self.ctx, self.runtime))
+            except Exception as e:  # noqa: BLE001 - every row that asks gets the same reason
+                self.error = e
+        if self.error is not None:
+            raise self.error
+        return self.ways[way]
+
+
+@contextlib.contextmanager
+def deploy(ctx: Context, runtime: str):
+    namespace = ctx.namespace(f"throughput-{runtime}")
+    path = ctx.tempdir(namespace) / "web.yaml"
+    port, published = free_port(), [free_port() for _ in range(3)]
+    try:
+        docs = [json.loads(spec(ctx, runtime, namespace, port, "v1"))]
+        for i, p in enumerate(published):
+            doc = json.loads(spec(ctx, runtime, namespace, p, "v1"))
+            doc["metadata"]["name"], doc["spec"]["replicas"] = f"pub-{i}", 1
+            doc["spec"]["ports"][0]["mode"] = "host"
+            docs.append(doc)
+        path.write_text("\n---\n".join(json.dumps(d) for d in docs))
+        ctx.sh(ctx.orchestr("apply", "-f", path))
+        ip = {c["name"]: c["ip"] for c in json.loads(ctx.sh(ctx.orchestr("get", "-n", namespace, "-o", "json")).stdout)}
+        ways = {"port": [f"http://127.0.0.1:{port}"],
+                "replicas": [f"http://{ip[f'web-{i}']}:8080" for i in range(3)],
+                "published": [f"http://127.0.0.1:{p}" for p in published]}
+        ways["replica"] = ways["replicas"][:1]
+        for base in {b for bases in ways.values() for b in bases}:
+            wait_serving(f"{base}/index.html")
+        yield ways
     finally:
         ctx.orchestr_delete_namespace(namespace)
+
+
+@contextlib.contextmanager
+def throughput(deployment: Deployment, way: str):
+    bases = deployment(way)
+
+    def fetch(n: int, path: str, timeout: float) -> None:
+        for i in range(n):
+            with urllib.request.urlopen(f"{bases[i % len(bases)]}{path}", timeout=timeout) as r:
+                while r.read(1 << 20):
+                    pass
+
+    def trial() -> dict[str, float]:
+        t0 = time.perf_counter()
+        fetch(4, "/big", 60)
+        t1 = time.perf_counter()
+        fetch(300, "/index.html", 10)
+        return {"256 MiB": t1 - t0, "300 requests": time.perf_counter() - t1}
+    yield trial

@@ -24,16 +24,22 @@ from .supervisor.client import command
 GRACE = 5.0  # seconds past an exec's deadline before orchestr stops waiting for its output to end
 
 
-async def run(
-    store: ContainerStore, id: str, argv: Sequence[str], *, env: dict[str, str] | None, user: str | None,
-    workdir: str | None, timeout: float | None, output: Callable[[LogLine], None] | None, output_limit: int,
-) -> ExecResult:
+def _execable(store: ContainerStore, id: str, argv: Sequence[str]) -> dict:
+    """The container's config, once it is running and argv is a command."""
     config, state = store.load(id)
     current = store.view(config, state).state
     if current is not State.RUNNING:
         raise Conflict(f"container {config['name']} is {current}; exec needs a running container")
     if not argv:
         raise RuntimeFailure(f"container {config['name']}: exec needs a command")
+    return config
+
+
+async def run(
+    store: ContainerStore, id: str, argv: Sequence[str], *, env: dict[str, str] | None, user: str | None,
+    workdir: str | None, timeout: float | None, output: Callable[[LogLine], None] | None, output_limit: int,
+) -> ExecResult:
+    config = _execable(store, id, argv)
     request = {"argv": list(argv), "env": env or {}, "user": user, "cwd": workdir, "timeout": timeout}
     collected = ExecOutput(output, output_limit)  # handed on as it comes, or kept up to output_limit
     code = None
@@ -63,12 +69,7 @@ async def terminal(store: ContainerStore, id: str, argv: Sequence[str], *, stdin
     """argv run with a pty of its own as its controlling terminal, relayed to stdin and stdout; its exit code."""
     from orchestr.terminal import relay  # here: apply and get load this module, and need none of it
 
-    config, state = store.load(id)
-    current = store.view(config, state).state
-    if current is not State.RUNNING:
-        raise Conflict(f"container {config['name']} is {current}; exec needs a running container")
-    if not argv:
-        raise RuntimeFailure(f"container {config['name']}: exec needs a command")
+    config = _execable(store, id, argv)
     request = {"argv": list(argv), "env": env or {}, "user": user, "cwd": workdir, "timeout": None, "tty": True}
     master, slave = os.openpty()
     try:
