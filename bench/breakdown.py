@@ -92,10 +92,21 @@ def instrument(marks: Marks, runtime: str) -> None:
         lifecycle.start_run = _timed(marks, "start", lifecycle.start_run)
         lifecycle.delete_steps = _timed(marks, "delete", lifecycle.delete_steps)
     else:
+        from orchestr_docker import engine
         from orchestr_docker.runtime import DockerRuntime
 
         for verb in ("create", "start", "delete"):
             setattr(DockerRuntime, verb, _timed(marks, verb, getattr(DockerRuntime, verb)))
+        # a run in the foreground makes its engine calls itself, without the event loop's verbs
+        phases = {"containers/create": "create", "start": "start", "DELETE": "delete"}
+        call = engine.call
+        timed = {name: _timed(marks, name, call) for name in phases.values()}
+
+        def classified(socket_path, method, path, *a, **kw):  # type: ignore[no-untyped-def]
+            name = next((n for key, n in phases.items() if key in (method, path, path.rpartition("/")[2])), None)
+            return (timed[name] if name else call)(socket_path, method, path, *a, **kw)
+
+        engine.call = classified
 
 
 def phases(marks: Marks, end: float) -> dict[str, float]:

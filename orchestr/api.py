@@ -746,8 +746,8 @@ class Client:
         on_signal: str | None = None,
     ) -> tuple[Container, int] | None:
         """run() of a container in the foreground, called without an event loop, on a runtime that can do that
-        (the blocking_run capability: native has it). None, with no container made, when the runtime cannot or
-        the image is not there yet; run() pulls it then. For programs (and the CLI) that run one container and
+        (the blocking_run capability: native and docker have it). None, with no container made, when the runtime
+        cannot (docker: with stdin or tty) or the image is not there yet; run() pulls it then. For programs (and the CLI) that run one container and
         want to spare loading an event loop for it.
 
         stdin, an open fd, makes the run interactive (as `docker run -i`); tty gives the container a terminal

@@ -445,7 +445,7 @@ def run_blocking(args: argparse.Namespace) -> int | None:
 
         ran = once()
         if ran is None and attached:
-            if not supports(oc.runtime(args.runtime), "blocking_run"):
+            if not supports(oc.runtime(args.runtime), "run_tty"):
                 raise OrchestrError(f"run -i/-t needs a runtime that relays a terminal (native does); "
                                     f"{args.runtime or oc.default_runtime} does not")
             import anyio

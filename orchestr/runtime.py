@@ -53,6 +53,7 @@ class Capabilities(Frozen):
     stats: bool = False  # StatsSource
     exec_tty: bool = False  # TerminalExecutor: exec with a terminal of its own (a one-off run's is BlockingRunner's)
     blocking_run: bool = False  # BlockingRunner: run a container with no event loop
+    run_tty: bool = False  # BlockingRunner relays a one-off run's standard input and terminal (run -i/-t)
     blocking_list: bool = False  # BlockingLister: list containers with no event loop
     image_export: bool = False  # ImageExporter
     update: bool = False  # ResourceUpdater: limits changed on a created or running container
@@ -271,7 +272,7 @@ class ServicePorts(Protocol):
 
 
 OPTIONAL = {"pause": Pausable, "signal": Signallable, "stats": StatsSource, "blocking_run": BlockingRunner,
-            "blocking_list": BlockingLister, "exec_tty": TerminalExecutor,
+            "run_tty": BlockingRunner, "blocking_list": BlockingLister, "exec_tty": TerminalExecutor,
             "image_export": ImageExporter, "update": ResourceUpdater, "bridge_capacity": BridgeCapacity,
             "remove_network": NetworkRemover, "services": ServiceRunner,
             "service_ports": ServicePorts}

@@ -689,13 +689,25 @@ def test_loading_the_plugin_does_not_import_the_engine_client():
 
 
 def test_a_one_off_run_with_its_output_and_removal_never_imports_aiohttp(docker_namespace, docker_image, tmp_path):
-    """`orchestr run --rm --runtime docker`: create, start, logs, wait and delete over the light client."""
+    """`orchestr run --rm --runtime docker`: create, start, logs, wait and delete over the light client's blocking
+    calls, with no event loop."""
     code = ("import sys; from orchestr.cli import main; sys.argv = ['orchestr', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-            "print('aiohttp' in sys.modules, code, file=sys.stderr)")
+            "print('aiohttp' in sys.modules, 'asyncio' in sys.modules, code, file=sys.stderr)")
     argv = [sys.executable, "-c", code, "--state-dir", str(tmp_path / "state"), "run", "--rm", "--runtime", "docker",
             "-n", docker_namespace, docker_image, "sh", "-c", "echo out; echo err >&2; exit 3"]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.stdout == "out\n"
-    assert done.stderr == "err\nFalse 3\n"
+    assert done.stderr == "err\nFalse False 3\n"
     assert docker_containers(docker_namespace) == []  # removed
+
+
+def test_a_one_off_run_asks_for_a_terminal_in_one_line_and_makes_nothing(docker_namespace, docker_image, tmp_path):
+    for flag in ("-i", "-t"):
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "orchestr"), "--state-dir", str(tmp_path / "state"), "run", flag, "--rm",
+             "--runtime", "docker", "-n", docker_namespace, docker_image, "true"],
+            capture_output=True, text=True, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)
+        assert (done.returncode, done.stderr) == (1, "orchestr: run -i/-t needs a runtime that relays a terminal "
+                                                      "(native does); docker does not\n")
+        assert docker_containers(docker_namespace) == []

@@ -9,7 +9,6 @@ containers according to the policy on every apply.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -57,6 +56,7 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 SWARM_SERVICE = "com.docker.swarm.service.id"  # the label the engine puts on the containers of swarm's services
 _CANNOT_CONNECT = 900  # aiodocker's status for a request that never reached the engine
+_Call = tuple[str, str, "dict[str, str] | None", Any]  # an engine call: method, path, params, JSON body
 
 
 class DockerRuntime:
@@ -64,11 +64,12 @@ class DockerRuntime:
 
     name = "docker"
     # The engine restarts containers by their policy and pushes events; it enforces limits, loads archives,
-    # pauses, signals, samples and updates containers. Its exec has no terminal here, nothing runs without an
-    # event loop, and its image export is not an OCI layout on every engine version.
+    # pauses, signals, samples and updates containers. A one-off run in the foreground needs no event loop (over
+    # engine.py's blocking calls), but gets no terminal or standard input that way; its image export is not an OCI
+    # layout on every engine version.
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.PUSHED, limits=True, image_import=True, pause=True, signal=True,
-        stats=True, update=True, service_ports=True, exec_tty=True,
+        stats=True, update=True, service_ports=True, exec_tty=True, blocking_run=True,
     )
 
     def __init__(self, config: Config) -> None:
@@ -167,20 +168,44 @@ class DockerRuntime:
     # -- containers ---------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> Container:
-        what = f"container {spec.namespace}/{spec.name}"
         with located(self.name, spec.name):
             spec = replace(spec, volumes=volumes(spec))  # bind sources resolved: the engine binds what was checked
-            image = (await self.image_inspect(spec.image)).get("Config") or {}
-            argv = resolve_argv(spec, image.get("Entrypoint"), image.get("Cmd"))
-        named = {volume_key(spec.namespace, v.source or "") for v in spec.volumes if v.type == "volume"}
-        with self._errors(what, missing=f"image {spec.image} not found", container=spec.name):
-            for volume in sorted(named):
-                # creating an existing volume returns it unchanged
-                await self._call("POST", "volumes/create",
-                                 body={"Name": volume, "Labels": {L_NAMESPACE: spec.namespace}})
-            name = mapping.engine_name(spec.namespace, spec.name)
-            created = await self._call("POST", "containers/create", {"name": name}, mapping.create_body(spec, argv))
+            calls = self._create_calls(spec, await self.image_inspect(spec.image))
+        with self._create_errors(spec):
+            for call in calls:
+                created = await self._call(*call)
         return await self.inspect(created["Id"])
+
+    def _create_calls(self, spec: ContainerSpec, image: dict[str, Any]) -> list[_Call]:
+        """The engine calls (method, path, params, body) that make spec's container of image (its inspect): its
+        named volumes first, then the container, whose answer holds its Id."""
+        config = image.get("Config") or {}
+        with located(self.name, spec.name):
+            argv = resolve_argv(spec, config.get("Entrypoint"), config.get("Cmd"))
+        named = {volume_key(spec.namespace, v.source or "") for v in spec.volumes if v.type == "volume"}
+        # creating an existing volume returns it unchanged
+        calls: list[_Call] = [
+            ("POST", "volumes/create", None, {"Name": volume, "Labels": {L_NAMESPACE: spec.namespace}})
+            for volume in sorted(named)]
+        name = mapping.engine_name(spec.namespace, spec.name)
+        return [*calls, ("POST", "containers/create", {"name": name}, mapping.create_body(spec, argv))]
+
+    def _create_errors(self, spec: ContainerSpec) -> contextlib.AbstractContextManager[None]:
+        return self._errors(f"container {spec.namespace}/{spec.name}", missing=f"image {spec.image} not found",
+                            container=spec.name)
+
+    def run_blocking(
+        self, spec: ContainerSpec, *, output: Callable[[LogLine], None] | None = None, remove: bool = False,
+        stdin: int | None = None, on_signal: str | None = None,
+    ) -> tuple[Container, int] | None:
+        """A one-off run to its end without an event loop (see oneoff.run); None, with nothing changed, for an
+        image the engine does not have yet (pulled by the async verbs), a terminal or standard input (which would
+        need a hijacked attach stream), or an engine that is not on a unix socket."""
+        if spec.interactive or spec.tty or not self.host.startswith("unix://"):
+            return None
+        from . import oneoff
+
+        return oneoff.run(self, spec, output, remove, on_signal)
 
     async def publish_service(
         self, namespace: str, service: str, ports: Sequence[Port], endpoints: Sequence[str],
@@ -291,6 +316,8 @@ class DockerRuntime:
         found = [c for item in items if (c := self._adopt(mapping.container_from_summary(item))) is not None]
         # one call lists them all; only exited containers need a look each, for the exact exit and OOM kill
         exited = [i for i, c in enumerate(found) if c.state is State.EXITED]
+        import asyncio  # here: a one-off run in the foreground has no event loop, and loads none
+
         details = await asyncio.gather(*(self._show_if_present(found[i].id) for i in exited))
         for i, info in zip(exited, details):
             if info is not None:

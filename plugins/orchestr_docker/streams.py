@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -13,7 +11,7 @@ if TYPE_CHECKING:
 
 from orchestr.model import LogLine
 
-_STREAMS = {1: "stdout", 2: "stderr"}
+from .engine import frame_header
 
 
 async def messages(content: aiohttp.StreamReader) -> AsyncIterator[dict]:
@@ -25,6 +23,8 @@ async def messages(content: aiohttp.StreamReader) -> AsyncIterator[dict]:
 
 async def frames(content: aiohttp.StreamReader, tty: bool) -> AsyncIterator[tuple[str, bytes]]:
     """(stream, payload) pairs; the engine frames stdout and stderr apart unless the container has a TTY."""
+    import asyncio  # loaded already by whoever awaits this
+
     if tty:
         # a TTY merges both streams and nothing frames the messages: each line is one, so output that
         # ends without a newline runs into the next message's timestamp
@@ -33,26 +33,51 @@ async def frames(content: aiohttp.StreamReader, tty: bool) -> AsyncIterator[tupl
         return
     while True:
         try:
-            header = await content.readexactly(8)
-            payload = await content.readexactly(struct.unpack(">BxxxL", header)[1])
+            stream, size = frame_header(await content.readexactly(8))
+            payload = await content.readexactly(size)
         except asyncio.IncompleteReadError:
             return
-        yield _STREAMS.get(header[0], "stdout"), payload
+        yield stream, payload
 
 
 async def log_lines(source: AsyncIterator[tuple[str, bytes]]) -> AsyncIterator[LogLine]:
-    """One LogLine per line. Each payload starts with the engine's timestamp and a space, and may stop
-    mid-line (the engine splits long lines): the rest of the line follows in the stream's next payload."""
-    pending: dict[str, tuple[str, bytes]] = {}
+    """One LogLine per line (see Lines)."""
+    lines = Lines()
     async for stream, payload in source:
+        for line in lines.feed(stream, payload):
+            yield line
+    for line in lines.rest():
+        yield line
+
+
+def log_lines_blocking(source: Iterable[tuple[str, bytes]]) -> Iterator[LogLine]:
+    """log_lines() without an event loop."""
+    lines = Lines()
+    for stream, payload in source:
+        yield from lines.feed(stream, payload)
+    yield from lines.rest()
+
+
+class Lines:
+    """Log frames into lines. Each payload starts with the engine's timestamp and a space, and may stop mid-line
+    (the engine splits long lines): the rest of the line follows in the stream's next payload."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[str, bytes]] = {}
+
+    def feed(self, stream: str, payload: bytes) -> Iterator[LogLine]:
         stamp, _, data = payload.partition(b" ")
-        time, head = pending.pop(stream, (stamp.decode(), b""))
+        time, head = self.pending.pop(stream, (stamp.decode(), b""))
         data = head + data
         start = 0
         while (end := data.find(b"\n", start)) != -1:
             yield LogLine(stream, data[start : end + 1], time)
             start = end + 1
         if start < len(data):
-            pending[stream] = (time, data[start:])
-    for stream, (time, data) in pending.items():
-        yield LogLine(stream, data, time)
+            self.pending[stream] = (time, data[start:])
+
+    def rest(self) -> Iterator[LogLine]:
+        """What is left of lines that never ended, once the stream has."""
+        for stream, (time, data) in self.pending.items():
+            yield LogLine(stream, data, time)
+        self.pending = {}

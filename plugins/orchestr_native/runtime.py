@@ -28,7 +28,7 @@ class NativeRuntime:
     # A one-off run can have a terminal (run_blocking), an exec cannot.
     capabilities = Capabilities(
         restarts=True, events=EventDelivery.POLLED, limits=True, image_import=True, pause=True, signal=True,
-        stats=True, blocking_run=True, blocking_list=True, image_export=True, update=True, bridge_capacity=True,
+        stats=True, blocking_run=True, run_tty=True, blocking_list=True, image_export=True, update=True, bridge_capacity=True,
         remove_network=True, service_ports=True, exec_tty=True,
     )
 

@@ -1,0 +1,102 @@
+"""A one-off container run to its end without an event loop (`orchestr run` in the foreground): made, started,
+its output handed on, signals to orchestr passed on, removed afterwards when asked; over engine.py's blocking
+calls, so that such a run loads neither asyncio nor the engine client."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import signal as signals
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from orchestr.containers import volumes
+from orchestr.errors import Interrupted, NotFound, located
+from orchestr.model import Container, ContainerSpec, LogLine
+from orchestr.signalhold import SignalHold
+
+from . import engine, mapping, streams
+
+if TYPE_CHECKING:
+    from .runtime import DockerRuntime
+
+
+def run(rt: DockerRuntime, spec: ContainerSpec, output: Callable[[LogLine], None] | None, remove: bool,
+        on_signal: str | None) -> tuple[Container, int] | None:
+    """Client.run of spec in the foreground, on rt's engine at its unix socket; None, with nothing changed, when
+    the engine does not have the image."""
+    socket_path = rt.host.removeprefix("unix://")
+
+    def call(method: str, path: str, params: dict[str, str] | None = None, body: Any = None) -> Any:
+        return engine.call(socket_path, method, path, params, body)
+
+    with located(rt.name, spec.name):
+        spec = replace(spec, volumes=volumes(spec))
+    try:
+        with rt._errors(f"image {spec.image}"):
+            image = call("GET", f"images/{spec.image}/json")
+    except NotFound:
+        return None
+    calls = rt._create_calls(spec, image)
+    with SignalHold(on_signal) as hold:
+        with rt._create_errors(spec):
+            for request in calls:
+                created = call(*request)
+        id = created["Id"]
+        try:
+            with rt._errors(f"container {id}", container=id):
+                return _run(call, socket_path, id, spec, output, hold)
+        except Interrupted as e:
+            if remove:
+                with rt._errors(f"container {id}", container=id):
+                    _stop(call, id, spec.stop_grace_period)
+            what = "was stopped and removed" if remove else "goes on running"
+            raise Interrupted(e.signal, f"{signals.Signals(e.signal).name}: container {spec.name} {what}") from None
+        finally:
+            hold.close()
+            if remove:
+                with rt._errors(f"container {id}", container=id):
+                    call("DELETE", f"containers/{id}", {"force": "1", "v": "0"})
+
+
+def _run(call: Callable[..., Any], socket_path: str, id: str, spec: ContainerSpec,
+         output: Callable[[LogLine], None] | None, hold: SignalHold) -> tuple[Container, int]:
+    """run(), from the container made to its end: its state then, and its exit code."""
+    call("POST", f"containers/{id}/start")
+    hold.attach(lambda sig: _forward(call, id, spec.stop_grace_period, hold, sig))
+    if output is not None:
+        params = {"stdout": "1", "stderr": "1", "follow": "1", "timestamps": "1", "tail": "all"}
+        # the stream ends once the container has
+        with engine.open_stream(socket_path, "GET", f"containers/{id}/logs", params) as body:
+            for line in streams.log_lines_blocking(body.frames(tty=False)):
+                output(line)
+    code = int(call("POST", f"containers/{id}/wait", {"condition": "not-running"})["StatusCode"])
+    return mapping.container_from_inspect(call("GET", f"containers/{id}/json")), code
+
+
+def _forward(call: Callable[..., Any], id: str, grace: float, hold: SignalHold, sig: int) -> None:
+    """Passes sig on as the runtime's stop with it does: SIGTERM through the engine's stop (the image's stop
+    signal, SIGKILL after grace), in the background, so that output goes on meanwhile; another signal sent,
+    and SIGKILL after grace unless the run has ended."""
+    if sig == signals.SIGTERM:
+        threading.Thread(target=_quietly, args=(_stop, call, id, grace), daemon=True).start()
+        return
+    kill = functools.partial(_quietly, call, "POST", f"containers/{id}/kill")
+    if kill({"signal": signals.Signals(sig).name}):
+        hold.after(grace, lambda: kill({"signal": "SIGKILL"}))
+
+
+def _stop(call: Callable[..., Any], id: str, grace: float) -> None:
+    call("POST", f"containers/{id}/stop", {"t": str(math.ceil(grace))})
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> bool:
+    """fn(*args); False when the engine refused it or could not be reached (the container has ended meanwhile,
+    or is going)."""
+    with contextlib.suppress(engine.EngineError, OSError):
+        fn(*args)
+        return True
+    return False
