@@ -139,6 +139,21 @@ def test_restart_policy_holds_with_no_orchestr_process(cd_ns, state_dir, tmp_pat
         assert (after["state"], after["exitCode"], after["restarts"]) == ("exited", code, 0)
 
 
+def test_a_container_orchestr_stopped_is_not_restarted_until_started(cd_ns, state_dir, tmp_path):
+    """The stop leaves a mark its logger reads when the process ends: no restarter then; a start clears it."""
+    spec = service(tmp_path / "web.yaml", cd_ns, "web", ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+                   restartPolicy="Always")
+    orc("apply", "-f", str(spec), state_dir=state_dir, check=True)
+    orc("stop", "-n", cd_ns, "web-0", state_dir=state_dir, check=True)
+    time.sleep(2)  # a restart would come within this (the first back-off is 0.1 s)
+    assert get_json(cd_ns, state_dir)["web-0"]["state"] == "exited"
+    orc("start", "-n", cd_ns, "web-0", state_dir=state_dir, check=True)
+    first = get_json(cd_ns, state_dir)["web-0"]
+    os.kill(first["pid"], signal.SIGKILL)
+    until("a restart", lambda: (lambda c: c["state"] == "running" and c["pid"] != first["pid"])(
+        get_json(cd_ns, state_dir)["web-0"]))
+
+
 def test_a_killed_apply_then_a_reapply_converges(cd_ns, state_dir, tmp_path):
     spec = service(tmp_path / "many.yaml", cd_ns, "many", ["sleep", "3600"], replicas=4)
     env = dict(os.environ, ORCHESTR_STATE_DIR=str(state_dir), ORCHESTR_RUNTIME="containerd")
@@ -239,3 +254,34 @@ def test_logs_rotate_and_follow_reads_every_file(cd_ns, state_dir, tmp_path):
     assert followed.splitlines() == [f"line-{i}-abcdefghijklmnopqrstuvwxyz" for i in range(397, 400)]
     log_dir = next((state_dir / "containerd" / "containers").glob(f"{cd_ns}_chatty-0")) / "log"
     assert len(list(log_dir.glob("container.log.*"))) > 1  # it did rotate
+
+
+def test_a_one_off_run_in_the_foreground_needs_no_event_loop_and_leaves_nothing(cd_ns, containerd_namespace,
+                                                                              state_dir, tmp_path):
+    """`orchestr run --rm --network none` on containerd: create, start, output, wait and delete over blocking gRPC
+    calls, with no event loop started (grpc itself imports asyncio); its output in order per stream, its exit
+    code, and nothing left in containerd or the state dir."""
+    code = ("import sys; from orchestr.cli import main; sys.argv = ['orchestr', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('anyio._backends._asyncio' in sys.modules, code, file=sys.stderr)")
+    environ = dict(os.environ, ORCHESTR_STATE_DIR=str(state_dir))
+    leases = set(ctr(containerd_namespace, "leases", "ls", "-q").split())  # a killed apply's wait out their expiry
+    for _ in range(2):  # the second run reads the image's config from the state dir's copy
+        done = subprocess.run(
+            [sys.executable, "-c", code, "run", "--rm", "--runtime", "containerd", "--network", "none", "--name",
+             "once", "-n", cd_ns, TEST_IMAGE, "sh", "-c", "echo out1; echo err >&2; echo out2; exit 3"],
+            capture_output=True, text=True, cwd=ROOT, timeout=120, env=environ, stdin=subprocess.DEVNULL)
+        assert (done.stdout, done.stderr) == ("out1\nout2\n", "err\nFalse 3\n")
+        assert not [i for i in ctr(containerd_namespace, "containers", "ls", "-q").split() if i.startswith(cd_ns)]
+        assert f"{cd_ns}_once" not in ctr(containerd_namespace, "snapshots", "ls")
+        assert set(ctr(containerd_namespace, "leases", "ls", "-q").split()) <= leases
+        assert not (state_dir / "containerd" / "containers" / f"{cd_ns}_once").exists()
+
+
+def test_a_one_off_run_that_is_kept_reads_back_as_exited(cd_ns, state_dir):
+    done = orc("run", "--network", "none", "--name", "kept", "-n", cd_ns, TEST_IMAGE, "sh", "-c", "echo hi; exit 4",
+               state_dir=state_dir)
+    assert (done.returncode, done.stdout) == (4, "hi\n")
+    got = get_json(cd_ns, state_dir)["kept"]
+    assert (got["state"], got["exitCode"]) == ("exited", 4)
+    assert orc("logs", "-n", cd_ns, "kept", state_dir=state_dir, check=True).stdout == "hi\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from context import Context
-from harness import Contender, compare
+from harness import Contender, Goal, compare
 from scenarios.fleet import compose_fleet, expect, orchestr_fleet, running_compose, running_orchestr
 
 ID = "services"
@@ -31,7 +31,8 @@ def run(ctx: Context) -> list[dict]:
             Contender(NATIVE, lambda n=n: orchestr(ctx, n, "native")),
             Contender(DOCKER, lambda n=n: orchestr(ctx, n, "docker")),
             Contender(CONTAINERD, lambda n=n: orchestr(ctx, n, "containerd")),
-            Contender("docker-compose", lambda n=n: compose(ctx, n), versus=(DOCKER, NATIVE)),
+            Contender("docker-compose", lambda n=n: compose(ctx, n), versus=(CONTAINERD, DOCKER, NATIVE),
+                      goal=Goal("orchestr containerd at most 0.5x compose's time", max_ratio=0.5)),
         ]
         groups += compare(f"{n} services", contenders, repeat=repeat, warmup=warmup)
     return groups

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from orchestr.errors import Conflict, RuntimeFailure
-from orchestr.model import L_NAMESPACE, L_SERVICE, ContainerSpec
+from orchestr.model import L_SERVICE, ContainerSpec
 
 from . import firewall
 from .client import RUNTIME
@@ -201,6 +201,14 @@ def _delete(network: dict, id: str, path: str, result: dict | None, ports: list)
         raise RuntimeFailure("; ".join(errors), runtime=RUNTIME)
 
 
+def _leased(directory: Path) -> bool:
+    """Whether host-local has an address of the network whose leases are in directory given out."""
+    with contextlib.suppress(FileNotFoundError):
+        return any(entry.name != "lock" and not entry.name.startswith("last_reserved_ip")
+                   for entry in os.scandir(directory))
+    return False
+
+
 def _release(bridge: dict, network: str, id: str, ifname: str) -> bool:
     """Removes host-local's lease of container id's interface; whether there was one."""
     directory = Path(bridge["ipam"]["dataDir"]) / network
@@ -212,7 +220,7 @@ def _release(bridge: dict, network: str, id: str, ifname: str) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         for lease in directory.iterdir():
-            if lease.name in ("lock",) or lease.name.startswith("last_reserved_ip"):
+            if lease.name == "lock" or lease.name.startswith("last_reserved_ip"):
                 continue
             with contextlib.suppress(OSError):
                 if lease.read_bytes().decode(errors="replace").split("\r\n")[:2] == [id, ifname]:
@@ -223,7 +231,7 @@ def _release(bridge: dict, network: str, id: str, ifname: str) -> bool:
     return released
 
 
-async def detach(runtime: ContainerdRuntime, id: str, directory: Path) -> None:
+async def detach(runtime: ContainerdRuntime, id: str, directory: Path, namespace: str) -> None:
     try:
         saved = json.loads((directory / RESULT).read_text())
     except (OSError, ValueError):
@@ -232,18 +240,23 @@ async def detach(runtime: ContainerdRuntime, id: str, directory: Path) -> None:
     if saved is not None:
         await anyio.to_thread.run_sync(_delete, saved["network"], id, path, saved["result"], saved["ports"])
         bridge = saved["network"]["plugins"][0]["bridge"]
-        remaining = [c for c in await runtime.records() if c.id != id and c.labels.get(IP) and
-                     bridge_name(runtime.conn.namespace, c.labels.get(L_NAMESPACE, "")) == bridge]
-        if not remaining:
-            subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
-            await anyio.to_thread.run_sync(firewall.close_bridge, bridge)
-            data_dir = Path(saved["network"]["plugins"][0]["ipam"]["dataDir"])
-            shutil.rmtree(data_dir / saved["network"]["name"], ignore_errors=True)  # host-local's lock and last
-            for empty in (data_dir, data_dir.parent):  # address, once no lease is left; then its directories
-                with contextlib.suppress(OSError):
-                    empty.rmdir()
-        else:
-            await refresh_hosts(runtime, remaining[0].labels[L_NAMESPACE])
+        # the bridge is the namespace's: host-local's leases say whether another container still uses it
+        plugin = saved["network"]["plugins"][0]
+        remaining = _leased(Path(plugin["ipam"]["dataDir"]) / saved["network"]["name"])
+        if not remaining and bridge not in runtime.bridges_closing:  # the last ones deleted at once: one closes it
+            runtime.bridges_closing.add(bridge)
+            try:
+                subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+                await anyio.to_thread.run_sync(firewall.close_bridge, bridge)
+                data_dir = Path(saved["network"]["plugins"][0]["ipam"]["dataDir"])
+                shutil.rmtree(data_dir / saved["network"]["name"], ignore_errors=True)  # host-local's lock and
+                for empty in (data_dir, data_dir.parent):  # last address, once no lease is left; then its dirs
+                    with contextlib.suppress(OSError):
+                        empty.rmdir()
+            finally:
+                runtime.bridges_closing.discard(bridge)
+        elif remaining:
+            await refresh_hosts(runtime, namespace)
     elif os.path.exists(path):
         _ip("netns", "delete", os.path.basename(path), check=False)
 
@@ -266,8 +279,16 @@ def _write_hosts(path: Path, entries: list[tuple[str, str, str]]) -> None:
 
 
 async def refresh_hosts(runtime: ContainerdRuntime, namespace: str) -> None:
-    """Every bridge container of namespace gets an /etc/hosts naming all of them (by container and service name)."""
+    """Every bridge container of namespace gets an /etc/hosts naming all of them (by container and service name).
+    Asked for by every create and delete, so a fleet's make or removal would list and write every file once per
+    container: a refresh that begins after another was asked for covers that one too, which then returns at once."""
+    asked = runtime.hosts_asked.setdefault(namespace, [0, 0])
+    asked[0] += 1
+    mine = asked[0]
     async with runtime.hosts_lock:
+        if asked[1] >= mine:
+            return
+        asked[1] = asked[0]
         records = await runtime.records(namespace)
         entries = [(c.labels[IP], c.labels.get(NAME, c.id), c.labels.get(L_SERVICE, c.labels.get(NAME, c.id)))
                    for c in records if c.labels.get(IP)]

@@ -9,7 +9,8 @@ The shim keeps its own ends of the output pipes until the task is deleted, so th
 the container ended: the logger watches the container's first process instead (its pid is in the bundle's init.pid,
 the shim's working directory and so the logger's), drains what is left in the pipes once it has ended, and exits.
 While it runs it holds logger.lock, so a reader of an ended container's log knows when the last line is in. If the
-container's restart policy may ask for a restart, it then starts orchestr's restarter, detached (see restart.py).
+container's restart policy may ask for a restart, and orchestr did not stop it (the file STOPPED), it then starts
+orchestr's restarter, detached (see restart.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 from orchestr import logfile
 
 CONFIG = "logger.json"
+STOPPED = "stopped"  # a file orchestr makes here before it stops the container: not to be restarted
 READ = 1 << 16
 
 
@@ -76,7 +78,7 @@ def main(args: list[str]) -> None:
             log.write(name, partial[fd])
     log.close()
     os.close(lock)
-    if config.get("restarter") and not stopping:
+    if config.get("restarter") and not stopping and not os.path.exists(os.path.join(directory, STOPPED)):
         _restart(config["restarter"], directory)
 
 

@@ -37,6 +37,16 @@ def resolv_conf() -> str:
 
 
 async def attach(runtime: ContainerdRuntime, spec: ContainerSpec, id: str, directory: Path) -> Attached:
+    if spec.network in ("host", "none"):
+        return local(spec, directory)
+    from . import cni
+
+    files = {"/etc/hostname": str(directory / "hostname"), "/etc/hosts": str(directory / "hosts")}
+    return await cni.attach(runtime, spec, id, directory, files)
+
+
+def local(spec: ContainerSpec, directory: Path) -> Attached:
+    """The files of network host or none, which need nothing but them."""
     files = {"/etc/hostname": str(directory / "hostname"), "/etc/hosts": str(directory / "hosts")}
     if spec.network == "host":
         (directory / "hostname").write_text(os.uname().nodename + "\n")
@@ -55,9 +65,7 @@ async def attach(runtime: ContainerdRuntime, spec: ContainerSpec, id: str, direc
         (directory / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                                          f"127.0.1.1\t{spec.name}\n")
         return Attached(None, files)
-    from . import cni
-
-    return await cni.attach(runtime, spec, id, directory, files)
+    raise ValueError(f"network {spec.network} is neither host nor none")
 
 
 async def created(runtime: ContainerdRuntime, spec: ContainerSpec) -> None:
@@ -68,11 +76,11 @@ async def created(runtime: ContainerdRuntime, spec: ContainerSpec) -> None:
         await cni.refresh_hosts(runtime, spec.namespace)
 
 
-async def detach(runtime: ContainerdRuntime, id: str, directory: Path, network: str) -> None:
+async def detach(runtime: ContainerdRuntime, id: str, directory: Path, network: str, namespace: str) -> None:
     if network == "bridge":
         from . import cni
 
-        await cni.detach(runtime, id, directory)
+        await cni.detach(runtime, id, directory, namespace)
 
 
 def ports_of(raw: str | None) -> tuple[Port, ...]:

@@ -21,7 +21,8 @@ async def restart(directory: str, id: str) -> None:
     from orchestr.containers import rfc3339
     from orchestr_containerd.client import Connection
     from orchestr_containerd.proto import containers_pb2, task_pb2, tasks_pb2
-    from orchestr_containerd.runtime import I_POLICY, I_RESTARTS, I_STARTED, I_STOPPED, start_task
+    from orchestr_containerd.logger import STOPPED
+    from orchestr_containerd.runtime import I_POLICY, I_RESTARTS, I_STARTED, start_task
 
     with open(os.path.join(directory, "logger.json")) as f:
         config = json.load(f)
@@ -32,7 +33,8 @@ async def restart(directory: str, id: str) -> None:
             return
         c = (await conn.containers.Get(containers_pb2.GetContainerRequest(id=id), metadata=conn.metadata)).container
         policy = c.labels.get(I_POLICY, "Never")
-        if c.labels.get(I_STOPPED) == "true" or policy == "Never" or (policy == "OnFailure" and
+        stopped = os.path.join(directory, STOPPED)
+        if os.path.exists(stopped) or policy == "Never" or (policy == "OnFailure" and
                                                                       task.exit_status == 0):
             return
         restarts = int(c.labels.get(I_RESTARTS) or 0)
@@ -41,7 +43,7 @@ async def restart(directory: str, id: str) -> None:
             await anyio.sleep(min(10.0, 0.1 * 2 ** min(restarts, 7)))
             c = (await conn.containers.Get(containers_pb2.GetContainerRequest(id=id),
                                            metadata=conn.metadata)).container
-            if c.labels.get(I_STOPPED) == "true":
+            if os.path.exists(stopped):
                 return
         labels = {I_RESTARTS: str(restarts + 1), I_STARTED: rfc3339()}
         await conn.containers.Update(containers_pb2.UpdateContainerRequest(

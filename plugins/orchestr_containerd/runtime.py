@@ -43,13 +43,12 @@ from orchestr.runtime import Capabilities, EventDelivery, ExecOutput
 
 from . import network, spec as specs
 from .client import RUNTIME, Connection, address, code, namespace
-from .images import SNAPSHOTTER, Images
+from .images import SNAPSHOTTER, Images, Resolved
 from .proto import containers_pb2, payloads_pb2, snapshots_pb2, task_pb2, tasks_pb2
 
 INTERNAL = "io.orchestr.containerd/"
 I_NAME = INTERNAL + "name"
 I_LOG = INTERNAL + "log"  # the log's directory
-I_STOPPED = INTERNAL + "stopped"  # "true": stopped by orchestr, so not to be restarted
 I_STARTED = INTERNAL + "started-at"
 I_RESTARTS = INTERNAL + "restarts"
 I_POLICY = INTERNAL + "restart-policy"
@@ -133,10 +132,12 @@ class ContainerdRuntime(Images):
         self.conn = Connection(address(), namespace())
         self.capabilities = Capabilities(
             restarts=True, events=EventDelivery.PUSHED, limits=True, image_import=True, pause=True, signal=True,
-            stats=True, exec_options=True, exec_tty=True,
+            stats=True, exec_options=True, exec_tty=True, blocking_run=True,
         )
         self._names: dict[str, tuple[str, str]] = {}  # id -> (name, namespace), for the events of deleted ones
         self._hosts_lock: anyio.Lock | None = None
+        self.hosts_asked: dict[str, list[int]] = {}  # namespace -> [refreshes asked for, asked for when last done]
+        self.bridges_closing: set[str] = set()
 
     @property
     def hosts_lock(self) -> anyio.Lock:
@@ -248,42 +249,8 @@ class ContainerdRuntime(Images):
                 mounts = await self._prepare(spec, id, resolved.chain or "", lease, directory)
                 made = False
                 try:
-                    image_config = resolved.config.get("config") or {}
-                    dirs = _layer_dirs(mounts)
-                    try:
-                        user = specs.lookup_user(spec.user or image_config.get("User") or None,
-                                                 _entries_of(dirs, "etc/passwd"), _entries_of(dirs, "etc/group"))
-                    except LookupError as e:
-                        raise TerminalFailure(f"container {spec.name}: {e}", runtime=RUNTIME,
-                                              container=spec.name) from None
-                    shutil.rmtree(directory, ignore_errors=True)
-                    private_dir(directory)
-                    log_dir = private_dir(directory / "log")
-                    volumes_dir = private_dir(self.root / "volumes")
-                    for v in checked:
-                        if v.type == "volume":
-                            private_dir(volumes_dir / volume_key(spec.namespace, v.source or ""))
-                    net = await network.attach(self, spec, id, directory)
-                    runtime_spec = specs.runtime_spec(
-                        dataclasses.replace(spec, volumes=checked),
-                        image_config, id=id, user=user, files=net.files, netns=net.netns,
-                        cgroups_path=f"/{self.conn.namespace}/{id}", volumes_dir=str(volumes_dir),
-                        nofile=min(specs.NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-                    (log_dir / "logger.json").write_text(json.dumps({
-                        "max_size": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_SIZE") or LOG_MAX_SIZE),
-                        "max_files": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_FILES") or LOG_MAX_FILES),
-                        "restarter": self._restarter() if spec.restart_policy != RestartPolicy.NEVER else None,
-                        "address": self.conn.socket, "namespace": self.conn.namespace,
-                    }))
-                    labels = {**spec.labels, I_NAME: spec.name, I_LOG: str(log_dir), I_POLICY: str(spec.restart_policy),
-                              I_NETWORK: spec.network, INTERNAL + "image": spec.image, **net.labels}
-                    if empty := sorted(k for k, v in spec.labels.items() if not v):
-                        labels[I_EMPTY] = json.dumps(empty)
-                    record = containers_pb2.Container(
-                        id=id, labels=labels, image=resolved.name,
-                        runtime=containers_pb2.Container.Runtime(name=RUNC),
-                        spec={"type_url": SPEC_TYPE, "value": json.dumps(runtime_spec).encode()},
-                        snapshotter=SNAPSHOTTER, snapshot_key=id)
+                    net = await network.attach(self, spec, id, self._fresh_dir(spec, checked, directory))
+                    record = self._container_record(spec, id, checked, resolved, mounts, directory, net)
                     with self.conn.errors(f"container {spec.name}", spec.name):
                         created = (await self.conn.containers.Create(
                             containers_pb2.CreateContainerRequest(container=record), metadata=self.conn.metadata,
@@ -293,9 +260,52 @@ class ContainerdRuntime(Images):
                 finally:
                     if not made:
                         with anyio.CancelScope(shield=True):
-                            await self._undo(id, directory, spec.network)
+                            await self._undo(id, directory, spec.network, spec.namespace)
         self._names[id] = (spec.name, spec.namespace)
         return self._container(created, None)
+
+    def _fresh_dir(self, spec: ContainerSpec, checked: Sequence, directory: Path) -> Path:
+        """The container's own directory made anew (its log dir within), and its named volumes' directories."""
+        shutil.rmtree(directory, ignore_errors=True)
+        private_dir(directory)
+        private_dir(directory / "log")
+        volumes_dir = private_dir(self.root / "volumes")
+        for v in checked:
+            if v.type == "volume":
+                private_dir(volumes_dir / volume_key(spec.namespace, v.source or ""))
+        return directory
+
+    def _container_record(self, spec: ContainerSpec, id: str, checked: Sequence, resolved: Resolved, mounts: Sequence,
+                directory: Path, net: network.Attached, labels: dict[str, str] | None = None) -> containers_pb2.Container:
+        """containerd's record of the container spec over the snapshot mounts: its OCI spec, its logger's
+        settings and orchestr's labels (with labels of the caller's added)."""
+        image_config = resolved.config.get("config") or {}
+        try:
+            user = specs.lookup_user(spec.user or image_config.get("User") or None,
+                                     _entries_of(_layer_dirs(mounts), "etc/passwd"),
+                                     _entries_of(_layer_dirs(mounts), "etc/group"))
+        except LookupError as e:
+            raise TerminalFailure(f"container {spec.name}: {e}", runtime=RUNTIME, container=spec.name) from None
+        log_dir = directory / "log"
+        runtime_spec = specs.runtime_spec(
+            dataclasses.replace(spec, volumes=checked),
+            image_config, id=id, user=user, files=net.files, netns=net.netns,
+            cgroups_path=f"/{self.conn.namespace}/{id}", volumes_dir=str(self.root / "volumes"),
+            nofile=min(specs.NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        (log_dir / "logger.json").write_text(json.dumps({
+            "max_size": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_SIZE") or LOG_MAX_SIZE),
+            "max_files": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_FILES") or LOG_MAX_FILES),
+            "restarter": self._restarter() if spec.restart_policy != RestartPolicy.NEVER else None,
+            "address": self.conn.socket, "namespace": self.conn.namespace,
+        }))
+        all_labels = {**spec.labels, I_NAME: spec.name, I_LOG: str(log_dir), I_POLICY: str(spec.restart_policy),
+                      I_NETWORK: spec.network, INTERNAL + "image": spec.image, **net.labels, **(labels or {})}
+        if empty := sorted(k for k, v in spec.labels.items() if not v):
+            all_labels[I_EMPTY] = json.dumps(empty)
+        return containers_pb2.Container(
+            id=id, labels=all_labels, image=resolved.name, runtime=containers_pb2.Container.Runtime(name=RUNC),
+            spec={"type_url": SPEC_TYPE, "value": json.dumps(runtime_spec).encode()},
+            snapshotter=SNAPSHOTTER, snapshot_key=id)
 
     async def _prepare(self, spec: ContainerSpec, id: str, parent: str, lease: str, directory: Path) -> Sequence:
         """The container's own snapshot over its image; one that an interrupted create left (a killed apply: no
@@ -314,19 +324,32 @@ class ContainerdRuntime(Images):
             except grpc.RpcError as e:
                 if code(e) != grpc.StatusCode.NOT_FOUND or attempt:
                     raise self.conn.translate(e, f"container {spec.name}", spec.name) from None
-                await self._undo(id, directory, "bridge")
+                await self._undo(id, directory, "bridge", spec.namespace)
                 continue
             break
         raise Conflict(f"container name {spec.name} is already in use in namespace {spec.namespace}",
                        runtime=RUNTIME, container=spec.name)
 
-    async def _undo(self, id: str, directory: Path, net: str) -> None:
+    async def _undo(self, id: str, directory: Path, net: str, namespace: str) -> None:
         with contextlib.suppress(grpc.RpcError):
             await self.conn.snapshots.Remove(snapshots_pb2.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=id),
                                              metadata=self.conn.metadata, timeout=CALL)
         with contextlib.suppress(Exception):
-            await network.detach(self, id, directory, net)
+            await network.detach(self, id, directory, net, namespace)
         shutil.rmtree(directory, ignore_errors=True)
+
+    def run_blocking(
+        self, spec: ContainerSpec, *, output: Callable[[LogLine], None] | None = None, remove: bool = False,
+        stdin: int | None = None, on_signal: str | None = None,
+    ) -> tuple[Container, int] | None:
+        """A one-off run to its end without an event loop (see oneoff.run); None, with nothing changed, for a
+        bridge network (its CNI calls belong to the async verbs), standard input or a terminal, or an image that
+        is not in containerd or not unpacked yet."""
+        if spec.interactive or spec.tty or spec.network not in ("none", "host"):
+            return None
+        from . import oneoff
+
+        return oneoff.run(self, spec, output, remove, on_signal)
 
     # -- start, stop, delete --------------------------------------------------------------------------------------
     async def start(self, id: str) -> None:
@@ -335,7 +358,8 @@ class ContainerdRuntime(Images):
             task = await self._task(id)
             if task is not None and task.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
                 return
-            await self._update_labels(id, {I_STOPPED: "", I_STARTED: rfc3339(), I_RESTARTS: "0"})
+            _stopped(c, False)
+            await self._update_labels(id, {I_STARTED: rfc3339(), I_RESTARTS: "0"})
             if task is not None and task.status == task_pb2.CREATED:
                 # made by a start that was interrupted (a killed apply): its logger runs already; start it as it is,
                 # as a new one would first kill it, and that exit would read as the new task's
@@ -347,12 +371,12 @@ class ContainerdRuntime(Images):
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
         with located(RUNTIME, id):
-            await self._get(id)
+            c = await self._get(id)
             number = _signum(signal)
             task = await self._task(id)
             if task is None or task.status == task_pb2.STOPPED:
                 return
-            await self._update_labels(id, {I_STOPPED: "true"})
+            _stopped(c, True)
             await self._kill(id, number)
             if task.status in (task_pb2.PAUSED, task_pb2.PAUSING):
                 with contextlib.suppress(RuntimeFailure):
@@ -391,7 +415,7 @@ class ContainerdRuntime(Images):
                 if not force:
                     raise Conflict(f"container {c.labels.get(I_NAME, id)} is running; stop it first, or force",
                                    runtime=RUNTIME, container=id)
-                await self._update_labels(id, {I_STOPPED: "true"})
+                _stopped(c, True)
                 await self._kill(id, signals.SIGKILL, all=True)
                 if task.status in (task_pb2.PAUSED, task_pb2.PAUSING):
                     with contextlib.suppress(grpc.RpcError):
@@ -409,7 +433,7 @@ class ContainerdRuntime(Images):
                         raise
             log = c.labels.get(I_LOG)
             directory = Path(log).parent if log else self.root / "containers" / id
-            await self._undo(id, directory, c.labels.get(I_NETWORK, "none"))
+            await self._undo(id, directory, c.labels.get(I_NETWORK, "none"), c.labels[L_NAMESPACE])
 
     # -- reading state --------------------------------------------------------------------------------------------
     async def inspect(self, id: str) -> Container:
@@ -636,6 +660,23 @@ class ContainerdRuntime(Images):
                 raise self.conn.translate(e, "containerd's events") from None
         finally:
             call.cancel()
+
+
+def _stopped(c: containers_pb2.Container, stopped: bool) -> None:
+    """Marks container c stopped by orchestr (or no longer) with a file in its log's directory, which its logger
+    and restarter read when its process ends (logger.STOPPED): no restart then, and no restarter started at all,
+    whose Python, grpc and calls would cost as much as the stop itself."""
+    from .logger import STOPPED
+
+    path = os.path.join(c.labels.get(I_LOG, ""), STOPPED)
+    if not c.labels.get(I_LOG):
+        return
+    if stopped:
+        with contextlib.suppress(FileNotFoundError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _line(raw: bytes) -> LogLine | None:

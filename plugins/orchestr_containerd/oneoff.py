@@ -1,0 +1,330 @@
+"""A one-off container run to its end without an event loop (`orchestr run` in the foreground, network none or
+host): made, started, its output followed from its log, signals to orchestr passed on, removed afterwards when
+asked; over blocking gRPC calls, so that such a run starts no event loop (nor anyio's), and in as few calls as
+containerd allows (the task is made from the snapshot's mounts as Prepare returned them, its exit read
+from Wait rather than asked for again)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal as signals
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import grpc
+
+from orchestr import logfile
+from orchestr.config import private_dir
+from orchestr.containers import rfc3339, volumes
+from orchestr.errors import Interrupted, located
+from orchestr.model import Container, ContainerSpec, LogLine
+from orchestr.registry import media, platform
+from orchestr.registry.reference import parse
+from orchestr.signalhold import SignalHold
+
+from . import network
+from .client import MAX_MESSAGE, RUNTIME, code
+from .images import BLOB_CACHE_ITEM, LEASE_EXPIRY, SNAPSHOTTER, Resolved, sha256
+from .proto import containers_pb2, containers_pb2_grpc, content_pb2, content_pb2_grpc, images_pb2, images_pb2_grpc
+from .proto import leases_pb2, leases_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc, task_pb2, tasks_pb2, tasks_pb2_grpc
+
+if TYPE_CHECKING:
+    from .runtime import ContainerdRuntime
+
+CALL = 60.0
+FOLLOW = 0.01  # seconds between looks at a log that has not grown
+
+
+@dataclass
+class _Calls:
+    """Blocking stubs on one channel to containerd, every call with the namespace header."""
+
+    rt: ContainerdRuntime
+    channel: grpc.Channel = field(init=False)
+
+    def __post_init__(self) -> None:
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.enable_http_proxy", 0)]
+        self.channel = grpc.insecure_channel(f"unix://{self.rt.conn.socket}", options=options)
+        self.images = images_pb2_grpc.ImagesStub(self.channel)
+        self.content = content_pb2_grpc.ContentStub(self.channel)
+        self.snapshots = snapshots_pb2_grpc.SnapshotsStub(self.channel)
+        self.leases = leases_pb2_grpc.LeasesStub(self.channel)
+        self.containers = containers_pb2_grpc.ContainersStub(self.channel)
+        self.tasks = tasks_pb2_grpc.TasksStub(self.channel)
+        self.metadata = self.rt.conn.metadata
+
+    @contextlib.contextmanager
+    def errors(self, what: str, container: str | None = None) -> Iterator[None]:
+        with self.rt.conn.errors(what, container):
+            yield
+
+    def blob(self, digest: str, what: str) -> dict:
+        """A manifest or config, from this state dir's copy when it has one: its digest names it, so a copy that
+        still matches it is the blob, and the streaming read (a thread of grpc's own) is spared."""
+        path = self.rt.root / "blobs" / digest.replace(":", "-")
+        with contextlib.suppress(OSError):
+            data = path.read_bytes()
+            if sha256(data) == digest:
+                return json.loads(data)
+        with self.errors(what):
+            data = b"".join(part.data for part in self.content.Read(
+                content_pb2.ReadContentRequest(digest=digest), metadata=self.metadata, timeout=CALL))
+        if len(data) <= BLOB_CACHE_ITEM and sha256(data) == digest:
+            private_dir(path.parent)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return json.loads(data)
+
+    def resolve(self, ref: str) -> Resolved | None:
+        """The image as Images.resolve reads it; None when containerd does not have it."""
+        try:
+            record = self.images.Get(images_pb2.GetImageRequest(name=str(parse(ref))), metadata=self.metadata,
+                                     timeout=CALL).image
+        except grpc.RpcError as e:
+            if code(e) == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise self.rt.conn.translate(e, f"image {ref}") from None
+        what = f"image {record.name}"
+        digest = record.target.digest
+        doc = self.blob(digest, what)
+        if record.target.media_type in media.INDEXES or "manifests" in doc:
+            digest = platform.select(doc.get("manifests") or [], what)["digest"]
+            doc = self.blob(digest, what)
+        return Resolved(record.name, digest, doc, doc["config"]["digest"], self.blob(doc["config"]["digest"], what),
+                        None)
+
+    def has_snapshot(self, key: str) -> bool:
+        try:
+            self.snapshots.Stat(snapshots_pb2.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=key),
+                                metadata=self.metadata, timeout=CALL)
+            return True
+        except grpc.RpcError as e:
+            if code(e) == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise self.rt.conn.translate(e, f"snapshot {key}") from None
+
+    def kill(self, id: str, number: int, all: bool = False) -> bool:
+        """Sends the task signal number; False when it is gone (or containerd refused)."""
+        try:
+            self.tasks.Kill(tasks_pb2.KillRequest(container_id=id, signal=number, all=all), metadata=self.metadata,
+                            timeout=CALL)
+            return True
+        except grpc.RpcError:
+            return False
+
+
+def run(rt: ContainerdRuntime, spec: ContainerSpec, output: Callable[[LogLine], None] | None, remove: bool,
+        on_signal: str | None) -> tuple[Container, int] | None:
+    """ContainerdRuntime.run_blocking of spec; None, with nothing changed, when the image is not in containerd or
+    not unpacked yet, or its name is taken (the async verbs pull, unpack and report those)."""
+    from .runtime import I_RESTARTS, I_STARTED, container_id
+
+    calls = _Calls(rt)
+    try:
+        id = container_id(spec.namespace, spec.name)
+        with located(RUNTIME, spec.name):
+            checked = volumes(spec)
+        resolved = calls.resolve(spec.image)
+        if resolved is None or (resolved.chain and not calls.has_snapshot(resolved.chain)):
+            return None
+        directory = rt.root / "containers" / id
+        lease = f"orchestr-{os.urandom(8).hex()}"
+        expire = rfc3339((time.time_ns() // 1_000_000_000 + LEASE_EXPIRY) * 1_000_000_000)
+        with calls.errors("a lease"):
+            calls.leases.Create(leases_pb2.CreateRequest(id=lease, labels={"containerd.io/gc.expire": expire}),
+                                metadata=calls.metadata, timeout=CALL)
+        try:
+            try:
+                mounts = calls.snapshots.Prepare(snapshots_pb2.PrepareSnapshotRequest(
+                    snapshotter=SNAPSHOTTER, key=id, parent=resolved.chain or ""),
+                    metadata=rt.conn.leased(lease), timeout=CALL).mounts
+            except grpc.RpcError as e:
+                if code(e) == grpc.StatusCode.ALREADY_EXISTS:
+                    return None  # a name in use, or what a killed create left: create() tells which, and clears
+                raise rt.conn.translate(e, f"container {spec.name}", spec.name) from None
+            made = False
+            try:
+                rt._fresh_dir(spec, checked, directory)
+                record = rt._container_record(spec, id, checked, resolved, mounts, directory, network.local(spec, directory),
+                                    {I_STARTED: rfc3339(), I_RESTARTS: "0"})
+                with calls.errors(f"container {spec.name}", spec.name):
+                    record = calls.containers.Create(containers_pb2.CreateContainerRequest(container=record),
+                                                     metadata=calls.metadata, timeout=CALL).container
+                made = True
+            finally:
+                if not made:
+                    _remove(calls, id, directory, container=False)
+        finally:
+            with contextlib.suppress(grpc.RpcError):
+                calls.leases.Delete(leases_pb2.DeleteRequest(id=lease), metadata=calls.metadata, timeout=CALL)
+        with SignalHold(on_signal) as hold:
+            try:
+                with calls.errors(f"container {id}", id):
+                    return _run(rt, calls, record, mounts, output, hold, spec.stop_grace_period)
+            except Interrupted as e:
+                if remove:
+                    _stop(calls, id, spec.stop_grace_period)
+                what = "was stopped and removed" if remove else "goes on running"
+                raise Interrupted(e.signal, f"{signals.Signals(e.signal).name}: container {spec.name} {what}") from None
+            finally:
+                hold.close()
+                if remove:
+                    with calls.errors(f"container {id}", id):
+                        _remove(calls, id, directory)
+    finally:
+        calls.channel.close()
+
+
+def _run(rt: ContainerdRuntime, calls: _Calls, record: containers_pb2.Container, mounts: Any,
+         output: Callable[[LogLine], None] | None, hold: SignalHold, grace: float) -> tuple[Container, int]:
+    """run(), from the container made to its end: its state then, and its exit code."""
+    from .runtime import I_LOG, I_NAME
+
+    id = record.id
+    log_dir = record.labels[I_LOG]
+    uri = f"binary://{rt._logger()}?{quote(log_dir, safe='/')}"
+    try:
+        calls.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=uri, stderr=uri),
+                           metadata=calls.metadata, timeout=CALL)
+        calls.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
+    except grpc.RpcError as e:
+        details = e.details() if hasattr(e, "details") else str(e)
+        from orchestr.errors import TerminalFailure
+
+        raise TerminalFailure(f"container {record.labels.get(I_NAME, id)} did not start: {' '.join(details.split())}",
+                              runtime=RUNTIME, container=id) from None
+    hold.attach(lambda sig: _forward(calls, id, grace, hold, sig))
+    ended: list[tasks_pb2.WaitResponse] = []
+    waiter = threading.Thread(target=lambda: ended.append(calls.tasks.Wait(
+        tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata)), daemon=True)
+    waiter.start()
+    if output is not None:
+        _follow(os.path.join(log_dir, logfile.FILE), output, waiter)
+    waiter.join()
+    if not ended:
+        answer = calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata)
+    else:
+        answer = ended[0]
+    process = task_pb2.Process(container_id=id, status=task_pb2.STOPPED, exit_status=answer.exit_status,
+                               exited_at=answer.exited_at)
+    return rt._container(record, process), answer.exit_status
+
+
+def _follow(path: str, output: Callable[[LogLine], None], waiter: threading.Thread) -> None:
+    """Hands on each line of the log at path until the task has ended and its logger written the last."""
+    from .runtime import _renewed
+
+    current = None
+    partial = b""
+    done = False
+    try:
+        while True:
+            if current is None or _renewed(path, current):
+                with contextlib.suppress(FileNotFoundError):
+                    new = open(path, "rb")  # noqa: SIM115 - closed below
+                    if current is not None:  # rotated: the old file's rest first
+                        _lines(partial + current.read(), output)
+                        partial = b""
+                        current.close()
+                    current = new
+            data = current.read() if current is not None else b""
+            if data:
+                partial = _lines(partial + data, output)
+                continue
+            if done:
+                return
+            if not waiter.is_alive():
+                _logger_done(os.path.dirname(path))
+                done = True  # one more look: the logger's last lines
+                continue
+            waiter.join(FOLLOW)
+    finally:
+        if current is not None:
+            current.close()
+
+
+def _lines(data: bytes, output: Callable[[LogLine], None]) -> bytes:
+    """Hands on data's whole lines; returns the unfinished rest."""
+    from .runtime import _line
+
+    cut = data.rfind(b"\n") + 1
+    for raw in data[:cut].splitlines():
+        if (line := _line(raw)) is not None:
+            output(line)
+    return data[cut:]
+
+
+def _logger_done(directory: str) -> None:
+    """Waits (a while at most) until the logger of the task that ended has written all its output."""
+    from .runtime import LOGGER_DONE
+
+    try:
+        fd = os.open(os.path.join(directory, "logger.lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        deadline = time.monotonic() + LOGGER_DONE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.005)
+    finally:
+        os.close(fd)
+
+
+def _forward(calls: _Calls, id: str, grace: float, hold: SignalHold, sig: int) -> None:
+    """Passes sig on as the runtime's stop does with it: sent, then SIGKILL after grace unless the run has ended."""
+    if calls.kill(id, sig):
+        hold.after(grace, lambda: calls.kill(id, signals.SIGKILL, all=True))
+
+
+def _stop(calls: _Calls, id: str, grace: float) -> None:
+    """SIGTERM, and SIGKILL once grace has passed without an end."""
+    if not calls.kill(id, signals.SIGTERM):
+        return
+    try:
+        calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata, timeout=grace)
+    except grpc.RpcError:
+        calls.kill(id, signals.SIGKILL, all=True)
+        with contextlib.suppress(grpc.RpcError):
+            calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
+
+
+def _remove(calls: _Calls, id: str, directory: Path, container: bool = True) -> None:
+    """The task (killed first if it still runs), the container's record, its snapshot and its directory."""
+    if container:
+        try:
+            calls.tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
+        except grpc.RpcError as e:
+            if code(e) == grpc.StatusCode.FAILED_PRECONDITION:  # still running: ended at once
+                calls.kill(id, signals.SIGKILL, all=True)
+                calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
+                calls.tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=id), metadata=calls.metadata,
+                                   timeout=CALL)
+            elif code(e) != grpc.StatusCode.NOT_FOUND:
+                raise
+        try:
+            calls.containers.Delete(containers_pb2.DeleteContainerRequest(id=id), metadata=calls.metadata,
+                                    timeout=CALL)
+        except grpc.RpcError as e:
+            if code(e) != grpc.StatusCode.NOT_FOUND:
+                raise
+    with contextlib.suppress(grpc.RpcError):
+        calls.snapshots.Remove(snapshots_pb2.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=id),
+                               metadata=calls.metadata, timeout=CALL)
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
