@@ -91,6 +91,22 @@ def instrument(marks: Marks, runtime: str) -> None:
         lifecycle.create = _timed(marks, "create", lifecycle.create)
         lifecycle.start_run = _timed(marks, "start", lifecycle.start_run)
         lifecycle.delete_steps = _timed(marks, "delete", lifecycle.delete_steps)
+    elif runtime == "containerd":
+        from orchestr_containerd import oneoff
+
+        # a run in the foreground makes its gRPC calls itself: each stub's methods timed as the step they serve
+        steps = {("leases", "Create"): "create", ("snapshots", "Prepare"): "create", ("containers", "Create"): "create",
+                 ("leases", "Delete"): "create", ("tasks", "Create"): "start", ("tasks", "Start"): "start",
+                 ("tasks", "Delete"): "delete", ("containers", "Delete"): "delete", ("snapshots", "Remove"): "delete"}
+        made = oneoff._Calls.__post_init__
+
+        def stubs(self):  # type: ignore[no-untyped-def]
+            made(self)
+            for (stub, method), name in steps.items():
+                target = getattr(self, stub)
+                setattr(target, method, _timed(marks, name, getattr(target, method)))
+
+        oneoff._Calls.__post_init__ = stubs
     else:
         from orchestr_docker import engine
         from orchestr_docker.runtime import DockerRuntime

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
-from context import Context, mkimage
-from harness import Contender, Goal, compare
+from breakdown import summarise
+from context import VENV_BIN, Context, mkimage
+from harness import Contender, Goal, compare, describe
 from scenarios.fleet import compose_fleet, expect, orchestr_fleet, running_compose, running_orchestr
 from scenarios.memory import ancestry, pss, pss_per_container
 
@@ -58,12 +60,39 @@ def run(ctx: Context) -> list[dict]:
         Contender("ctr images import", lambda: ctr_import(ctx, archive, ref), versus=(IMPORT,),
                   goal=Goal("orchestr at most ctr's time (ratio <= 1.0)", max_ratio=1.0)),
     ], repeat=repeat, warmup=warmup)
+    breakdown(ctx, 3 if ctx.quick else 9)
     k, repeat = (2, 1) if ctx.quick else (10, 3)
     groups += compare(f"{k} containers", [
         Contender(CONTAINERD_MEM, lambda: memory(ctx, k, "containerd")),
         Contender(NATIVE_MEM, lambda: memory(ctx, k, "native"), versus=(CONTAINERD_MEM,)),
     ], repeat=repeat, warmup=0, unit="bytes")
     return groups
+
+
+def breakdown(ctx: Context, n: int) -> None:
+    """Where the one-off run's time goes, as a note: medians of n runs timed by bench/breakdown.py."""
+    script = Path(__file__).resolve().parent.parent / "breakdown.py"
+    out = ctx.work / "breakdown.json"
+    namespace = ctx.namespace("cd-breakdown")
+    runs = []
+    try:
+        for i in range(n + 1):
+            t0 = time.perf_counter()
+            ctx.sh([VENV_BIN / "python", script, out, repr(t0), "--", "run", "--rm", "--runtime", "containerd",
+                    "--network", "none", "-n", namespace, ctx.orchestr_runtime("containerd"), "true"])
+            total = (time.perf_counter() - t0) * 1000
+            found = json.loads(out.read_text())
+            found["exit"] = total - sum(v for k, v in found.items() if not k.startswith("network"))
+            if i:  # the first is a warm-up
+                runs.append(found)
+    except subprocess.CalledProcessError as e:
+        ctx.note(f"{CLI}: no breakdown: {describe(e)}")
+        return
+    finally:
+        ctx.orchestr_delete_namespace(namespace)
+    ctx.note(f"Where {CLI} spends its time (median ms of {n} runs; imports include grpc and the messages, create "
+             f"the lease, the snapshot and the container record, start the task's Create and Start): "
+             f"{summarise(runs)}.")
 
 
 @contextlib.contextmanager
