@@ -227,6 +227,41 @@ async def test_what_an_earlier_apply_made_and_this_one_does_not_is_deleted(confi
         ("/api/v1/namespaces/shop/services/web-published", {"propagationPolicy": ["Background"]})]
 
 
+async def test_a_changed_job_replaces_the_old_one_whose_pod_template_cannot_change(config):
+    job = loads(HEALTHY_WEB.replace("  replicas: 2\n", "  replicas: 2\n  restartPolicy: OnFailure\n"))[0]
+    server = Server(namespaces={"shop"})
+    path = "/apis/batch/v1/namespaces/shop/jobs/web"
+    answers = {("PATCH", path): [status(422, "Invalid", 'Job.batch "web" is invalid: spec.template: Invalid value: '
+                                                        'field is immutable')],
+               ("GET", path): [httpx2.Response(200, json={"apiVersion": "batch/v1", "kind": "Job",
+                                                          "metadata": {"name": "web", "namespace": "shop"}}),
+                               status(404, "NotFound", 'jobs.batch "web" not found')]}
+
+    def answer(request):
+        queued = answers.get((request.method, request.url.path))
+        if queued:
+            server.requests.append((request.method, request.url.path, {}, None, None))
+            return queued.pop(0)
+        return server(request)
+
+    rt = KubernetesRuntime(None, transport=httpx2.MockTransport(answer))
+    await rt.deploy(job.container_spec(0), 2, "shop/web", service=job)
+    assert [(m, p) for m, p, *_ in server.requests if p.startswith(path)] == [
+        ("PATCH", path), ("DELETE", path), ("GET", path), ("GET", path), ("PATCH", path)]
+    assert [q for m, p, q, *_ in server.requests if m == "DELETE"] == [{"propagationPolicy": ["Foreground"]}]
+    assert server.requests[-1 - len(mapping.OWNED)][4]["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+    # any other refusal is one line, and nothing is deleted for it
+    server = Server(namespaces={"shop"})
+    answers[("PATCH", "/apis/apps/v1/namespaces/shop/deployments/web")] = [
+        status(422, "Invalid", 'Deployment.apps "web" is invalid: spec.replicas: Invalid value: -1')]
+    web = loads(HEALTHY_WEB)[0]
+    with pytest.raises(TerminalFailure) as e:
+        await rt.deploy(web.container_spec(0), 2, service=web)
+    assert str(e.value) == ('apply Deployment shop/web: the API server refused it: Deployment.apps "web" is '
+                            'invalid: spec.replicas: Invalid value: -1')
+    assert server.sent("DELETE") == []
+
+
 # -- read back -----------------------------------------------------------------------------------------------
 def pod(name: str, phase: str, *, owner: str = "ReplicaSet", created: str = "2026-12-01T10:00:00Z",
         probe: bool = True, **status) -> dict:

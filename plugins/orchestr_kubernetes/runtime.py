@@ -128,17 +128,43 @@ class KubernetesRuntime:
         with located(self.name, service.name):
             await self._ensure_namespace(namespace)
             for obj in applied:
-                meta = obj["metadata"]
-                with self._errors(f"apply {obj['kind']} {namespace}/{meta['name']}"):
-                    # force: orchestr's spec is the truth for the fields it declares; a field someone else set
-                    # since (kubectl scale, kubectl edit) is taken back, as apply converges every other runtime
-                    await self._api().patch(RESOURCES[obj["kind"]], meta["name"], obj, namespace=namespace,
-                                            patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER, force=True)
+                await self._apply(obj, service)
             # what an earlier apply made for this service and this one did not (a Deployment become a
             # StatefulSet, ports no longer published) goes
             keep = {(obj["kind"], obj["metadata"]["name"]) for obj in applied}
             await self._remove(namespace, service.name, keep)
         return mapping.service_id(namespace, service.name)
+
+    async def _apply(self, obj: dict[str, Any], service: Service) -> None:
+        kind, name, namespace = obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"]
+        resource = RESOURCES[kind]
+        with self._errors(f"apply {kind} {namespace}/{name}"):
+            try:
+                # force: orchestr's spec is the truth for the fields it declares; a field someone else set since
+                # (kubectl scale, kubectl edit) is taken back, as apply converges every other runtime
+                await self._api().patch(resource, name, obj, namespace=namespace, patch_type=PatchType.APPLY,
+                                        field_manager=FIELD_MANAGER, force=True)
+                return
+            except ApiError as e:
+                if kind != "Job" or e.status.code != 422:
+                    raise
+            # a Job's pod template cannot change: the changed Job replaces the old one once its pods are gone, as a
+            # changed spec replaces containers on the other runtimes
+            await self._api().delete(resource, name, namespace=namespace, cascade=CascadeType.FOREGROUND)
+            with anyio.move_on_after(service.spec.stop_grace_period + GONE_AFTER) as deadline:
+                while True:
+                    try:
+                        await self._api().get(resource, name, namespace=namespace)
+                    except ApiError as e:
+                        if e.status.code == 404:
+                            break
+                        raise
+                    await anyio.sleep(0.5)
+            if deadline.cancelled_caught:
+                raise Timeout(f"Job {namespace}/{name} was deleted to be replaced, but was still there "
+                              f"{service.spec.stop_grace_period + GONE_AFTER:g}s later", runtime=self.name)
+            await self._api().patch(resource, name, obj, namespace=namespace, patch_type=PatchType.APPLY,
+                                    field_manager=FIELD_MANAGER, force=True)
 
     async def _ensure_namespace(self, namespace: str) -> None:
         with self._errors(f"read namespace {namespace}"):
