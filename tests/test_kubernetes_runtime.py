@@ -374,6 +374,24 @@ async def test_delete_removes_only_what_carries_orchestrs_labels_of_that_service
     assert server.sent("PATCH") == [] and server.sent("POST") == []  # nor the namespace, nor its claims
 
 
+async def test_deleting_the_namespace_takes_its_policy_once_no_service_of_orchestr_is_left(config):
+    policy = {"metadata": {"name": "orchestr-same-namespace", "namespace": "shop",
+                           "labels": {"app.kubernetes.io/managed-by": "orchestr"}}, "spec": {"podSelector": {}}}
+    server = Server({"networkpolicies": [policy]})
+    await runtime(server).remove_network("shop")
+    lists = [(p, q) for p, q, _, _ in server.sent("GET")]
+    assert lists[-1] == ("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies",
+                         {"labelSelector": [f"app.kubernetes.io/managed-by=orchestr,!{L_SERVICE}"]})
+    assert [p for p, *_ in server.sent("DELETE")] == [
+        "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/orchestr-same-namespace"]
+    # a namespace that still has a service of orchestr keeps it
+    workload = {"metadata": {"name": "db", "namespace": "shop", "labels": {L_NAMESPACE: "shop", L_SERVICE: "db"}},
+                "spec": {"selector": {}, "template": {}, "serviceName": "db"}}
+    server = Server({"networkpolicies": [policy], "statefulsets": [workload]})
+    await runtime(server).remove_network("shop")
+    assert server.sent("DELETE") == []
+
+
 # -- errors --------------------------------------------------------------------------------------------------
 def closed_port() -> int:
     with socket.socket() as s:
@@ -424,4 +442,4 @@ def test_the_runtime_is_found_through_the_entry_point_group_and_says_what_it_doe
     info = runtimes()["kubernetes"]
     assert info.plugin == "orchestr_kubernetes"
     caps = KubernetesRuntime.capabilities
-    assert caps.services and caps.restarts and not caps.pause and not caps.exec_tty and not caps.image_import
+    assert caps.services and caps.restarts and caps.remove_network and not caps.pause and not caps.exec_tty and not caps.image_import

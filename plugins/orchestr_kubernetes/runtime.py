@@ -25,11 +25,13 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace, PersistentVolumeClaim, Pod
 from lightkube.resources.core_v1 import Service as K8sService
 from lightkube.resources.networking_v1 import NetworkPolicy
+from lightkube.operators import not_exists
 from lightkube.types import CascadeType, PatchType
 
 from orchestr.errors import (
     Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure, Timeout, located,
 )
+from orchestr.export.kubernetes import MANAGED_BY
 from orchestr.model import (
     EXEC_OUTPUT_LIMIT, L_NAMESPACE, L_SERVICE, Container, ContainerSpec, Deployment, Event, EventAction,
     ExecResult, HistoryEntry, Image, LogLine, State,
@@ -58,7 +60,8 @@ class KubernetesRuntime:
     name = "kubernetes"
     # The cluster restarts, scales and rolls out services itself; orchestr looks at pods to see changes. Nodes
     # pull images themselves, so the image verbs have nothing here to work on.
-    capabilities = Capabilities(restarts=True, events=EventDelivery.POLLED, limits=True, services=True)
+    capabilities = Capabilities(restarts=True, events=EventDelivery.POLLED, limits=True, services=True,
+                                remove_network=True)
 
     def __init__(self, config: Config | None = None, *, transport: httpx2.AsyncBaseTransport | None = None):
         self._transport = transport  # the HTTP client's transport hook: tests see the requests there
@@ -214,6 +217,24 @@ class KubernetesRuntime:
             if deadline.cancelled_caught:
                 raise Timeout(f"service {id} was removed, but its pods were still there "
                               f"{timeout + GONE_AFTER:g}s later", runtime=self.name)
+
+    async def remove_network(self, namespace: str) -> None:
+        """Deletes the namespace's own NetworkPolicy (orchestr's pods take connections from their namespace only)
+        once no service of orchestr is left there: the namespace-wide objects export labels as orchestr's but as
+        no service's. The namespace itself, and the claims of named volumes (their data), stay."""
+        if await self.deployments(namespace):
+            return
+        labels = {MANAGED_BY: "orchestr", L_SERVICE: not_exists()}
+        with self._errors(f"list orchestr's NetworkPolicies of namespace {namespace}"):
+            found = await self._list("NetworkPolicy", namespace, labels)
+        for obj in found:
+            name = obj["metadata"]["name"]
+            with self._errors(f"delete NetworkPolicy {namespace}/{name}"):
+                try:
+                    await self._api().delete(NetworkPolicy, name, namespace=namespace)
+                except ApiError as e:
+                    if e.status.code != 404:
+                        raise
 
     # -- its containers (pods) ------------------------------------------------------------------
 
