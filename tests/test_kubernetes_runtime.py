@@ -422,19 +422,23 @@ async def test_no_configuration_an_unreachable_server_and_a_refusal_are_one_line
     assert not e.value.retryable
 
 
-def test_the_command_line_says_an_unreachable_api_server_in_one_line(tmp_path):
+@pytest.mark.parametrize("command", [["apply", "-f", "SPEC"], ["get"]])
+def test_the_command_line_says_a_missing_configuration_and_an_unreachable_api_server_in_one_line(tmp_path, command):
     spec = tmp_path / "shop.yaml"
     spec.write_text(HEALTHY_WEB)
-    port = closed_port()
+    argv = [ORCHESTR, *[str(spec) if a == "SPEC" else a for a in command], "--runtime", "kubernetes"]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ORCHESTR_STATE_DIR": str(tmp_path / "state"),
-           "KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", f"https://127.0.0.1:{port}"))}
-    proc = subprocess.run([ORCHESTR, "apply", "-f", str(spec), "--runtime", "kubernetes"], capture_output=True,
-                          text=True, env=env, timeout=60)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert f"the Kubernetes API server at https://127.0.0.1:{port} cannot be reached" in lines[0]
+           "KUBECONFIG": str(tmp_path / "missing")}
+    port = closed_port()
+    for expected in (f"orchestr: no Kubernetes cluster configured (Configuration file {tmp_path}/missing not "
+                     f"found): set KUBECONFIG, or write ~/.kube/config",
+                     f"orchestr: the Kubernetes API server at https://127.0.0.1:{port} cannot be reached to "):
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode != 0
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith(expected), proc.stderr
+        env["KUBECONFIG"] = str(kubeconfig(tmp_path / "kubeconfig", f"https://127.0.0.1:{port}"))
 
 
 # -- what the runtime is -------------------------------------------------------------------------------------
