@@ -267,6 +267,8 @@ class KubernetesRuntime:
             await anyio.sleep(POLL)
 
     async def events(self) -> AsyncIterator[Event]:
+        # polled: the pods are listed every POLL seconds and compared with the last look, the first at the first
+        # iteration; a change undone within one poll is not seen
         before = {c.id: c for c in await self.list()}
         while True:
             await anyio.sleep(POLL)
