@@ -208,3 +208,27 @@ def test_results_md_has_a_table_per_scenario_and_charts_for_what_ran(quick_run):
             assert f"(charts/{scenario['id']}.png)" in section
         else:
             assert not chart.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_a_subset_run_keeps_the_other_scenarios_last_results(quick_run, tmp_path):
+    out, _, _ = quick_run
+    again = tmp_path / "out"
+    shutil.copytree(out, again)
+    first = json.loads((out / "results.json").read_text())
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--only", "planner", "--out", str(again)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    second = json.loads((again / "results.json").read_text())
+    assert [s["id"] for s in second["scenarios"]] == SCENARIOS
+    for old, new in zip(first["scenarios"], second["scenarios"]):
+        if new["id"] == "planner":
+            assert new["command"].endswith("--only planner --out " + str(again))
+            assert new["groups"] != old["groups"]  # measured again: fresh samples
+        else:
+            assert new["groups"] == old["groups"] and new["command"] == first["command"]
+    text = (again / "RESULTS.md").read_text()
+    assert all(f"\n## {sid}: " in text for sid in SCENARIOS)
