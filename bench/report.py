@@ -87,7 +87,8 @@ def markdown(results: dict, charts: dict[str, str]) -> str:
         "# orchestr benchmarks",
         "",
         f"Measured {results['date']} ({results['mode']} mode) by `{results['command']}`; rerun with `{RERUN}`",
-        "(`--quick` for a one-minute smoke run, `--only SCENARIO...` for a subset, `--out DIR` elsewhere).",
+        "(`--quick` for a one-minute smoke run, `--only SCENARIO...` for a subset, the others keeping their last results,",
+        "`--out DIR` elsewhere).",
         "Raw samples: [results.json](results.json).",
         "",
         "Every scenario runs orchestr and the tools people would use instead on the same machine in the same run,",
@@ -116,7 +117,10 @@ def markdown(results: dict, charts: dict[str, str]) -> str:
         "",
     ]
     for s in results["scenarios"]:
-        out += [f"## {s['id']}: {s['title']}", "", s["description"], ""]
+        out += [f"## {s['id']}: {s['title']}", ""]
+        if s.get("date", results["date"]) != results["date"]:
+            out += [f"Measured {s['date']} by `{s['command']}`.", ""]
+        out += [s["description"], ""]
         if s["status"] != "ran":
             out += [f"**{s['status'].capitalize()}:** {s['reason']}", ""]
         out += table(s)
@@ -193,7 +197,7 @@ def chart(scenario: dict, path: Path) -> bool:
 
 def write(results: dict, out: Path) -> None:
     """results.json holds everything, raw samples included:
-    {schema, date, mode, command, machine, versions, scenarios: [{id, title, description, notes, status, reason,
+    {schema, date, mode, command, machine, versions, scenarios: [{id, title, description, notes, status, reason, date, command,
     elapsed_s, groups: [{case, unit, repeat, warmup, series: [{tool, role, versus, status, reason, goal, n,
     samples, summary}]}]}]}; times in seconds, memory in bytes.
     """

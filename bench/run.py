@@ -19,7 +19,7 @@ sys.path.insert(0, str(BENCH))
 
 import machine  # noqa: E402
 import report  # noqa: E402
-from context import Context, workdir  # noqa: E402
+from context import Context, new_run_id, workdir  # noqa: E402
 from harness import Skip, describe  # noqa: E402
 from scenarios import SCENARIOS  # noqa: E402
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repetitions and small sizes: about a minute")
     parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), metavar="SCENARIO",
-                        help=f"run only these ({', '.join(SCENARIOS)})")
+                        help=f"run only these, keeping the others' last results ({', '.join(SCENARIOS)})")
     parser.add_argument("--out", type=Path, default=BENCH, help="where RESULTS.md, results.json and charts/ go")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so every clean-up still runs.
@@ -44,14 +44,34 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": [],
     }
     with contextlib.ExitStack() as stack:
-        ctx = Context(quick=args.quick, work=stack.enter_context(workdir()), stack=stack)
+        run_id = new_run_id()
+        ctx = Context(quick=args.quick, run_id=run_id, work=stack.enter_context(workdir(run_id)), stack=stack)
         results["versions"] = machine.versions(ctx)
         for sid in args.only or list(SCENARIOS):
             results["scenarios"].append(run_scenario(ctx, sid))
+            results["scenarios"][-1].update(date=results["date"], command=results["command"])
+    if args.only:
+        results["scenarios"] = kept(args.out / "results.json", results)
     results["machine"]["load average at end"] = machine.load_average()
     report.write(results, args.out)
     print(f"wrote {args.out / 'RESULTS.md'}, {args.out / 'results.json'} and {args.out / 'charts'}/")
     return 0
+
+
+def kept(path: Path, results: dict) -> list[dict]:
+    """A subset's scenarios beside the other scenarios' last results of the same mode, in the usual order."""
+    import json
+
+    try:
+        last = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return results["scenarios"]
+    if last.get("mode") != results["mode"]:
+        return results["scenarios"]
+    by_id = {s["id"]: s | {"date": s.get("date", last["date"]), "command": s.get("command", last["command"])}
+             for s in last["scenarios"]}
+    by_id.update((s["id"], s) for s in results["scenarios"])
+    return [by_id[sid] for sid in SCENARIOS if sid in by_id]
 
 
 def run_scenario(ctx: Context, sid: str) -> dict:

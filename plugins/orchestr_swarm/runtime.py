@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
+
 import anyio
 
 from orchestr.errors import RuntimeUnavailable, TerminalFailure, Timeout, located
@@ -20,6 +22,9 @@ from orchestr_docker import engine
 from orchestr_docker.runtime import SWARM_SERVICE, DockerRuntime
 
 from . import mapping
+
+if TYPE_CHECKING:
+    from orchestr.spec.models import Service
 
 GONE_AFTER = 30.0  # seconds past the grace period that an undeploy waits for the service's containers to go
 
@@ -58,7 +63,9 @@ class SwarmRuntime(DockerRuntime):
         return (f"the Docker Engine at {self.host} is not a swarm manager ({' '.join(message.split())}); "
                 "run `docker swarm init --advertise-addr 127.0.0.1`")
 
-    async def deploy(self, template: ContainerSpec, replicas: int, current: str | None = None) -> str:
+    async def deploy(
+        self, template: ContainerSpec, replicas: int, current: str | None = None, *, service: Service | None = None,
+    ) -> str:
         spec = mapping.service_spec(template, replicas, self.mesh)
         what = f"service {template.namespace}/{template.name}"
         with located(self.name, template.name), self._errors(what):
