@@ -68,8 +68,7 @@ def kept(path: Path, results: dict) -> list[dict]:
         return results["scenarios"]
     if last.get("mode") != results["mode"]:
         return results["scenarios"]
-    by_id = {s["id"]: s | {"date": s.get("date", last["date"]), "command": s.get("command", last["command"])}
-             for s in last["scenarios"]}
+    by_id = {s["id"]: s for s in last["scenarios"]}
     by_id.update((s["id"], s) for s in results["scenarios"])
     return [by_id[sid] for sid in SCENARIOS if sid in by_id]
 
