@@ -27,12 +27,12 @@ SLEEP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 class Context:
     """One benchmark run: its temp dir, its clean-ups (run last-in first-out, even on failure), its images."""
 
-    def __init__(self, *, quick: bool, work: Path, stack: contextlib.ExitStack):
+    def __init__(self, *, quick: bool, run_id: str, work: Path, stack: contextlib.ExitStack):
         self.quick = quick
         self.work = work
         self.stack = stack
         # Names of their own per run, so two runs on one machine never remove each other's things.
-        self.run_id = secrets.token_hex(3)
+        self.run_id = run_id
         self.image = f"orchestr-bench/busybox:{self.run_id}"
         self.ctr_namespace = f"orchestr-bench-{self.run_id}"
         self.state_dir = work / "orchestr-state"
@@ -257,11 +257,17 @@ def last_line(proc: subprocess.CompletedProcess) -> str:
     return text.splitlines()[-1] if text else f"exit status {proc.returncode}"
 
 
+def new_run_id() -> str:
+    """Six hex digits naming one run's things; ORCHESTR_BENCH_RUN_ID chooses them (a test then finds what the run left)."""
+    return os.environ.get("ORCHESTR_BENCH_RUN_ID") or secrets.token_hex(3)
+
+
 @contextlib.contextmanager
-def workdir(keep: bool = False) -> Iterator[Path]:
+def workdir(run_id: str, keep: bool = False) -> Iterator[Path]:
     import tempfile
 
-    path = Path(tempfile.mkdtemp(prefix="orchestr-bench-"))
+    path = Path(tempfile.gettempdir()) / f"orchestr-bench-{run_id}"
+    path.mkdir(mode=0o700)
     try:
         yield path
     finally:

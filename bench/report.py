@@ -86,7 +86,8 @@ def markdown(results: dict, charts: dict[str, str]) -> str:
     out = [
         "# orchestr benchmarks",
         "",
-        f"Measured {results['date']} ({results['mode']} mode) by `{results['command']}`; rerun with `{RERUN}`",
+        f"Last run {results['date']} ({results['mode']} mode): `{results['command']}`; a section another run measured"
+        f" names that run where it was recorded. Rerun with `{RERUN}`",
         "(`--quick` for a one-minute smoke run, `--only SCENARIO...` for a subset, the others keeping their last results,",
         "`--out DIR` elsewhere).",
         "Raw samples: [results.json](results.json).",
@@ -118,7 +119,7 @@ def markdown(results: dict, charts: dict[str, str]) -> str:
     ]
     for s in results["scenarios"]:
         out += [f"## {s['id']}: {s['title']}", ""]
-        if s.get("date", results["date"]) != results["date"]:
+        if s.get("date") and s["date"] != results["date"]:
             out += [f"Measured {s['date']} by `{s['command']}`.", ""]
         out += [s["description"], ""]
         if s["status"] != "ran":

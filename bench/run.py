@@ -19,7 +19,7 @@ sys.path.insert(0, str(BENCH))
 
 import machine  # noqa: E402
 import report  # noqa: E402
-from context import Context, workdir  # noqa: E402
+from context import Context, new_run_id, workdir  # noqa: E402
 from harness import Skip, describe  # noqa: E402
 from scenarios import SCENARIOS  # noqa: E402
 
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": [],
     }
     with contextlib.ExitStack() as stack:
-        ctx = Context(quick=args.quick, work=stack.enter_context(workdir()), stack=stack)
+        run_id = new_run_id()
+        ctx = Context(quick=args.quick, run_id=run_id, work=stack.enter_context(workdir(run_id)), stack=stack)
         results["versions"] = machine.versions(ctx)
         for sid in args.only or list(SCENARIOS):
             results["scenarios"].append(run_scenario(ctx, sid))
@@ -67,8 +68,7 @@ def kept(path: Path, results: dict) -> list[dict]:
         return results["scenarios"]
     if last.get("mode") != results["mode"]:
         return results["scenarios"]
-    by_id = {s["id"]: s | {"date": s.get("date", last["date"]), "command": s.get("command", last["command"])}
-             for s in last["scenarios"]}
+    by_id = {s["id"]: s for s in last["scenarios"]}
     by_id.update((s["id"], s) for s in results["scenarios"])
     return [by_id[sid] for sid in SCENARIOS if sid in by_id]
 

@@ -269,7 +269,7 @@ class _Run:
         spec = service.container_spec(0)
         labels = {k: v for k, v in spec.labels.items() if k != L_REPLICA}  # the runtime numbers its replicas
         template = replace(spec, name=service.name, labels=labels)
-        return await rt.deploy(template, service.spec.replicas, action.container_id)
+        return await rt.deploy(template, service.spec.replicas, action.container_id, service=service)
 
     async def _ensure_image(self, rt: Runtime, ref: str) -> Image:
         key = (rt.name, ref)

@@ -12,7 +12,7 @@ import enum
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import TerminalFailure
 from .model import (
@@ -31,6 +31,9 @@ from .model import (
     Stats,
 )
 from .plain import Frozen
+
+if TYPE_CHECKING:
+    from .spec.models import Service
 
 ProgressCallback = Callable[[PullProgress], None]
 
@@ -247,10 +250,14 @@ class ServiceRunner(Protocol):
     async def deployments(self, namespace: str | None = None) -> list[Deployment]:
         """Every orchestr service the runtime runs, optionally of one namespace."""
 
-    async def deploy(self, template: ContainerSpec, replicas: int, current: str | None = None) -> str:
+    async def deploy(
+        self, template: ContainerSpec, replicas: int, current: str | None = None, *, service: Service | None = None,
+    ) -> str:
         """Runs replicas containers like template (named as the service, labelled as each replica's container but
         for the replica label): creates the service when current is None, else updates the service current in
-        place, a rolling update when the template changed. Returns the service's id."""
+        place, a rolling update when the template changed. Returns the service's id. service is the declared
+        Service the template comes from, for a runtime that translates the whole declaration (health checks,
+        update strategy, dependencies) rather than one container."""
 
     async def undeploy(self, id: str, *, timeout: float = 10.0) -> None:
         """Removes the service: each container stopped within timeout seconds; returns once none is left."""

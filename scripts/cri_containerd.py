@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))  # orchestr.testing.images, when run from a checko
 SANDBOX_IMAGE = "localhost/orchestr-pause:1"
 CNI_BIN = "/usr/lib/cni"
 WAIT = 60.0  # seconds containerd gets to answer
+CLAIMS = Path("/run/orchestr-cri-subnets")
 # What CNI's portmap and firewall plugins make on first use and never remove: (table, chain, jumped to from).
 CNI_CHAINS = (
     ("nat", "CNI-HOSTPORT-DNAT", ("PREROUTING", "OUTPUT")),
@@ -124,13 +125,43 @@ def _routed() -> list[ipaddress.IPv4Network]:
     return nets
 
 
-def free_subnet() -> str:
-    """A /24 in 10.200.0.0/13 that nothing on this host routes (native takes 10.88.0.0/16 onwards)."""
-    routed = _routed()
-    for net in ipaddress.ip_network("10.200.0.0/13").subnets(new_prefix=24):
-        if not any(net.overlaps(r) for r in routed) and net.network_address.packed[2] != 0:
-            return str(net)
+@contextlib.contextmanager
+def _claims_locked():
+    """The host's claims on the pods' subnets, one file per subnet naming the DIR that holds it, under a lock:
+    a bridge's route appears only with its first pod, so two starting at once would otherwise pick the same /24."""
+    import fcntl
+
+    CLAIMS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(CLAIMS / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def free_subnet(owner: Path) -> str:
+    """Claims for owner a /24 in 10.200.0.0/13 that nothing on this host routes (native takes 10.88.0.0/16
+    onwards) and no other private containerd holds; a claim whose DIR is gone is stale and taken over."""
+    with _claims_locked():
+        claimed = set()
+        for claim in CLAIMS.glob("10.*"):
+            if Path(claim.read_text()).is_dir():
+                claimed.add(claim.name.replace("_", "/"))
+            else:
+                claim.unlink()
+        routed = _routed()
+        for net in ipaddress.ip_network("10.200.0.0/13").subnets(new_prefix=24):
+            if not any(net.overlaps(r) for r in routed) and net.network_address.packed[2] != 0 \
+                    and str(net) not in claimed:
+                (CLAIMS / str(net).replace("/", "_")).write_text(str(owner))
+                return str(net)
     raise RuntimeError("no free /24 in 10.200.0.0/13 for the CRI pods' bridge")
+
+
+def release_subnet(owner: Path, subnet: str) -> None:
+    with _claims_locked():
+        claim = CLAIMS / subnet.replace("/", "_")
+        with contextlib.suppress(OSError):
+            if claim.read_text() == str(owner):
+                claim.unlink()
 
 
 def _chains(table: str) -> set[str]:
@@ -170,7 +201,7 @@ class CriContainerd:
         os.chmod(self.dir, 0o700)
         meta = self._meta()
         if not meta:
-            meta = {"bridge": f"cri{secrets.token_hex(4)}", "subnet": free_subnet(),
+            meta = {"bridge": f"cri{secrets.token_hex(4)}", "subnet": free_subnet(self.dir),
                     "chains": {t: sorted(_chains(t) & {c for tt, c, _ in CNI_CHAINS if tt == t})
                                for t in ("nat", "filter")}}
             (self.dir / "meta.json").write_text(json.dumps(meta))
@@ -263,6 +294,7 @@ class CriContainerd:
             return
         subprocess.run(["ip", "link", "delete", meta["bridge"]], capture_output=True)
         self._remove_pod_rules(meta)
+        release_subnet(self.dir, meta["subnet"])
         ours = [(t, c, p) for t, c, p in CNI_CHAINS if c not in meta["chains"].get(t, []) and c in _chains(t)]
         # Another CNI user of this host may have pods in these chains: then they stay, and nothing of them is
         # flushed; else their rules (the plugins' fixed ones) go one by one, and a chain only once it is empty.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -94,31 +96,24 @@ def test_percentiles_interpolate_between_ranks():
     assert h.summary([]) is None
 
 
-def leftovers() -> dict[str, list[str]]:
-    """What a benchmark run could leave behind: containers, images, containerd's namespace, temp dirs."""
+def leftovers(run_id: str) -> dict[str, list[str]]:
+    """What the benchmark run named run_id could leave behind: containers, images, containerd's namespace, temp
+    dirs, bridges, its cri containerd; everything it makes carries the run id, so other runs on the host do not count."""
     def out(argv):
-        return subprocess.run(argv, capture_output=True, text=True).stdout.split()
+        return [x for x in subprocess.run(argv, capture_output=True, text=True).stdout.split() if run_id in x]
 
+    work = f"{tempfile.gettempdir()}/orchestr-bench-{run_id}"
     return {
-        "docker containers": [c for c in out(["docker", "ps", "-a", "--format", "{{.Names}}"])
-                              if c.startswith(("orchestr-bench", "bench-"))],
-        "docker images": [i for i in out(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"])
-                          if "orchestr-bench" in i or "/bench/" in i],
-        "docker networks": [n for n in out(["docker", "network", "ls", "--format", "{{.Name}}"])
-                            if n.startswith("bench-")],
-        "ctr namespaces": [n for n in out(["ctr", "namespaces", "ls", "-q"]) if n.startswith("orchestr-bench")],
-        "temp dirs": sorted(p.name for p in Path(tempfile.gettempdir()).glob("orchestr-bench-*")),
+        "docker containers": out(["docker", "ps", "-a", "--format", "{{.Names}}"]),
+        "docker images": out(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        "docker networks": out(["docker", "network", "ls", "--format", "{{.Name}}"]),
+        "ctr namespaces": out(["ctr", "namespaces", "ls", "-q"]),
+        "temp dirs": [work] if Path(work).exists() else [],
         # the native runtime's bridges, kept after their namespace's containers: each names its state dir
-        "orchestr bridges": [b.name for b in Path("/run/orchestr/bridges").glob("*")
-                             if "/orchestr-bench-" in _text(b)],
-        # the cri scenario's own containerd: its processes, its pods' bridge and CNI's iptables chains
-        "cri containerds": [p for p in out(["pgrep", "-f", "containerd --config /tmp/orchestr-bench-"])],
-        "cri bridges": [line.split(":")[1].strip() for line in subprocess.run(
-            ["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True).stdout.splitlines()
-            if line.split(":")[1].strip().startswith("cri")],
-        "CNI rules": [line for table in ("nat", "filter") for line in subprocess.run(
-            ["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
-            if "orchestr-cri" in line],  # the CNI network scripts/cri_containerd.py names
+        "orchestr bridges": [b.name for b in Path("/run/orchestr/bridges").glob("*") if work in _text(b)],
+        # the cri scenario's own containerd, by its config's path in the run's temp dir
+        "cri containerds": subprocess.run(["pgrep", "-f", f"containerd --config {work}/"],
+                                          capture_output=True, text=True).stdout.split(),
     }
 
 
@@ -134,14 +129,15 @@ def quick_run(tmp_path_factory):
     for tool in ("docker", "ctr", "runc", "crun", "docker-compose"):
         if not shutil.which(tool):
             pytest.fail(f"{tool} is not installed; run scripts/setup.sh", pytrace=False)
-    before = leftovers()
+    run_id = secrets.token_hex(3)
+    before = leftovers(run_id)
     out = tmp_path_factory.mktemp("bench-out")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--only", *SCENARIOS, "--out", str(out)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "ORCHESTR_BENCH_RUN_ID": run_id},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, before, leftovers()
+    return out, before, leftovers(run_id)
 
 
 @pytest.mark.slow

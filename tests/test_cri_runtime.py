@@ -219,3 +219,26 @@ async def test_an_unreachable_or_malformed_endpoint_is_one_line(tmp_path, monkey
     monkeypatch.setenv("ORCHESTR_CRI_ENDPOINT", "http://example")
     with pytest.raises(TerminalFailure, match="expected unix:///path/to/socket"):
         await CriRuntime(Config(state_dir=tmp_path)).list()
+
+
+def test_private_cri_containerds_starting_at_once_claim_different_subnets(tmp_path):
+    """A bridge's route appears only with its first pod, so routes alone let two containerds starting together
+    share a /24 (and one's clean-up remove the other's rules): each claims its subnet first, and releases it."""
+    from conftest import _cri_containerd_module
+
+    script = _cri_containerd_module()
+    a, b, gone = tmp_path / "a", tmp_path / "b", tmp_path / "gone"
+    for d in (a, b, gone):
+        d.mkdir()
+    first, second = script.free_subnet(a), script.free_subnet(b)
+    stale = script.free_subnet(gone)
+    try:
+        assert len({first, second, stale}) == 3
+        gone.rmdir()  # its owner went without releasing it: the next start takes it over
+        assert script.free_subnet(b) == stale
+        script.release_subnet(a, second)  # not a's: stays
+        assert (script.CLAIMS / second.replace("/", "_")).read_text() == str(b)
+    finally:
+        for owner, subnet in ((a, first), (b, second), (b, stale)):
+            script.release_subnet(owner, subnet)
+    assert not any((script.CLAIMS / s.replace("/", "_")).exists() for s in (first, second, stale))
