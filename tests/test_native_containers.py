@@ -739,14 +739,20 @@ async def test_exec_past_its_timeout_is_killed_with_what_it_started(native, name
 
 @pytest.mark.anyio
 async def test_signal_reaches_the_container_which_keeps_running(native, namespace):
-    c = await native.create(spec(namespace, "hup-0", "sh", "-c", "trap 'echo got HUP' HUP; while :; do sleep 0.1; done"))
+    c = await native.create(spec(namespace, "hup-0", "sh", "-c",
+                                 "trap 'echo got HUP' HUP; echo ready; while :; do sleep 0.1; done"))
     with pytest.raises(Conflict, match="created"):
         await native.signal(c.id, "HUP")
     await native.start(c.id)
 
-    async def told() -> bool:
-        return b"got HUP\n" in [line.data async for line in native.logs(c.id)]
+    async def said(what: bytes) -> bool:
+        return what in [line.data async for line in native.logs(c.id)]
 
+    async def told() -> bool:
+        return await said(b"got HUP\n")
+
+    # a HUP before the shell has set its trap ends it: wait until it has
+    await until(lambda: said(b"ready\n"), what="the trap set")
     await native.signal(c.id, "SIGHUP")
     await until(told, what="the trap's output")
     assert (await native.inspect(c.id)).state is State.RUNNING

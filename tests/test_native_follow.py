@@ -13,7 +13,7 @@ PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 if str(PLUGINS) not in sys.path:
     sys.path.insert(0, str(PLUGINS))
 
-from orchestr_native import follow  # noqa: E402
+from orchestr_native import follow, steps as verbs  # noqa: E402
 
 
 def parse(raw: bytes) -> str | None:
@@ -26,7 +26,7 @@ def drive(steps, moves: Iterable[Callable[[], None]]) -> list[str]:
     moves, out = iter(moves), []
     with contextlib.closing(steps):
         for step in steps:
-            if not isinstance(step, (int, float)):
+            if not isinstance(step, (int, float, verbs.Wake)):
                 out.append(step)
             elif (move := next(moves, None)) is None:
                 break
@@ -68,6 +68,24 @@ def test_the_event_log_is_followed_from_before_it_exists_and_between_a_rotation_
     steps = follow.lines(str(events), None, parse)
     got = drive(steps, [append(events, b"x\n"), rotate, lambda: None, append(events, b"y\nz")])
     assert got == ["x", "y"]  # z is not whole yet, and an event log never ends
+
+
+def test_a_follower_waits_on_its_directory_and_wakes_at_a_write(tmp_path):
+    log = tmp_path / "container.log"
+    log.write_bytes(b"")
+    steps = follow.lines(str(log), open(log, "rb"), parse)
+    with contextlib.closing(steps):
+        wait = next(steps)
+        assert isinstance(wait, verbs.Wake) and not _readable(wait.fd)
+        append(log, b"x\n")()
+        assert _readable(wait.fd)  # the driver's wait ends here, not at the delay's end
+        assert steps.send(None) == "x"
+
+
+def _readable(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def test_a_log_with_no_file_yet_ends_with_nothing_once_ended(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import ipaddress
 import json
 import os
@@ -184,6 +185,33 @@ async def test_peers_reach_each_other_by_service_and_container_name(net):
     await net.rt.delete(client.id)
     hosts = (await net.rt.exec(web.id, ["cat", "/etc/hosts"])).stdout.decode()
     assert "client" not in hosts and f"{web.ip}\tweb-0 web\n" in hosts
+
+
+@pytest.mark.anyio
+async def test_a_stopped_container_learns_at_its_start_who_came_and_went_meanwhile(net):
+    ns = net.namespace()
+    sleeper = ("sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait")
+    web = await net.up(ns, "web-0", *sleeper)
+    gone = await net.up(ns, "gone-0", *sleeper)
+    await net.rt.stop(web.id)
+    await net.rt.delete(gone.id, force=True)
+    late = await net.up(ns, "late-0", *sleeper)
+    await net.rt.start(web.id)
+    hosts = (await net.rt.exec(web.id, ["cat", "/etc/hosts"])).stdout.decode()
+    assert f"{late.ip}\tlate-0 late\n" in hosts and "gone" not in hosts and f"{web.ip}\tweb-0 web\n" in hosts
+
+
+@pytest.mark.anyio
+async def test_peers_deleted_at_once_all_leave_the_hosts_file_of_those_left(net):
+    ns = net.namespace()
+    sleeper = ("sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait")
+    kept = await net.up(ns, "kept-0", *sleeper)
+    going = [await net.up(ns, f"going-{i}", *sleeper) for i in range(6)]
+    async with anyio.create_task_group() as tg:  # each in a worker thread: they queue for the network's lock
+        for c in going:
+            tg.start_soon(functools.partial(net.rt.delete, c.id, force=True))
+    hosts = (await net.rt.exec(kept.id, ["cat", "/etc/hosts"])).stdout.decode()
+    assert "going" not in hosts and f"{kept.ip}\tkept-0 kept\n" in hosts
 
 
 @pytest.mark.anyio

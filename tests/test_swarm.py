@@ -265,6 +265,23 @@ async def test_services_deleted_together_leave_their_network_once(ns, state_dir)
         assert mapping.network_name(ns) not in docker("network", "ls", "--format", "{{.Name}}").split()
 
 
+async def test_a_network_removed_by_another_client_is_made_again_for_the_next_service(ns, state_dir):
+    def one(name: str) -> list[Service]:
+        return loads(f"apiVersion: orchestr/v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+                     f"spec: {{runtime: swarm, image: {TEST_IMAGE}, replicas: 0}}\n")
+
+    async with Client(state_dir=state_dir) as oc, Client(state_dir=state_dir) as other:
+        assert (await oc.apply(one("a"))).ok  # oc's runtime has made the namespace's network
+        assert (await other.delete(one("a"))).ok  # and the other client removed it with the namespace's last service
+        assert mapping.network_name(ns) not in docker("network", "ls", "--format", "{{.Name}}").split()
+        result = await oc.apply(one("b"))
+        assert result.ok, result.failed
+        assert mapping.network_name(ns) in docker("network", "ls", "--format", "{{.Name}}").split()
+        (b,) = json.loads(docker("service", "inspect", f"{ns}_b"))
+        (network,) = json.loads(docker("network", "inspect", mapping.network_name(ns)))
+        assert [n["Target"] for n in b["Spec"]["TaskTemplate"]["Networks"]] == [network["Id"]]
+
+
 async def test_a_service_moves_between_docker_and_the_swarm(ns, state_dir):
     text = spec(ns, replicas=1)
     async with Client(state_dir=state_dir) as oc:

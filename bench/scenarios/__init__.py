@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import (containerd, cri, export, images, lifecycle, logs, memory, planner, reapply, recovery, replicas,
-               rollout, services, startup, swarm)
+from . import (containerd, cri, export, images, lifecycle, logs, memory, neighbour, planner, reapply, recovery,
+               replicas, rollout, services, startup, swarm)
 
-SCENARIOS = {m.ID: m for m in (lifecycle, services, replicas, reapply, planner, memory, logs, startup, images, cri,
-                               containerd, recovery, export, swarm, rollout)}
+SCENARIOS = {m.ID: m for m in (lifecycle, services, replicas, reapply, planner, memory, logs, neighbour, startup,
+                               images, cri, containerd, recovery, export, swarm, rollout)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,7 +55,12 @@ def compose_fleet(ctx: Context, n: int, tag: str) -> Iterator[tuple[list[str], l
     try:
         yield [*base, "up", "-d"], [*base, "down"], project
     finally:
-        ctx.sh([*base, "down", "-t", "1"], check=False)
+        # The engine can refuse to remove the project's network while it still counts endpoints of containers
+        # just removed ("has active endpoints"): asked again until it lets go, so no network is left behind.
+        for _ in range(30):
+            if ctx.sh([*base, "down", "-t", "1"], check=False).returncode == 0:
+                break
+            time.sleep(1)
 
 
 def running_orchestr(ctx: Context, namespace: str) -> int:

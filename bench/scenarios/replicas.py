@@ -95,6 +95,7 @@ def compose(ctx: Context, n: int):
     path = ctx.tempdir(f"replicas-compose-{n}") / "docker-compose.yml"
     path.write_text(json.dumps({"version": "2.4", "services": {"s": {"image": ctx.docker_image(), "command": SLEEP}}}))
     base = ["docker-compose", "-p", project, "-f", path]
+    kept: list[bool] = []
     try:
         def down() -> float:
             """docker-compose 1.29's down, timed until its containers are gone. With hundreds of them it can ask
@@ -103,11 +104,17 @@ def compose(ctx: Context, n: int):
             t0 = time.perf_counter()
             done = ctx.sh([*base, "down"], timeout=1800, check=False)
             elapsed = time.perf_counter() - t0
-            for attempt in range(10):
+            for _ in range(60):  # on a busy machine the engine can take most of a minute to let go
                 if done.returncode == 0:
                     break
                 time.sleep(1)
-                done = ctx.sh([*base, "down"], timeout=1800, check=attempt == 9)
+                done = ctx.sh([*base, "down"], timeout=1800, check=False)
+            else:  # the engine's own leak (endpoints of removed containers): the next up reuses the network
+                if done.returncode and not kept:
+                    kept.append(True)
+                    ctx.note("docker-compose's down removed every container but the engine kept the project's "
+                             "network for more than a minute (\"has active endpoints\" with none left); the next "
+                             "up reused it.")
             return elapsed
 
         def trial() -> dict[str, float]:

@@ -165,9 +165,14 @@ def _host_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+@functools.cache
+def _host_cpus() -> int:
+    return os.cpu_count() or 1
+
+
 def _cpus_in_range(value: float | None) -> float | None:
     # The host that applies the spec runs its containers: Docker refuses more CPUs than it has, too.
-    host = os.cpu_count() or 1
+    host = _host_cpus()
     if value is not None and not MIN_CPUS <= value <= host:
         if value < MIN_CPUS:
             fail(f"expected at least {MIN_CPUS:g} CPUs (10m), the least a process can be given, got {value:g}")

@@ -14,6 +14,7 @@ from ..errors import SpecError
 from .messages import show, show_bytes
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR = "tag:yaml.org,2002:str"
 _MAX_NODES = 100_000  # per document; stops alias bombs from expanding without end
 MAX_FILE_BYTES = 8 << 20  # a spec file's size; ten thousand services take about 3 MiB
 
@@ -63,6 +64,8 @@ class _Tree:
         if id(node) in self.open:
             raise SpecError(self.filename, line, path, "expected a spec document, got a recursive alias")
         if isinstance(node, yaml.ScalarNode):
+            if node.tag == _STR:
+                return node.value  # most values: what construct_object would return, without its bookkeeping
             if node.tag.endswith(":bool") and not node.style:
                 self.lines.booleans[path] = node.value
             return self.loader.construct_object(node)

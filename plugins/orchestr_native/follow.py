@@ -6,7 +6,8 @@ import os
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
-from .steps import Steps, polls
+from .process import linux
+from .steps import Steps, Wake, polls
 
 T = TypeVar("T")
 
@@ -18,11 +19,15 @@ def lines(path: str, file: BinaryIO | None, parse: Callable[[bytes], T | None],
     writer rotated the old one away) the rest of the old one is read first, then the new one from its start.
     Once there is nothing to read and ended() says nothing more will be written, the rest is yielded, a last
     line without its newline included, and the steps end. Between looks it sleeps (yields delays, see steps),
-    shorter while lines keep coming. Closes file."""
+    shorter while lines keep coming, and is woken by any change in the file's directory (a write, a rotation, a
+    record of the writer's end) when the kernel lets it watch that. Closes file."""
     partial = b""
     delays = polls(0.1)
+    watch = _watch(os.path.dirname(path))
     try:
         while True:
+            if watch is not None:
+                _drain(watch)  # before the read: a write after it wakes the next wait
             renewed = _renewed(path, file)  # before the read: that read then drains the old file
             data = file.read() if file is not None else b""
             if data:
@@ -44,10 +49,28 @@ def lines(path: str, file: BinaryIO | None, parse: Callable[[bytes], T | None],
                     yield from _parsed(partial + file.read(), parse)
                 return
             else:
-                yield next(delays)
+                yield next(delays) if watch is None else Wake(watch, next(delays))
     finally:
         if file is not None:
             file.close()
+        if watch is not None:
+            os.close(watch)
+
+
+def _watch(directory: str) -> int | None:
+    """An inotify fd woken by changes in directory; None when there is none to have (the polls then do)."""
+    try:
+        return linux.inotify(directory, linux.IN_MODIFY | linux.IN_CREATE | linux.IN_MOVED_TO)
+    except OSError:  # no such directory yet, or the user's inotify instances are used up
+        return None
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _renewed(path: str, file: BinaryIO | None) -> bool:

@@ -9,7 +9,10 @@ import functools
 import os
 import shutil
 import signal as signals
+import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import anyio
 
@@ -22,6 +25,8 @@ from . import mapping, steps
 from .process import linux
 from .store import ContainerStore, supervised
 from .supervisor import records
+
+T = TypeVar("T")
 
 
 def create(store: ContainerStore, spec: ContainerSpec) -> Container:
@@ -46,29 +51,61 @@ def create(store: ContainerStore, spec: ContainerSpec) -> Container:
                 private_dir(store.volumes)
                 os.makedirs(m["source"], 0o755, exist_ok=True)  # as the container sees it; volumes/ keeps others out
         d.mkdir(mode=0o700)
-        for sub in ("upper", "work", "rootfs"):  # as the container's / shows them; d keeps others out
-            (d / sub).mkdir(mode=0o755)
-        (d / "hostname").write_text(f"{spec.name}\n")
-        (d / "hosts").write_text(f"127.0.0.1\tlocalhost {spec.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-        if spec.network == "host" and "/etc/resolv.conf" in config["files"]:
-            shutil.copyfile("/etc/resolv.conf", config["files"]["/etc/resolv.conf"])
-        if spec.network == "bridge":  # writes hosts and resolv.conf; raises before any change on a taken port
-            try:
-                config["net"] = store.network.attach(id, spec, d)
-            except BaseException:
-                shutil.rmtree(d)
-                raise
-        records.write_json(str(d / records.CONFIG), config)  # no state.json yet: load reads that as created
+        # The network's kernel work (a namespace, a veth pair: milliseconds) goes on while the rest is made. It
+        # writes hosts and resolv.conf; it raises before any change on a taken port.
+        attaching = _Meanwhile(store.network.attach, id, spec, d) if spec.network == "bridge" else None
         try:
-            store.cgroup(id).create(spec.resources)
-        except OSError as e:
+            for sub in ("upper", "work", "rootfs"):  # as the container's / shows them; d keeps others out
+                (d / sub).mkdir(mode=0o755)
+            (d / "hostname").write_text(f"{spec.name}\n")
+            if attaching is None:
+                (d / "hosts").write_text(f"127.0.0.1\tlocalhost {spec.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+            if spec.network == "host" and "/etc/resolv.conf" in config["files"]:
+                shutil.copyfile("/etc/resolv.conf", config["files"]["/etc/resolv.conf"])
+            try:
+                store.cgroup(id).create(spec.resources)
+            except OSError as e:
+                raise RuntimeFailure(f"container {spec.name}: cannot set up its cgroup: {e}") from None
+            if attaching is not None:
+                config["net"] = attaching.outcome()
+        except BaseException:
+            if attaching is not None:
+                config["net"] = attaching.outcome(default=None)
             store.cgroup(id).remove()
             if config["net"]:
                 store.network.detach(config)
             shutil.rmtree(d)
-            raise RuntimeFailure(f"container {spec.name}: cannot set up its cgroup: {e}") from None
+            raise
+        records.write_json(str(d / records.CONFIG), config)  # no state.json yet: load reads that as created
     store.event(config, "create", State.CREATED)
     return store.view(config, {"status": "created"})
+
+
+class _Meanwhile:
+    """fn(*args) in a thread of its own, from now on."""
+
+    _failed = object()
+
+    def __init__(self, fn: Callable[..., T], *args: object):
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn, args), name="orchestr-meanwhile")
+        self.thread.start()
+
+    def _run(self, fn: Callable, args: tuple) -> None:
+        try:
+            self.result = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits for the outcome
+            self.error = e
+
+    def outcome(self, default: object = _failed) -> object:
+        """fn's result once it has returned; what it raised is raised here, unless a default is given for that."""
+        self.thread.join()
+        if self.error is None:
+            return self.result
+        if default is not self._failed:
+            return default
+        raise self.error
 
 
 def start_steps(store: ContainerStore, id: str) -> steps.Steps[None]:
@@ -242,7 +279,9 @@ def reattach(store: ContainerStore) -> list[Container]:
         for id in store.ids():
             d = store.dir / id
             config = records.read_json(str(d / records.CONFIG))
-            if config is None:  # a create that died half-way: nothing else refers to it
+            if config is None:  # a create that died half-way: nothing else refers to it but its cgroup
+                with contextlib.suppress(OSError, TimeoutError):
+                    store.cgroup(id).remove()
                 shutil.rmtree(d, ignore_errors=True)
                 continue
             state = records.read_json(str(d / records.STATE)) or {"status": "created"}

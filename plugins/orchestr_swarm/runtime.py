@@ -44,6 +44,7 @@ class SwarmRuntime(DockerRuntime):
         super().__init__(config)
         self.mesh = os.environ.get("ORCHESTR_SWARM_ROUTING_MESH", "") in ("1", "true", "yes")
         self._networks = anyio.Lock()  # a namespace's network is made and removed by one service verb at a time
+        self._made: set[str] = set()  # namespaces whose network this runtime has found or made, and not removed
 
     # -- whole services -------------------------------------------------------------------
 
@@ -73,16 +74,30 @@ class SwarmRuntime(DockerRuntime):
                 await self._call("POST", f"services/{current}/update", {"version": str(version)}, spec)
                 return current
             async with self._networks:
-                if template.network == "bridge":
+                if template.network != "bridge":
+                    return (await self._call("POST", "services/create", None, spec))["ID"]
+                known = template.namespace in self._made
+                await self._ensure_network(template.namespace)
+                try:
+                    created = await self._call("POST", "services/create", None, spec)
+                except Exception as e:  # the engine's error, from either client
+                    # found or made by an earlier deploy, the network has been removed since by another process
+                    if not known or f"network {mapping.network_name(template.namespace)} not found" not in str(e):
+                        raise
+                    self._made.discard(template.namespace)
                     await self._ensure_network(template.namespace)
-                created = await self._call("POST", "services/create", None, spec)
+                    created = await self._call("POST", "services/create", None, spec)
         return created["ID"]
 
     async def _ensure_network(self, namespace: str) -> None:
+        """Finds or makes the namespace's network, once per runtime: the services of one apply share it."""
+        if namespace in self._made:
+            return
         name = mapping.network_name(namespace)
         found = await self._get("networks", {"filters": json.dumps({"name": [name]})})
         if not any(n.get("Name") == name for n in found):
             await self._call("POST", "networks/create", None, mapping.network_body(namespace))
+        self._made.add(namespace)
 
     async def undeploy(self, id: str, *, timeout: float = 10.0) -> None:
         with located(self.name, id), self._errors(f"service {id}", missing=f"service {id} not found"):
@@ -109,6 +124,7 @@ class SwarmRuntime(DockerRuntime):
                     await self._remove_network(namespace)
 
     async def _remove_network(self, namespace: str) -> None:
+        self._made.discard(namespace)
         try:
             await self._call("DELETE", f"networks/{mapping.network_name(namespace)}")
         except engine.EngineError as e:

@@ -8,7 +8,9 @@ import hashlib
 import ipaddress
 import os
 import shutil
-from collections.abc import Iterator
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from orchestr.config import private_dir
@@ -21,6 +23,10 @@ from . import firewall, ipam, names, netns, ports, services
 RUN = "/run/orchestr"
 LOCK = os.path.join(RUN, "network.lock")
 OWNERS = os.path.join(RUN, "bridges")  # a file per kept bridge naming the state dir it belongs to
+# bridge -> how many of this process's threads wait for the lock to remove a container from it: all but the last
+# leave telling the peers to it, which then tells them of every removal at once
+_detaching: Counter[str] = Counter()
+_detaching_lock = threading.Lock()
 BRIDGE_PREFIX = "orc-"  # bridges are orc-<11 hex>, veths orc<10 hex>: `orc-+` in iptables means bridges only
 
 
@@ -110,9 +116,30 @@ class Network:
         """Removes the container's ports, namespace (its veth goes with it) and lease. The bridge stays after the
         namespace's last container, as docker0 does, so the next container of the namespace finds it."""
         net = config["net"]
-        with self._locked():
-            self._remove(config["id"], net, str(self.containers / config["id"]))
-            self._settle(net["bridge"])
+        with self._queued(net["bridge"]) as last:
+            try:
+                self._remove(config["id"], net, str(self.containers / config["id"]))
+            finally:
+                if last():
+                    self._settle(net["bridge"])
+
+    @contextlib.contextmanager
+    def _queued(self, bridge: str) -> Iterator[Callable[[], bool]]:
+        """The lock, for a removal from bridge; yields a test of whether no other thread of this process waits to
+        remove one meanwhile (a service's delete removes its replicas from several threads at once)."""
+        with _detaching_lock:
+            _detaching[bridge] += 1
+        held = False
+        try:
+            with self._locked():
+                with _detaching_lock:
+                    _detaching[bridge] -= 1
+                held = True
+                yield lambda: not _detaching[bridge]
+        finally:
+            if not held:
+                with _detaching_lock:
+                    _detaching[bridge] -= 1
 
     def remove(self, namespace: str) -> bool:
         """Removes the namespace's bridge and its record, and orchestr's iptables chains with the host's last

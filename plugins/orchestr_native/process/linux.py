@@ -119,6 +119,21 @@ def move_mount(tree: int, target: int) -> None:
                          ctypes.c_uint(flags)), "move_mount")
 
 
+IN_MODIFY, IN_MOVED_TO, IN_CREATE = 0x2, 0x80, 0x100
+_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+
+
+def inotify(path: str, mask: int) -> int:
+    """A non-blocking inotify fd watching path for the events in mask (IN_*); readable once one happened."""
+    fd = _check(_libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC), "inotify_init1")
+    try:
+        _check(_libc.inotify_add_watch(fd, os.fsencode(path), mask), f"inotify_add_watch {path}")
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def umount(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
 

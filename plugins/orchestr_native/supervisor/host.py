@@ -71,6 +71,7 @@ class Supervisor:
         self.monitors: dict[str, Monitor] = {}  # by container directory
         self.waiting: list[tuple[Monitor, socket.socket]] = []  # clients whose start is not settled yet
         self.last_request = time.monotonic()
+        self.unsynced: set[str] = set()  # state.json files written this round, fsynced once the replies are out
 
     def adopt(self, runs: dict) -> None:
         """Takes over what a worker that died left: every container whose records say this keeper supervises
@@ -134,8 +135,17 @@ class Supervisor:
             for monitor in list(self.monitors.values()):
                 self._guard(monitor, "tick")
             self._answer()
+            self._sync()
             if not self.monitors and time.monotonic() - self.last_request >= IDLE_EXIT:
                 return
+
+    def _sync(self) -> None:
+        for path in self.unsynced:
+            try:
+                records.sync(path)
+            except OSError:
+                pass  # a full disk or a failing one: the record is there to read all the same
+        self.unsynced.clear()
 
     def _timeout(self) -> float | None:
         deadlines = [t for m in self.monitors.values() if (t := m.wake_at()) is not None]
@@ -282,7 +292,10 @@ def work(root: str, listener: socket.socket, link_fd: int, keeper: dict, runs: d
     and returns once idle, having removed the socket so that the next client starts a new supervisor."""
     supervisor = Supervisor(root, listener, Link(link_fd), keeper)
     supervisor.adopt(runs)
-    supervisor.run()
+    try:
+        supervisor.run()
+    finally:
+        supervisor._sync()
     path = os.path.join(root, SOCKET)
     try:
         if os.stat(path).st_ino == socket_ino:

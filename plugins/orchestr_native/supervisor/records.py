@@ -18,13 +18,17 @@ EVENTS_MAX = 1 << 20
 _decode = json.JSONDecoder().decode
 
 
-def write_json(path: str, data: dict) -> None:
+def write_json(path: str, data: dict, durable: bool = True) -> None:
+    """Replaces the record at path at once, as a whole. durable: on disk before it replaces the old one; else
+    the caller makes it durable with sync() when no one waits on it any more (an empty file, all a crash can
+    leave in between, reads as no record)."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "w", opener=private) as f:
             json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -32,6 +36,18 @@ def write_json(path: str, data: dict) -> None:
         except OSError:
             pass
         raise
+
+
+def sync(path: str) -> None:
+    """Makes what write_json(durable=False) wrote at path durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # removed meanwhile: nothing to keep
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def private(path: str, flags: int) -> int:
@@ -53,7 +69,8 @@ def read_json(path: str) -> dict | None:
             chunks.append(chunk)
     finally:
         os.close(fd)
-    return _decode(b"".join(chunks).decode())  # json.loads would first guess the bytes' encoding: ours is UTF-8
+    data = b"".join(chunks)
+    return _decode(data.decode()) if data else None  # json.loads would first guess the bytes' encoding: ours is UTF-8
 
 
 @functools.cache  # fixed for the life of any process
