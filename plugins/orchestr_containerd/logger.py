@@ -29,6 +29,29 @@ STOPPED = "stopped"  # a file orchestr makes here before it stops the container:
 READ = 1 << 16
 
 
+def wait_done(directory: str, within: float = 15.0) -> None:
+    """Waits (within seconds at most) until the logger of a task that ended has written all its output: it holds
+    logger.lock while it runs."""
+    import time
+
+    try:
+        fd = os.open(os.path.join(directory, "logger.lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.005)
+    finally:
+        os.close(fd)
+
+
 def main(args: list[str]) -> None:
     directory = args[0]
     with open(os.path.join(directory, CONFIG)) as f:

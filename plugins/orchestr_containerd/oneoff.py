@@ -7,7 +7,6 @@ from Wait rather than asked for again)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal as signals
@@ -30,7 +29,7 @@ from orchestr.registry import media, platform
 from orchestr.registry.reference import parse
 from orchestr.signalhold import SignalHold
 
-from . import network
+from . import logger, network
 from .client import MAX_MESSAGE, RUNTIME, code
 from .images import BLOB_CACHE_ITEM, LEASE_EXPIRY, SNAPSHOTTER, Resolved, sha256
 from .proto import containers_pb2, containers_pb2_grpc, content_pb2, content_pb2_grpc, images_pb2, images_pb2_grpc
@@ -243,7 +242,7 @@ def _follow(path: str, output: Callable[[LogLine], None], waiter: threading.Thre
             if done:
                 return
             if not waiter.is_alive():
-                _logger_done(os.path.dirname(path))
+                logger.wait_done(os.path.dirname(path))
                 done = True  # one more look: the logger's last lines
                 continue
             waiter.join(FOLLOW)
@@ -261,28 +260,6 @@ def _lines(data: bytes, output: Callable[[LogLine], None]) -> bytes:
         if (line := _line(raw)) is not None:
             output(line)
     return data[cut:]
-
-
-def _logger_done(directory: str) -> None:
-    """Waits (a while at most) until the logger of the task that ended has written all its output."""
-    from .runtime import LOGGER_DONE
-
-    try:
-        fd = os.open(os.path.join(directory, "logger.lock"), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        deadline = time.monotonic() + LOGGER_DONE
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return
-                time.sleep(0.005)
-    finally:
-        os.close(fd)
 
 
 def _forward(calls: _Calls, id: str, grace: float, hold: SignalHold, sig: int) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -22,7 +21,6 @@ import shutil
 import signal as signals
 import stat
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -41,7 +39,7 @@ from orchestr.model import (
 )
 from orchestr.runtime import Capabilities, EventDelivery, ExecOutput
 
-from . import network, spec as specs
+from . import logger, network, spec as specs
 from .client import RUNTIME, Connection, address, code, namespace
 from .images import SNAPSHOTTER, Images, Resolved
 from .proto import containers_pb2, payloads_pb2, snapshots_pb2, task_pb2, tasks_pb2
@@ -61,7 +59,6 @@ CALL = 60.0
 POLL = 0.05
 LOG_MAX_SIZE = 10 << 20
 LOG_MAX_FILES = 5
-LOGGER_DONE = 15.0  # seconds a reader waits for the logger of an ended task to write the last output
 _ID = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _ORCHESTR = os.path.dirname(os.path.abspath(orchestr.__file__))
@@ -492,7 +489,7 @@ class ContainerdRuntime(Images):
             if not done and wait and task.status == task_pb2.RUNNING:
                 done = await self._wait_task(id, wait) is not None
             if done:
-                await _logger_done(os.path.dirname(path))
+                await anyio.to_thread.run_sync(logger.wait_done, os.path.dirname(path))
             return done
 
         if not follow:
@@ -690,27 +687,6 @@ def _renewed(path: str, file) -> bool:  # type: ignore[no-untyped-def]
     except FileNotFoundError:
         return False
     return file is None or inode != os.fstat(file.fileno()).st_ino
-
-
-async def _logger_done(directory: str) -> None:
-    """Waits (a while at most) until the logger of the task that ended has written all its output."""
-    lock = os.path.join(directory, "logger.lock")
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        deadline = time.monotonic() + LOGGER_DONE
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return
-                await anyio.sleep(0.005)
-    finally:
-        os.close(fd)
 
 
 async def start_task(conn: Connection, c: containers_pb2.Container, task: task_pb2.Process | None,
