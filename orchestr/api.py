@@ -717,10 +717,7 @@ class Client:
                 return await rt.inspect(container.id), None
             code = await _attend(rt, container.id, spec.stop_grace_period, output, on_signal, caught)
             if caught and on_signal == "leave":
-                import signal
-
-                what = "was stopped and removed" if remove else "goes on running"
-                raise Interrupted(caught[0], f"{signal.Signals(caught[0]).name}: container {spec.name} {what}")
+                raise Interrupted.one_off(caught[0], spec.name, remove)
             return await rt.inspect(container.id), code
         finally:
             if remove and not detach:

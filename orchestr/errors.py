@@ -100,3 +100,11 @@ class Interrupted(OrchestrError):
     def __init__(self, signal: int, message: str):
         self.signal = signal
         super().__init__(message)
+
+    @classmethod
+    def one_off(cls, signal: int, name: str, removed: bool) -> Interrupted:
+        """The signal left the one-off container name running, or stopped and removed it."""
+        import signal as signals
+
+        what = "was stopped and removed" if removed else "goes on running"
+        return cls(signal, f"{signals.Signals(signal).name}: container {name} {what}")

@@ -172,8 +172,7 @@ def run(rt: ContainerdRuntime, spec: ContainerSpec, output: Callable[[LogLine], 
             except Interrupted as e:
                 if remove:
                     _stop(calls, id, spec.stop_grace_period)
-                what = "was stopped and removed" if remove else "goes on running"
-                raise Interrupted(e.signal, f"{signals.Signals(e.signal).name}: container {spec.name} {what}") from None
+                raise Interrupted.one_off(e.signal, spec.name, remove) from None
             finally:
                 hold.close()
                 if remove:

@@ -53,8 +53,7 @@ def run(rt: DockerRuntime, spec: ContainerSpec, output: Callable[[LogLine], None
             if remove:
                 with rt._errors(f"container {id}", container=id):
                     _stop(call, id, spec.stop_grace_period)
-            what = "was stopped and removed" if remove else "goes on running"
-            raise Interrupted(e.signal, f"{signals.Signals(e.signal).name}: container {spec.name} {what}") from None
+            raise Interrupted.one_off(e.signal, spec.name, remove) from None
         finally:
             hold.close()
             if remove:

@@ -41,8 +41,7 @@ def run(store: ContainerStore, spec: ContainerSpec, output: Callable[[LogLine], 
             if remove:
                 steps.drive_blocking(lifecycle.stop_steps(store, container.id, "SIGTERM",
                                                           spec.stop_grace_period))
-            what = "was stopped and removed" if remove else "goes on running"
-            raise Interrupted(e.signal, f"{signals.Signals(e.signal).name}: container {spec.name} {what}") from None
+            raise Interrupted.one_off(e.signal, spec.name, remove) from None
         finally:
             hold.close()
             if remove:
