@@ -154,7 +154,6 @@ async def attach(runtime: ContainerdRuntime, spec: ContainerSpec, id: str, direc
     files = {**files, "/etc/resolv.conf": str(directory / "resolv.conf")}
 
     def add() -> dict:
-        firewall.open_bridge(bridge, network["plugins"][0]["ipam"]["ranges"][0][0]["subnet"])
         if not os.path.exists(path):
             _ip("netns", "add", os.path.basename(path))
         _invoke({"type": "loopback"}, {"cniVersion": VERSION, "name": "lo"}, "ADD", id, path, "lo")
@@ -172,7 +171,20 @@ async def attach(runtime: ContainerdRuntime, spec: ContainerSpec, id: str, direc
         (directory / RESULT).write_text(json.dumps({"network": network, "result": result, "ports": ports}))
         return result
 
-    result = await anyio.to_thread.run_sync(add)
+    async with runtime.bridges_lock:
+        # each look at the rules is ten iptables calls under the host's xtables lock, on which a fleet's creates
+        # would queue: looked at once while this runtime knows them there (the link gone says another process
+        # closed the bridge since), or one of its creates is making the link
+        if runtime.bridges_open.get(bridge) is None or not (
+                runtime.bridges_open[bridge] or os.path.exists(f"/sys/class/net/{bridge}")):
+            await anyio.to_thread.run_sync(firewall.open_bridge, bridge,
+                                           network["plugins"][0]["ipam"]["ranges"][0][0]["subnet"])
+            runtime.bridges_open[bridge] = 0
+        runtime.bridges_open[bridge] += 1
+    try:
+        result = await anyio.to_thread.run_sync(add)
+    finally:
+        runtime.bridges_open[bridge] -= 1
     ip = result["ips"][0]["address"].split("/")[0]
     labels = {IP: ip, PORTS: json.dumps(ports)}
     return Attached(path, files, labels)
@@ -245,6 +257,7 @@ async def detach(runtime: ContainerdRuntime, id: str, directory: Path, namespace
         remaining = _leased(Path(plugin["ipam"]["dataDir"]) / saved["network"]["name"])
         if not remaining and bridge not in runtime.bridges_closing:  # the last ones deleted at once: one closes it
             runtime.bridges_closing.add(bridge)
+            runtime.bridges_open.pop(bridge, None)
             try:
                 subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
                 await anyio.to_thread.run_sync(firewall.close_bridge, bridge)

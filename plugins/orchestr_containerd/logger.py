@@ -5,6 +5,7 @@ The shim hands it the container's stdout on fd 3 and stderr on fd 4, and waits f
 the container. Its environment names only the container and its containerd namespace; the log's directory is its
 one argument, and the directory's logger.json says how big the log may grow. It runs as `python -IS` with orchestr
 and this package registered as bare packages (no orchestr imports, no grpc): one per running container, so small.
+It says it is ready before it imports what it writes with, as every task's create waits for that.
 The shim keeps its own ends of the output pipes until the task is deleted, so the end of the output does not say
 the container ended: the logger watches the container's first process instead (its pid is in the bundle's init.pid,
 the shim's working directory and so the logger's), drains what is left in the pipes once it has ended, and exits.
@@ -16,13 +17,8 @@ orchestr's restarter, detached (see restart.py).
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import select
-import signal
 import sys
-
-from orchestr import logfile
 
 CONFIG = "logger.json"
 STOPPED = "stopped"  # a file orchestr makes here before it stops the container: not to be restarted
@@ -54,10 +50,22 @@ def wait_done(directory: str, within: float = 15.0) -> None:
 
 def main(args: list[str]) -> None:
     directory = args[0]
-    with open(os.path.join(directory, CONFIG)) as f:
-        config = json.load(f)
     lock = os.open(os.path.join(directory, "logger.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
+    # ready once the lock is held, before the imports: the task's create waits for this, and what the container
+    # writes meanwhile waits in the pipes
+    try:
+        os.close(5)
+    except OSError:
+        pass
+    import json
+    import signal
+    from select import select
+
+    from orchestr import logfile
+
+    with open(os.path.join(directory, CONFIG)) as f:
+        config = json.load(f)
     log = logfile.LogWriter(os.path.join(directory, logfile.FILE), config["max_size"], config["max_files"])
     streams = {fd: name for fd, name in ((3, "stdout"), (4, "stderr")) if _open(fd)}
     partial = {fd: b"" for fd in streams}
@@ -68,10 +76,6 @@ def main(args: list[str]) -> None:
         raise _Stop
 
     signal.signal(signal.SIGTERM, stop)
-    try:
-        os.close(5)  # ready: the shim starts the container now
-    except OSError:
-        pass
     pidfd = None
     ended = False
     while streams and not ended:
@@ -84,7 +88,7 @@ def main(args: list[str]) -> None:
                 break
         watched = [*streams, *([pidfd] if pidfd is not None else [])]
         try:
-            readable, _, _ = select.select(watched, [], [], 0.01 if pidfd is None else None)
+            readable, _, _ = select(watched, [], [], 0.01 if pidfd is None else None)
         except _Stop:
             readable = []
         if stopping:
@@ -109,9 +113,11 @@ class _Stop(Exception):
     pass
 
 
-def _drain(fd: int, streams: dict[int, str], partial: dict[int, bytes], log: logfile.LogWriter, once: bool) -> bool:
-    """Logs what fd has: one read, or (once the container ended) everything left, without waiting for more; True at
-    the end of the stream."""
+def _drain(fd: int, streams: dict[int, str], partial: dict[int, bytes], log, once: bool) -> bool:  # noqa: ANN001
+    """Logs what fd has into log (a logfile.LogWriter): one read, or (once the container ended) everything left,
+    without waiting for more; True at the end of the stream."""
+    from orchestr import logfile
+
     if not once:
         os.set_blocking(fd, False)
     while True:

@@ -133,6 +133,8 @@ class ContainerdRuntime(Images):
         )
         self._names: dict[str, tuple[str, str]] = {}  # id -> (name, namespace), for the events of deleted ones
         self._hosts_lock: anyio.Lock | None = None
+        self._bridges_lock: anyio.Lock | None = None
+        self.bridges_open: dict[str, int] = {}  # bridge whose rules this runtime made or saw -> its attaches under way
         self.hosts_asked: dict[str, list[int]] = {}  # namespace -> [refreshes asked for, asked for when last done]
         self.bridges_closing: set[str] = set()
 
@@ -142,6 +144,13 @@ class ContainerdRuntime(Images):
         if self._hosts_lock is None:
             self._hosts_lock = anyio.Lock()
         return self._hosts_lock
+
+    @property
+    def bridges_lock(self) -> anyio.Lock:
+        """Held while a bridge's firewall rules are looked at (cni.attach)."""
+        if self._bridges_lock is None:
+            self._bridges_lock = anyio.Lock()
+        return self._bridges_lock
 
     # -- where things are -----------------------------------------------------------------------------------------
     @property
