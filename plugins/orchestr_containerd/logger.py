@@ -16,13 +16,9 @@ orchestr's restarter, detached (see restart.py).
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import select
 import signal
 import sys
-
-from orchestr import logfile
 
 CONFIG = "logger.json"
 STOPPED = "stopped"  # a file orchestr makes here before it stops the container: not to be restarted
@@ -54,13 +50,8 @@ def wait_done(directory: str, within: float = 15.0) -> None:
 
 def main(args: list[str]) -> None:
     directory = args[0]
-    with open(os.path.join(directory, CONFIG)) as f:
-        config = json.load(f)
     lock = os.open(os.path.join(directory, "logger.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
-    log = logfile.LogWriter(os.path.join(directory, logfile.FILE), config["max_size"], config["max_files"])
-    streams = {fd: name for fd, name in ((3, "stdout"), (4, "stderr")) if _open(fd)}
-    partial = {fd: b"" for fd in streams}
     stopping = []
 
     def stop(*_: object) -> None:  # the task's delete: drain, then exit
@@ -69,9 +60,19 @@ def main(args: list[str]) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        os.close(5)  # ready: the shim starts the container now
+        os.close(5)  # ready, with the lock held: the shim starts the container now, its output waits in the pipes
     except OSError:
         pass
+    import json  # the rest after the ready: the task's start does not wait for them
+    import select
+
+    from orchestr import logfile
+
+    with open(os.path.join(directory, CONFIG)) as f:
+        config = json.load(f)
+    log = logfile.LogWriter(os.path.join(directory, logfile.FILE), config["max_size"], config["max_files"])
+    streams = {fd: name for fd, name in ((3, "stdout"), (4, "stderr")) if _open(fd)}
+    partial = {fd: b"" for fd in streams}
     pidfd = None
     ended = False
     while streams and not ended:
@@ -112,6 +113,8 @@ class _Stop(Exception):
 def _drain(fd: int, streams: dict[int, str], partial: dict[int, bytes], log: logfile.LogWriter, once: bool) -> bool:
     """Logs what fd has: one read, or (once the container ended) everything left, without waiting for more; True at
     the end of the stream."""
+    from orchestr import logfile
+
     if not once:
         os.set_blocking(fd, False)
     while True:
