@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -285,3 +286,28 @@ def test_a_one_off_run_that_is_kept_reads_back_as_exited(cd_ns, state_dir):
     got = get_json(cd_ns, state_dir)["kept"]
     assert (got["state"], got["exitCode"]) == ("exited", 4)
     assert orc("logs", "-n", cd_ns, "kept", state_dir=state_dir, check=True).stdout == "hi\n"
+
+
+def test_a_removed_one_off_reads_its_output_through_fifos_with_no_logger(cd_ns, containerd_namespace, state_dir):
+    """`run --rm` in the foreground: the task's output comes through FIFOs this process reads, as ctr's does, so
+    no logger process starts (a removed container's log could not be read anyway); every line arrives in order
+    per stream, a last line without a newline too, and the exit code; then nothing is left."""
+    environ = dict(os.environ, ORCHESTR_STATE_DIR=str(state_dir), ORCHESTR_RUNTIME="containerd")
+    script = "seq 1 20000; echo err >&2; head -c 40000 /dev/zero | tr '\\0' x; echo; printf tail; sleep 2; exit 5"
+    proc = subprocess.Popen([ORCHESTR, "run", "--rm", "--network", "none", "--name", "fifo", "-n", cd_ns,
+                             TEST_IMAGE, "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=environ, stdin=subprocess.DEVNULL)
+    directory = state_dir / "containerd" / "containers" / f"{cd_ns}_fifo"
+    until("the task's stdout FIFO", lambda: (directory / "stdout").exists())
+    assert stat.S_ISFIFO((directory / "stdout").stat().st_mode) and stat.S_ISFIFO((directory / "stderr").stat().st_mode)
+    until("the task running", lambda: re.search(rf"^{cd_ns}_fifo\s+\d+\s+RUNNING", ctr(containerd_namespace, "tasks",
+                                                                                      "ls"), re.M))
+    assert not (directory / "log" / "logger.lock").exists()  # a logger takes its lock before the task starts
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 5, err
+    assert out == b"".join(b"%d\n" % i for i in range(1, 20001)) + b"x" * 40000 + b"\ntail"
+    assert err == b"err\n"
+    assert not directory.exists()
+    assert not [i for i in ctr(containerd_namespace, "containers", "ls", "-q").split() if i.startswith(cd_ns)]
+    assert f"{cd_ns}_fifo" not in ctr(containerd_namespace, "snapshots", "ls")
+    assert f"{cd_ns}_fifo" not in ctr(containerd_namespace, "tasks", "ls")

@@ -5,7 +5,6 @@ The shim hands it the container's stdout on fd 3 and stderr on fd 4, and waits f
 the container. Its environment names only the container and its containerd namespace; the log's directory is its
 one argument, and the directory's logger.json says how big the log may grow. It runs as `python -IS` with orchestr
 and this package registered as bare packages (no orchestr imports, no grpc): one per running container, so small.
-It says it is ready before it imports what it writes with, as every task's create waits for that.
 The shim keeps its own ends of the output pipes until the task is deleted, so the end of the output does not say
 the container ended: the logger watches the container's first process instead (its pid is in the bundle's init.pid,
 the shim's working directory and so the logger's), drains what is left in the pipes once it has ended, and exits.
@@ -18,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import sys
 
 CONFIG = "logger.json"
@@ -52,15 +52,19 @@ def main(args: list[str]) -> None:
     directory = args[0]
     lock = os.open(os.path.join(directory, "logger.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
-    # ready once the lock is held, before the imports: the task's create waits for this, and what the container
-    # writes meanwhile waits in the pipes
+    stopping = []
+
+    def stop(*_: object) -> None:  # the task's delete: drain, then exit
+        stopping.append(True)
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        os.close(5)
+        os.close(5)  # ready, with the lock held: the shim starts the container now, its output waits in the pipes
     except OSError:
         pass
-    import json
-    import signal
-    from select import select
+    import json  # the rest after the ready: the task's start does not wait for them
+    import select
 
     from orchestr import logfile
 
@@ -69,13 +73,6 @@ def main(args: list[str]) -> None:
     log = logfile.LogWriter(os.path.join(directory, logfile.FILE), config["max_size"], config["max_files"])
     streams = {fd: name for fd, name in ((3, "stdout"), (4, "stderr")) if _open(fd)}
     partial = {fd: b"" for fd in streams}
-    stopping = []
-
-    def stop(*_: object) -> None:  # the task's delete: drain, then exit
-        stopping.append(True)
-        raise _Stop
-
-    signal.signal(signal.SIGTERM, stop)
     pidfd = None
     ended = False
     while streams and not ended:
@@ -88,7 +85,7 @@ def main(args: list[str]) -> None:
                 break
         watched = [*streams, *([pidfd] if pidfd is not None else [])]
         try:
-            readable, _, _ = select(watched, [], [], 0.01 if pidfd is None else None)
+            readable, _, _ = select.select(watched, [], [], 0.01 if pidfd is None else None)
         except _Stop:
             readable = []
         if stopping:
@@ -113,9 +110,9 @@ class _Stop(Exception):
     pass
 
 
-def _drain(fd: int, streams: dict[int, str], partial: dict[int, bytes], log, once: bool) -> bool:  # noqa: ANN001
-    """Logs what fd has into log (a logfile.LogWriter): one read, or (once the container ended) everything left,
-    without waiting for more; True at the end of the stream."""
+def _drain(fd: int, streams: dict[int, str], partial: dict[int, bytes], log: logfile.LogWriter, once: bool) -> bool:
+    """Logs what fd has: one read, or (once the container ended) everything left, without waiting for more; True at
+    the end of the stream."""
     from orchestr import logfile
 
     if not once:

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 CALL = 60.0
 FOLLOW = 0.01  # seconds between looks at a log that has not grown
+DRAIN = 2.0  # seconds a one-off's FIFOs may stay open after its task ended (the shim waits as long for its copy)
+READ = 1 << 16
 
 
 @dataclass
@@ -168,7 +170,8 @@ def run(rt: ContainerdRuntime, spec: ContainerSpec, output: Callable[[LogLine], 
         with SignalHold(on_signal) as hold:
             try:
                 with calls.errors(f"container {id}", id):
-                    return _run(rt, calls, record, mounts, output, hold, spec.stop_grace_period)
+                    return _run(rt, calls, record, mounts, output, hold, spec.stop_grace_period,
+                                directory if remove else None)
             except Interrupted as e:
                 if remove:
                     _stop(calls, id, spec.stop_grace_period)
@@ -183,31 +186,55 @@ def run(rt: ContainerdRuntime, spec: ContainerSpec, output: Callable[[LogLine], 
 
 
 def _run(rt: ContainerdRuntime, calls: _Calls, record: containers_pb2.Container, mounts: Any,
-         output: Callable[[LogLine], None] | None, hold: SignalHold, grace: float) -> tuple[Container, int]:
-    """run(), from the container made to its end: its state then, and its exit code."""
+         output: Callable[[LogLine], None] | None, hold: SignalHold, grace: float,
+         fifos: Path | None) -> tuple[Container, int]:
+    """run(), from the container made to its end: its state then, and its exit code. With fifos (a directory: a
+    run whose container is removed after, so whose log nobody could read), the task's output comes through FIFOs
+    there that this process reads, as ctr does, rather than through a logger process the shim would start and
+    wait for."""
     from .runtime import I_LOG, I_NAME
 
     id = record.id
     log_dir = record.labels[I_LOG]
-    uri = f"binary://{rt._logger()}?{quote(log_dir, safe='/')}"
+    relay = _Fifos(fifos) if fifos is not None else None
     try:
-        calls.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=uri, stderr=uri),
-                           metadata=calls.metadata, timeout=CALL)
-        calls.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
-    except grpc.RpcError as e:
-        details = e.details() if hasattr(e, "details") else str(e)
-        from orchestr.errors import TerminalFailure
+        if relay is not None:
+            stdout, stderr = relay.paths
+        else:
+            stdout = stderr = f"binary://{rt._logger()}?{quote(log_dir, safe='/')}"
+        try:
+            calls.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=stdout,
+                                                           stderr=stderr), metadata=calls.metadata, timeout=CALL)
+            calls.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
+        except grpc.RpcError as e:
+            details = e.details() if hasattr(e, "details") else str(e)
+            from orchestr.errors import TerminalFailure
 
-        raise TerminalFailure(f"container {record.labels.get(I_NAME, id)} did not start: {' '.join(details.split())}",
-                              runtime=RUNTIME, container=id) from None
-    hold.attach(lambda sig: _forward(calls, id, grace, hold, sig))
-    ended: list[tasks_pb2.WaitResponse] = []
-    waiter = threading.Thread(target=lambda: ended.append(calls.tasks.Wait(
-        tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata)), daemon=True)
-    waiter.start()
-    if output is not None:
-        _follow(os.path.join(log_dir, logfile.FILE), output, waiter)
-    waiter.join()
+            raise TerminalFailure(f"container {record.labels.get(I_NAME, id)} did not start: "
+                                  f"{' '.join(details.split())}", runtime=RUNTIME, container=id) from None
+        hold.attach(lambda sig: _forward(calls, id, grace, hold, sig))
+        ended: list[tasks_pb2.WaitResponse] = []
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+
+        def wait() -> None:
+            try:
+                ended.append(calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata))
+            finally:
+                os.close(done_w)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        try:
+            if relay is not None:
+                relay.relay(output, done_r)
+            elif output is not None:
+                _follow(os.path.join(log_dir, logfile.FILE), output, waiter)
+            waiter.join()
+        finally:
+            os.close(done_r)
+    finally:
+        if relay is not None:
+            relay.close()
     if not ended:
         answer = calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata)
     else:
@@ -215,6 +242,52 @@ def _run(rt: ContainerdRuntime, calls: _Calls, record: containers_pb2.Container,
     process = task_pb2.Process(container_id=id, status=task_pb2.STOPPED, exit_status=answer.exit_status,
                                exited_at=answer.exited_at)
     return rt._container(record, process), answer.exit_status
+
+
+class _Fifos:
+    """The task's stdout and stderr as FIFOs in a directory, opened here for reading before the shim opens them
+    for writing. A FIFO shows as readable only once a writer has opened it, so a read that gets nothing is the
+    shim's end closed: it closes it when the container's processes (all in its pid namespace, so all ended with
+    its first) have closed theirs."""
+
+    def __init__(self, directory: Path):
+        self.paths = (str(directory / "stdout"), str(directory / "stderr"))
+        self.fds: dict[int, str] = {}
+        for path, stream in zip(self.paths, ("stdout", "stderr"), strict=True):
+            os.mkfifo(path, 0o600)
+            self.fds[os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)] = stream
+
+    def relay(self, output: Callable[[LogLine], None] | None, ended: int) -> None:
+        """Hands on each line of both streams as it comes, until both have ended, or DRAIN seconds after the fd
+        ended became readable (the task has ended): a writer of the shim's that stays open cannot hold the run."""
+        import select
+
+        partial = dict.fromkeys(self.fds, b"")
+        open_fds = list(self.fds)
+        deadline = None
+        while open_fds:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([*open_fds, *([ended] if deadline is None else [])], [], [], timeout)
+            if not readable:
+                break
+            for fd in readable:
+                if fd == ended:
+                    deadline = time.monotonic() + DRAIN
+                    continue
+                try:
+                    data = os.read(fd, READ)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    open_fds.remove(fd)
+                partial[fd] = _hand_on(self.fds[fd], partial[fd] + data, output, end=not data)
+        for fd, rest in partial.items():
+            _hand_on(self.fds[fd], rest, output, end=True)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = {}
 
 
 def _follow(path: str, output: Callable[[LogLine], None], waiter: threading.Thread) -> None:
@@ -259,6 +332,22 @@ def _lines(data: bytes, output: Callable[[LogLine], None]) -> bytes:
         if (line := _line(raw)) is not None:
             output(line)
     return data[cut:]
+
+
+def _hand_on(stream: str, data: bytes, output: Callable[[LogLine], None] | None, end: bool) -> bytes:
+    """Hands on data's whole lines (a longer run without a newline in pieces of logfile.MAX_LINE, as the logger
+    records it), and at the end what is left too; returns the unfinished rest."""
+    start = 0
+    while (cut := data.find(b"\n", start) + 1) or len(data) - start >= logfile.MAX_LINE:
+        cut = min(cut or len(data), start + logfile.MAX_LINE)
+        if output is not None:
+            output(LogLine(stream=stream, data=data[start:cut]))
+        start = cut
+    if end and start < len(data):
+        if output is not None:
+            output(LogLine(stream=stream, data=data[start:]))
+        start = len(data)
+    return data[start:]
 
 
 def _forward(calls: _Calls, id: str, grace: float, hold: SignalHold, sig: int) -> None:
