@@ -134,6 +134,7 @@ class ContainerdRuntime(Images):
         self._names: dict[str, tuple[str, str]] = {}  # id -> (name, namespace), for the events of deleted ones
         self._hosts_lock: anyio.Lock | None = None
         self._bridges_lock: anyio.Lock | None = None
+        self._fresh: dict[str, tuple[containers_pb2.Container, Sequence]] = {}  # made here, not started: record, mounts
         self.bridges_open: dict[str, int] = {}  # bridge whose rules this runtime made or saw -> its attaches under way
         self.hosts_asked: dict[str, list[int]] = {}  # namespace -> [refreshes asked for, asked for when last done]
         self.bridges_closing: set[str] = set()
@@ -235,12 +236,6 @@ class ContainerdRuntime(Images):
         except OSError:
             return False
 
-    async def _update_labels(self, id: str, labels: dict[str, str]) -> None:
-        with self.conn.errors(f"container {id}", container=id, missing=f"container {id} not found"):
-            await self.conn.containers.Update(containers_pb2.UpdateContainerRequest(
-                container=containers_pb2.Container(id=id, labels=labels),
-                update_mask={"paths": [f"labels.{k}" for k in labels]}), metadata=self.conn.metadata, timeout=CALL)
-
     # -- create ---------------------------------------------------------------------------------------------------
     async def create(self, spec: ContainerSpec) -> Container:
         id = container_id(spec.namespace, spec.name)
@@ -257,6 +252,7 @@ class ContainerdRuntime(Images):
                 try:
                     net = await network.attach(self, spec, id, self._fresh_dir(spec, checked, directory))
                     record = self._container_record(spec, id, checked, resolved, mounts, directory, net)
+                    self._names[id] = (spec.name, spec.namespace)  # before containerd's create event comes
                     with self.conn.errors(f"container {spec.name}", spec.name):
                         created = (await self.conn.containers.Create(
                             containers_pb2.CreateContainerRequest(container=record), metadata=self.conn.metadata,
@@ -267,7 +263,7 @@ class ContainerdRuntime(Images):
                     if not made:
                         with anyio.CancelScope(shield=True):
                             await self._undo(id, directory, spec.network, spec.namespace)
-        self._names[id] = (spec.name, spec.namespace)
+        self._fresh[id] = (created, mounts)
         return self._container(created, None)
 
     def _fresh_dir(self, spec: ContainerSpec, checked: Sequence, directory: Path) -> Path:
@@ -360,20 +356,35 @@ class ContainerdRuntime(Images):
     # -- start, stop, delete --------------------------------------------------------------------------------------
     async def start(self, id: str) -> None:
         with located(RUNTIME, id):
-            c = await self._get(id)
-            task = await self._task(id)
-            if task is not None and task.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
-                return
-            _stopped(c, False)
-            await self._update_labels(id, {I_STARTED: rfc3339(), I_RESTARTS: "0"})
-            if task is not None and task.status == task_pb2.CREATED:
-                # made by a start that was interrupted (a killed apply): its logger runs already; start it as it is,
-                # as a new one would first kill it, and that exit would read as the new task's
-                with self.conn.errors(f"container {id}", id):
-                    await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=self.conn.metadata,
-                                                timeout=CALL)
-                return
-            await start_task(self.conn, c, task, self._logger())
+            fresh = self._fresh.pop(id, None)
+            if fresh is not None:  # just made by create: its record and mounts are at hand, and it has no task
+                c, mounts = fresh
+                task = None
+            else:
+                c, mounts = await self._get(id), None
+                task = await self._task(id)
+                if task is not None and task.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
+                    return
+                _stopped(c, False)
+            labelled = self.conn.containers.Update(containers_pb2.UpdateContainerRequest(  # under way meanwhile
+                container=containers_pb2.Container(id=id, labels={I_STARTED: rfc3339(), I_RESTARTS: "0"}),
+                update_mask={"paths": [f"labels.{I_STARTED}", f"labels.{I_RESTARTS}"]}), metadata=self.conn.metadata,
+                timeout=CALL)
+            try:
+                if task is not None and task.status == task_pb2.CREATED:
+                    # made by a start that was interrupted (a killed apply): its logger runs already; start it as it
+                    # is, as a new one would first kill it, and that exit would read as the new task's
+                    with self.conn.errors(f"container {id}", id):
+                        await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id),
+                                                    metadata=self.conn.metadata, timeout=CALL)
+                else:
+                    await start_task(self.conn, c, task, self._logger(), mounts)
+            except BaseException:
+                with anyio.CancelScope(shield=True), contextlib.suppress(grpc.RpcError):
+                    await labelled
+                raise
+            with self.conn.errors(f"container {id}", id, missing=f"container {id} not found"):
+                await labelled
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
         with located(RUNTIME, id):
@@ -434,6 +445,7 @@ class ContainerdRuntime(Images):
             raise self.conn.translate(e, f"container {id}", id) from None
 
     async def delete(self, id: str, *, force: bool = False) -> None:
+        self._fresh.pop(id, None)
         with located(RUNTIME, id):
             c = await self._get(id)
             task = await self._task(id)
@@ -719,15 +731,17 @@ def _renewed(path: str, file) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def start_task(conn: Connection, c: containers_pb2.Container, task: task_pb2.Process | None,
-                     logger: str) -> None:
-    """Makes and starts a new task for container c (the ended one removed first), its output to the logger."""
+                     logger: str, mounts: Sequence | None = None) -> None:
+    """Makes and starts a new task for container c (the ended one removed first) over its snapshot's mounts (asked
+    for when not given), its output to the logger."""
     id = c.id
     if task is not None:
         await delete_task(conn, id)
-    with conn.errors(f"container {id}", id):
-        mounts = (await conn.snapshots.Mounts(snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER,
-                                                                          key=c.snapshot_key),
-                                              metadata=conn.metadata, timeout=CALL)).mounts
+    if mounts is None:
+        with conn.errors(f"container {id}", id):
+            mounts = (await conn.snapshots.Mounts(snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER,
+                                                                              key=c.snapshot_key),
+                                                  metadata=conn.metadata, timeout=CALL)).mounts
     uri = f"binary://{logger}?{quote(c.labels.get(I_LOG, ''), safe='/')}"
     try:
         await conn.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=uri, stderr=uri),
