@@ -6,14 +6,19 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
-
-import grpc
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure, Timeout
 
-from .proto import containers_pb2_grpc, content_pb2_grpc, diff_pb2_grpc, events_pb2_grpc, images_pb2_grpc
-from .proto import leases_pb2_grpc, snapshots_pb2_grpc, tasks_pb2_grpc
+from . import lazy
+
+if TYPE_CHECKING:
+    import grpc
+
+    from .proto import containers_pb2_grpc, content_pb2_grpc, diff_pb2_grpc, events_pb2_grpc, images_pb2_grpc
+    from .proto import leases_pb2_grpc, snapshots_pb2_grpc, tasks_pb2_grpc
+else:
+    grpc = lazy.module("grpc")  # loaded by the first call through a stub; oneoff.py calls without grpc (wire.py)
 
 RUNTIME = "containerd"
 SOCKET = "/run/containerd/containerd.sock"
@@ -61,34 +66,50 @@ class Connection:
 
     @property
     def containers(self) -> containers_pb2_grpc.ContainersStub:
+        from .proto import containers_pb2_grpc
+
         return self._stub(containers_pb2_grpc.ContainersStub)
 
     @property
     def tasks(self) -> tasks_pb2_grpc.TasksStub:
+        from .proto import tasks_pb2_grpc
+
         return self._stub(tasks_pb2_grpc.TasksStub)
 
     @property
     def images(self) -> images_pb2_grpc.ImagesStub:
+        from .proto import images_pb2_grpc
+
         return self._stub(images_pb2_grpc.ImagesStub)
 
     @property
     def content(self) -> content_pb2_grpc.ContentStub:
+        from .proto import content_pb2_grpc
+
         return self._stub(content_pb2_grpc.ContentStub)
 
     @property
     def snapshots(self) -> snapshots_pb2_grpc.SnapshotsStub:
+        from .proto import snapshots_pb2_grpc
+
         return self._stub(snapshots_pb2_grpc.SnapshotsStub)
 
     @property
     def diff(self) -> diff_pb2_grpc.DiffStub:
+        from .proto import diff_pb2_grpc
+
         return self._stub(diff_pb2_grpc.DiffStub)
 
     @property
     def leases(self) -> leases_pb2_grpc.LeasesStub:
+        from .proto import leases_pb2_grpc
+
         return self._stub(leases_pb2_grpc.LeasesStub)
 
     @property
     def events(self) -> events_pb2_grpc.EventsStub:
+        from .proto import events_pb2_grpc
+
         return self._stub(events_pb2_grpc.EventsStub)
 
     async def close(self) -> None:
@@ -108,20 +129,27 @@ class Connection:
     def translate(self, e: grpc.RpcError, what: str, container: str | None = None,
                   missing: str | None = None) -> RuntimeFailure:
         status = code(e)
-        details = " ".join(str(e.details() if hasattr(e, "details") else e).split())
+        return self.failure(status.name if status is not None else None,
+                            str(e.details() if hasattr(e, "details") else e), what, container, missing)
+
+    def failure(self, status: str | None, details: str, what: str, container: str | None = None,
+                missing: str | None = None) -> RuntimeFailure:
+        """A call's status (its name: NOT_FOUND) and details as orchestr's error; what names the thing acted on,
+        missing the NotFound text."""
+        details = " ".join(details.split())
         where = dict(runtime=RUNTIME, container=container)
-        if status == grpc.StatusCode.UNAVAILABLE:
+        if status == "UNAVAILABLE":
             if not os.path.exists(self.socket):
                 details = f"there is no socket {self.socket}"
             return RuntimeUnavailable(f"cannot reach containerd at {self.socket}: {details}; is it running? "
                                       "(ORCHESTR_CONTAINERD_ADDRESS says where it listens)", **where)
-        if status == grpc.StatusCode.NOT_FOUND:
+        if status == "NOT_FOUND":
             return NotFound(missing or f"{what} not found", **where)
-        if status == grpc.StatusCode.DEADLINE_EXCEEDED:
+        if status == "DEADLINE_EXCEEDED":
             return Timeout(f"{what}: containerd did not answer in time: {details}", **where)
-        if status in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION):
+        if status in ("ALREADY_EXISTS", "FAILED_PRECONDITION"):
             return Conflict(f"{what}: {details}", **where)
-        if status in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED):
+        if status in ("INVALID_ARGUMENT", "UNIMPLEMENTED"):
             return TerminalFailure(f"{what}: {details}", **where)
         return RuntimeFailure(f"{what}: {details}", **where)
 

@@ -13,9 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import anyio
-import grpc
+from typing import TYPE_CHECKING
 
 from orchestr.containers import rfc3339
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure
@@ -26,6 +24,14 @@ from orchestr.runtime import ProgressCallback
 
 from .client import RUNTIME, Connection, code
 from .proto import content_pb2, diff_pb2, images_pb2, leases_pb2, snapshots_pb2, types_pb2
+
+if TYPE_CHECKING:
+    import anyio
+    import grpc
+else:
+    from . import lazy
+
+    anyio, grpc = lazy.module("anyio"), lazy.module("grpc")  # not for a one-off run (oneoff.py)
 
 SNAPSHOTTER = "overlayfs"
 CHUNK = 1 << 20

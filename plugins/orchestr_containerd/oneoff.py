@@ -13,12 +13,10 @@ import signal as signals
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
-
-import grpc
 
 from orchestr import logfile
 from orchestr.config import private_dir
@@ -30,13 +28,17 @@ from orchestr.registry.reference import parse
 from orchestr.signalhold import SignalHold
 
 from . import logger, network
-from .client import MAX_MESSAGE, RUNTIME, code
+from . import wire
+from .client import RUNTIME
 from .images import BLOB_CACHE_ITEM, LEASE_EXPIRY, SNAPSHOTTER, Resolved, sha256
-from .proto import containers_pb2, containers_pb2_grpc, content_pb2, content_pb2_grpc, images_pb2, images_pb2_grpc
-from .proto import leases_pb2, leases_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc, task_pb2, tasks_pb2, tasks_pb2_grpc
+from .proto import containers_pb2, content_pb2, images_pb2, leases_pb2, snapshots_pb2, task_pb2, tasks_pb2
 
 if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
     from .runtime import ContainerdRuntime
+
+M = TypeVar("M")
 
 CALL = 60.0
 FOLLOW = 0.01  # seconds between looks at a log that has not grown
@@ -46,38 +48,37 @@ READ = 1 << 16
 
 @dataclass
 class _Calls:
-    """Blocking stubs on one channel to containerd, every call with the namespace header."""
+    """containerd's services, called one blocking call at a time (wire.py), each with the namespace header."""
 
     rt: ContainerdRuntime
-    channel: grpc.Channel = field(init=False)
 
-    def __post_init__(self) -> None:
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.enable_http_proxy", 0)]
-        self.channel = grpc.insecure_channel(f"unix://{self.rt.conn.socket}", options=options)
-        self.images = images_pb2_grpc.ImagesStub(self.channel)
-        self.content = content_pb2_grpc.ContentStub(self.channel)
-        self.snapshots = snapshots_pb2_grpc.SnapshotsStub(self.channel)
-        self.leases = leases_pb2_grpc.LeasesStub(self.channel)
-        self.containers = containers_pb2_grpc.ContainersStub(self.channel)
-        self.tasks = tasks_pb2_grpc.TasksStub(self.channel)
-        self.metadata = self.rt.conn.metadata
+    def __call__(self, method: str, request: Message, answer: type[M] | None = None, timeout: float | None = CALL,
+                 lease: str | None = None) -> M | None:
+        """method ("tasks.v1.Tasks/Create") called with request; its answer parsed as answer (None: not read)."""
+        metadata = self.rt.conn.leased(lease) if lease else self.rt.conn.metadata
+        messages = wire.call(self.rt.conn.socket, f"/containerd.services.{method}", request.SerializeToString(),
+                             metadata, timeout)
+        return answer.FromString(messages[0] if messages else b"") if answer is not None else None
 
     @contextlib.contextmanager
     def errors(self, what: str, container: str | None = None) -> Iterator[None]:
-        with self.rt.conn.errors(what, container):
+        try:
             yield
+        except wire.Status as e:
+            raise self.rt.conn.failure(e.name, e.details, what, container) from None
 
     def blob(self, digest: str, what: str) -> dict:
         """A manifest or config, from this state dir's copy when it has one: its digest names it, so a copy that
-        still matches it is the blob, and the streaming read (a thread of grpc's own) is spared."""
+        still matches it is the blob, and the streaming read is spared."""
         path = self.rt.root / "blobs" / digest.replace(":", "-")
         with contextlib.suppress(OSError):
             data = path.read_bytes()
             if sha256(data) == digest:
                 return json.loads(data)
         with self.errors(what):
-            data = b"".join(part.data for part in self.content.Read(
-                content_pb2.ReadContentRequest(digest=digest), metadata=self.metadata, timeout=CALL))
+            data = b"".join(content_pb2.ReadContentResponse.FromString(part).data for part in wire.call(
+                self.rt.conn.socket, "/containerd.services.content.v1.Content/Read",
+                content_pb2.ReadContentRequest(digest=digest).SerializeToString(), self.rt.conn.metadata, CALL))
         if len(data) <= BLOB_CACHE_ITEM and sha256(data) == digest:
             private_dir(path.parent)
             tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -88,12 +89,12 @@ class _Calls:
     def resolve(self, ref: str) -> Resolved | None:
         """The image as Images.resolve reads it; None when containerd does not have it."""
         try:
-            record = self.images.Get(images_pb2.GetImageRequest(name=str(parse(ref))), metadata=self.metadata,
-                                     timeout=CALL).image
-        except grpc.RpcError as e:
-            if code(e) == grpc.StatusCode.NOT_FOUND:
+            record = self("images.v1.Images/Get", images_pb2.GetImageRequest(name=str(parse(ref))),
+                          images_pb2.GetImageResponse).image
+        except wire.Status as e:
+            if e.name == "NOT_FOUND":
                 return None
-            raise self.rt.conn.translate(e, f"image {ref}") from None
+            raise self.rt.conn.failure(e.name, e.details, f"image {ref}") from None
         what = f"image {record.name}"
         digest = record.target.digest
         doc = self.blob(digest, what)
@@ -105,22 +106,25 @@ class _Calls:
 
     def has_snapshot(self, key: str) -> bool:
         try:
-            self.snapshots.Stat(snapshots_pb2.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=key),
-                                metadata=self.metadata, timeout=CALL)
+            self("snapshots.v1.Snapshots/Stat", snapshots_pb2.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=key))
             return True
-        except grpc.RpcError as e:
-            if code(e) == grpc.StatusCode.NOT_FOUND:
+        except wire.Status as e:
+            if e.name == "NOT_FOUND":
                 return False
-            raise self.rt.conn.translate(e, f"snapshot {key}") from None
+            raise self.rt.conn.failure(e.name, e.details, f"snapshot {key}") from None
 
     def kill(self, id: str, number: int, all: bool = False) -> bool:
         """Sends the task signal number; False when it is gone (or containerd refused)."""
         try:
-            self.tasks.Kill(tasks_pb2.KillRequest(container_id=id, signal=number, all=all), metadata=self.metadata,
-                            timeout=CALL)
+            self("tasks.v1.Tasks/Kill", tasks_pb2.KillRequest(container_id=id, signal=number, all=all))
             return True
-        except grpc.RpcError:
+        except wire.Status:
             return False
+
+    def wait(self, id: str, timeout: float | None = CALL) -> tasks_pb2.WaitResponse:
+        answer = self("tasks.v1.Tasks/Wait", tasks_pb2.WaitRequest(container_id=id), tasks_pb2.WaitResponse, timeout)
+        assert answer is not None
+        return answer
 
 
 def run(rt: ContainerdRuntime, spec: ContainerSpec, output: Callable[[LogLine], None] | None, remove: bool,
@@ -130,59 +134,56 @@ def run(rt: ContainerdRuntime, spec: ContainerSpec, output: Callable[[LogLine], 
     from .runtime import I_RESTARTS, I_STARTED, container_id
 
     calls = _Calls(rt)
+    id = container_id(spec.namespace, spec.name)
+    with located(RUNTIME, spec.name):
+        checked = volumes(spec)
+    resolved = calls.resolve(spec.image)
+    if resolved is None or (resolved.chain and not calls.has_snapshot(resolved.chain)):
+        return None
+    directory = rt.root / "containers" / id
+    lease = f"orchestr-{os.urandom(8).hex()}"
+    expire = rfc3339((time.time_ns() // 1_000_000_000 + LEASE_EXPIRY) * 1_000_000_000)
+    with calls.errors("a lease"):
+        calls("leases.v1.Leases/Create", leases_pb2.CreateRequest(id=lease, labels={"containerd.io/gc.expire": expire}))
     try:
-        id = container_id(spec.namespace, spec.name)
-        with located(RUNTIME, spec.name):
-            checked = volumes(spec)
-        resolved = calls.resolve(spec.image)
-        if resolved is None or (resolved.chain and not calls.has_snapshot(resolved.chain)):
-            return None
-        directory = rt.root / "containers" / id
-        lease = f"orchestr-{os.urandom(8).hex()}"
-        expire = rfc3339((time.time_ns() // 1_000_000_000 + LEASE_EXPIRY) * 1_000_000_000)
-        with calls.errors("a lease"):
-            calls.leases.Create(leases_pb2.CreateRequest(id=lease, labels={"containerd.io/gc.expire": expire}),
-                                metadata=calls.metadata, timeout=CALL)
         try:
-            try:
-                mounts = calls.snapshots.Prepare(snapshots_pb2.PrepareSnapshotRequest(
-                    snapshotter=SNAPSHOTTER, key=id, parent=resolved.chain or ""),
-                    metadata=rt.conn.leased(lease), timeout=CALL).mounts
-            except grpc.RpcError as e:
-                if code(e) == grpc.StatusCode.ALREADY_EXISTS:
-                    return None  # a name in use, or what a killed create left: create() tells which, and clears
-                raise rt.conn.translate(e, f"container {spec.name}", spec.name) from None
-            made = False
-            try:
-                rt._fresh_dir(spec, checked, directory)
-                record = rt._container_record(spec, id, checked, resolved, mounts, directory, network.local(spec, directory),
-                                    {I_STARTED: rfc3339(), I_RESTARTS: "0"})
-                with calls.errors(f"container {spec.name}", spec.name):
-                    record = calls.containers.Create(containers_pb2.CreateContainerRequest(container=record),
-                                                     metadata=calls.metadata, timeout=CALL).container
-                made = True
-            finally:
-                if not made:
-                    _remove(calls, id, directory, container=False)
+            mounts = calls("snapshots.v1.Snapshots/Prepare", snapshots_pb2.PrepareSnapshotRequest(
+                snapshotter=SNAPSHOTTER, key=id, parent=resolved.chain or ""),
+                snapshots_pb2.PrepareSnapshotResponse, lease=lease).mounts
+        except wire.Status as e:
+            if e.name == "ALREADY_EXISTS":
+                return None  # a name in use, or what a killed create left: create() tells which, and clears
+            raise rt.conn.failure(e.name, e.details, f"container {spec.name}", spec.name) from None
+        made = False
+        try:
+            rt._fresh_dir(spec, checked, directory)
+            record = rt._container_record(spec, id, checked, resolved, mounts, directory, network.local(spec, directory),
+                                {I_STARTED: rfc3339(), I_RESTARTS: "0"})
+            with calls.errors(f"container {spec.name}", spec.name):
+                record = calls("containers.v1.Containers/Create",
+                               containers_pb2.CreateContainerRequest(container=record),
+                               containers_pb2.CreateContainerResponse).container
+            made = True
         finally:
-            with contextlib.suppress(grpc.RpcError):
-                calls.leases.Delete(leases_pb2.DeleteRequest(id=lease), metadata=calls.metadata, timeout=CALL)
-        with SignalHold(on_signal) as hold:
-            try:
-                with calls.errors(f"container {id}", id):
-                    return _run(rt, calls, record, mounts, output, hold, spec.stop_grace_period,
-                                directory if remove else None)
-            except Interrupted as e:
-                if remove:
-                    _stop(calls, id, spec.stop_grace_period)
-                raise Interrupted.one_off(e.signal, spec.name, remove) from None
-            finally:
-                hold.close()
-                if remove:
-                    with calls.errors(f"container {id}", id):
-                        _remove(calls, id, directory)
+            if not made:
+                _remove(calls, id, directory, container=False)
     finally:
-        calls.channel.close()
+        with contextlib.suppress(wire.Status):
+            calls("leases.v1.Leases/Delete", leases_pb2.DeleteRequest(id=lease))
+    with SignalHold(on_signal) as hold:
+        try:
+            with calls.errors(f"container {id}", id):
+                return _run(rt, calls, record, mounts, output, hold, spec.stop_grace_period,
+                            directory if remove else None)
+        except Interrupted as e:
+            if remove:
+                _stop(calls, id, spec.stop_grace_period)
+            raise Interrupted.one_off(e.signal, spec.name, remove) from None
+        finally:
+            hold.close()
+            if remove:
+                with calls.errors(f"container {id}", id):
+                    _remove(calls, id, directory)
 
 
 def _run(rt: ContainerdRuntime, calls: _Calls, record: containers_pb2.Container, mounts: Any,
@@ -203,22 +204,21 @@ def _run(rt: ContainerdRuntime, calls: _Calls, record: containers_pb2.Container,
         else:
             stdout = stderr = f"binary://{rt._logger()}?{quote(log_dir, safe='/')}"
         try:
-            calls.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=stdout,
-                                                           stderr=stderr), metadata=calls.metadata, timeout=CALL)
-            calls.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
-        except grpc.RpcError as e:
-            details = e.details() if hasattr(e, "details") else str(e)
+            calls("tasks.v1.Tasks/Create", tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=stdout,
+                                                                       stderr=stderr))
+            calls("tasks.v1.Tasks/Start", tasks_pb2.StartRequest(container_id=id))
+        except wire.Status as e:
             from orchestr.errors import TerminalFailure
 
             raise TerminalFailure(f"container {record.labels.get(I_NAME, id)} did not start: "
-                                  f"{' '.join(details.split())}", runtime=RUNTIME, container=id) from None
+                                  f"{' '.join(e.details.split())}", runtime=RUNTIME, container=id) from None
         hold.attach(lambda sig: _forward(calls, id, grace, hold, sig))
         ended: list[tasks_pb2.WaitResponse] = []
         done_r, done_w = os.pipe2(os.O_CLOEXEC)
 
         def wait() -> None:
             try:
-                ended.append(calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata))
+                ended.append(calls.wait(id, timeout=None))
             finally:
                 os.close(done_w)
 
@@ -236,7 +236,7 @@ def _run(rt: ContainerdRuntime, calls: _Calls, record: containers_pb2.Container,
         if relay is not None:
             relay.close()
     if not ended:
-        answer = calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata)
+        answer = calls.wait(id, timeout=None)
     else:
         answer = ended[0]
     process = task_pb2.Process(container_id=id, status=task_pb2.STOPPED, exit_status=answer.exit_status,
@@ -361,35 +361,32 @@ def _stop(calls: _Calls, id: str, grace: float) -> None:
     if not calls.kill(id, signals.SIGTERM):
         return
     try:
-        calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata, timeout=grace)
-    except grpc.RpcError:
+        calls.wait(id, timeout=grace)
+    except wire.Status:
         calls.kill(id, signals.SIGKILL, all=True)
-        with contextlib.suppress(grpc.RpcError):
-            calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
+        with contextlib.suppress(wire.Status):
+            calls.wait(id)
 
 
 def _remove(calls: _Calls, id: str, directory: Path, container: bool = True) -> None:
     """The task (killed first if it still runs), the container's record, its snapshot and its directory."""
     if container:
         try:
-            calls.tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
-        except grpc.RpcError as e:
-            if code(e) == grpc.StatusCode.FAILED_PRECONDITION:  # still running: ended at once
+            calls("tasks.v1.Tasks/Delete", tasks_pb2.DeleteTaskRequest(container_id=id))
+        except wire.Status as e:
+            if e.name == "FAILED_PRECONDITION":  # still running: ended at once
                 calls.kill(id, signals.SIGKILL, all=True)
-                calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
-                calls.tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=id), metadata=calls.metadata,
-                                   timeout=CALL)
-            elif code(e) != grpc.StatusCode.NOT_FOUND:
+                calls.wait(id)
+                calls("tasks.v1.Tasks/Delete", tasks_pb2.DeleteTaskRequest(container_id=id))
+            elif e.name != "NOT_FOUND":
                 raise
         try:
-            calls.containers.Delete(containers_pb2.DeleteContainerRequest(id=id), metadata=calls.metadata,
-                                    timeout=CALL)
-        except grpc.RpcError as e:
-            if code(e) != grpc.StatusCode.NOT_FOUND:
+            calls("containers.v1.Containers/Delete", containers_pb2.DeleteContainerRequest(id=id))
+        except wire.Status as e:
+            if e.name != "NOT_FOUND":
                 raise
-    with contextlib.suppress(grpc.RpcError):
-        calls.snapshots.Remove(snapshots_pb2.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=id),
-                               metadata=calls.metadata, timeout=CALL)
+    with contextlib.suppress(wire.Status):
+        calls("snapshots.v1.Snapshots/Remove", snapshots_pb2.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=id))
     import shutil
 
     shutil.rmtree(directory, ignore_errors=True)

@@ -23,10 +23,8 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-import anyio
-import grpc
 
 import orchestr
 from orchestr import logfile
@@ -43,6 +41,14 @@ from . import logger, network, spec as specs
 from .client import RUNTIME, Connection, address, code, namespace
 from .images import SNAPSHOTTER, Images, Resolved
 from .proto import containers_pb2, payloads_pb2, snapshots_pb2, task_pb2, tasks_pb2
+
+if TYPE_CHECKING:
+    import anyio
+    import grpc
+else:
+    from . import lazy
+
+    anyio, grpc = lazy.module("anyio"), lazy.module("grpc")  # not for a one-off run (oneoff.py)
 
 INTERNAL = "io.orchestr.containerd/"
 I_NAME = INTERNAL + "name"
