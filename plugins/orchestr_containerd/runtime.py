@@ -748,7 +748,12 @@ async def start_task(conn: Connection, c: containers_pb2.Container, task: task_p
             mounts = (await conn.snapshots.Mounts(snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER,
                                                                               key=c.snapshot_key),
                                                   metadata=conn.metadata, timeout=CALL)).mounts
-    uri = f"binary://{logger}?{quote(c.labels.get(I_LOG, ''), safe='/')}"
+    from .logger import CONFIG, settings
+
+    log_dir = c.labels.get(I_LOG, "")
+    uri = f"binary://{logger}?{quote(log_dir, safe='/')}"
+    with contextlib.suppress(OSError, ValueError, KeyError):  # without, the logger reads its config itself
+        uri += "=" + settings(json.loads(Path(log_dir, CONFIG).read_text()))
     try:
         await conn.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=uri, stderr=uri),
                                 metadata=conn.metadata, timeout=CALL)
