@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,11 +77,14 @@ async def created(runtime: ContainerdRuntime, spec: ContainerSpec) -> None:
         await cni.refresh_hosts(runtime, spec.namespace)
 
 
-async def detach(runtime: ContainerdRuntime, id: str, directory: Path, network: str, namespace: str) -> None:
+async def detach(runtime: ContainerdRuntime, id: str, directory: Path, network: str, namespace: str,
+                 gone: Callable[[], Awaitable[object]] | None = None) -> None:
+    """Undoes attach; gone, when given, is awaited before the namespace's /etc/hosts files are rewritten (the
+    container's record must be gone from containerd's list by then)."""
     if network == "bridge":
         from . import cni
 
-        await cni.detach(runtime, id, directory, namespace)
+        await cni.detach(runtime, id, directory, namespace, gone)
 
 
 def ports_of(raw: str | None) -> tuple[Port, ...]:

@@ -455,6 +455,7 @@ class ContainerdRuntime(Images):
         with located(RUNTIME, id):
             c = await self._get(id)
             task = await self._task(id)
+            ended = True
             if task is not None and task.status != task_pb2.STOPPED:
                 if not force:
                     raise Conflict(f"container {c.labels.get(I_NAME, id)} is running; stop it first, or force",
@@ -465,19 +466,46 @@ class ContainerdRuntime(Images):
                     with contextlib.suppress(grpc.RpcError):
                         await self.conn.tasks.Resume(tasks_pb2.ResumeTaskRequest(container_id=id),
                                                      metadata=self.conn.metadata, timeout=CALL)
-                await self._wait_task(id, CALL)
-            if task is not None:
-                await delete_task(self.conn, id)
-            with self.conn.errors(f"container {id}", id):
-                try:
-                    await self.conn.containers.Delete(containers_pb2.DeleteContainerRequest(id=id),
-                                                      metadata=self.conn.metadata, timeout=CALL)
-                except grpc.RpcError as e:
-                    if code(e) != grpc.StatusCode.NOT_FOUND:
-                        raise
+                ended = await self._wait_task(id, CALL) is not None
             log = c.labels.get(I_LOG)
             directory = Path(log).parent if log else self.root / "containers" / id
-            await self._undo(id, directory, c.labels.get(I_NETWORK, "none"), c.labels[L_NAMESPACE])
+            net, namespace = c.labels.get(I_NETWORK, "none"), c.labels[L_NAMESPACE]
+            gone = anyio.Event()
+            failed: list[Exception] = []
+
+            async def records() -> None:
+                """The task (containerd's dearest part of a delete), the container's record, its snapshot."""
+                try:
+                    if task is not None:
+                        await delete_task(self.conn, id)
+                    with self.conn.errors(f"container {id}", id):
+                        try:
+                            await self.conn.containers.Delete(containers_pb2.DeleteContainerRequest(id=id),
+                                                              metadata=self.conn.metadata, timeout=CALL)
+                        except grpc.RpcError as e:
+                            if code(e) != grpc.StatusCode.NOT_FOUND:
+                                raise
+                    with contextlib.suppress(grpc.RpcError):
+                        await self.conn.snapshots.Remove(snapshots_pb2.RemoveSnapshotRequest(
+                            snapshotter=SNAPSHOTTER, key=id), metadata=self.conn.metadata, timeout=CALL)
+                except Exception as e:  # noqa: BLE001 - raised below, once the network's undoing is done
+                    failed.append(e)
+                finally:
+                    gone.set()
+
+            if ended:  # its process is gone: its network is undone meanwhile, its /etc/hosts once the record is
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(records)
+                    with contextlib.suppress(Exception):
+                        await network.detach(self, id, directory, net, namespace, gone.wait)
+            else:  # it may still run: nothing more unless its task goes
+                await records()
+                if not failed:
+                    with contextlib.suppress(Exception):
+                        await network.detach(self, id, directory, net, namespace)
+            if failed:
+                raise failed[0]
+            shutil.rmtree(directory, ignore_errors=True)
 
     # -- reading state --------------------------------------------------------------------------------------------
     async def inspect(self, id: str) -> Container:
