@@ -69,12 +69,12 @@ def local(spec: ContainerSpec, directory: Path) -> Attached:
     raise ValueError(f"network {spec.network} is neither host nor none")
 
 
-async def created(runtime: ContainerdRuntime, spec: ContainerSpec) -> None:
+async def created(runtime: ContainerdRuntime, network: str, namespace: str) -> None:
     """Once the container's record is made: the namespace's /etc/hosts files name it too."""
-    if spec.network == "bridge":
+    if network == "bridge":
         from . import cni
 
-        await cni.refresh_hosts(runtime, spec.namespace)
+        await cni.refresh_hosts(runtime, namespace)
 
 
 async def detach(runtime: ContainerdRuntime, id: str, directory: Path, network: str, namespace: str,

@@ -264,7 +264,6 @@ class ContainerdRuntime(Images):
                             containers_pb2.CreateContainerRequest(container=record), metadata=self.conn.metadata,
                             timeout=CALL)).container
                     made = True
-                    await network.created(self, spec)
                 finally:
                     if not made:
                         with anyio.CancelScope(shield=True):
@@ -376,21 +375,35 @@ class ContainerdRuntime(Images):
                 container=containers_pb2.Container(id=id, labels={I_STARTED: rfc3339(), I_RESTARTS: "0"}),
                 update_mask={"paths": [f"labels.{I_STARTED}", f"labels.{I_RESTARTS}"]}), metadata=self.conn.metadata,
                 timeout=CALL)
+            failed: list[Exception] = []
             try:
-                if task is not None and task.status == task_pb2.CREATED:
-                    # made by a start that was interrupted (a killed apply): its logger runs already; start it as it
-                    # is, as a new one would first kill it, and that exit would read as the new task's
-                    with self.conn.errors(f"container {id}", id):
-                        await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id),
-                                                    metadata=self.conn.metadata, timeout=CALL)
-                else:
-                    await start_task(self.conn, c, task, self._logger(), mounts)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._named, c)  # its name joins the namespace's /etc/hosts files meanwhile
+                    try:
+                        if task is not None and task.status == task_pb2.CREATED:
+                            # made by a start that was interrupted (a killed apply): its logger runs already; start
+                            # it as it is, as a new one would first kill it, and that exit would read as the new
+                            # task's
+                            with self.conn.errors(f"container {id}", id):
+                                await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id),
+                                                            metadata=self.conn.metadata, timeout=CALL)
+                        else:
+                            await start_task(self.conn, c, task, self._logger(), mounts)
+                    except Exception as e:  # noqa: BLE001 - raised below, as it is rather than in a group
+                        failed.append(e)
+                if failed:
+                    raise failed[0]
             except BaseException:
                 with anyio.CancelScope(shield=True), contextlib.suppress(grpc.RpcError):
                     await labelled
                 raise
             with self.conn.errors(f"container {id}", id, missing=f"container {id} not found"):
                 await labelled
+
+    async def _named(self, c: containers_pb2.Container) -> None:
+        """A new container's name in its namespace's /etc/hosts files; a rewrite that fails leaves it to the next."""
+        with contextlib.suppress(Exception):
+            await network.created(self, c.labels.get(I_NETWORK, "none"), c.labels[L_NAMESPACE])
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
         with located(RUNTIME, id):
