@@ -8,7 +8,6 @@ import contextlib
 import functools
 import math
 import signal as signals
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -35,16 +34,27 @@ def run(rt: DockerRuntime, spec: ContainerSpec, output: Callable[[LogLine], None
 
     with located(rt.name, spec.name):
         spec = replace(spec, volumes=volumes(spec))
-    try:
-        with rt._errors(f"image {spec.image}"):
-            image = call("GET", f"images/{spec.image}/json")
-    except NotFound:
-        return None
+    # A command replaces the image's entrypoint and cmd whole: then the image need not be read first (a round
+    # trip), and the create says whether the engine has it. Volumes to make first would change something before
+    # that answer, so those runs ask first.
+    ask_first = not spec.command or any(v.type == "volume" for v in spec.volumes)
+    image: dict[str, Any] = {}
+    if ask_first:
+        try:
+            with rt._errors(f"image {spec.image}"):
+                image = call("GET", f"images/{spec.image}/json")
+        except NotFound:
+            return None
     calls = rt._create_calls(spec, image)
     with SignalHold(on_signal) as hold:
         with rt._create_errors(spec):
-            for request in calls:
-                created = call(*request)
+            try:
+                for request in calls:
+                    created = call(*request)
+            except engine.EngineError as e:
+                if not ask_first and e.status == 404 and e.message.lower().startswith("no such image"):
+                    return None
+                raise
         id = created["Id"]
         try:
             with rt._errors(f"container {id}", container=id):
@@ -81,6 +91,8 @@ def _forward(call: Callable[..., Any], id: str, grace: float, hold: SignalHold, 
     signal, SIGKILL after grace), in the background, so that output goes on meanwhile; another signal sent,
     and SIGKILL after grace unless the run has ended."""
     if sig == signals.SIGTERM:
+        import threading
+
         threading.Thread(target=_quietly, args=(_stop, call, id, grace), daemon=True).start()
         return
     kill = functools.partial(_quietly, call, "POST", f"containers/{id}/kill")
