@@ -16,7 +16,6 @@ import json
 import os
 import re
 import resource
-import secrets
 import shutil
 import signal as signals
 import stat
@@ -168,7 +167,7 @@ class ContainerdRuntime(Images):
                 return str(path)
         except FileNotFoundError:
             pass
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
         tmp.write_text(script)
         tmp.chmod(0o700)
         tmp.replace(path)
