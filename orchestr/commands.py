@@ -178,7 +178,12 @@ async def cmd_delete(oc: Client, args) -> int:
     if args.files and (args.namespace or args.all):
         raise OrchestrError("delete takes either -f FILE... or -n NAMESPACE --all, not both")
     if args.files:
-        result = await oc.delete(_load(args), on_event=_print_outcome, sources=args.files)
+        from . import speccache
+
+        # files an apply validated as they are name their services in the cache: no validation (nor pydantic) again
+        digest = _cache_key(args)
+        services = (speccache.lookup(oc.config.state_dir, digest) if digest else None) or _load(args)
+        result = await oc.delete(services, on_event=_print_outcome, sources=args.files)
     elif args.namespace and args.all:
         result = await oc.delete(namespace=args.namespace, on_event=_print_outcome)
     else:
