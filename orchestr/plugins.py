@@ -7,20 +7,19 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pluggy
 
 from . import hookspecs
 from .config import DEFAULT_RUNTIME_PREFERENCE, Config
 from .errors import UnknownRuntime
-from .plain import Frozen
+from .plain import Frozen, record
 from .runtime import Runtime
 
 ENTRY_POINT_GROUP = "orchestr"
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class RuntimeInfo(Frozen):
     """A runtime some plugin offers, and where it comes from."""
 

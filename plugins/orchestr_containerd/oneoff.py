@@ -156,9 +156,9 @@ def run(rt: ContainerdRuntime, spec: ContainerSpec, output: Callable[[LogLine], 
             raise rt.conn.failure(e.name, e.details, f"container {spec.name}", spec.name) from None
         made = False
         try:
-            rt._fresh_dir(spec, checked, directory)
+            rt._fresh_dir(spec, checked, directory, log=not remove)  # removed: its output comes through FIFOs
             record = rt._container_record(spec, id, checked, resolved, mounts, directory, network.local(spec, directory),
-                                {I_STARTED: rfc3339(), I_RESTARTS: "0"})
+                                          {I_STARTED: rfc3339(), I_RESTARTS: "0"}, log=not remove)
             with calls.errors(f"container {spec.name}", spec.name):
                 record = calls("containers.v1.Containers/Create",
                                containers_pb2.CreateContainerRequest(container=record),

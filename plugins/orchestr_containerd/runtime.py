@@ -16,7 +16,6 @@ import json
 import os
 import re
 import resource
-import secrets
 import shutil
 import signal as signals
 import stat
@@ -178,7 +177,7 @@ class ContainerdRuntime(Images):
                 return str(path)
         except FileNotFoundError:
             pass
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
         tmp.write_text(script)
         tmp.chmod(0o700)
         tmp.replace(path)
@@ -271,11 +270,13 @@ class ContainerdRuntime(Images):
         self._fresh[id] = (created, mounts)
         return self._container(created, None)
 
-    def _fresh_dir(self, spec: ContainerSpec, checked: Sequence, directory: Path) -> Path:
-        """The container's own directory made anew (its log dir within), and its named volumes' directories."""
+    def _fresh_dir(self, spec: ContainerSpec, checked: Sequence, directory: Path, log: bool = True) -> Path:
+        """The container's own directory made anew (its log dir within, unless its output goes elsewhere), and its
+        named volumes' directories."""
         shutil.rmtree(directory, ignore_errors=True)
         private_dir(directory)
-        private_dir(directory / "log")
+        if log:
+            private_dir(directory / "log")
         volumes_dir = private_dir(self.root / "volumes")
         for v in checked:
             if v.type == "volume":
@@ -283,9 +284,11 @@ class ContainerdRuntime(Images):
         return directory
 
     def _container_record(self, spec: ContainerSpec, id: str, checked: Sequence, resolved: Resolved, mounts: Sequence,
-                directory: Path, net: network.Attached, labels: dict[str, str] | None = None) -> containers_pb2.Container:
+                directory: Path, net: network.Attached, labels: dict[str, str] | None = None,
+                log: bool = True) -> containers_pb2.Container:
         """containerd's record of the container spec over the snapshot mounts: its OCI spec, its logger's
-        settings and orchestr's labels (with labels of the caller's added)."""
+        settings (unless log is False: its output goes elsewhere) and orchestr's labels (with labels of the caller's
+        added)."""
         image_config = resolved.config.get("config") or {}
         try:
             user = specs.lookup_user(spec.user or image_config.get("User") or None,
@@ -299,12 +302,13 @@ class ContainerdRuntime(Images):
             image_config, id=id, user=user, files=net.files, netns=net.netns,
             cgroups_path=f"/{self.conn.namespace}/{id}", volumes_dir=str(self.root / "volumes"),
             nofile=min(specs.NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-        (log_dir / "logger.json").write_text(json.dumps({
-            "max_size": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_SIZE") or LOG_MAX_SIZE),
-            "max_files": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_FILES") or LOG_MAX_FILES),
-            "restarter": self._restarter() if spec.restart_policy != RestartPolicy.NEVER else None,
-            "address": self.conn.socket, "namespace": self.conn.namespace,
-        }))
+        if log:
+            (log_dir / "logger.json").write_text(json.dumps({
+                "max_size": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_SIZE") or LOG_MAX_SIZE),
+                "max_files": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_FILES") or LOG_MAX_FILES),
+                "restarter": self._restarter() if spec.restart_policy != RestartPolicy.NEVER else None,
+                "address": self.conn.socket, "namespace": self.conn.namespace,
+            }))
         all_labels = {**spec.labels, I_NAME: spec.name, I_LOG: str(log_dir), I_POLICY: str(spec.restart_policy),
                       I_NETWORK: spec.network, INTERNAL + "image": spec.image, **net.labels, **(labels or {})}
         if empty := sorted(k for k, v in spec.labels.items() if not v):
