@@ -94,19 +94,18 @@ def instrument(marks: Marks, runtime: str) -> None:
     elif runtime == "containerd":
         from orchestr_containerd import oneoff
 
-        # a run in the foreground makes its gRPC calls itself: each stub's methods timed as the step they serve
-        steps = {("leases", "Create"): "create", ("snapshots", "Prepare"): "create", ("containers", "Create"): "create",
-                 ("leases", "Delete"): "create", ("tasks", "Create"): "start", ("tasks", "Start"): "start",
-                 ("tasks", "Delete"): "delete", ("containers", "Delete"): "delete", ("snapshots", "Remove"): "delete"}
-        made = oneoff._Calls.__post_init__
+        # a run in the foreground makes its gRPC calls itself: each call timed as the step it serves
+        steps = {"leases.v1.Leases/Create": "create", "snapshots.v1.Snapshots/Prepare": "create",
+                 "containers.v1.Containers/Create": "create", "leases.v1.Leases/Delete": "create",
+                 "tasks.v1.Tasks/Create": "start", "tasks.v1.Tasks/Start": "start", "tasks.v1.Tasks/Delete": "delete",
+                 "containers.v1.Containers/Delete": "delete", "snapshots.v1.Snapshots/Remove": "delete"}
+        call = oneoff._Calls.__call__
+        timed = {name: _timed(marks, name, call) for name in set(steps.values())}
 
-        def stubs(self):  # type: ignore[no-untyped-def]
-            made(self)
-            for (stub, method), name in steps.items():
-                target = getattr(self, stub)
-                setattr(target, method, _timed(marks, name, getattr(target, method)))
+        def classified(self, method, *a, **kw):  # type: ignore[no-untyped-def]
+            return timed.get(steps.get(method, ""), call)(self, method, *a, **kw)
 
-        oneoff._Calls.__post_init__ = stubs
+        oneoff._Calls.__call__ = classified
     else:
         from orchestr_docker import engine
         from orchestr_docker.runtime import DockerRuntime

@@ -339,7 +339,11 @@ class Client:
 
         async with self.store.lock():
             namespaces = {namespace} if namespace else {s.namespace for s in services}
-            runtimes = set(self.store.runtimes_used(namespaces)) | {self._runtime_of(s) for s in services}
+            # the runtimes that held these namespaces' containers; the default one for a service that names none
+            # only where the store knows of no runtime (opening and reattaching a runtime costs a delete much)
+            runtimes = set(self.store.runtimes_used(namespaces))
+            runtimes |= {self._runtime_of(s) for s in services
+                         if s.spec.runtime or not self.store.runtimes_used([s.namespace])}
             await self._recover(runtimes)
             actual = await self._actual(runtimes, namespaces)
             _, deployed = await self._deployed(runtimes, namespaces)

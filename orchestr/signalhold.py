@@ -4,10 +4,13 @@ runtimes that run one without an event loop share it."""
 from __future__ import annotations
 
 import signal as signals
-import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .errors import Interrupted, OrchestrError
+
+if TYPE_CHECKING:  # loaded for a timer only: a run that no signal reaches spares its import
+    import threading
 
 
 class SignalHold:
@@ -29,10 +32,14 @@ class SignalHold:
         self.closed = False
 
     def __enter__(self) -> SignalHold:
-        if self.mode is not None and threading.current_thread() is threading.main_thread():
+        if self.mode is not None:
             for sig in self.SIGNALS:
-                if signals.getsignal(sig) is not signals.SIG_IGN:  # nohup's or a background job's: stays so
+                if signals.getsignal(sig) is signals.SIG_IGN:  # nohup's or a background job's: stays so
+                    continue
+                try:
                     self.previous[sig] = signals.signal(sig, self._caught)
+                except ValueError:  # not the main thread, where alone handlers can be set: signals stay as they are
+                    break
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -68,6 +75,8 @@ class SignalHold:
     def after(self, seconds: float, then: Callable[[], object]) -> None:
         """Calls then in seconds, unless closed before; only the first such call counts."""
         if self.timer is None:
+            import threading
+
             self.timer = threading.Timer(seconds, then)
             self.timer.daemon = True
             self.timer.start()

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -259,11 +260,11 @@ def test_logs_rotate_and_follow_reads_every_file(cd_ns, state_dir, tmp_path):
 def test_a_one_off_run_in_the_foreground_needs_no_event_loop_and_leaves_nothing(cd_ns, containerd_namespace,
                                                                               state_dir, tmp_path):
     """`orchestr run --rm --network none` on containerd: create, start, output, wait and delete over blocking gRPC
-    calls, with no event loop started (grpc itself imports asyncio); its output in order per stream, its exit
-    code, and nothing left in containerd or the state dir."""
+    calls made without grpc (wire.py), so with neither grpc's core nor asyncio loaded, let alone an event loop; its
+    output in order per stream, its exit code, and nothing left in containerd or the state dir."""
     code = ("import sys; from orchestr.cli import main; sys.argv = ['orchestr', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-            "print('anyio._backends._asyncio' in sys.modules, code, file=sys.stderr)")
+            "print(any(m in sys.modules for m in ('asyncio', 'grpc._cython.cygrpc')), code, file=sys.stderr)")
     environ = dict(os.environ, ORCHESTR_STATE_DIR=str(state_dir))
     leases = set(ctr(containerd_namespace, "leases", "ls", "-q").split())  # a killed apply's wait out their expiry
     for _ in range(2):  # the second run reads the image's config from the state dir's copy
@@ -285,3 +286,50 @@ def test_a_one_off_run_that_is_kept_reads_back_as_exited(cd_ns, state_dir):
     got = get_json(cd_ns, state_dir)["kept"]
     assert (got["state"], got["exitCode"]) == ("exited", 4)
     assert orc("logs", "-n", cd_ns, "kept", state_dir=state_dir, check=True).stdout == "hi\n"
+
+
+def test_a_removed_one_off_reads_its_output_through_fifos_with_no_logger(cd_ns, containerd_namespace, state_dir):
+    """`run --rm` in the foreground: the task's output comes through FIFOs this process reads, as ctr's does, so
+    no logger process starts (a removed container's log could not be read anyway); every line arrives in order
+    per stream, a last line without a newline too, and the exit code; then nothing is left."""
+    environ = dict(os.environ, ORCHESTR_STATE_DIR=str(state_dir), ORCHESTR_RUNTIME="containerd")
+    script = "seq 1 20000; echo err >&2; head -c 40000 /dev/zero | tr '\\0' x; echo; printf tail; sleep 2; exit 5"
+    proc = subprocess.Popen([ORCHESTR, "run", "--rm", "--network", "none", "--name", "fifo", "-n", cd_ns,
+                             TEST_IMAGE, "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=environ, stdin=subprocess.DEVNULL)
+    directory = state_dir / "containerd" / "containers" / f"{cd_ns}_fifo"
+    until("the task's stdout FIFO", lambda: (directory / "stdout").exists())
+    assert stat.S_ISFIFO((directory / "stdout").stat().st_mode) and stat.S_ISFIFO((directory / "stderr").stat().st_mode)
+    until("the task running", lambda: re.search(rf"^{cd_ns}_fifo\s+\d+\s+RUNNING", ctr(containerd_namespace, "tasks",
+                                                                                      "ls"), re.M))
+    assert not (directory / "log").exists()  # no log, so no logger (which takes its lock before the task starts)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 5, err
+    assert out == b"".join(b"%d\n" % i for i in range(1, 20001)) + b"x" * 40000 + b"\ntail"
+    assert err == b"err\n"
+    assert not directory.exists()
+    assert not [i for i in ctr(containerd_namespace, "containers", "ls", "-q").split() if i.startswith(cd_ns)]
+    assert f"{cd_ns}_fifo" not in ctr(containerd_namespace, "snapshots", "ls")
+    assert f"{cd_ns}_fifo" not in ctr(containerd_namespace, "tasks", "ls")
+
+
+def test_the_wire_calls_containerd_without_grpc(containerd_image, containerd_namespace):
+    """wire.py, the one-off run's gRPC client: an answer, a status, a request larger than HTTP/2's first windows
+    (its error's text coming back in CONTINUATION frames), and a socket that is not there."""
+    from orchestr_containerd import wire
+    from orchestr_containerd.proto import images_pb2
+
+    socket, metadata = "/run/containerd/containerd.sock", [("containerd-namespace", containerd_namespace)]
+
+    def get(name: str, path: str = socket) -> images_pb2.GetImageResponse:
+        answer = wire.call(path, "/containerd.services.images.v1.Images/Get",
+                           images_pb2.GetImageRequest(name=name).SerializeToString(), metadata, timeout=30)
+        return images_pb2.GetImageResponse.FromString(answer[0])
+
+    assert get(f"docker.io/{TEST_IMAGE}").image.target.digest.startswith("sha256:")
+    with pytest.raises(wire.Status) as missing:
+        get("docker.io/orchestr-test/none:" + "x" * 300_000)
+    assert missing.value.name == "NOT_FOUND" and "x" * 300_000 in missing.value.details
+    with pytest.raises(wire.Status) as absent:
+        get(f"docker.io/{TEST_IMAGE}", path=str(Path(socket).with_name("none.sock")))
+    assert absent.value.name == "UNAVAILABLE"

@@ -100,3 +100,35 @@ def test_container_ids():
 def test_event_payloads_carry_containerds_type_names():
     for name, kind in PAYLOADS.items():
         assert kind.DESCRIPTOR.full_name == name
+
+
+def test_the_wire_reads_hpack_as_rfc_7541s_examples():
+    """RFC 7541 appendix C.4: three requests' header blocks on one connection, Huffman-coded strings and the
+    dynamic table included (wire.py reads containerd's answers so, without grpc)."""
+    from orchestr_containerd import wire
+
+    call = wire._Call(None, None)  # type: ignore[arg-type]  # decoding needs no socket
+    blocks = ["828684418cf1e3c2e5f23a6ba0ab90f4ff", "828684be5886a8eb10649cbf",
+              "828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf"]
+    seen = []
+    for block in blocks:
+        call.headers = {}
+        call.decode(bytes.fromhex(block))
+        seen.append(call.headers)
+    assert seen[0] == {b":method": b"GET", b":scheme": b"http", b":path": b"/", b":authority": b"www.example.com"}
+    assert seen[1] == {**seen[0], b"cache-control": b"no-cache"}
+    assert seen[2] == {b":method": b"GET", b":scheme": b"https", b":path": b"/index.html",
+                       b":authority": b"www.example.com", b"custom-key": b"custom-value"}
+    assert [name for name, _ in call.dynamic] == [b"custom-key", b"cache-control", b":authority"]
+    assert wire._unhuffman(bytes.fromhex("25a849e95bb8e8b4bf")) == b"custom-value"
+
+
+def test_the_wire_writes_integers_and_literals_as_hpack_does():
+    from orchestr_containerd import wire
+
+    assert wire._encode_integer(10, 5) == bytes([10])  # RFC 7541 C.1.1
+    assert wire._encode_integer(1337, 5) == bytes([31, 154, 10])  # C.1.2
+    block = wire._literal(b"custom-key", b"x" * 300)
+    call = wire._Call(None, None)  # type: ignore[arg-type]
+    call.decode(block)
+    assert call.headers == {b"custom-key": b"x" * 300} and not call.dynamic

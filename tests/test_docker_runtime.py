@@ -702,6 +702,43 @@ def test_a_one_off_run_with_its_output_and_removal_never_imports_aiohttp(docker_
     assert docker_containers(docker_namespace) == []  # removed
 
 
+def one_off(namespace: str, state_dir: Path, image: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "orchestr"), "--state-dir", str(state_dir), "run", "--rm", "--runtime",
+         "docker", "-n", namespace, image, *argv], capture_output=True, text=True, cwd=ROOT, timeout=120,
+        stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.registry
+def test_a_one_off_run_with_a_command_pulls_an_image_the_engine_lacks_then_runs_it(docker_namespace, registry,
+                                                                                  tmp_path):
+    """The run in the foreground does not read the image before its create when a command is given: the create's
+    answer that the engine lacks the image hands the run to the one that pulls."""
+    ref = f"{registry}/orchestr-test/oneoff:{uuid.uuid4().hex[:10]}"
+    archive, image_id = unique_archive(tmp_path, ref)
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"docker-archive:{archive}",
+                    f"docker://{ref}"], check=True, capture_output=True)
+    try:
+        done = one_off(docker_namespace, tmp_path / "state", ref, "sh", "-c", "cat /etc/unique; exit 4")
+        assert (done.returncode, len(done.stdout.strip())) == (4, 32), done.stderr  # the pulled image's own file
+        assert engine("image", ref)["Id"] == image_id
+        assert docker_containers(docker_namespace) == []
+    finally:
+        subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
+
+
+def test_a_one_off_run_of_an_image_found_nowhere_or_misnamed_is_one_line_and_makes_nothing(docker_namespace, tmp_path):
+    ref = f"127.0.0.1:{free_port()}/orchestr-test/absent:v0"  # nothing listens there
+    for argv in (["true"], []):  # with a command the create finds the image missing, without one the inspect
+        done = one_off(docker_namespace, tmp_path / "state", ref, *argv)
+        assert done.returncode != 0 and done.stdout == ""
+        assert done.stderr.count("\n") == 1 and ref in done.stderr and "Traceback" not in done.stderr
+        assert docker_containers(docker_namespace) == []
+    # a create the engine refuses has the image read after it: what is wrong with the image is said as ever
+    bad = one_off(docker_namespace, tmp_path / "state", "Orchestr-Test/Upper:v0", "true")
+    assert (bad.returncode, bad.stderr.count("\n")) == (1, 1) and "image Orchestr-Test/Upper:v0: " in bad.stderr
+
+
 def test_a_one_off_run_asks_for_a_terminal_in_one_line_and_makes_nothing(docker_namespace, docker_image, tmp_path):
     for flag in ("-i", "-t"):
         done = subprocess.run(

@@ -816,15 +816,16 @@ def signalled_run(state_dir: Path, sig: int, *args: str, ready: str | None = "re
         if ready is not None:
             assert run.stdout.readline() == f"{ready}\n"
         else:
-            until(lambda: any(c["state"] == "running" for c in json.loads(
+            until(lambda: run.poll() is not None or any(c["state"] == "running" for c in json.loads(
                 orc("get", "-A", "-o", "json", state_dir=state_dir, check=True).stdout)), "the container to run")
+            assert run.poll() is None, f"the run ended first ({run.returncode}): {run.communicate()}"
         ignored = ignored_signals(run.pid)
         run.send_signal(sig)
         out, err = run.communicate(timeout=60)
     finally:
         if run.poll() is None:
             run.kill()
-            run.wait()
+            print("the run, killed, had written:", run.communicate())  # shown if the test fails
     return run.returncode, out, err, ignored
 
 

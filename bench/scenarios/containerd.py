@@ -26,8 +26,9 @@ DESCRIPTION = (
     "scenario brings N containerd services up and down against docker-compose and orchestr docker."
 )
 NOTES = [
-    "Both `orchestr run --rm` and `ctr run --rm` pay the same daemon, shim and runc; orchestr also starts its "
-    "logger (the task's binary:// output) and its own Python.",
+    "Both `orchestr run --rm` and `ctr run --rm` pay the same daemon, shim and runc, and read the task's output "
+    "through FIFOs; orchestr also pays its own Python (the interpreter, its imports: protobuf's messages, not "
+    "grpc) and a seccomp filter in the container, which ctr sets only with --seccomp.",
     "PSS shares each page among the processes mapping it: the shims share their binary, the loggers Python's.",
 ]
 

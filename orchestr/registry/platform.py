@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _platform
+import os
 from dataclasses import dataclass
 
 from orchestr.errors import NotFound
@@ -28,7 +28,7 @@ class Platform:
 
 
 def host() -> Platform:
-    machine = _platform.machine()
+    machine = os.uname().machine  # what platform.machine() answers on Linux, without importing platform
     arch, variant = _MACHINES.get(machine, (machine, None))
     return Platform("linux", arch, variant)
 

@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-
-import grpc
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure, Timeout
 
-from .proto import containers_pb2_grpc, content_pb2_grpc, diff_pb2_grpc, events_pb2_grpc, images_pb2_grpc
-from .proto import leases_pb2_grpc, snapshots_pb2_grpc, tasks_pb2_grpc
+from . import lazy
+
+if TYPE_CHECKING:
+    import grpc
+
+    from .proto import containers_pb2_grpc, content_pb2_grpc, diff_pb2_grpc, events_pb2_grpc, images_pb2_grpc
+    from .proto import leases_pb2_grpc, snapshots_pb2_grpc, tasks_pb2_grpc
+else:
+    grpc = lazy.module("grpc")  # loaded by the first call through a stub; oneoff.py calls without grpc (wire.py)
 
 RUNTIME = "containerd"
 SOCKET = "/run/containerd/containerd.sock"
 NAMESPACE = "orchestr"  # containerd's namespace for every orchestr container, whatever orchestr namespace it is in
 MAX_MESSAGE = 64 << 20
+S = TypeVar("S")
 
 
 def address() -> str:
@@ -37,6 +44,7 @@ class Connection:
         self.socket, self.namespace = socket, ns
         self.metadata = (("containerd-namespace", ns),)
         self._channel: grpc.aio.Channel | None = None
+        self._stubs: dict[object, Any] = {}  # made once per channel: each makes a callable per method of its service
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -45,44 +53,68 @@ class Connection:
             self._channel = grpc.aio.insecure_channel(f"unix://{self.socket}", options=options)
         return self._channel
 
+    def _stub(self, kind: Callable[[grpc.aio.Channel], S]) -> S:
+        channel = self._open()
+        stub = self._stubs.get(kind)
+        if stub is None:
+            stub = self._stubs[kind] = kind(channel)
+        return stub
+
     def leased(self, lease: str) -> tuple[tuple[str, str], ...]:
         """The metadata of a call whose new content and snapshots a lease holds until it is done."""
         return (*self.metadata, ("containerd-lease", lease))
 
     @property
     def containers(self) -> containers_pb2_grpc.ContainersStub:
-        return containers_pb2_grpc.ContainersStub(self._open())
+        from .proto import containers_pb2_grpc
+
+        return self._stub(containers_pb2_grpc.ContainersStub)
 
     @property
     def tasks(self) -> tasks_pb2_grpc.TasksStub:
-        return tasks_pb2_grpc.TasksStub(self._open())
+        from .proto import tasks_pb2_grpc
+
+        return self._stub(tasks_pb2_grpc.TasksStub)
 
     @property
     def images(self) -> images_pb2_grpc.ImagesStub:
-        return images_pb2_grpc.ImagesStub(self._open())
+        from .proto import images_pb2_grpc
+
+        return self._stub(images_pb2_grpc.ImagesStub)
 
     @property
     def content(self) -> content_pb2_grpc.ContentStub:
-        return content_pb2_grpc.ContentStub(self._open())
+        from .proto import content_pb2_grpc
+
+        return self._stub(content_pb2_grpc.ContentStub)
 
     @property
     def snapshots(self) -> snapshots_pb2_grpc.SnapshotsStub:
-        return snapshots_pb2_grpc.SnapshotsStub(self._open())
+        from .proto import snapshots_pb2_grpc
+
+        return self._stub(snapshots_pb2_grpc.SnapshotsStub)
 
     @property
     def diff(self) -> diff_pb2_grpc.DiffStub:
-        return diff_pb2_grpc.DiffStub(self._open())
+        from .proto import diff_pb2_grpc
+
+        return self._stub(diff_pb2_grpc.DiffStub)
 
     @property
     def leases(self) -> leases_pb2_grpc.LeasesStub:
-        return leases_pb2_grpc.LeasesStub(self._open())
+        from .proto import leases_pb2_grpc
+
+        return self._stub(leases_pb2_grpc.LeasesStub)
 
     @property
     def events(self) -> events_pb2_grpc.EventsStub:
-        return events_pb2_grpc.EventsStub(self._open())
+        from .proto import events_pb2_grpc
+
+        return self._stub(events_pb2_grpc.EventsStub)
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None
+        self._stubs.clear()
         if channel is not None:
             await channel.close()
 
@@ -97,20 +129,27 @@ class Connection:
     def translate(self, e: grpc.RpcError, what: str, container: str | None = None,
                   missing: str | None = None) -> RuntimeFailure:
         status = code(e)
-        details = " ".join(str(e.details() if hasattr(e, "details") else e).split())
+        return self.failure(status.name if status is not None else None,
+                            str(e.details() if hasattr(e, "details") else e), what, container, missing)
+
+    def failure(self, status: str | None, details: str, what: str, container: str | None = None,
+                missing: str | None = None) -> RuntimeFailure:
+        """A call's status (its name: NOT_FOUND) and details as orchestr's error; what names the thing acted on,
+        missing the NotFound text."""
+        details = " ".join(details.split())
         where = dict(runtime=RUNTIME, container=container)
-        if status == grpc.StatusCode.UNAVAILABLE:
+        if status == "UNAVAILABLE":
             if not os.path.exists(self.socket):
                 details = f"there is no socket {self.socket}"
             return RuntimeUnavailable(f"cannot reach containerd at {self.socket}: {details}; is it running? "
                                       "(ORCHESTR_CONTAINERD_ADDRESS says where it listens)", **where)
-        if status == grpc.StatusCode.NOT_FOUND:
+        if status == "NOT_FOUND":
             return NotFound(missing or f"{what} not found", **where)
-        if status == grpc.StatusCode.DEADLINE_EXCEEDED:
+        if status == "DEADLINE_EXCEEDED":
             return Timeout(f"{what}: containerd did not answer in time: {details}", **where)
-        if status in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION):
+        if status in ("ALREADY_EXISTS", "FAILED_PRECONDITION"):
             return Conflict(f"{what}: {details}", **where)
-        if status in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED):
+        if status in ("INVALID_ARGUMENT", "UNIMPLEMENTED"):
             return TerminalFailure(f"{what}: {details}", **where)
         return RuntimeFailure(f"{what}: {details}", **where)
 

@@ -7,15 +7,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import secrets
-import tarfile
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import anyio
-import grpc
+from typing import TYPE_CHECKING
 
 from orchestr.containers import rfc3339
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure
@@ -26,6 +23,16 @@ from orchestr.runtime import ProgressCallback
 
 from .client import RUNTIME, Connection, code
 from .proto import content_pb2, diff_pb2, images_pb2, leases_pb2, snapshots_pb2, types_pb2
+
+if TYPE_CHECKING:
+    import tarfile
+
+    import anyio
+    import grpc
+else:
+    from . import lazy
+
+    anyio, grpc = lazy.module("anyio"), lazy.module("grpc")  # not for a one-off run (oneoff.py)
 
 SNAPSHOTTER = "overlayfs"
 CHUNK = 1 << 20
@@ -115,7 +122,7 @@ class Images:
                         info=content_pb2.Info(digest=digest, labels=labels),
                         update_mask={"paths": [f"labels.{k}" for k in labels]}), metadata=metadata)
             return
-        ref = f"orchestr-{digest}-{secrets.token_hex(4)}"
+        ref = f"orchestr-{digest}-{os.urandom(4).hex()}"
 
         async def requests() -> AsyncIterator[content_pb2.WriteContentRequest]:
             offset = 0
@@ -145,7 +152,7 @@ class Images:
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[str]:
         """A lease that keeps what is written under it from the garbage collector until the work is recorded."""
-        id = f"orchestr-{secrets.token_hex(8)}"
+        id = f"orchestr-{os.urandom(8).hex()}"
         expire = rfc3339((time.time_ns() // 1_000_000_000 + LEASE_EXPIRY) * 1_000_000_000)
         with self.conn.errors("a lease"):
             await self.conn.leases.Create(leases_pb2.CreateRequest(id=id, labels={"containerd.io/gc.expire": expire}),
@@ -222,7 +229,7 @@ class Images:
                     report(layer, PullStatus.EXISTS)
                     continue
                 report(layer, PullStatus.EXTRACTING)
-                key = f"orchestr-extract-{secrets.token_hex(6)} {chain}"
+                key = f"orchestr-extract-{os.urandom(6).hex()} {chain}"
                 parent = chains[i - 1] if i else ""
                 with self.conn.errors(f"unpacking layer {layer['digest']} of {resolved.name}"):
                     mounts = (await self.conn.snapshots.Prepare(snapshots_pb2.PrepareSnapshotRequest(
@@ -274,6 +281,8 @@ class Images:
         return self._image(resolved, [resolved.name])
 
     async def import_image(self, path: Path, progress: ProgressCallback | None = None) -> list[Image]:
+        import tarfile  # here: a one-off run imports this module, and no archive
+
         path = Path(path)
         try:
             archive = tarfile.open(path)

@@ -13,12 +13,10 @@ import signal as signals
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
-
-import grpc
 
 from orchestr import logfile
 from orchestr.config import private_dir
@@ -30,52 +28,57 @@ from orchestr.registry.reference import parse
 from orchestr.signalhold import SignalHold
 
 from . import logger, network
-from .client import MAX_MESSAGE, RUNTIME, code
+from . import wire
+from .client import RUNTIME
 from .images import BLOB_CACHE_ITEM, LEASE_EXPIRY, SNAPSHOTTER, Resolved, sha256
-from .proto import containers_pb2, containers_pb2_grpc, content_pb2, content_pb2_grpc, images_pb2, images_pb2_grpc
-from .proto import leases_pb2, leases_pb2_grpc, snapshots_pb2, snapshots_pb2_grpc, task_pb2, tasks_pb2, tasks_pb2_grpc
+from .proto import containers_pb2, content_pb2, images_pb2, leases_pb2, snapshots_pb2, task_pb2, tasks_pb2
 
 if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
     from .runtime import ContainerdRuntime
+
+M = TypeVar("M")
 
 CALL = 60.0
 FOLLOW = 0.01  # seconds between looks at a log that has not grown
+DRAIN = 2.0  # seconds a one-off's FIFOs may stay open after its task ended (the shim waits as long for its copy)
+READ = 1 << 16
 
 
 @dataclass
 class _Calls:
-    """Blocking stubs on one channel to containerd, every call with the namespace header."""
+    """containerd's services, called one blocking call at a time (wire.py), each with the namespace header."""
 
     rt: ContainerdRuntime
-    channel: grpc.Channel = field(init=False)
 
-    def __post_init__(self) -> None:
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.enable_http_proxy", 0)]
-        self.channel = grpc.insecure_channel(f"unix://{self.rt.conn.socket}", options=options)
-        self.images = images_pb2_grpc.ImagesStub(self.channel)
-        self.content = content_pb2_grpc.ContentStub(self.channel)
-        self.snapshots = snapshots_pb2_grpc.SnapshotsStub(self.channel)
-        self.leases = leases_pb2_grpc.LeasesStub(self.channel)
-        self.containers = containers_pb2_grpc.ContainersStub(self.channel)
-        self.tasks = tasks_pb2_grpc.TasksStub(self.channel)
-        self.metadata = self.rt.conn.metadata
+    def __call__(self, method: str, request: Message, answer: type[M] | None = None, timeout: float | None = CALL,
+                 lease: str | None = None) -> M | None:
+        """method ("tasks.v1.Tasks/Create") called with request; its answer parsed as answer (None: not read)."""
+        metadata = self.rt.conn.leased(lease) if lease else self.rt.conn.metadata
+        messages = wire.call(self.rt.conn.socket, f"/containerd.services.{method}", request.SerializeToString(),
+                             metadata, timeout)
+        return answer.FromString(messages[0] if messages else b"") if answer is not None else None
 
     @contextlib.contextmanager
     def errors(self, what: str, container: str | None = None) -> Iterator[None]:
-        with self.rt.conn.errors(what, container):
+        try:
             yield
+        except wire.Status as e:
+            raise self.rt.conn.failure(e.name, e.details, what, container) from None
 
     def blob(self, digest: str, what: str) -> dict:
         """A manifest or config, from this state dir's copy when it has one: its digest names it, so a copy that
-        still matches it is the blob, and the streaming read (a thread of grpc's own) is spared."""
+        still matches it is the blob, and the streaming read is spared."""
         path = self.rt.root / "blobs" / digest.replace(":", "-")
         with contextlib.suppress(OSError):
             data = path.read_bytes()
             if sha256(data) == digest:
                 return json.loads(data)
         with self.errors(what):
-            data = b"".join(part.data for part in self.content.Read(
-                content_pb2.ReadContentRequest(digest=digest), metadata=self.metadata, timeout=CALL))
+            data = b"".join(content_pb2.ReadContentResponse.FromString(part).data for part in wire.call(
+                self.rt.conn.socket, "/containerd.services.content.v1.Content/Read",
+                content_pb2.ReadContentRequest(digest=digest).SerializeToString(), self.rt.conn.metadata, CALL))
         if len(data) <= BLOB_CACHE_ITEM and sha256(data) == digest:
             private_dir(path.parent)
             tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -86,12 +89,12 @@ class _Calls:
     def resolve(self, ref: str) -> Resolved | None:
         """The image as Images.resolve reads it; None when containerd does not have it."""
         try:
-            record = self.images.Get(images_pb2.GetImageRequest(name=str(parse(ref))), metadata=self.metadata,
-                                     timeout=CALL).image
-        except grpc.RpcError as e:
-            if code(e) == grpc.StatusCode.NOT_FOUND:
+            record = self("images.v1.Images/Get", images_pb2.GetImageRequest(name=str(parse(ref))),
+                          images_pb2.GetImageResponse).image
+        except wire.Status as e:
+            if e.name == "NOT_FOUND":
                 return None
-            raise self.rt.conn.translate(e, f"image {ref}") from None
+            raise self.rt.conn.failure(e.name, e.details, f"image {ref}") from None
         what = f"image {record.name}"
         digest = record.target.digest
         doc = self.blob(digest, what)
@@ -103,22 +106,25 @@ class _Calls:
 
     def has_snapshot(self, key: str) -> bool:
         try:
-            self.snapshots.Stat(snapshots_pb2.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=key),
-                                metadata=self.metadata, timeout=CALL)
+            self("snapshots.v1.Snapshots/Stat", snapshots_pb2.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=key))
             return True
-        except grpc.RpcError as e:
-            if code(e) == grpc.StatusCode.NOT_FOUND:
+        except wire.Status as e:
+            if e.name == "NOT_FOUND":
                 return False
-            raise self.rt.conn.translate(e, f"snapshot {key}") from None
+            raise self.rt.conn.failure(e.name, e.details, f"snapshot {key}") from None
 
     def kill(self, id: str, number: int, all: bool = False) -> bool:
         """Sends the task signal number; False when it is gone (or containerd refused)."""
         try:
-            self.tasks.Kill(tasks_pb2.KillRequest(container_id=id, signal=number, all=all), metadata=self.metadata,
-                            timeout=CALL)
+            self("tasks.v1.Tasks/Kill", tasks_pb2.KillRequest(container_id=id, signal=number, all=all))
             return True
-        except grpc.RpcError:
+        except wire.Status:
             return False
+
+    def wait(self, id: str, timeout: float | None = CALL) -> tasks_pb2.WaitResponse:
+        answer = self("tasks.v1.Tasks/Wait", tasks_pb2.WaitRequest(container_id=id), tasks_pb2.WaitResponse, timeout)
+        assert answer is not None
+        return answer
 
 
 def run(rt: ContainerdRuntime, spec: ContainerSpec, output: Callable[[LogLine], None] | None, remove: bool,
@@ -128,93 +134,160 @@ def run(rt: ContainerdRuntime, spec: ContainerSpec, output: Callable[[LogLine], 
     from .runtime import I_RESTARTS, I_STARTED, container_id
 
     calls = _Calls(rt)
+    id = container_id(spec.namespace, spec.name)
+    with located(RUNTIME, spec.name):
+        checked = volumes(spec)
+    resolved = calls.resolve(spec.image)
+    if resolved is None or (resolved.chain and not calls.has_snapshot(resolved.chain)):
+        return None
+    directory = rt.root / "containers" / id
+    lease = f"orchestr-{os.urandom(8).hex()}"
+    expire = rfc3339((time.time_ns() // 1_000_000_000 + LEASE_EXPIRY) * 1_000_000_000)
+    with calls.errors("a lease"):
+        calls("leases.v1.Leases/Create", leases_pb2.CreateRequest(id=lease, labels={"containerd.io/gc.expire": expire}))
     try:
-        id = container_id(spec.namespace, spec.name)
-        with located(RUNTIME, spec.name):
-            checked = volumes(spec)
-        resolved = calls.resolve(spec.image)
-        if resolved is None or (resolved.chain and not calls.has_snapshot(resolved.chain)):
-            return None
-        directory = rt.root / "containers" / id
-        lease = f"orchestr-{os.urandom(8).hex()}"
-        expire = rfc3339((time.time_ns() // 1_000_000_000 + LEASE_EXPIRY) * 1_000_000_000)
-        with calls.errors("a lease"):
-            calls.leases.Create(leases_pb2.CreateRequest(id=lease, labels={"containerd.io/gc.expire": expire}),
-                                metadata=calls.metadata, timeout=CALL)
         try:
-            try:
-                mounts = calls.snapshots.Prepare(snapshots_pb2.PrepareSnapshotRequest(
-                    snapshotter=SNAPSHOTTER, key=id, parent=resolved.chain or ""),
-                    metadata=rt.conn.leased(lease), timeout=CALL).mounts
-            except grpc.RpcError as e:
-                if code(e) == grpc.StatusCode.ALREADY_EXISTS:
-                    return None  # a name in use, or what a killed create left: create() tells which, and clears
-                raise rt.conn.translate(e, f"container {spec.name}", spec.name) from None
-            made = False
-            try:
-                rt._fresh_dir(spec, checked, directory)
-                record = rt._container_record(spec, id, checked, resolved, mounts, directory, network.local(spec, directory),
-                                    {I_STARTED: rfc3339(), I_RESTARTS: "0"})
-                with calls.errors(f"container {spec.name}", spec.name):
-                    record = calls.containers.Create(containers_pb2.CreateContainerRequest(container=record),
-                                                     metadata=calls.metadata, timeout=CALL).container
-                made = True
-            finally:
-                if not made:
-                    _remove(calls, id, directory, container=False)
+            mounts = calls("snapshots.v1.Snapshots/Prepare", snapshots_pb2.PrepareSnapshotRequest(
+                snapshotter=SNAPSHOTTER, key=id, parent=resolved.chain or ""),
+                snapshots_pb2.PrepareSnapshotResponse, lease=lease).mounts
+        except wire.Status as e:
+            if e.name == "ALREADY_EXISTS":
+                return None  # a name in use, or what a killed create left: create() tells which, and clears
+            raise rt.conn.failure(e.name, e.details, f"container {spec.name}", spec.name) from None
+        made = False
+        try:
+            rt._fresh_dir(spec, checked, directory, log=not remove)  # removed: its output comes through FIFOs
+            record = rt._container_record(spec, id, checked, resolved, mounts, directory, network.local(spec, directory),
+                                          {I_STARTED: rfc3339(), I_RESTARTS: "0"}, log=not remove)
+            with calls.errors(f"container {spec.name}", spec.name):
+                record = calls("containers.v1.Containers/Create",
+                               containers_pb2.CreateContainerRequest(container=record),
+                               containers_pb2.CreateContainerResponse).container
+            made = True
         finally:
-            with contextlib.suppress(grpc.RpcError):
-                calls.leases.Delete(leases_pb2.DeleteRequest(id=lease), metadata=calls.metadata, timeout=CALL)
-        with SignalHold(on_signal) as hold:
-            try:
-                with calls.errors(f"container {id}", id):
-                    return _run(rt, calls, record, mounts, output, hold, spec.stop_grace_period)
-            except Interrupted as e:
-                if remove:
-                    _stop(calls, id, spec.stop_grace_period)
-                raise Interrupted.one_off(e.signal, spec.name, remove) from None
-            finally:
-                hold.close()
-                if remove:
-                    with calls.errors(f"container {id}", id):
-                        _remove(calls, id, directory)
+            if not made:
+                _remove(calls, id, directory, container=False)
     finally:
-        calls.channel.close()
+        with contextlib.suppress(wire.Status):
+            calls("leases.v1.Leases/Delete", leases_pb2.DeleteRequest(id=lease))
+    with SignalHold(on_signal) as hold:
+        try:
+            with calls.errors(f"container {id}", id):
+                return _run(rt, calls, record, mounts, output, hold, spec.stop_grace_period,
+                            directory if remove else None)
+        except Interrupted as e:
+            if remove:
+                _stop(calls, id, spec.stop_grace_period)
+            raise Interrupted.one_off(e.signal, spec.name, remove) from None
+        finally:
+            hold.close()
+            if remove:
+                with calls.errors(f"container {id}", id):
+                    _remove(calls, id, directory)
 
 
 def _run(rt: ContainerdRuntime, calls: _Calls, record: containers_pb2.Container, mounts: Any,
-         output: Callable[[LogLine], None] | None, hold: SignalHold, grace: float) -> tuple[Container, int]:
-    """run(), from the container made to its end: its state then, and its exit code."""
+         output: Callable[[LogLine], None] | None, hold: SignalHold, grace: float,
+         fifos: Path | None) -> tuple[Container, int]:
+    """run(), from the container made to its end: its state then, and its exit code. With fifos (a directory: a
+    run whose container is removed after, so whose log nobody could read), the task's output comes through FIFOs
+    there that this process reads, as ctr does, rather than through a logger process the shim would start and
+    wait for."""
     from .runtime import I_LOG, I_NAME
 
     id = record.id
     log_dir = record.labels[I_LOG]
-    uri = f"binary://{rt._logger()}?{quote(log_dir, safe='/')}"
+    relay = _Fifos(fifos) if fifos is not None else None
     try:
-        calls.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=uri, stderr=uri),
-                           metadata=calls.metadata, timeout=CALL)
-        calls.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
-    except grpc.RpcError as e:
-        details = e.details() if hasattr(e, "details") else str(e)
-        from orchestr.errors import TerminalFailure
+        if relay is not None:
+            stdout, stderr = relay.paths
+        else:
+            stdout = stderr = f"binary://{rt._logger()}?{quote(log_dir, safe='/')}"
+        try:
+            calls("tasks.v1.Tasks/Create", tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=stdout,
+                                                                       stderr=stderr))
+            calls("tasks.v1.Tasks/Start", tasks_pb2.StartRequest(container_id=id))
+        except wire.Status as e:
+            from orchestr.errors import TerminalFailure
 
-        raise TerminalFailure(f"container {record.labels.get(I_NAME, id)} did not start: {' '.join(details.split())}",
-                              runtime=RUNTIME, container=id) from None
-    hold.attach(lambda sig: _forward(calls, id, grace, hold, sig))
-    ended: list[tasks_pb2.WaitResponse] = []
-    waiter = threading.Thread(target=lambda: ended.append(calls.tasks.Wait(
-        tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata)), daemon=True)
-    waiter.start()
-    if output is not None:
-        _follow(os.path.join(log_dir, logfile.FILE), output, waiter)
-    waiter.join()
+            raise TerminalFailure(f"container {record.labels.get(I_NAME, id)} did not start: "
+                                  f"{' '.join(e.details.split())}", runtime=RUNTIME, container=id) from None
+        hold.attach(lambda sig: _forward(calls, id, grace, hold, sig))
+        ended: list[tasks_pb2.WaitResponse] = []
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+
+        def wait() -> None:
+            try:
+                ended.append(calls.wait(id, timeout=None))
+            finally:
+                os.close(done_w)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        try:
+            if relay is not None:
+                relay.relay(output, done_r)
+            elif output is not None:
+                _follow(os.path.join(log_dir, logfile.FILE), output, waiter)
+            waiter.join()
+        finally:
+            os.close(done_r)
+    finally:
+        if relay is not None:
+            relay.close()
     if not ended:
-        answer = calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata)
+        answer = calls.wait(id, timeout=None)
     else:
         answer = ended[0]
     process = task_pb2.Process(container_id=id, status=task_pb2.STOPPED, exit_status=answer.exit_status,
                                exited_at=answer.exited_at)
     return rt._container(record, process), answer.exit_status
+
+
+class _Fifos:
+    """The task's stdout and stderr as FIFOs in a directory, opened here for reading before the shim opens them
+    for writing. A FIFO shows as readable only once a writer has opened it, so a read that gets nothing is the
+    shim's end closed: it closes it when the container's processes (all in its pid namespace, so all ended with
+    its first) have closed theirs."""
+
+    def __init__(self, directory: Path):
+        self.paths = (str(directory / "stdout"), str(directory / "stderr"))
+        self.fds: dict[int, str] = {}
+        for path, stream in zip(self.paths, ("stdout", "stderr"), strict=True):
+            os.mkfifo(path, 0o600)
+            self.fds[os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)] = stream
+
+    def relay(self, output: Callable[[LogLine], None] | None, ended: int) -> None:
+        """Hands on each line of both streams as it comes, until both have ended, or DRAIN seconds after the fd
+        ended became readable (the task has ended): a writer of the shim's that stays open cannot hold the run."""
+        import select
+
+        partial = dict.fromkeys(self.fds, b"")
+        open_fds = list(self.fds)
+        deadline = None
+        while open_fds:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([*open_fds, *([ended] if deadline is None else [])], [], [], timeout)
+            if not readable:
+                break
+            for fd in readable:
+                if fd == ended:
+                    deadline = time.monotonic() + DRAIN
+                    continue
+                try:
+                    data = os.read(fd, READ)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    open_fds.remove(fd)
+                partial[fd] = _hand_on(self.fds[fd], partial[fd] + data, output, end=not data)
+        for fd, rest in partial.items():
+            _hand_on(self.fds[fd], rest, output, end=True)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = {}
 
 
 def _follow(path: str, output: Callable[[LogLine], None], waiter: threading.Thread) -> None:
@@ -261,6 +334,22 @@ def _lines(data: bytes, output: Callable[[LogLine], None]) -> bytes:
     return data[cut:]
 
 
+def _hand_on(stream: str, data: bytes, output: Callable[[LogLine], None] | None, end: bool) -> bytes:
+    """Hands on data's whole lines (a longer run without a newline in pieces of logfile.MAX_LINE, as the logger
+    records it), and at the end what is left too; returns the unfinished rest."""
+    start = 0
+    while (cut := data.find(b"\n", start) + 1) or len(data) - start >= logfile.MAX_LINE:
+        cut = min(cut or len(data), start + logfile.MAX_LINE)
+        if output is not None:
+            output(LogLine(stream=stream, data=data[start:cut]))
+        start = cut
+    if end and start < len(data):
+        if output is not None:
+            output(LogLine(stream=stream, data=data[start:]))
+        start = len(data)
+    return data[start:]
+
+
 def _forward(calls: _Calls, id: str, grace: float, hold: SignalHold, sig: int) -> None:
     """Passes sig on as the runtime's stop does with it: sent, then SIGKILL after grace unless the run has ended."""
     if calls.kill(id, sig):
@@ -272,35 +361,32 @@ def _stop(calls: _Calls, id: str, grace: float) -> None:
     if not calls.kill(id, signals.SIGTERM):
         return
     try:
-        calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata, timeout=grace)
-    except grpc.RpcError:
+        calls.wait(id, timeout=grace)
+    except wire.Status:
         calls.kill(id, signals.SIGKILL, all=True)
-        with contextlib.suppress(grpc.RpcError):
-            calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
+        with contextlib.suppress(wire.Status):
+            calls.wait(id)
 
 
 def _remove(calls: _Calls, id: str, directory: Path, container: bool = True) -> None:
     """The task (killed first if it still runs), the container's record, its snapshot and its directory."""
     if container:
         try:
-            calls.tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
-        except grpc.RpcError as e:
-            if code(e) == grpc.StatusCode.FAILED_PRECONDITION:  # still running: ended at once
+            calls("tasks.v1.Tasks/Delete", tasks_pb2.DeleteTaskRequest(container_id=id))
+        except wire.Status as e:
+            if e.name == "FAILED_PRECONDITION":  # still running: ended at once
                 calls.kill(id, signals.SIGKILL, all=True)
-                calls.tasks.Wait(tasks_pb2.WaitRequest(container_id=id), metadata=calls.metadata, timeout=CALL)
-                calls.tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=id), metadata=calls.metadata,
-                                   timeout=CALL)
-            elif code(e) != grpc.StatusCode.NOT_FOUND:
+                calls.wait(id)
+                calls("tasks.v1.Tasks/Delete", tasks_pb2.DeleteTaskRequest(container_id=id))
+            elif e.name != "NOT_FOUND":
                 raise
         try:
-            calls.containers.Delete(containers_pb2.DeleteContainerRequest(id=id), metadata=calls.metadata,
-                                    timeout=CALL)
-        except grpc.RpcError as e:
-            if code(e) != grpc.StatusCode.NOT_FOUND:
+            calls("containers.v1.Containers/Delete", containers_pb2.DeleteContainerRequest(id=id))
+        except wire.Status as e:
+            if e.name != "NOT_FOUND":
                 raise
-    with contextlib.suppress(grpc.RpcError):
-        calls.snapshots.Remove(snapshots_pb2.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=id),
-                               metadata=calls.metadata, timeout=CALL)
+    with contextlib.suppress(wire.Status):
+        calls("snapshots.v1.Snapshots/Remove", snapshots_pb2.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=id))
     import shutil
 
     shutil.rmtree(directory, ignore_errors=True)

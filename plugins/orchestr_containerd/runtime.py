@@ -16,17 +16,14 @@ import json
 import os
 import re
 import resource
-import secrets
 import shutil
 import signal as signals
 import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-import anyio
-import grpc
 
 import orchestr
 from orchestr import logfile
@@ -43,6 +40,14 @@ from . import logger, network, spec as specs
 from .client import RUNTIME, Connection, address, code, namespace
 from .images import SNAPSHOTTER, Images, Resolved
 from .proto import containers_pb2, payloads_pb2, snapshots_pb2, task_pb2, tasks_pb2
+
+if TYPE_CHECKING:
+    import anyio
+    import grpc
+else:
+    from . import lazy
+
+    anyio, grpc = lazy.module("anyio"), lazy.module("grpc")  # not for a one-off run (oneoff.py)
 
 INTERNAL = "io.orchestr.containerd/"
 I_NAME = INTERNAL + "name"
@@ -133,6 +138,9 @@ class ContainerdRuntime(Images):
         )
         self._names: dict[str, tuple[str, str]] = {}  # id -> (name, namespace), for the events of deleted ones
         self._hosts_lock: anyio.Lock | None = None
+        self._bridges_lock: anyio.Lock | None = None
+        self._fresh: dict[str, tuple[containers_pb2.Container, Sequence]] = {}  # made here, not started: record, mounts
+        self.bridges_open: dict[str, int] = {}  # bridge whose rules this runtime made or saw -> its attaches under way
         self.hosts_asked: dict[str, list[int]] = {}  # namespace -> [refreshes asked for, asked for when last done]
         self.bridges_closing: set[str] = set()
 
@@ -142,6 +150,13 @@ class ContainerdRuntime(Images):
         if self._hosts_lock is None:
             self._hosts_lock = anyio.Lock()
         return self._hosts_lock
+
+    @property
+    def bridges_lock(self) -> anyio.Lock:
+        """Held while a bridge's firewall rules are looked at (cni.attach)."""
+        if self._bridges_lock is None:
+            self._bridges_lock = anyio.Lock()
+        return self._bridges_lock
 
     # -- where things are -----------------------------------------------------------------------------------------
     @property
@@ -162,7 +177,7 @@ class ContainerdRuntime(Images):
                 return str(path)
         except FileNotFoundError:
             pass
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
         tmp.write_text(script)
         tmp.chmod(0o700)
         tmp.replace(path)
@@ -226,12 +241,6 @@ class ContainerdRuntime(Images):
         except OSError:
             return False
 
-    async def _update_labels(self, id: str, labels: dict[str, str]) -> None:
-        with self.conn.errors(f"container {id}", container=id, missing=f"container {id} not found"):
-            await self.conn.containers.Update(containers_pb2.UpdateContainerRequest(
-                container=containers_pb2.Container(id=id, labels=labels),
-                update_mask={"paths": [f"labels.{k}" for k in labels]}), metadata=self.conn.metadata, timeout=CALL)
-
     # -- create ---------------------------------------------------------------------------------------------------
     async def create(self, spec: ContainerSpec) -> Container:
         id = container_id(spec.namespace, spec.name)
@@ -248,6 +257,7 @@ class ContainerdRuntime(Images):
                 try:
                     net = await network.attach(self, spec, id, self._fresh_dir(spec, checked, directory))
                     record = self._container_record(spec, id, checked, resolved, mounts, directory, net)
+                    self._names[id] = (spec.name, spec.namespace)  # before containerd's create event comes
                     with self.conn.errors(f"container {spec.name}", spec.name):
                         created = (await self.conn.containers.Create(
                             containers_pb2.CreateContainerRequest(container=record), metadata=self.conn.metadata,
@@ -258,14 +268,16 @@ class ContainerdRuntime(Images):
                     if not made:
                         with anyio.CancelScope(shield=True):
                             await self._undo(id, directory, spec.network, spec.namespace)
-        self._names[id] = (spec.name, spec.namespace)
+        self._fresh[id] = (created, mounts)
         return self._container(created, None)
 
-    def _fresh_dir(self, spec: ContainerSpec, checked: Sequence, directory: Path) -> Path:
-        """The container's own directory made anew (its log dir within), and its named volumes' directories."""
+    def _fresh_dir(self, spec: ContainerSpec, checked: Sequence, directory: Path, log: bool = True) -> Path:
+        """The container's own directory made anew (its log dir within, unless its output goes elsewhere), and its
+        named volumes' directories."""
         shutil.rmtree(directory, ignore_errors=True)
         private_dir(directory)
-        private_dir(directory / "log")
+        if log:
+            private_dir(directory / "log")
         volumes_dir = private_dir(self.root / "volumes")
         for v in checked:
             if v.type == "volume":
@@ -273,9 +285,11 @@ class ContainerdRuntime(Images):
         return directory
 
     def _container_record(self, spec: ContainerSpec, id: str, checked: Sequence, resolved: Resolved, mounts: Sequence,
-                directory: Path, net: network.Attached, labels: dict[str, str] | None = None) -> containers_pb2.Container:
+                directory: Path, net: network.Attached, labels: dict[str, str] | None = None,
+                log: bool = True) -> containers_pb2.Container:
         """containerd's record of the container spec over the snapshot mounts: its OCI spec, its logger's
-        settings and orchestr's labels (with labels of the caller's added)."""
+        settings (unless log is False: its output goes elsewhere) and orchestr's labels (with labels of the caller's
+        added)."""
         image_config = resolved.config.get("config") or {}
         try:
             user = specs.lookup_user(spec.user or image_config.get("User") or None,
@@ -289,12 +303,13 @@ class ContainerdRuntime(Images):
             image_config, id=id, user=user, files=net.files, netns=net.netns,
             cgroups_path=f"/{self.conn.namespace}/{id}", volumes_dir=str(self.root / "volumes"),
             nofile=min(specs.NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-        (log_dir / "logger.json").write_text(json.dumps({
-            "max_size": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_SIZE") or LOG_MAX_SIZE),
-            "max_files": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_FILES") or LOG_MAX_FILES),
-            "restarter": self._restarter() if spec.restart_policy != RestartPolicy.NEVER else None,
-            "address": self.conn.socket, "namespace": self.conn.namespace,
-        }))
+        if log:
+            (log_dir / "logger.json").write_text(json.dumps({
+                "max_size": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_SIZE") or LOG_MAX_SIZE),
+                "max_files": int(os.environ.get("ORCHESTR_CONTAINERD_LOG_MAX_FILES") or LOG_MAX_FILES),
+                "restarter": self._restarter() if spec.restart_policy != RestartPolicy.NEVER else None,
+                "address": self.conn.socket, "namespace": self.conn.namespace,
+            }))
         all_labels = {**spec.labels, I_NAME: spec.name, I_LOG: str(log_dir), I_POLICY: str(spec.restart_policy),
                       I_NETWORK: spec.network, INTERNAL + "image": spec.image, **net.labels, **(labels or {})}
         if empty := sorted(k for k, v in spec.labels.items() if not v):
@@ -351,20 +366,35 @@ class ContainerdRuntime(Images):
     # -- start, stop, delete --------------------------------------------------------------------------------------
     async def start(self, id: str) -> None:
         with located(RUNTIME, id):
-            c = await self._get(id)
-            task = await self._task(id)
-            if task is not None and task.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
-                return
-            _stopped(c, False)
-            await self._update_labels(id, {I_STARTED: rfc3339(), I_RESTARTS: "0"})
-            if task is not None and task.status == task_pb2.CREATED:
-                # made by a start that was interrupted (a killed apply): its logger runs already; start it as it is,
-                # as a new one would first kill it, and that exit would read as the new task's
-                with self.conn.errors(f"container {id}", id):
-                    await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=self.conn.metadata,
-                                                timeout=CALL)
-                return
-            await start_task(self.conn, c, task, self._logger())
+            fresh = self._fresh.pop(id, None)
+            if fresh is not None:  # just made by create: its record and mounts are at hand, and it has no task
+                c, mounts = fresh
+                task = None
+            else:
+                c, mounts = await self._get(id), None
+                task = await self._task(id)
+                if task is not None and task.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
+                    return
+                _stopped(c, False)
+            labelled = self.conn.containers.Update(containers_pb2.UpdateContainerRequest(  # under way meanwhile
+                container=containers_pb2.Container(id=id, labels={I_STARTED: rfc3339(), I_RESTARTS: "0"}),
+                update_mask={"paths": [f"labels.{I_STARTED}", f"labels.{I_RESTARTS}"]}), metadata=self.conn.metadata,
+                timeout=CALL)
+            try:
+                if task is not None and task.status == task_pb2.CREATED:
+                    # made by a start that was interrupted (a killed apply): its logger runs already; start it as it
+                    # is, as a new one would first kill it, and that exit would read as the new task's
+                    with self.conn.errors(f"container {id}", id):
+                        await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id),
+                                                    metadata=self.conn.metadata, timeout=CALL)
+                else:
+                    await start_task(self.conn, c, task, self._logger(), mounts)
+            except BaseException:
+                with anyio.CancelScope(shield=True), contextlib.suppress(grpc.RpcError):
+                    await labelled
+                raise
+            with self.conn.errors(f"container {id}", id, missing=f"container {id} not found"):
+                await labelled
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
         with located(RUNTIME, id):
@@ -374,13 +404,33 @@ class ContainerdRuntime(Images):
             if task is None or task.status == task_pb2.STOPPED:
                 return
             _stopped(c, True)
-            await self._kill(id, number)
+            if not (task.status == task_pb2.RUNNING and self._signal(id, task.pid, number)):
+                await self._kill(id, number)
             if task.status in (task_pb2.PAUSED, task_pb2.PAUSING):
                 with contextlib.suppress(RuntimeFailure):
                     await self.resume(id)
             if await self._wait_task(id, timeout) is None:
                 await self._kill(id, signals.SIGKILL, all=True)
                 await self._wait_task(id, CALL)
+
+    def _signal(self, id: str, pid: int, number: int) -> bool:
+        """Sends signal number to the task's first process from here, as `runc kill` would, sparing the shim that
+        process of its own for every container stopped; False, with nothing sent, unless pid still is a process of
+        the container (its cgroup says so, read through a pidfd that keeps the pid from being reused meanwhile)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if not any(line.endswith(f":/{self.conn.namespace}/{id}") for line in f.read().splitlines()):
+                    return False
+            signals.pidfd_send_signal(fd, number)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     async def _kill(self, id: str, number: int, all: bool = False) -> None:
         try:
@@ -405,6 +455,7 @@ class ContainerdRuntime(Images):
             raise self.conn.translate(e, f"container {id}", id) from None
 
     async def delete(self, id: str, *, force: bool = False) -> None:
+        self._fresh.pop(id, None)
         with located(RUNTIME, id):
             c = await self._get(id)
             task = await self._task(id)
@@ -690,16 +741,23 @@ def _renewed(path: str, file) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def start_task(conn: Connection, c: containers_pb2.Container, task: task_pb2.Process | None,
-                     logger: str) -> None:
-    """Makes and starts a new task for container c (the ended one removed first), its output to the logger."""
+                     logger: str, mounts: Sequence | None = None) -> None:
+    """Makes and starts a new task for container c (the ended one removed first) over its snapshot's mounts (asked
+    for when not given), its output to the logger."""
     id = c.id
     if task is not None:
         await delete_task(conn, id)
-    with conn.errors(f"container {id}", id):
-        mounts = (await conn.snapshots.Mounts(snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER,
-                                                                          key=c.snapshot_key),
-                                              metadata=conn.metadata, timeout=CALL)).mounts
-    uri = f"binary://{logger}?{quote(c.labels.get(I_LOG, ''), safe='/')}"
+    if mounts is None:
+        with conn.errors(f"container {id}", id):
+            mounts = (await conn.snapshots.Mounts(snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER,
+                                                                              key=c.snapshot_key),
+                                                  metadata=conn.metadata, timeout=CALL)).mounts
+    from .logger import CONFIG, settings
+
+    log_dir = c.labels.get(I_LOG, "")
+    uri = f"binary://{logger}?{quote(log_dir, safe='/')}"
+    with contextlib.suppress(OSError, ValueError, KeyError):  # without, the logger reads its config itself
+        uri += "=" + settings(json.loads(Path(log_dir, CONFIG).read_text()))
     try:
         await conn.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=uri, stderr=uri),
                                 metadata=conn.metadata, timeout=CALL)

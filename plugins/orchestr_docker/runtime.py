@@ -21,8 +21,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from orchestr.config import Config
 from orchestr.containers import argv as resolve_argv
 from orchestr.containers import volume_key, volumes
@@ -48,6 +46,7 @@ from orchestr.runtime import Capabilities, EventDelivery, ExecOutput, ProgressCa
 
 from . import engine, mapping, streams
 
+# anyio is imported by the verbs that wait with it: a one-off run in the foreground (oneoff.py) needs no event loop
 if TYPE_CHECKING:
     import aiodocker
     import aiohttp
@@ -213,6 +212,8 @@ class DockerRuntime:
         """The native runtime's service ports (orchestr_native.network.services) toward the containers' addresses
         on the engine's bridge: DNAT from the host, with route_localnet on that bridge for 127.0.0.1. Records are
         host-wide, as the engine's containers are."""
+        import anyio
+
         with located(self.name, f"{namespace}/{service}"):
             await anyio.to_thread.run_sync(_publish, namespace, service, list(ports), list(endpoints))
 
@@ -224,6 +225,8 @@ class DockerRuntime:
             await self._call("POST", f"containers/{id}/start")
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
+        import anyio
+
         with self._errors(f"container {id}", container=id):
             if signal in ("SIGTERM", "TERM", "15"):
                 # the engine's stop does exactly this, and does nothing to a stopped container
@@ -350,6 +353,8 @@ class DockerRuntime:
         workdir: str | None = None, timeout: float | None = None, output: Callable[[LogLine], None] | None = None,
         output_limit: int = EXEC_OUTPUT_LIMIT,
     ) -> ExecResult:
+        import anyio
+
         collected = ExecOutput(output, output_limit)
         with self._errors(f"container {id}", container=id):
             execution = await self._container(id).exec(
@@ -369,6 +374,7 @@ class DockerRuntime:
     async def exec_terminal(self, id: str, argv: Sequence[str], *, stdin: int | None, stdout: int,
                             env: dict[str, str] | None = None, user: str | None = None,
                             workdir: str | None = None) -> int:
+        import anyio
         from aiodocker.exceptions import DockerError
 
         from orchestr.terminal import relay
@@ -402,6 +408,8 @@ class DockerRuntime:
     async def _end_exec(self, id: str, execution: aiodocker.execs.Exec) -> None:
         """Kills an exec'd command and what it started. The engine has no verb for that: its processes are
         killed on this host, so only an engine on a unix socket here can have them killed."""
+        import anyio
+
         info = await execution.inspect()
         if not info.get("Running"):
             return

@@ -26,7 +26,7 @@ exit status comes from the keeper), its output from the held pipes (written mean
 writer blocks once a pipe's 64 KiB are full), its restart policy and backoff. A start the dead worker had not
 settled is ended, and its client told the supervisor closed the connection. Clients only queue on the socket
 meanwhile, and `get`, `exec`, `stop` and `apply` see the containers as running all along. What is lost is at
-most what the dead worker had read but not yet logged: one read (64 KiB) and an unfinished line per stream,
+most what the dead worker had read but not yet logged: one read (8 KiB) and an unfinished line per stream,
 which a line in each adopted container's log says may be missing (under a steady flood of output, a crash
 usually costs that much; a container that writes now and then loses nothing).
 Should the keeper die instead, the worker goes on alone and records itself as the supervisor. Should both die
