@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -243,7 +244,8 @@ def _release(bridge: dict, network: str, id: str, ifname: str) -> bool:
     return released
 
 
-async def detach(runtime: ContainerdRuntime, id: str, directory: Path, namespace: str) -> None:
+async def detach(runtime: ContainerdRuntime, id: str, directory: Path, namespace: str,
+                 gone: Callable[[], Awaitable[object]] | None = None) -> None:
     try:
         saved = json.loads((directory / RESULT).read_text())
     except (OSError, ValueError):
@@ -263,6 +265,8 @@ async def detach(runtime: ContainerdRuntime, id: str, directory: Path, namespace
             finally:
                 runtime.bridges_closing.discard(bridge)
         elif remaining:
+            if gone is not None:
+                await gone()
             await refresh_hosts(runtime, namespace)
     elif os.path.exists(path):
         _ip("netns", "delete", os.path.basename(path), check=False)

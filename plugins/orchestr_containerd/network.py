@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,19 +69,22 @@ def local(spec: ContainerSpec, directory: Path) -> Attached:
     raise ValueError(f"network {spec.network} is neither host nor none")
 
 
-async def created(runtime: ContainerdRuntime, spec: ContainerSpec) -> None:
+async def created(runtime: ContainerdRuntime, network: str, namespace: str) -> None:
     """Once the container's record is made: the namespace's /etc/hosts files name it too."""
-    if spec.network == "bridge":
-        from . import cni
-
-        await cni.refresh_hosts(runtime, spec.namespace)
-
-
-async def detach(runtime: ContainerdRuntime, id: str, directory: Path, network: str, namespace: str) -> None:
     if network == "bridge":
         from . import cni
 
-        await cni.detach(runtime, id, directory, namespace)
+        await cni.refresh_hosts(runtime, namespace)
+
+
+async def detach(runtime: ContainerdRuntime, id: str, directory: Path, network: str, namespace: str,
+                 gone: Callable[[], Awaitable[object]] | None = None) -> None:
+    """Undoes attach; gone, when given, is awaited before the namespace's /etc/hosts files are rewritten (the
+    container's record must be gone from containerd's list by then)."""
+    if network == "bridge":
+        from . import cni
+
+        await cni.detach(runtime, id, directory, namespace, gone)
 
 
 def ports_of(raw: str | None) -> tuple[Port, ...]:

@@ -263,7 +263,6 @@ class ContainerdRuntime(Images):
                             containers_pb2.CreateContainerRequest(container=record), metadata=self.conn.metadata,
                             timeout=CALL)).container
                     made = True
-                    await network.created(self, spec)
                 finally:
                     if not made:
                         with anyio.CancelScope(shield=True):
@@ -380,21 +379,35 @@ class ContainerdRuntime(Images):
                 container=containers_pb2.Container(id=id, labels={I_STARTED: rfc3339(), I_RESTARTS: "0"}),
                 update_mask={"paths": [f"labels.{I_STARTED}", f"labels.{I_RESTARTS}"]}), metadata=self.conn.metadata,
                 timeout=CALL)
+            failed: list[Exception] = []
             try:
-                if task is not None and task.status == task_pb2.CREATED:
-                    # made by a start that was interrupted (a killed apply): its logger runs already; start it as it
-                    # is, as a new one would first kill it, and that exit would read as the new task's
-                    with self.conn.errors(f"container {id}", id):
-                        await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id),
-                                                    metadata=self.conn.metadata, timeout=CALL)
-                else:
-                    await start_task(self.conn, c, task, self._logger(), mounts)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._named, c)  # its name joins the namespace's /etc/hosts files meanwhile
+                    try:
+                        if task is not None and task.status == task_pb2.CREATED:
+                            # made by a start that was interrupted (a killed apply): its logger runs already; start
+                            # it as it is, as a new one would first kill it, and that exit would read as the new
+                            # task's
+                            with self.conn.errors(f"container {id}", id):
+                                await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id),
+                                                            metadata=self.conn.metadata, timeout=CALL)
+                        else:
+                            await start_task(self.conn, c, task, self._logger(), mounts)
+                    except Exception as e:  # noqa: BLE001 - raised below, as it is rather than in a group
+                        failed.append(e)
+                if failed:
+                    raise failed[0]
             except BaseException:
                 with anyio.CancelScope(shield=True), contextlib.suppress(grpc.RpcError):
                     await labelled
                 raise
             with self.conn.errors(f"container {id}", id, missing=f"container {id} not found"):
                 await labelled
+
+    async def _named(self, c: containers_pb2.Container) -> None:
+        """A new container's name in its namespace's /etc/hosts files; a rewrite that fails leaves it to the next."""
+        with contextlib.suppress(Exception):
+            await network.created(self, c.labels.get(I_NETWORK, "none"), c.labels[L_NAMESPACE])
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
         with located(RUNTIME, id):
@@ -459,6 +472,7 @@ class ContainerdRuntime(Images):
         with located(RUNTIME, id):
             c = await self._get(id)
             task = await self._task(id)
+            ended = True
             if task is not None and task.status != task_pb2.STOPPED:
                 if not force:
                     raise Conflict(f"container {c.labels.get(I_NAME, id)} is running; stop it first, or force",
@@ -469,19 +483,46 @@ class ContainerdRuntime(Images):
                     with contextlib.suppress(grpc.RpcError):
                         await self.conn.tasks.Resume(tasks_pb2.ResumeTaskRequest(container_id=id),
                                                      metadata=self.conn.metadata, timeout=CALL)
-                await self._wait_task(id, CALL)
-            if task is not None:
-                await delete_task(self.conn, id)
-            with self.conn.errors(f"container {id}", id):
-                try:
-                    await self.conn.containers.Delete(containers_pb2.DeleteContainerRequest(id=id),
-                                                      metadata=self.conn.metadata, timeout=CALL)
-                except grpc.RpcError as e:
-                    if code(e) != grpc.StatusCode.NOT_FOUND:
-                        raise
+                ended = await self._wait_task(id, CALL) is not None
             log = c.labels.get(I_LOG)
             directory = Path(log).parent if log else self.root / "containers" / id
-            await self._undo(id, directory, c.labels.get(I_NETWORK, "none"), c.labels[L_NAMESPACE])
+            net, namespace = c.labels.get(I_NETWORK, "none"), c.labels[L_NAMESPACE]
+            gone = anyio.Event()
+            failed: list[Exception] = []
+
+            async def records() -> None:
+                """The task (containerd's dearest part of a delete), the container's record, its snapshot."""
+                try:
+                    if task is not None:
+                        await delete_task(self.conn, id)
+                    with self.conn.errors(f"container {id}", id):
+                        try:
+                            await self.conn.containers.Delete(containers_pb2.DeleteContainerRequest(id=id),
+                                                              metadata=self.conn.metadata, timeout=CALL)
+                        except grpc.RpcError as e:
+                            if code(e) != grpc.StatusCode.NOT_FOUND:
+                                raise
+                    with contextlib.suppress(grpc.RpcError):
+                        await self.conn.snapshots.Remove(snapshots_pb2.RemoveSnapshotRequest(
+                            snapshotter=SNAPSHOTTER, key=id), metadata=self.conn.metadata, timeout=CALL)
+                except Exception as e:  # noqa: BLE001 - raised below, once the network's undoing is done
+                    failed.append(e)
+                finally:
+                    gone.set()
+
+            if ended:  # its process is gone: its network is undone meanwhile, its /etc/hosts once the record is
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(records)
+                    with contextlib.suppress(Exception):
+                        await network.detach(self, id, directory, net, namespace, gone.wait)
+            else:  # it may still run: nothing more unless its task goes
+                await records()
+                if not failed:
+                    with contextlib.suppress(Exception):
+                        await network.detach(self, id, directory, net, namespace)
+            if failed:
+                raise failed[0]
+            shutil.rmtree(directory, ignore_errors=True)
 
     # -- reading state --------------------------------------------------------------------------------------------
     async def inspect(self, id: str) -> Container:
