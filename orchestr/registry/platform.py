@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from orchestr.errors import NotFound
+from orchestr.plain import Frozen
 
 # uname machine -> (GOARCH, variant), as OCI platforms name them
 _MACHINES = {
@@ -17,8 +18,8 @@ _MACHINES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Platform:
+@dataclass(slots=True, repr=False, eq=False)
+class Platform(Frozen):
     os: str
     architecture: str
     variant: str | None = None

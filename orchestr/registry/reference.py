@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from orchestr.errors import TerminalFailure
+from orchestr.plain import Frozen
 
 DEFAULT_REGISTRY = "docker.io"
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
@@ -14,8 +15,8 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _HOST = re.compile(r"(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?")
 
 
-@dataclass(frozen=True, slots=True)
-class Reference:
+@dataclass(slots=True, repr=False, eq=False)
+class Reference(Frozen):
     registry: str  # host[:port], docker.io for Docker Hub
     repository: str  # path inside the registry, library/busybox for official images
     tag: str | None = None

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from orchestr.errors import TerminalFailure
 from orchestr.model import ContainerSpec, Port
+from orchestr.plain import Mutable
 
 from .client import RUNTIME
 
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
     from .runtime import ContainerdRuntime
 
 
-@dataclass
-class Attached:
+@dataclass(slots=True, repr=False, eq=False)
+class Attached(Mutable):
     netns: str | None  # a path to join, "host", or None for a new one
     files: dict[str, str]  # container path -> host file bound there
     labels: dict[str, str] = field(default_factory=dict)

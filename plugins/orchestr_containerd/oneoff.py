@@ -13,7 +13,6 @@ import signal as signals
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -46,11 +45,11 @@ DRAIN = 2.0  # seconds a one-off's FIFOs may stay open after its task ended (the
 READ = 1 << 16
 
 
-@dataclass
 class _Calls:
     """containerd's services, called one blocking call at a time (wire.py), each with the namespace header."""
 
-    rt: ContainerdRuntime
+    def __init__(self, rt: ContainerdRuntime):
+        self.rt = rt
 
     def __call__(self, method: str, request: Message, answer: type[M] | None = None, timeout: float | None = CALL,
                  lease: str | None = None) -> M | None:
