@@ -1,8 +1,8 @@
 """A one-off container run to its end without an event loop (`orchestr run` in the foreground, network none or
-host): made, started, its output followed from its log, signals to orchestr passed on, removed afterwards when
-asked; over blocking gRPC calls, so that such a run starts no event loop (nor anyio's), and in as few calls as
-containerd allows (the task is made from the snapshot's mounts as Prepare returned them, its exit read
-from Wait rather than asked for again)."""
+host): made, started, its output read (from FIFOs when it is removed afterwards, else followed from its log),
+signals to orchestr passed on, removed afterwards when asked; over blocking gRPC calls made by wire.py, so that
+such a run loads neither grpc nor asyncio, and in as few calls as containerd allows (the task is made from the
+snapshot's mounts as Prepare returned them, its exit read from Wait rather than asked for again)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ from orchestr.registry import media, platform
 from orchestr.registry.reference import parse
 from orchestr.signalhold import SignalHold
 
-from . import logger, network
-from . import wire
+from . import logger, network, wire
 from .client import RUNTIME
 from .images import BLOB_CACHE_ITEM, LEASE_EXPIRY, SNAPSHOTTER, Resolved, sha256
 from .proto import containers_pb2, content_pb2, images_pb2, leases_pb2, snapshots_pb2, task_pb2, tasks_pb2
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
 
     from .runtime import ContainerdRuntime
 
-M = TypeVar("M")
+M = TypeVar("M", bound="Message")
 
 CALL = 60.0
 FOLLOW = 0.01  # seconds between looks at a log that has not grown
