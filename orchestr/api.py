@@ -9,7 +9,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from .model import (
     State,
     Stats,
 )
-from .plain import Mutable
+from .plain import Mutable, record
 from .plugins import default_runtime_name, open_runtime
 from .runtime import (
     BridgeCapacity,
@@ -62,7 +62,7 @@ SETTLE = 0.25  # seconds apply watches a container it started for an end right a
 WAIT_TIMEOUT = 300.0  # seconds apply waits for a dependency to become healthy or complete
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class ApplyResult(Mutable):
     """What an apply did: its plan, each action's outcome, the revision it recorded, the services it rolled back."""
 
@@ -339,7 +339,11 @@ class Client:
 
         async with self.store.lock():
             namespaces = {namespace} if namespace else {s.namespace for s in services}
-            runtimes = set(self.store.runtimes_used(namespaces)) | {self._runtime_of(s) for s in services}
+            # the runtimes that held these namespaces' containers; the default one for a service that names none
+            # only where the store knows of no runtime (opening and reattaching a runtime costs a delete much)
+            runtimes = set(self.store.runtimes_used(namespaces))
+            runtimes |= {self._runtime_of(s) for s in services
+                         if s.spec.runtime or not self.store.runtimes_used([s.namespace])}
             await self._recover(runtimes)
             actual = await self._actual(runtimes, namespaces)
             _, deployed = await self._deployed(runtimes, namespaces)
@@ -843,7 +847,7 @@ class _Conditions:
             return f"did not become healthy {within}: {found[0]}" if found else None
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Sample(Mutable):
     """One container's stats (None when it has none to give) and when they were taken (time.monotonic())."""
 

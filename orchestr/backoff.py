@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from .errors import OrchestrError
+from .plain import Frozen, record
 
 ENV = "ORCHESTR_RESTART_BACKOFF"
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
+@record
+class Backoff(Frozen):
+    """How long a container crashing again and again waits before each restart."""
+
     first: float = 10.0  # seconds before the second restart in a row
     limit: float = 300.0  # the longest wait
     reset: float = 600.0  # a run this long ends the crash loop: the next restart is at once again

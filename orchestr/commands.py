@@ -178,7 +178,12 @@ async def cmd_delete(oc: Client, args) -> int:
     if args.files and (args.namespace or args.all):
         raise OrchestrError("delete takes either -f FILE... or -n NAMESPACE --all, not both")
     if args.files:
-        result = await oc.delete(_load(args), on_event=_print_outcome, sources=args.files)
+        from . import speccache
+
+        # files an apply validated as they are name their services in the cache: no validation (nor pydantic) again
+        digest = _cache_key(args)
+        services = (speccache.lookup(oc.config.state_dir, digest) if digest else None) or _load(args)
+        result = await oc.delete(services, on_event=_print_outcome, sources=args.files)
     elif args.namespace and args.all:
         result = await oc.delete(namespace=args.namespace, on_event=_print_outcome)
     else:
@@ -408,9 +413,9 @@ def _get_blocking(args: argparse.Namespace) -> int | None:
 
 
 def run_blocking(args: argparse.Namespace) -> int | None:
-    """`run` in the foreground on a runtime that needs no event loop for it (native, image present); None
-    for every other command and case, which anyio.run(run, args) then does. An interactive or terminal run
-    has its image pulled first, when it must be, and runs here (only such runtimes can do it). export needs no
+    """`run` in the foreground on a runtime that needs no event loop for it (native, docker); None for every
+    other command and case, which anyio.run(run, args) then does. A run whose image is missing has it pulled
+    first, then runs here all the same. export needs no
     runtime at all, and runs here too; so does get, on runtimes that list without an event loop."""
     if args.command == "convert":
         return cmd_convert(args)
@@ -444,10 +449,11 @@ def run_blocking(args: argparse.Namespace) -> int | None:
                 )
 
         ran = once()
-        if ran is None and attached:
-            if not supports(oc.runtime(args.runtime), "run_tty"):
-                raise OrchestrError(f"run -i/-t needs a runtime that relays a terminal (native does); "
-                                    f"{args.runtime or oc.default_runtime} does not")
+        rt = oc.runtime(args.runtime)
+        if ran is None and attached and not supports(rt, "run_tty"):
+            raise OrchestrError(f"run -i/-t needs a runtime that relays a terminal (native does); "
+                                f"{args.runtime or oc.default_runtime} does not")
+        if ran is None and supports(rt, "blocking_run"):  # the image is missing: pulled, then run here all the same
             import anyio
 
             anyio.run(_pull, oc, args, backend="asyncio")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from .errors import OrchestrError
-from .plain import Frozen
+from .plain import Frozen, record
 
 # The preferred default when neither the spec, --runtime nor ORCHESTR_RUNTIME names one:
 # the first of these that some installed plugin provides.
@@ -59,7 +59,7 @@ def private(path: str | os.PathLike, flags: int) -> int:
     return os.open(path, flags | os.O_CLOEXEC, 0o600)
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Config(Frozen):
     """Settings shared by orchestr and its runtimes, from the environment unless given."""
 

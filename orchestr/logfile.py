@@ -5,10 +5,19 @@ without orchestr's imports (`python -I -S`, orchestr registered as a bare packag
 from __future__ import annotations
 
 import errno
-import json
 import os
 import time
-from typing import BinaryIO
+
+# json's and typing's imports cost a process that runs per container (a logger, a supervisor) more than its own
+# interpreter: the writer escapes with json's C encoder alone, and json is loaded by the readers that need it
+try:
+    from _json import encode_basestring_ascii as _escaped
+except ImportError:  # an interpreter without json's C half
+    from json.encoder import encode_basestring_ascii as _escaped  # type: ignore[attr-defined]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 FILE = "container.log"
 MAX_LINE = 16 * 1024  # longer output without a newline is recorded in pieces of this size, as Docker does
@@ -24,7 +33,6 @@ def now(later: float = 0.0) -> str:
 # bytes a record's text carries as they are: printable ASCII but the quote and the backslash, and the newline
 _PLAIN = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\') + b"\n"
 _TAIL = b'\\n"}\n'  # the line's newline, escaped, then the record's end
-_escaped = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 class LogWriter:
@@ -115,7 +123,8 @@ class LogWriter:
 
     def _append(self, stream: str, data: bytes) -> bool:
         # surrogateescape keeps bytes that are not UTF-8; json escapes them and reading reverses it
-        record = json.dumps({"time": now(), "stream": stream, "log": data.decode("utf-8", "surrogateescape")})
+        text = _escaped(data.decode("utf-8", "surrogateescape"))  # quoted, as json.dumps writes it
+        record = f'{{"time": "{now()}", "stream": "{stream}", "log": {text}}}'
         line = record.encode() + b"\n"
         try:
             if self.fd is None:
@@ -198,6 +207,8 @@ def history(path: str, tail: int | None = None) -> tuple[list[bytes], BinaryIO |
 
 def parse(line: bytes) -> tuple[str, bytes, str | None] | None:
     """(stream, data, time) of one record; None for a torn or foreign line."""
+    import json
+
     try:
         record = json.loads(line)
         return record["stream"], record["log"].encode("utf-8", "surrogateescape"), record.get("time")

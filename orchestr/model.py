@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 from typing import Any
-from dataclasses import dataclass, field
+from dataclasses import field
 
-from .plain import Frozen, Mutable
+from .plain import Frozen, Mutable, record
 
 # Labels (or metadata) every runtime stores on the containers it makes for orchestr.
 # The planner reads actual state back from them, so a lost state file loses nothing.
@@ -38,7 +38,7 @@ class RestartPolicy(enum.StrEnum):
     NEVER = "Never"
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Resources(Frozen):
     """Limits on what a container may use; None: unlimited."""
 
@@ -47,7 +47,7 @@ class Resources(Frozen):
     pids: int | None = None
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Volume(Frozen):
     """A mount in a container: a host path, a named volume or a tmpfs."""
 
@@ -63,7 +63,7 @@ class Volume(Frozen):
         return self.size or TMPFS_SIZE
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Port(Frozen):
     """A container port published on the host (or, mode ingress, balanced across a service's replicas)."""
 
@@ -99,7 +99,7 @@ def decode_service_ports(text: str) -> tuple[Port, ...]:
     return tuple(out)
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Check(Frozen):
     """One health check: a command in the container (exit 0 passes), an HTTP GET or a TCP connect to its port."""
 
@@ -114,7 +114,7 @@ class Check(Frozen):
     start_period: float = 0.0  # seconds after a start during which failures do not count
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Probes(Frozen):
     """What is checked of a service's containers. A healthcheck is one check used as readiness and, once it has
     passed, as liveness (`combined`); Kubernetes' split gives each its own, startup running before the others."""
@@ -131,7 +131,7 @@ class Health(enum.StrEnum):
     UNHEALTHY = "unhealthy"
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class ContainerSpec(Frozen):
     """Everything a runtime needs to create one container; resolved from a Service and a replica index."""
 
@@ -157,7 +157,7 @@ class ContainerSpec(Frozen):
     seccomp: str = "default"  # default: the runtime's system-call filter; unconfined: none
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Deployment(Frozen):
     """A whole service as a runtime that runs services itself reports it (Capabilities.services): the runtime
     owns its replicas, their restarts and rolling updates; its containers are listed as any others."""
@@ -189,7 +189,7 @@ class Deployment(Frozen):
             return None
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Container(Mutable):
     """A container as a runtime reports it."""
 
@@ -280,7 +280,7 @@ class Container(Mutable):
 EXEC_OUTPUT_LIMIT = 16 << 20  # bytes of each stream that exec keeps, by default, when it collects its output
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class ExecResult(Frozen):
     """How a command run in a container ended, and what it wrote."""
 
@@ -296,7 +296,7 @@ class ExecResult(Frozen):
         return bool(self.stdout_dropped or self.stderr_dropped)
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class LogLine(Frozen):
     """One line of a container's output."""
 
@@ -317,7 +317,7 @@ class EventAction(enum.StrEnum):
     RESTART = "restart"  # the restart policy will start an exited container again, in delay seconds (back-off)
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Event(Frozen):
     """A state change reported by a runtime's event stream."""
 
@@ -333,7 +333,7 @@ class Event(Frozen):
     delay: float | None = None  # RESTART: seconds until it (the crash-loop back-off)
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Stats(Frozen):
     """One sample of a container's resource use; None where the runtime cannot tell."""
 
@@ -348,7 +348,7 @@ class Stats(Frozen):
     time: str | None = None  # RFC 3339, when the sample was taken
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Image(Frozen):
     """An image in a runtime's store: its id, references, size, creation time and manifest digest."""
 
@@ -370,7 +370,7 @@ class Image(Frozen):
         }
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class HistoryEntry(Frozen):
     """One step of how an image was made."""
 
@@ -396,7 +396,7 @@ class PullStatus(enum.StrEnum):
     EXISTS = "exists"  # a layer that was already there
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class PullProgress(Frozen):
     """One progress report while an image is pulled or imported; layer is None for whole-image reports. Each
     runtime reports what its engine tells: every layer ends with DONE or EXISTS, and the image with DONE."""

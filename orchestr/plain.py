@@ -1,21 +1,46 @@
 """Bases for orchestr's data classes: the methods @dataclass would compile for each class, written once.
 
-@dataclass writes a __repr__, an __eq__ and, for a frozen class, a __hash__, a __setattr__ and a __delattr__ as
-source text and compiles them, for every class, at every start of every command: for the classes `orchestr get`
-loads, more time than it takes to list hundreds of containers. A class declared
+@dataclass writes an __init__, a __repr__, an __eq__ and, for a frozen class, a __hash__, a __setattr__ and a
+__delattr__ as source text and compiles them, for every class, at every start of every command: for the classes
+`orchestr get` loads, more time than it takes to list hundreds of containers (compiling the __init__s alone was a
+fifth of its instructions). A class declared
 
-    @dataclass(slots=True, repr=False, eq=False)
+    @record
     class Port(Frozen):
 
-gets from @dataclass only its fields and __init__ (fields(), replace(), asdict() and match work as ever), and
-from Frozen the rest, behaving as @dataclass(frozen=True, slots=True) would; Mutable stands for
-@dataclass(slots=True): compared by value, assignable, unhashable.
+gets from @dataclass its fields (fields(), replace(), asdict() and match work as ever) and, at its first
+instance, its __init__; from Frozen the rest, behaving as @dataclass(frozen=True, slots=True) would; Mutable
+stands for @dataclass(slots=True): compared by value, assignable, unhashable. Type checkers see @record as
+@dataclass.
 """
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError
-from typing import Any, ClassVar
+from dataclasses import FrozenInstanceError, dataclass, field, fields, make_dataclass
+from typing import Any, ClassVar, TypeVar, dataclass_transform
+
+T = TypeVar("T", bound=type)
+
+
+@dataclass_transform()
+def record(cls: T) -> T:
+    """@dataclass(slots=True, repr=False, eq=False) of a Mutable or Frozen class, whose __init__ is compiled when
+    the class's first instance is made: a command then compiles those of the few classes it uses, not all."""
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__qualname__}: @record calls no __post_init__; use @dataclass")
+    cls = dataclass(slots=True, repr=False, eq=False, init=False)(cls)
+    cls.__init__ = _first_init  # type: ignore[misc]  # on each class: a record's subclass has fields of its own
+    return cls
+
+
+def _first_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    """The __init__ @dataclass would have compiled for the class, compiled now and put in place of this one."""
+    cls = type(self)
+    twin = make_dataclass(cls.__name__, [(f.name, f.type, field(default=f.default, default_factory=f.default_factory))
+                                         for f in fields(cls) if f.init], repr=False, eq=False, match_args=False)
+    twin.__init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = twin.__init__
+    cls.__init__(self, *args, **kwargs)
 
 
 class Mutable:
@@ -39,7 +64,7 @@ class Frozen(Mutable):
         return hash(_values(self))
 
     def __setattr__(self, name: str, value: object) -> None:
-        if hasattr(self, name):  # only __init__ sets a field: it is unset until then
+        if hasattr(self, name):  # only an unpickling or a copy sets a field: it is unset until then
             raise FrozenInstanceError(f"cannot assign to field {name!r}")
         object.__setattr__(self, name, value)
 
@@ -47,5 +72,5 @@ class Frozen(Mutable):
         raise FrozenInstanceError(f"cannot delete field {name!r}")
 
 
-def _values(record: Mutable) -> tuple[Any, ...]:
-    return tuple(getattr(record, name) for name in record.__dataclass_fields__)
+def _values(item: Mutable) -> tuple[Any, ...]:
+    return tuple(getattr(item, name) for name in item.__dataclass_fields__)

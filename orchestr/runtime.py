@@ -10,7 +10,6 @@ from __future__ import annotations
 import builtins
 import enum
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -30,7 +29,7 @@ from .model import (
     Resources,
     Stats,
 )
-from .plain import Frozen
+from .plain import Frozen, record
 
 if TYPE_CHECKING:
     from .spec.models import Service
@@ -43,7 +42,7 @@ class EventDelivery(enum.StrEnum):
     POLLED = "polled"  # the runtime compares snapshots: a change shows up within its poll interval
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Capabilities(Frozen):
     """What a runtime can do beyond the required verbs; each flag that names an optional verb promises it."""
 

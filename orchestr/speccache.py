@@ -2,8 +2,8 @@
 
 A no-op apply is the common case of a reconcile loop; validating specs costs more than the rest of it
 (pydantic alone takes a fifth of a second to import). The cache keeps, per exact set of file contents,
-just what the planner reads. It is only ever used to find that nothing needs doing: any other plan is
-made again from fully validated specs.
+just what the planner reads. It is only ever used to find that nothing needs doing, and which services a
+delete names (with their stop grace periods): any other plan is made again from fully validated specs.
 """
 
 from __future__ import annotations

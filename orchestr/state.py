@@ -12,13 +12,12 @@ import json
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import private_dir
 from .errors import OrchestrError
-from .plain import Frozen
+from .plain import Frozen, record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS revisions (
@@ -66,7 +65,7 @@ CONTROLLER_LOCK = "controller.lock"  # held by the one controller of the state d
 CONTROLLER_STATUS = "controller.json"  # what it says of itself, for `orchestr controller status`
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Revision(Frozen):
     """One apply or delete, as the state store records it."""
 

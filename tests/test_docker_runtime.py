@@ -727,13 +727,16 @@ def test_a_one_off_run_with_a_command_pulls_an_image_the_engine_lacks_then_runs_
         subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
 
 
-def test_a_one_off_run_of_an_image_nowhere_to_be_found_is_one_line_and_makes_nothing(docker_namespace, tmp_path):
+def test_a_one_off_run_of_an_image_found_nowhere_or_misnamed_is_one_line_and_makes_nothing(docker_namespace, tmp_path):
     ref = f"127.0.0.1:{free_port()}/orchestr-test/absent:v0"  # nothing listens there
     for argv in (["true"], []):  # with a command the create finds the image missing, without one the inspect
         done = one_off(docker_namespace, tmp_path / "state", ref, *argv)
         assert done.returncode != 0 and done.stdout == ""
         assert done.stderr.count("\n") == 1 and ref in done.stderr and "Traceback" not in done.stderr
         assert docker_containers(docker_namespace) == []
+    # a create the engine refuses has the image read after it: what is wrong with the image is said as ever
+    bad = one_off(docker_namespace, tmp_path / "state", "Orchestr-Test/Upper:v0", "true")
+    assert (bad.returncode, bad.stderr.count("\n")) == (1, 1) and "image Orchestr-Test/Upper:v0: " in bad.stderr
 
 
 def test_a_one_off_run_asks_for_a_terminal_in_one_line_and_makes_nothing(docker_namespace, docker_image, tmp_path):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from orchestr.errors import NotFound
-from orchestr.plain import Frozen
+from orchestr.plain import Frozen, record
 
 # uname machine -> (GOARCH, variant), as OCI platforms name them
 _MACHINES = {
@@ -18,7 +17,7 @@ _MACHINES = {
 }
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Platform(Frozen):
     os: str
     architecture: str

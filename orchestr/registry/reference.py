@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from orchestr.errors import TerminalFailure
-from orchestr.plain import Frozen
+from orchestr.plain import Frozen, record
 
 DEFAULT_REGISTRY = "docker.io"
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
@@ -15,8 +14,10 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _HOST = re.compile(r"(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?")
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Reference(Frozen):
+    """An image reference, normalised: registry, repository, and a tag or a digest."""
+
     registry: str  # host[:port], docker.io for Docker Hub
     repository: str  # path inside the registry, library/busybox for official images
     tag: str | None = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, RuntimeUnavailable, TerminalFailure, Timeout
 
@@ -24,6 +24,7 @@ RUNTIME = "containerd"
 SOCKET = "/run/containerd/containerd.sock"
 NAMESPACE = "orchestr"  # containerd's namespace for every orchestr container, whatever orchestr namespace it is in
 MAX_MESSAGE = 64 << 20
+S = TypeVar("S")
 
 
 def address() -> str:
@@ -43,6 +44,7 @@ class Connection:
         self.socket, self.namespace = socket, ns
         self.metadata = (("containerd-namespace", ns),)
         self._channel: grpc.aio.Channel | None = None
+        self._stubs: dict[object, Any] = {}  # made once per channel: each makes a callable per method of its service
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -50,6 +52,13 @@ class Connection:
                        ("grpc.enable_http_proxy", 0)]
             self._channel = grpc.aio.insecure_channel(f"unix://{self.socket}", options=options)
         return self._channel
+
+    def _stub(self, kind: Callable[[grpc.aio.Channel], S]) -> S:
+        channel = self._open()
+        stub = self._stubs.get(kind)
+        if stub is None:
+            stub = self._stubs[kind] = kind(channel)
+        return stub
 
     def leased(self, lease: str) -> tuple[tuple[str, str], ...]:
         """The metadata of a call whose new content and snapshots a lease holds until it is done."""
@@ -59,52 +68,53 @@ class Connection:
     def containers(self) -> containers_pb2_grpc.ContainersStub:
         from .proto import containers_pb2_grpc
 
-        return containers_pb2_grpc.ContainersStub(self._open())
+        return self._stub(containers_pb2_grpc.ContainersStub)
 
     @property
     def tasks(self) -> tasks_pb2_grpc.TasksStub:
         from .proto import tasks_pb2_grpc
 
-        return tasks_pb2_grpc.TasksStub(self._open())
+        return self._stub(tasks_pb2_grpc.TasksStub)
 
     @property
     def images(self) -> images_pb2_grpc.ImagesStub:
         from .proto import images_pb2_grpc
 
-        return images_pb2_grpc.ImagesStub(self._open())
+        return self._stub(images_pb2_grpc.ImagesStub)
 
     @property
     def content(self) -> content_pb2_grpc.ContentStub:
         from .proto import content_pb2_grpc
 
-        return content_pb2_grpc.ContentStub(self._open())
+        return self._stub(content_pb2_grpc.ContentStub)
 
     @property
     def snapshots(self) -> snapshots_pb2_grpc.SnapshotsStub:
         from .proto import snapshots_pb2_grpc
 
-        return snapshots_pb2_grpc.SnapshotsStub(self._open())
+        return self._stub(snapshots_pb2_grpc.SnapshotsStub)
 
     @property
     def diff(self) -> diff_pb2_grpc.DiffStub:
         from .proto import diff_pb2_grpc
 
-        return diff_pb2_grpc.DiffStub(self._open())
+        return self._stub(diff_pb2_grpc.DiffStub)
 
     @property
     def leases(self) -> leases_pb2_grpc.LeasesStub:
         from .proto import leases_pb2_grpc
 
-        return leases_pb2_grpc.LeasesStub(self._open())
+        return self._stub(leases_pb2_grpc.LeasesStub)
 
     @property
     def events(self) -> events_pb2_grpc.EventsStub:
         from .proto import events_pb2_grpc
 
-        return events_pb2_grpc.EventsStub(self._open())
+        return self._stub(events_pb2_grpc.EventsStub)
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None
+        self._stubs.clear()
         if channel is not None:
             await channel.close()
 

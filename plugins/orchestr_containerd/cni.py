@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,7 +147,7 @@ async def attach(runtime: ContainerdRuntime, spec: ContainerSpec, id: str, direc
             _check_port(p.protocol, p.host_ip, p.host_port, spec.name)
         ports.append([p.container_port, host_port, p.protocol, p.host_ip])
     path = netns_path(runtime.conn.namespace, id)
-    network = conflist(runtime, spec.namespace, bool(ports))
+    network = await anyio.to_thread.run_sync(conflist, runtime, spec.namespace, bool(ports))  # runs `ip route`
     bridge = network["plugins"][0]["bridge"]
     (directory / "hostname").write_text(spec.name + "\n")
     (directory / "resolv.conf").write_text(resolv_conf())
@@ -154,7 +155,6 @@ async def attach(runtime: ContainerdRuntime, spec: ContainerSpec, id: str, direc
     files = {**files, "/etc/resolv.conf": str(directory / "resolv.conf")}
 
     def add() -> dict:
-        firewall.open_bridge(bridge, network["plugins"][0]["ipam"]["ranges"][0][0]["subnet"])
         if not os.path.exists(path):
             _ip("netns", "add", os.path.basename(path))
         _invoke({"type": "loopback"}, {"cniVersion": VERSION, "name": "lo"}, "ADD", id, path, "lo")
@@ -172,7 +172,20 @@ async def attach(runtime: ContainerdRuntime, spec: ContainerSpec, id: str, direc
         (directory / RESULT).write_text(json.dumps({"network": network, "result": result, "ports": ports}))
         return result
 
-    result = await anyio.to_thread.run_sync(add)
+    async with runtime.bridges_lock:
+        # each look at the rules is ten iptables calls under the host's xtables lock, on which a fleet's creates
+        # would queue: looked at once while this runtime knows them there (the link gone says another process
+        # closed the bridge since), or one of its creates is making the link
+        if runtime.bridges_open.get(bridge) is None or not (
+                runtime.bridges_open[bridge] or os.path.exists(f"/sys/class/net/{bridge}")):
+            await anyio.to_thread.run_sync(firewall.open_bridge, bridge,
+                                           network["plugins"][0]["ipam"]["ranges"][0][0]["subnet"])
+            runtime.bridges_open[bridge] = 0
+        runtime.bridges_open[bridge] += 1
+    try:
+        result = await anyio.to_thread.run_sync(add)
+    finally:
+        runtime.bridges_open[bridge] -= 1
     ip = result["ips"][0]["address"].split("/")[0]
     labels = {IP: ip, PORTS: json.dumps(ports)}
     return Attached(path, files, labels)
@@ -231,7 +244,8 @@ def _release(bridge: dict, network: str, id: str, ifname: str) -> bool:
     return released
 
 
-async def detach(runtime: ContainerdRuntime, id: str, directory: Path, namespace: str) -> None:
+async def detach(runtime: ContainerdRuntime, id: str, directory: Path, namespace: str,
+                 gone: Callable[[], Awaitable[object]] | None = None) -> None:
     try:
         saved = json.loads((directory / RESULT).read_text())
     except (OSError, ValueError):
@@ -241,24 +255,31 @@ async def detach(runtime: ContainerdRuntime, id: str, directory: Path, namespace
         await anyio.to_thread.run_sync(_delete, saved["network"], id, path, saved["result"], saved["ports"])
         bridge = saved["network"]["plugins"][0]["bridge"]
         # the bridge is the namespace's: host-local's leases say whether another container still uses it
-        plugin = saved["network"]["plugins"][0]
-        remaining = _leased(Path(plugin["ipam"]["dataDir"]) / saved["network"]["name"])
+        plugin, name = saved["network"]["plugins"][0], saved["network"]["name"]
+        remaining = _leased(Path(plugin["ipam"]["dataDir"]) / name)
         if not remaining and bridge not in runtime.bridges_closing:  # the last ones deleted at once: one closes it
             runtime.bridges_closing.add(bridge)
+            runtime.bridges_open.pop(bridge, None)
             try:
-                subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
-                await anyio.to_thread.run_sync(firewall.close_bridge, bridge)
-                data_dir = Path(saved["network"]["plugins"][0]["ipam"]["dataDir"])
-                shutil.rmtree(data_dir / saved["network"]["name"], ignore_errors=True)  # host-local's lock and
-                for empty in (data_dir, data_dir.parent):  # last address, once no lease is left; then its dirs
-                    with contextlib.suppress(OSError):
-                        empty.rmdir()
+                await anyio.to_thread.run_sync(_close, bridge, Path(plugin["ipam"]["dataDir"]), name)
             finally:
                 runtime.bridges_closing.discard(bridge)
         elif remaining:
+            if gone is not None:
+                await gone()
             await refresh_hosts(runtime, namespace)
     elif os.path.exists(path):
         _ip("netns", "delete", os.path.basename(path), check=False)
+
+
+def _close(bridge: str, data_dir: Path, network: str) -> None:
+    """Removes the bridge, its rules, and host-local's lock and last address (no lease is left), then its dirs."""
+    subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+    firewall.close_bridge(bridge)
+    shutil.rmtree(data_dir / network, ignore_errors=True)
+    for empty in (data_dir, data_dir.parent):
+        with contextlib.suppress(OSError):
+            empty.rmdir()
 
 
 def _ip(*args: str, check: bool = True) -> None:

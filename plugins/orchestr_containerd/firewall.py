@@ -6,7 +6,8 @@ In chains of orchestr's own, jumped to first from FORWARD and POSTROUTING: traff
 published ports (DNAT) into it and new connections from it to anywhere but another orchestr containerd bridge are
 accepted, everything else to or from it dropped (namespaces cannot reach each other but through published ports),
 and what leaves the host from its subnet is masqueraded. The rules go with the bridge; the chains and their jumps
-with the last bridge. A lock file keeps two orchestr processes from interleaving their changes.
+with the last bridge, each change read with one iptables-save and made with one iptables-restore. A lock file keeps
+two orchestr processes from interleaving their changes.
 """
 
 from __future__ import annotations
@@ -26,11 +27,30 @@ PREFIX = "ocd"  # every bridge of orchestr's containerd runtime
 LOCK = "/run/orchestr-containerd/iptables.lock"
 
 
-def _iptables(table: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["iptables", "-w", "-t", table, *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise RuntimeFailure(f"iptables -t {table} {' '.join(args)}: {proc.stderr.strip()}", runtime=RUNTIME)
-    return proc
+def _run(argv: list[str], stdin: str | None = None) -> str:
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise RuntimeFailure(f"{argv[0]}: {why}", runtime=RUNTIME)
+    return proc.stdout
+
+
+def _saved() -> dict[str, list[str]]:
+    """The host's tables as iptables-save prints them: chain declarations and rules."""
+    tables: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in _run(["iptables-save"]).splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], [])
+        elif line and not line.startswith("#") and line != "COMMIT":
+            current.append(line)
+    return tables
+
+
+def _restore(script: list[str]) -> None:
+    """Applies script's changes (iptables-restore's format) at once, leaving every other rule as it is."""
+    if script:
+        _run(["iptables-restore", "-w", "--noflush"], "\n".join(script) + "\n")
 
 
 @contextlib.contextmanager
@@ -44,37 +64,46 @@ def _locked() -> Iterator[None]:
         os.close(fd)
 
 
-def _rules(bridge: str, subnet: str) -> list[tuple[str, str, list[str]]]:
-    tag = ["-m", "comment", "--comment", f"orchestr-containerd {bridge}"]
+CHAINS = (("filter", FORWARD, "FORWARD"), ("nat", NAT, "POSTROUTING"))  # table, our chain, the one jumping to it
+
+
+def _tag(bridge: str) -> str:
+    return f"orchestr-containerd {bridge}"
+
+
+def _rules(bridge: str, subnet: str) -> list[tuple[str, str]]:
+    """(table, rule) in iptables-restore's words: the accepts go first in the chain, the drops last."""
+    tag = f'-m comment --comment "{_tag(bridge)}"'
     return [
-        ("filter", FORWARD, ["-i", bridge, "-o", bridge, *tag, "-j", "ACCEPT"]),
-        ("filter", FORWARD, ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED,DNAT", *tag,
-                             "-j", "ACCEPT"]),
-        ("filter", FORWARD, ["-i", bridge, "!", "-o", f"{PREFIX}+", *tag, "-j", "ACCEPT"]),
-        ("filter", FORWARD, ["-i", bridge, *tag, "-j", "DROP"]),
-        ("filter", FORWARD, ["-o", bridge, *tag, "-j", "DROP"]),
-        ("nat", NAT, ["-s", subnet, "!", "-o", bridge, *tag, "-j", "MASQUERADE"]),
+        ("filter", f"-I {FORWARD} 1 -i {bridge} -o {bridge} {tag} -j ACCEPT"),
+        ("filter", f"-I {FORWARD} 1 -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED,DNAT {tag} -j ACCEPT"),
+        # every bridge's accepts before any bridge's drops: a published port of one namespace is reached from
+        # another's containers through DNAT
+        ("filter", f"-I {FORWARD} 1 -i {bridge} ! -o {PREFIX}+ {tag} -j ACCEPT"),
+        ("filter", f"-A {FORWARD} -i {bridge} {tag} -j DROP"),
+        ("filter", f"-A {FORWARD} -o {bridge} {tag} -j DROP"),
+        ("nat", f"-I {NAT} 1 -s {subnet} ! -o {bridge} {tag} -j MASQUERADE"),
     ]
 
 
-def _chains() -> None:
-    """Our chains and the jumps to them, first in FORWARD and POSTROUTING."""
-    for table, chain, parent in (("filter", FORWARD, "FORWARD"), ("nat", NAT, "POSTROUTING")):
-        _iptables(table, "-N", chain, check=False)
-        if _iptables(table, "-C", parent, "-j", chain, check=False).returncode != 0:
-            _iptables(table, "-I", parent, "1", "-j", chain)
-
-
 def open_bridge(bridge: str, subnet: str) -> None:
-    """The bridge's rules, unless they are there already."""
+    """The bridge's rules, and the chains and jumps they need, unless they are all there: one iptables-save and at
+    most one iptables-restore."""
     with _locked():
-        _chains()
-        for table, chain, rule in _rules(bridge, subnet):
-            if _iptables(table, "-C", chain, *rule, check=False).returncode != 0:
-                # every bridge's accepts before any bridge's drops: a published port of one namespace is reached
-                # from another's containers through DNAT
-                where = ["-A", chain] if rule[-1] == "DROP" else ["-I", chain, "1"]
-                _iptables(table, *where, *rule)
+        saved = _saved()
+        script = []
+        for table, chain, parent in CHAINS:
+            lines = saved.get(table, [])
+            wanted = [rule for t, rule in _rules(bridge, subnet) if t == table]
+            mine = [line for line in lines if line.startswith(f"-A {chain} ") and _tag(bridge) in line]
+            todo = [] if any(line.split()[0] == f":{chain}" for line in lines) else [f":{chain} - [0:0]"]
+            if f"-A {parent} -j {chain}" not in lines:
+                todo.append(f"-I {parent} 1 -j {chain}")
+            if len(mine) != len(wanted):  # some missing: all made again
+                todo += ["-D" + line[2:] for line in mine] + wanted
+            if todo:
+                script += [f"*{table}", *todo, "COMMIT"]
+        _restore(script)
         with open("/proc/sys/net/ipv4/ip_forward") as f:
             forwarding = f.read().strip() == "1"
         if not forwarding:  # as CNI's bridge plugin with isGateway does
@@ -83,22 +112,18 @@ def open_bridge(bridge: str, subnet: str) -> None:
 
 
 def close_bridge(bridge: str) -> None:
-    """Removes the bridge's rules, and the chains once no bridge has any."""
+    """Removes the bridge's rules, and the chains and their jumps once no bridge has any, in one iptables-restore."""
     with _locked():
-        for table, chain in (("filter", FORWARD), ("nat", NAT)):
-            listed = _iptables(table, "-S", chain, check=False).stdout.splitlines()
-            for line in listed:
-                if line.startswith(f"-A {chain} ") and f"orchestr-containerd {bridge}" in line:
-                    _iptables(table, "-D", chain, *_split(line)[2:], check=False)
-        for table, chain, parent in (("filter", FORWARD, "FORWARD"), ("nat", NAT, "POSTROUTING")):
-            left = [line for line in _iptables(table, "-S", chain, check=False).stdout.splitlines()
-                    if line.startswith("-A ")]
-            if not left:
-                _iptables(table, "-D", parent, "-j", chain, check=False)
-                _iptables(table, "-X", chain, check=False)
-
-
-def _split(line: str) -> list[str]:
-    import shlex
-
-    return shlex.split(line)
+        saved = _saved()
+        script = []
+        for table, chain, parent in CHAINS:
+            lines = saved.get(table, [])
+            rules = [line for line in lines if line.startswith(f"-A {chain} ")]
+            todo = ["-D" + line[2:] for line in rules if _tag(bridge) in line]
+            if len(todo) == len(rules):
+                todo += ["-D" + line[2:] for line in lines if line == f"-A {parent} -j {chain}"]
+                if any(line.split()[0] == f":{chain}" for line in lines):
+                    todo.append(f"-X {chain}")
+            if todo:
+                script += [f"*{table}", *todo, "COMMIT"]
+        _restore(script)

@@ -2,9 +2,10 @@
 output is logged while no orchestr process runs, in the JSON-lines format and rotation of every orchestr runtime.
 
 The shim hands it the container's stdout on fd 3 and stderr on fd 4, and waits for fd 5 to close before it starts
-the container. Its environment names only the container and its containerd namespace; the log's directory is its
-one argument, and the directory's logger.json says how big the log may grow. It runs as `python -IS` with orchestr
-and this package registered as bare packages (no orchestr imports, no grpc): one per running container, so small.
+the container. Its environment names only the container and its containerd namespace; its arguments (the task's
+URI) are the log's directory and how big the log may grow and whether a restart may be due, which the directory's
+logger.json says too. It runs as `python -IS` with orchestr and this package registered as bare packages (no
+orchestr imports, no grpc, not even json, typing or enum): one per running container, so small.
 The shim keeps its own ends of the output pipes until the task is deleted, so the end of the output does not say
 the container ended: the logger watches the container's first process instead (its pid is in the bundle's init.pid,
 the shim's working directory and so the logger's), drains what is left in the pipes once it has ended, and exits.
@@ -17,8 +18,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import sys
+
+try:  # signal's own module loads enum, which would cost this process more than its interpreter does
+    import _signal as signal
+except ImportError:
+    import signal  # type: ignore[no-redef]
 
 CONFIG = "logger.json"
 STOPPED = "stopped"  # a file orchestr makes here before it stops the container: not to be restarted
@@ -49,6 +54,8 @@ def wait_done(directory: str, within: float = 15.0) -> None:
 
 
 def main(args: list[str]) -> None:
+    """args: the log's directory, then "max_size,max_files,restart" from the task's URI (see settings), or nothing
+    when logger.json is to be read for them."""
     directory = args[0]
     lock = os.open(os.path.join(directory, "logger.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -63,13 +70,11 @@ def main(args: list[str]) -> None:
         os.close(5)  # ready, with the lock held: the shim starts the container now, its output waits in the pipes
     except OSError:
         pass
-    import json  # the rest after the ready: the task's start does not wait for them
-    import select
+    import select  # the rest after the ready: the task's start does not wait for them
 
     from orchestr import logfile
 
-    with open(os.path.join(directory, CONFIG)) as f:
-        config = json.load(f)
+    config = _config(directory, args[1] if len(args) > 1 else "")
     log = logfile.LogWriter(os.path.join(directory, logfile.FILE), config["max_size"], config["max_files"])
     streams = {fd: name for fd, name in ((3, "stdout"), (4, "stderr")) if _open(fd)}
     partial = {fd: b"" for fd in streams}
@@ -108,6 +113,23 @@ def main(args: list[str]) -> None:
 
 class _Stop(Exception):
     pass
+
+
+def settings(config: dict) -> str:
+    """What of logger.json's config the logger takes from its arguments (see main), sparing it json's imports."""
+    return f"{int(config['max_size'])},{int(config['max_files'])},{1 if config.get('restarter') else 0}"
+
+
+def _config(directory: str, given: str) -> dict:
+    parts = given.split(",")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        restarter = [sys.executable, "-I", os.path.join(os.path.dirname(os.path.abspath(__file__)), "restart.py")]
+        return {"max_size": int(parts[0]), "max_files": int(parts[1]),
+                "restarter": restarter if parts[2] == "1" else None}
+    import json
+
+    with open(os.path.join(directory, CONFIG)) as f:
+        return json.load(f)
 
 
 def _drain(fd: int, streams: dict[int, str], partial: dict[int, bytes], log: logfile.LogWriter, once: bool) -> bool:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestr.errors import TerminalFailure
 from orchestr.model import ContainerSpec, Port
-from orchestr.plain import Mutable
+from orchestr.plain import Mutable, record
 
 from .client import RUNTIME
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from .runtime import ContainerdRuntime
 
 
-@dataclass(slots=True, repr=False, eq=False)
+@record
 class Attached(Mutable):
     netns: str | None  # a path to join, "host", or None for a new one
     files: dict[str, str]  # container path -> host file bound there
@@ -69,19 +70,22 @@ def local(spec: ContainerSpec, directory: Path) -> Attached:
     raise ValueError(f"network {spec.network} is neither host nor none")
 
 
-async def created(runtime: ContainerdRuntime, spec: ContainerSpec) -> None:
+async def created(runtime: ContainerdRuntime, network: str, namespace: str) -> None:
     """Once the container's record is made: the namespace's /etc/hosts files name it too."""
-    if spec.network == "bridge":
-        from . import cni
-
-        await cni.refresh_hosts(runtime, spec.namespace)
-
-
-async def detach(runtime: ContainerdRuntime, id: str, directory: Path, network: str, namespace: str) -> None:
     if network == "bridge":
         from . import cni
 
-        await cni.detach(runtime, id, directory, namespace)
+        await cni.refresh_hosts(runtime, namespace)
+
+
+async def detach(runtime: ContainerdRuntime, id: str, directory: Path, network: str, namespace: str,
+                 gone: Callable[[], Awaitable[object]] | None = None) -> None:
+    """Undoes attach; gone, when given, is awaited before the namespace's /etc/hosts files are rewritten (the
+    container's record must be gone from containerd's list by then)."""
+    if network == "bridge":
+        from . import cni
+
+        await cni.detach(runtime, id, directory, namespace, gone)
 
 
 def ports_of(raw: str | None) -> tuple[Port, ...]:

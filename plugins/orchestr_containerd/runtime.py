@@ -138,6 +138,9 @@ class ContainerdRuntime(Images):
         )
         self._names: dict[str, tuple[str, str]] = {}  # id -> (name, namespace), for the events of deleted ones
         self._hosts_lock: anyio.Lock | None = None
+        self._bridges_lock: anyio.Lock | None = None
+        self._fresh: dict[str, tuple[containers_pb2.Container, Sequence]] = {}  # made here, not started: record, mounts
+        self.bridges_open: dict[str, int] = {}  # bridge whose rules this runtime made or saw -> its attaches under way
         self.hosts_asked: dict[str, list[int]] = {}  # namespace -> [refreshes asked for, asked for when last done]
         self.bridges_closing: set[str] = set()
 
@@ -147,6 +150,13 @@ class ContainerdRuntime(Images):
         if self._hosts_lock is None:
             self._hosts_lock = anyio.Lock()
         return self._hosts_lock
+
+    @property
+    def bridges_lock(self) -> anyio.Lock:
+        """Held while a bridge's firewall rules are looked at (cni.attach)."""
+        if self._bridges_lock is None:
+            self._bridges_lock = anyio.Lock()
+        return self._bridges_lock
 
     # -- where things are -----------------------------------------------------------------------------------------
     @property
@@ -231,12 +241,6 @@ class ContainerdRuntime(Images):
         except OSError:
             return False
 
-    async def _update_labels(self, id: str, labels: dict[str, str]) -> None:
-        with self.conn.errors(f"container {id}", container=id, missing=f"container {id} not found"):
-            await self.conn.containers.Update(containers_pb2.UpdateContainerRequest(
-                container=containers_pb2.Container(id=id, labels=labels),
-                update_mask={"paths": [f"labels.{k}" for k in labels]}), metadata=self.conn.metadata, timeout=CALL)
-
     # -- create ---------------------------------------------------------------------------------------------------
     async def create(self, spec: ContainerSpec) -> Container:
         id = container_id(spec.namespace, spec.name)
@@ -253,17 +257,17 @@ class ContainerdRuntime(Images):
                 try:
                     net = await network.attach(self, spec, id, self._fresh_dir(spec, checked, directory))
                     record = self._container_record(spec, id, checked, resolved, mounts, directory, net)
+                    self._names[id] = (spec.name, spec.namespace)  # before containerd's create event comes
                     with self.conn.errors(f"container {spec.name}", spec.name):
                         created = (await self.conn.containers.Create(
                             containers_pb2.CreateContainerRequest(container=record), metadata=self.conn.metadata,
                             timeout=CALL)).container
                     made = True
-                    await network.created(self, spec)
                 finally:
                     if not made:
                         with anyio.CancelScope(shield=True):
                             await self._undo(id, directory, spec.network, spec.namespace)
-        self._names[id] = (spec.name, spec.namespace)
+        self._fresh[id] = (created, mounts)
         return self._container(created, None)
 
     def _fresh_dir(self, spec: ContainerSpec, checked: Sequence, directory: Path, log: bool = True) -> Path:
@@ -361,20 +365,49 @@ class ContainerdRuntime(Images):
     # -- start, stop, delete --------------------------------------------------------------------------------------
     async def start(self, id: str) -> None:
         with located(RUNTIME, id):
-            c = await self._get(id)
-            task = await self._task(id)
-            if task is not None and task.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
-                return
-            _stopped(c, False)
-            await self._update_labels(id, {I_STARTED: rfc3339(), I_RESTARTS: "0"})
-            if task is not None and task.status == task_pb2.CREATED:
-                # made by a start that was interrupted (a killed apply): its logger runs already; start it as it is,
-                # as a new one would first kill it, and that exit would read as the new task's
-                with self.conn.errors(f"container {id}", id):
-                    await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=self.conn.metadata,
-                                                timeout=CALL)
-                return
-            await start_task(self.conn, c, task, self._logger())
+            fresh = self._fresh.pop(id, None)
+            if fresh is not None:  # just made by create: its record and mounts are at hand, and it has no task
+                c, mounts = fresh
+                task = None
+            else:
+                c, mounts = await self._get(id), None
+                task = await self._task(id)
+                if task is not None and task.status in (task_pb2.RUNNING, task_pb2.PAUSED, task_pb2.PAUSING):
+                    return
+                _stopped(c, False)
+            labelled = self.conn.containers.Update(containers_pb2.UpdateContainerRequest(  # under way meanwhile
+                container=containers_pb2.Container(id=id, labels={I_STARTED: rfc3339(), I_RESTARTS: "0"}),
+                update_mask={"paths": [f"labels.{I_STARTED}", f"labels.{I_RESTARTS}"]}), metadata=self.conn.metadata,
+                timeout=CALL)
+            failed: list[Exception] = []
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._named, c)  # its name joins the namespace's /etc/hosts files meanwhile
+                    try:
+                        if task is not None and task.status == task_pb2.CREATED:
+                            # made by a start that was interrupted (a killed apply): its logger runs already; start
+                            # it as it is, as a new one would first kill it, and that exit would read as the new
+                            # task's
+                            with self.conn.errors(f"container {id}", id):
+                                await self.conn.tasks.Start(tasks_pb2.StartRequest(container_id=id),
+                                                            metadata=self.conn.metadata, timeout=CALL)
+                        else:
+                            await start_task(self.conn, c, task, self._logger(), mounts)
+                    except Exception as e:  # noqa: BLE001 - raised below, as it is rather than in a group
+                        failed.append(e)
+                if failed:
+                    raise failed[0]
+            except BaseException:
+                with anyio.CancelScope(shield=True), contextlib.suppress(grpc.RpcError):
+                    await labelled
+                raise
+            with self.conn.errors(f"container {id}", id, missing=f"container {id} not found"):
+                await labelled
+
+    async def _named(self, c: containers_pb2.Container) -> None:
+        """A new container's name in its namespace's /etc/hosts files; a rewrite that fails leaves it to the next."""
+        with contextlib.suppress(Exception):
+            await network.created(self, c.labels.get(I_NETWORK, "none"), c.labels[L_NAMESPACE])
 
     async def stop(self, id: str, *, signal: str = "SIGTERM", timeout: float = 10.0) -> None:
         with located(RUNTIME, id):
@@ -384,13 +417,33 @@ class ContainerdRuntime(Images):
             if task is None or task.status == task_pb2.STOPPED:
                 return
             _stopped(c, True)
-            await self._kill(id, number)
+            if not (task.status == task_pb2.RUNNING and self._signal(id, task.pid, number)):
+                await self._kill(id, number)
             if task.status in (task_pb2.PAUSED, task_pb2.PAUSING):
                 with contextlib.suppress(RuntimeFailure):
                     await self.resume(id)
             if await self._wait_task(id, timeout) is None:
                 await self._kill(id, signals.SIGKILL, all=True)
                 await self._wait_task(id, CALL)
+
+    def _signal(self, id: str, pid: int, number: int) -> bool:
+        """Sends signal number to the task's first process from here, as `runc kill` would, sparing the shim that
+        process of its own for every container stopped; False, with nothing sent, unless pid still is a process of
+        the container (its cgroup says so, read through a pidfd that keeps the pid from being reused meanwhile)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if not any(line.endswith(f":/{self.conn.namespace}/{id}") for line in f.read().splitlines()):
+                    return False
+            signals.pidfd_send_signal(fd, number)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     async def _kill(self, id: str, number: int, all: bool = False) -> None:
         try:
@@ -415,9 +468,11 @@ class ContainerdRuntime(Images):
             raise self.conn.translate(e, f"container {id}", id) from None
 
     async def delete(self, id: str, *, force: bool = False) -> None:
+        self._fresh.pop(id, None)
         with located(RUNTIME, id):
             c = await self._get(id)
             task = await self._task(id)
+            ended = True
             if task is not None and task.status != task_pb2.STOPPED:
                 if not force:
                     raise Conflict(f"container {c.labels.get(I_NAME, id)} is running; stop it first, or force",
@@ -428,19 +483,46 @@ class ContainerdRuntime(Images):
                     with contextlib.suppress(grpc.RpcError):
                         await self.conn.tasks.Resume(tasks_pb2.ResumeTaskRequest(container_id=id),
                                                      metadata=self.conn.metadata, timeout=CALL)
-                await self._wait_task(id, CALL)
-            if task is not None:
-                await delete_task(self.conn, id)
-            with self.conn.errors(f"container {id}", id):
-                try:
-                    await self.conn.containers.Delete(containers_pb2.DeleteContainerRequest(id=id),
-                                                      metadata=self.conn.metadata, timeout=CALL)
-                except grpc.RpcError as e:
-                    if code(e) != grpc.StatusCode.NOT_FOUND:
-                        raise
+                ended = await self._wait_task(id, CALL) is not None
             log = c.labels.get(I_LOG)
             directory = Path(log).parent if log else self.root / "containers" / id
-            await self._undo(id, directory, c.labels.get(I_NETWORK, "none"), c.labels[L_NAMESPACE])
+            net, namespace = c.labels.get(I_NETWORK, "none"), c.labels[L_NAMESPACE]
+            gone = anyio.Event()
+            failed: list[Exception] = []
+
+            async def records() -> None:
+                """The task (containerd's dearest part of a delete), the container's record, its snapshot."""
+                try:
+                    if task is not None:
+                        await delete_task(self.conn, id)
+                    with self.conn.errors(f"container {id}", id):
+                        try:
+                            await self.conn.containers.Delete(containers_pb2.DeleteContainerRequest(id=id),
+                                                              metadata=self.conn.metadata, timeout=CALL)
+                        except grpc.RpcError as e:
+                            if code(e) != grpc.StatusCode.NOT_FOUND:
+                                raise
+                    with contextlib.suppress(grpc.RpcError):
+                        await self.conn.snapshots.Remove(snapshots_pb2.RemoveSnapshotRequest(
+                            snapshotter=SNAPSHOTTER, key=id), metadata=self.conn.metadata, timeout=CALL)
+                except Exception as e:  # noqa: BLE001 - raised below, once the network's undoing is done
+                    failed.append(e)
+                finally:
+                    gone.set()
+
+            if ended:  # its process is gone: its network is undone meanwhile, its /etc/hosts once the record is
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(records)
+                    with contextlib.suppress(Exception):
+                        await network.detach(self, id, directory, net, namespace, gone.wait)
+            else:  # it may still run: nothing more unless its task goes
+                await records()
+                if not failed:
+                    with contextlib.suppress(Exception):
+                        await network.detach(self, id, directory, net, namespace)
+            if failed:
+                raise failed[0]
+            shutil.rmtree(directory, ignore_errors=True)
 
     # -- reading state --------------------------------------------------------------------------------------------
     async def inspect(self, id: str) -> Container:
@@ -700,16 +782,23 @@ def _renewed(path: str, file) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def start_task(conn: Connection, c: containers_pb2.Container, task: task_pb2.Process | None,
-                     logger: str) -> None:
-    """Makes and starts a new task for container c (the ended one removed first), its output to the logger."""
+                     logger: str, mounts: Sequence | None = None) -> None:
+    """Makes and starts a new task for container c (the ended one removed first) over its snapshot's mounts (asked
+    for when not given), its output to the logger."""
     id = c.id
     if task is not None:
         await delete_task(conn, id)
-    with conn.errors(f"container {id}", id):
-        mounts = (await conn.snapshots.Mounts(snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER,
-                                                                          key=c.snapshot_key),
-                                              metadata=conn.metadata, timeout=CALL)).mounts
-    uri = f"binary://{logger}?{quote(c.labels.get(I_LOG, ''), safe='/')}"
+    if mounts is None:
+        with conn.errors(f"container {id}", id):
+            mounts = (await conn.snapshots.Mounts(snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER,
+                                                                              key=c.snapshot_key),
+                                                  metadata=conn.metadata, timeout=CALL)).mounts
+    from .logger import CONFIG, settings
+
+    log_dir = c.labels.get(I_LOG, "")
+    uri = f"binary://{logger}?{quote(log_dir, safe='/')}"
+    with contextlib.suppress(OSError, ValueError, KeyError):  # without, the logger reads its config itself
+        uri += "=" + settings(json.loads(Path(log_dir, CONFIG).read_text()))
     try:
         await conn.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts, stdout=uri, stderr=uri),
                                 metadata=conn.metadata, timeout=CALL)

@@ -34,25 +34,21 @@ def run(rt: DockerRuntime, spec: ContainerSpec, output: Callable[[LogLine], None
 
     with located(rt.name, spec.name):
         spec = replace(spec, volumes=volumes(spec))
-    # A command replaces the image's entrypoint and cmd whole: then the image need not be read first (a round
-    # trip), and the create says whether the engine has it. Volumes to make first would change something before
-    # that answer, so those runs ask first.
-    ask_first = not spec.command or any(v.type == "volume" for v in spec.volumes)
-    image: dict[str, Any] = {}
-    if ask_first:
-        try:
-            with rt._errors(f"image {spec.image}"):
-                image = call("GET", f"images/{spec.image}/json")
-        except NotFound:
-            return None
+    # A command replaces the image's entrypoint and cmd whole: then the image need not be read before the create
+    # (a round trip), only after a create that failed, to tell a missing image (None) or say what is wrong with
+    # it as ever. Volumes to make first would change something before that, so those runs read it first.
+    read_first = not spec.command or any(v.type == "volume" for v in spec.volumes)
+    image: dict[str, Any] | None = _image(rt, call, spec) if read_first else {}
+    if image is None:
+        return None
     calls = rt._create_calls(spec, image)
     with SignalHold(on_signal) as hold:
         with rt._create_errors(spec):
             try:
                 for request in calls:
                     created = call(*request)
-            except engine.EngineError as e:
-                if not ask_first and e.status == 404 and e.message.lower().startswith("no such image"):
+            except engine.EngineError:
+                if not read_first and _image(rt, call, spec) is None:
                     return None
                 raise
         id = created["Id"]
@@ -69,6 +65,16 @@ def run(rt: DockerRuntime, spec: ContainerSpec, output: Callable[[LogLine], None
             if remove:
                 with rt._errors(f"container {id}", container=id):
                     call("DELETE", f"containers/{id}", {"force": "1", "v": "0"})
+
+
+def _image(rt: DockerRuntime, call: Callable[..., Any], spec: ContainerSpec) -> dict[str, Any] | None:
+    """The engine's inspect of spec's image; None when it does not have it."""
+    try:
+        with rt._errors(f"image {spec.image}"):
+            image: dict[str, Any] = call("GET", f"images/{spec.image}/json")
+            return image
+    except NotFound:
+        return None
 
 
 def _run(call: Callable[..., Any], socket_path: str, id: str, spec: ContainerSpec,

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from orchestr.config import private, private_dir
 from orchestr.errors import NotFound, RuntimeFailure
+from orchestr.plain import Frozen, record
 from orchestr.registry.reference import parse
 
 from .locks import Locks, flocked, try_flock
@@ -34,7 +34,16 @@ def hex_of(digest: str) -> str:
 
 
 def digest_of(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+    sha = _sha256()
+    sha.update(data)
+    return f"sha256:{sha.hexdigest()}"
+
+
+def _sha256() -> Any:
+    """A new SHA-256, whose module (with OpenSSL's library) loads only for an import, a pull or a check, not a run."""
+    import hashlib
+
+    return hashlib.sha256()
 
 
 class BlobWriter:
@@ -48,7 +57,7 @@ class BlobWriter:
         self.final, self.digest, self.what = path, digest, what
         self.tmp = path.with_name(f"{path.name}.tmp-{os.urandom(4).hex()}")
         self.file = open(self.tmp, "xb", buffering=1 << 20, opener=private)  # noqa: SIM115 (closed by commit or abort)
-        self.sha = hashlib.sha256()
+        self.sha = _sha256()
         self.size = 0
         self._copied = False  # some data came by copy_range: verify() hashes the file
 
@@ -72,7 +81,7 @@ class BlobWriter:
         """Start over, after a download broke off."""
         self.file.seek(0)
         self.file.truncate()
-        self.sha, self.size, self._copied = hashlib.sha256(), 0, False
+        self.sha, self.size, self._copied = _sha256(), 0, False
 
     def check(self) -> None:
         """Raises unless what was written hashes to the digest."""
@@ -127,7 +136,7 @@ async def _checked(unpack: Callable[[], Awaitable[None]], *checks: Callable[[], 
 
 def _hash_file(path: Path, size: int):  # type: ignore[no-untyped-def]
     """The hash of the file's first size bytes, read through one small buffer (it stays in the CPU's cache)."""
-    sha, buf = hashlib.sha256(), bytearray(1 << 20)
+    sha, buf = _sha256(), bytearray(1 << 20)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         while size > 0 and (n := f.readinto(view[:min(size, len(buf))])):
@@ -149,7 +158,7 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
 
 def _verified(chunks: Iterator[bytes], digest: str, what: str) -> Iterator[bytes]:
     """chunks, holding each back until the next has come, so a mismatch is raised before the last is given."""
-    sha, held = hashlib.sha256(), None
+    sha, held = _sha256(), None
     for chunk in chunks:
         sha.update(chunk)
         if held is not None:
@@ -161,8 +170,8 @@ def _verified(chunks: Iterator[bytes], digest: str, what: str) -> Iterator[bytes
         yield held
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
+@record
+class Stored(Frozen):
     """One image the index knows: its manifest, config and the refs pointing at it (full names)."""
 
     manifest_digest: str

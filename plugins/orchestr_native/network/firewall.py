@@ -25,7 +25,6 @@ The rules, with B one bridge and S its subnet:
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 
 from orchestr.errors import RuntimeFailure
 
@@ -147,6 +146,8 @@ def _restore(script: list[str]) -> None:
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:
+    import subprocess  # here: only a bridge's making and removal run iptables, not each container's run
+
     try:
         done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:

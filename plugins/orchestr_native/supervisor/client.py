@@ -8,7 +8,6 @@ import json
 import os
 import select
 import socket
-import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -101,6 +100,8 @@ class SupervisorClient:
                 return  # another orchestr process started it meanwhile
             except (*_NOT_LISTENING, ConnectionResetError, EOFError):
                 pass
+            import subprocess  # here: a command whose supervisor already runs, the usual case, needs none of it
+
             with open(os.path.join(self.root, "supervisor.log"), "ab", opener=private) as log:
                 proc = subprocess.Popen(
                     command("host", self.root), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
