@@ -96,14 +96,25 @@ def _entry_points(group: str) -> Iterator[tuple[str, str, str]]:
 
 
 def _section(path: str, group: str) -> list[tuple[str, str]]:
-    """The name = value lines of one [group] of an entry_points.txt (an ini file)."""
+    """The name = value lines of one [group] of an entry_points.txt (an ini file). Read with bare system calls,
+    and decoded only when it names the group: every command looks at every installed distribution's."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return []
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if f"[{group}]".encode() not in data:
+        return []
     found, inside = [], False
-    for line in map(str.strip, lines):
+    for line in map(str.strip, data.decode("utf-8", "replace").splitlines()):
         if line.startswith("["):
             inside = line == f"[{group}]"
         elif inside and "=" in line and not line.startswith(("#", ";")):

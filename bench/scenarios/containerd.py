@@ -91,7 +91,7 @@ def breakdown(ctx: Context, n: int) -> None:
         return
     finally:
         ctx.orchestr_delete_namespace(namespace)
-    ctx.note(f"Where {CLI} spends its time (median ms of {n} runs; imports include grpc and the messages, create "
+    ctx.note(f"Where {CLI} spends its time (median ms of {n} runs; imports include protobuf's messages, create "
              f"the lease, the snapshot and the container record, start the task's Create and Start): "
              f"{summarise(runs)}.")
 

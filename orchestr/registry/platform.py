@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from orchestr.errors import NotFound
+from orchestr.plain import Frozen, record
 
 # uname machine -> (GOARCH, variant), as OCI platforms name them
 _MACHINES = {
@@ -17,8 +17,8 @@ _MACHINES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Platform:
+@record
+class Platform(Frozen):
     os: str
     architecture: str
     variant: str | None = None

@@ -10,13 +10,13 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestr.containers import rfc3339
 from orchestr.errors import Conflict, NotFound, RuntimeFailure, TerminalFailure
 from orchestr.model import HistoryEntry, Image, PullProgress, PullStatus
+from orchestr.plain import Frozen, record
 from orchestr.registry import media, platform
 from orchestr.registry.reference import familiar, parse
 from orchestr.runtime import ProgressCallback
@@ -59,8 +59,8 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     return chains
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+@record
+class Resolved(Frozen):
     """An image record read through: its manifest, config, and the chain id of its top layer."""
 
     name: str

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestr.errors import TerminalFailure
 from orchestr.model import ContainerSpec, Port
+from orchestr.plain import Mutable, record
 
 from .client import RUNTIME
 
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from .runtime import ContainerdRuntime
 
 
-@dataclass
-class Attached:
+@record
+class Attached(Mutable):
     netns: str | None  # a path to join, "host", or None for a new one
     files: dict[str, str]  # container path -> host file bound there
     labels: dict[str, str] = field(default_factory=dict)

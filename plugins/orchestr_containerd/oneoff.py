@@ -1,8 +1,8 @@
 """A one-off container run to its end without an event loop (`orchestr run` in the foreground, network none or
-host): made, started, its output followed from its log, signals to orchestr passed on, removed afterwards when
-asked; over blocking gRPC calls, so that such a run starts no event loop (nor anyio's), and in as few calls as
-containerd allows (the task is made from the snapshot's mounts as Prepare returned them, its exit read
-from Wait rather than asked for again)."""
+host): made, started, its output read (from FIFOs when it is removed afterwards, else followed from its log),
+signals to orchestr passed on, removed afterwards when asked; over blocking gRPC calls made by wire.py, so that
+such a run loads neither grpc nor asyncio, and in as few calls as containerd allows (the task is made from the
+snapshot's mounts as Prepare returned them, its exit read from Wait rather than asked for again)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import signal as signals
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -27,8 +26,7 @@ from orchestr.registry import media, platform
 from orchestr.registry.reference import parse
 from orchestr.signalhold import SignalHold
 
-from . import logger, network
-from . import wire
+from . import logger, network, wire
 from .client import RUNTIME
 from .images import BLOB_CACHE_ITEM, LEASE_EXPIRY, SNAPSHOTTER, Resolved, sha256
 from .proto import containers_pb2, content_pb2, images_pb2, leases_pb2, snapshots_pb2, task_pb2, tasks_pb2
@@ -38,7 +36,7 @@ if TYPE_CHECKING:
 
     from .runtime import ContainerdRuntime
 
-M = TypeVar("M")
+M = TypeVar("M", bound="Message")
 
 CALL = 60.0
 FOLLOW = 0.01  # seconds between looks at a log that has not grown
@@ -46,11 +44,11 @@ DRAIN = 2.0  # seconds a one-off's FIFOs may stay open after its task ended (the
 READ = 1 << 16
 
 
-@dataclass
 class _Calls:
     """containerd's services, called one blocking call at a time (wire.py), each with the namespace header."""
 
-    rt: ContainerdRuntime
+    def __init__(self, rt: ContainerdRuntime):
+        self.rt = rt
 
     def __call__(self, method: str, request: Message, answer: type[M] | None = None, timeout: float | None = CALL,
                  lease: str | None = None) -> M | None:

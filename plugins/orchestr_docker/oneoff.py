@@ -79,14 +79,22 @@ def _image(rt: DockerRuntime, call: Callable[..., Any], spec: ContainerSpec) -> 
 
 def _run(call: Callable[..., Any], socket_path: str, id: str, spec: ContainerSpec,
          output: Callable[[LogLine], None] | None, hold: SignalHold) -> tuple[Container, int]:
-    """run(), from the container made to its end: its state then, and its exit code."""
-    call("POST", f"containers/{id}/start")
-    hold.attach(lambda sig: _forward(call, id, spec.stop_grace_period, hold, sig))
-    if output is not None:
-        params = {"stdout": "1", "stderr": "1", "follow": "1", "timestamps": "1", "tail": "all"}
-        # the stream ends once the container has
-        with engine.open_stream(socket_path, "GET", f"containers/{id}/logs", params) as body:
-            for line in streams.log_lines_blocking(body.frames(tty=False)):
+    """run(), from the container made to its end: its state then, and its exit code. Its output comes from an
+    attach made before the start, as docker run's does: a log read after it may miss what a container that
+    ends at once wrote (the engine can close the log before a following reader has read its end)."""
+    if output is None:
+        call("POST", f"containers/{id}/start")
+        hold.attach(lambda sig: _forward(call, id, spec.stop_grace_period, hold, sig))
+    else:
+        from orchestr.logfile import now
+
+        params = {"stream": "1", "stdout": "1", "stderr": "1"}
+        # the stream ends once the container has; its frames carry no time: the time they come is theirs
+        with engine.open_stream(socket_path, "POST", f"containers/{id}/attach", params) as body:
+            call("POST", f"containers/{id}/start")
+            hold.attach(lambda sig: _forward(call, id, spec.stop_grace_period, hold, sig))
+            stamped = ((stream, f"{now()} ".encode() + data) for stream, data in body.frames(tty=False))
+            for line in streams.log_lines_blocking(stamped):
                 output(line)
     code = int(call("POST", f"containers/{id}/wait", {"condition": "not-running"})["StatusCode"])
     return mapping.container_from_inspect(call("GET", f"containers/{id}/json")), code

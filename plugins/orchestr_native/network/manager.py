@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import ipaddress
 import os
 import shutil
@@ -40,7 +39,7 @@ class Network:
 
     def bridge(self, namespace: str) -> str:
         """The namespace's bridge: one per state dir and namespace, 15 characters as the kernel allows."""
-        return BRIDGE_PREFIX + hashlib.sha256(f"{self.root}\0{namespace}".encode()).hexdigest()[:11]
+        return BRIDGE_PREFIX + names.digest(f"{self.root}\0{namespace}")[:11]
 
     def capacity(self, namespace: str) -> int:
         """How many containers the namespace's bridge has addresses for: those of its subnet, or, before it has

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 from orchestr.model import Port
 
 from . import firewall, ports
+from .names import digest
 
 LOCK = "/run/orchestr/network.lock"  # the native network's: every host-wide change of orchestr's
 SERVICES, CHAIN = "ORCHESTR-SERVICES", "ORCHESTR-SVC-"
@@ -65,7 +65,7 @@ class Services:
         self.helpers = helpers  # this runtime's bridges need the helper chains (one runtime only: Docker's)
 
     def key(self, namespace: str, service: str) -> str:
-        return hashlib.sha256(f"{self.salt}\0{namespace}\0{service}".encode()).hexdigest()[:12]
+        return digest(f"{self.salt}\0{namespace}\0{service}")[:12]
 
     def published(self, namespace: str | None = None) -> list[dict]:
         """The records of the services published, of one namespace or all."""
