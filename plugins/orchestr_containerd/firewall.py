@@ -15,42 +15,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import subprocess
 from collections.abc import Iterator
 
-from orchestr.errors import RuntimeFailure
+from orchestr import iptables
 
 from .client import RUNTIME
 
 FORWARD, NAT = "ORCHESTR-CD-FORWARD", "ORCHESTR-CD-NAT"
 PREFIX = "ocd"  # every bridge of orchestr's containerd runtime
 LOCK = "/run/orchestr-containerd/iptables.lock"
-
-
-def _run(argv: list[str], stdin: str | None = None) -> str:
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        raise RuntimeFailure(f"{argv[0]}: {why}", runtime=RUNTIME)
-    return proc.stdout
-
-
-def _saved() -> dict[str, list[str]]:
-    """The host's tables as iptables-save prints them: chain declarations and rules."""
-    tables: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in _run(["iptables-save"]).splitlines():
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], [])
-        elif line and not line.startswith("#") and line != "COMMIT":
-            current.append(line)
-    return tables
-
-
-def _restore(script: list[str]) -> None:
-    """Applies script's changes (iptables-restore's format) at once, leaving every other rule as it is."""
-    if script:
-        _run(["iptables-restore", "-w", "--noflush"], "\n".join(script) + "\n")
 
 
 @contextlib.contextmanager
@@ -90,7 +63,7 @@ def open_bridge(bridge: str, subnet: str) -> None:
     """The bridge's rules, and the chains and jumps they need, unless they are all there: one iptables-save and at
     most one iptables-restore."""
     with _locked():
-        saved = _saved()
+        saved = iptables.saved(RUNTIME)
         script = []
         for table, chain, parent in CHAINS:
             lines = saved.get(table, [])
@@ -103,7 +76,7 @@ def open_bridge(bridge: str, subnet: str) -> None:
                 todo += ["-D" + line[2:] for line in mine] + wanted
             if todo:
                 script += [f"*{table}", *todo, "COMMIT"]
-        _restore(script)
+        iptables.restore(script, RUNTIME)
         with open("/proc/sys/net/ipv4/ip_forward") as f:
             forwarding = f.read().strip() == "1"
         if not forwarding:  # as CNI's bridge plugin with isGateway does
@@ -114,7 +87,7 @@ def open_bridge(bridge: str, subnet: str) -> None:
 def close_bridge(bridge: str) -> None:
     """Removes the bridge's rules, and the chains and their jumps once no bridge has any, in one iptables-restore."""
     with _locked():
-        saved = _saved()
+        saved = iptables.saved(RUNTIME)
         script = []
         for table, chain, parent in CHAINS:
             lines = saved.get(table, [])
@@ -126,4 +99,4 @@ def close_bridge(bridge: str) -> None:
                     todo.append(f"-X {chain}")
             if todo:
                 script += [f"*{table}", *todo, "COMMIT"]
-        _restore(script)
+        iptables.restore(script, RUNTIME)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from orchestr import iptables
 from orchestr.errors import RuntimeFailure
 
 TAG = "orchestr"
@@ -42,7 +43,7 @@ _C = f"-m comment --comment {TAG}"
 
 def sync(bridges: dict[str, ipaddress.IPv4Network]) -> None:
     """Makes orchestr's chains fit bridges, every orchestr bridge of the host; with none, removes them all."""
-    saved = _saved()
+    saved = iptables.saved()
     script = []
     for table in ("filter", "nat"):
         lines = saved.get(table, [])
@@ -62,7 +63,7 @@ def sync(bridges: dict[str, ipaddress.IPv4Network]) -> None:
                 if chain in present:
                     script += [f":{chain} - [0:0]", f"-X {chain}"]
         script.append("COMMIT")
-    _restore(script)
+    iptables.restore(script)
 
 
 def _rules(table: str, bridges: dict[str, ipaddress.IPv4Network]) -> list[str]:
@@ -85,7 +86,7 @@ def _rules(table: str, bridges: dict[str, ipaddress.IPv4Network]) -> list[str]:
 
 def add_ports(id: str, ip: str, ports: list[dict]) -> None:
     if ports:
-        _restore(["*nat", *(f"-A {DNAT} {_dnat(id, ip, p)}" for p in ports), "COMMIT"])
+        iptables.restore(["*nat", *(f"-A {DNAT} {_dnat(id, ip, p)}" for p in ports), "COMMIT"])
 
 
 def remove_ports(id: str, ip: str | None = None, ports: list[dict] | None = None) -> None:
@@ -93,13 +94,13 @@ def remove_ports(id: str, ip: str | None = None, ports: list[dict] | None = None
     chain holds for id."""
     if ports and ip:
         try:
-            _restore(["*nat", *(f"-D {DNAT} {_dnat(id, ip, p)}" for p in ports), "COMMIT"])
+            iptables.restore(["*nat", *(f"-D {DNAT} {_dnat(id, ip, p)}" for p in ports), "COMMIT"])
             return
         except RuntimeFailure:
             pass  # some are gone already: fall back to what is there
-    stale = [line for line in _saved().get("nat", []) if line.startswith(f"-A {DNAT} ") and f"{TAG} {id}" in line]
+    stale = [line for line in iptables.saved().get("nat", []) if line.startswith(f"-A {DNAT} ") and f"{TAG} {id}" in line]
     if stale:
-        _restore(["*nat", *("-D" + line[2:] for line in stale), "COMMIT"])
+        iptables.restore(["*nat", *("-D" + line[2:] for line in stale), "COMMIT"])
 
 
 def enable_forwarding(bridge: str) -> None:
@@ -109,7 +110,7 @@ def enable_forwarding(bridge: str) -> None:
     as dockerd does, when this is what turns it on the FORWARD policy becomes DROP; orchestr's own traffic is
     accepted by its rules. A host that forwarded already keeps its policy."""
     if _sysctl("/proc/sys/net/ipv4/ip_forward", "1"):
-        _run(["iptables", "-w", "-P", "FORWARD", "DROP"])
+        iptables.run(["iptables", "-w", "-P", "FORWARD", "DROP"])
     _sysctl(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet", "1")
 
 
@@ -128,31 +129,3 @@ def _sysctl(path: str, value: str) -> bool:
         f.seek(0)
         f.write(value)
         return True
-
-
-def _saved() -> dict[str, list[str]]:
-    tables: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in _run(["iptables-save"]).splitlines():
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], [])
-        elif line and not line.startswith("#") and line != "COMMIT":
-            current.append(line)
-    return tables
-
-
-def _restore(script: list[str]) -> None:
-    _run(["iptables-restore", "-w", "--noflush"], "\n".join(script) + "\n")
-
-
-def _run(argv: list[str], stdin: str | None = None) -> str:
-    import subprocess  # here: only a bridge's making and removal run iptables, not each container's run
-
-    try:
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise RuntimeFailure(f"bridge networking needs {argv[0]} (Debian: apt-get install iptables)") from None
-    if done.returncode != 0:
-        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise RuntimeFailure(f"{argv[0]} failed: {why}")
-    return done.stdout

@@ -31,6 +31,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from orchestr import iptables
 from orchestr.model import Port
 
 from . import firewall, ports
@@ -134,13 +135,13 @@ def _tag(key: str) -> str:
 
 
 def _chain_exists(key: str) -> bool:
-    return any(line.startswith(f":{_chain(key, 0)} ") for line in firewall._saved().get("nat", []))
+    return any(line.startswith(f":{_chain(key, 0)} ") for line in iptables.saved().get("nat", []))
 
 
 def _apply(key: str, wanted: list[dict], endpoints: list[str], bridges: set[str], helpers: bool) -> None:
     """One iptables-restore: the service's chains and dispatch rules as wanted (none: removed), the jumps, and
     (helpers) the helper chains for bridges."""
-    saved = firewall._saved()
+    saved = iptables.saved()
     nat, filt = saved.get("nat", []), saved.get("filter", [])
     tag = f"orchestr svc {key}"
     mine = [line for line in nat if line.startswith(f"-A {SERVICES} ") and tag in line]
@@ -184,7 +185,7 @@ def _apply(key: str, wanted: list[dict], endpoints: list[str], bridges: set[str]
         script += [f":{c} - [0:0]" for c in (FWD, INP) if c in present]
         script += [f"-X {c}" for c in (FWD, INP) if c in present]
     script.append("COMMIT")
-    firewall._restore(script)
+    iptables.restore(script)
     if helpers or not live:
         _route_localnet(bridges if live else set())
 
