@@ -19,8 +19,11 @@ class WriteError(OSError):
 
 def write(path: str, value: str) -> None:
     try:
-        with open(path, "w") as f:
-            f.write(value)  # the kernel answers at the flush, inside this try
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)  # as open(path, "w")
+        try:
+            os.write(fd, value.encode())  # the kernel answers here
+        finally:
+            os.close(fd)
     except OSError as e:
         raise WriteError(path, value, e) from None
 

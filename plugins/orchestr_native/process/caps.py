@@ -30,9 +30,12 @@ def _last_cap() -> int:
         return int(f.read())
 
 
+LAST_CAP = _last_cap()  # read once in the supervisor, not in every container's init
+
+
 def drop_bounding(keep: int) -> None:
     """Removes every capability outside keep from the bounding set; must run before the uid changes."""
-    for cap in range(_last_cap() + 1):
+    for cap in range(LAST_CAP + 1):
         if not keep >> cap & 1:
             linux.prctl(linux.PR_CAPBSET_DROP, cap)
     linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)

@@ -26,16 +26,19 @@ class Deadline(Exception):
     """An exec'd command ran past its deadline and was killed, with what it started."""
 
 
+_PYTHON_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+_C_SIGNALS = tuple(set(range(1, signal.NSIG)) - signal.valid_signals())  # the C library's own, unknown to Python
+
+
 def _default_signals() -> None:
     # An ignored signal survives exec and would surprise the command: Python ignores SIGPIPE and SIGXFSZ, the
     # supervisor SIGTERM, SIGINT and SIGHUP (a container that ignores SIGTERM can only be killed), and whatever
     # started orchestr may have ignored others. Python knows each signal's disposition from its start on, so
     # only those that are not the default already need a system call.
-    for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
-        if signal.getsignal(sig) is signal.SIG_DFL:
-            continue
-        signal.signal(sig, signal.SIG_DFL)
-    for sig in set(range(1, signal.NSIG)) - signal.valid_signals():  # the C library's own, unknown to Python
+    for sig in _PYTHON_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_DFL:
+            signal.signal(sig, signal.SIG_DFL)
+    for sig in _C_SIGNALS:
         linux.default_signal(sig)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 

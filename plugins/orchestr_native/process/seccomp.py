@@ -94,9 +94,16 @@ def program() -> list[tuple[int, int, int, int]]:
     return out
 
 
-def install() -> None:
-    """Applies the filter to this thread and whatever it execs; needs no_new_privs set first."""
+def _compiled() -> _Program:
     instructions = program()
     array = (_Instruction * len(instructions))(*(_Instruction(*i) for i in instructions))
-    prog = _Program(len(instructions), array)
-    linux.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
+    return _Program(len(instructions), array)
+
+
+# built once in the supervisor: each container's init, forked from it, only hands it to the kernel
+_PROGRAM = _compiled() if SUPPORTED else None
+
+
+def install() -> None:
+    """Applies the filter to this thread and whatever it execs; needs no_new_privs set first."""
+    linux.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(_PROGRAM))

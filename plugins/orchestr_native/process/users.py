@@ -15,13 +15,18 @@ def _entries(path: str) -> list[list[str]]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return []
-    with open(fd, "rb") as f:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise LookupError(f"unable to read {path}: not a regular file")
-        data = f.read(MAX_SIZE + 1)
-    if len(data) > MAX_SIZE:
-        raise LookupError(f"unable to read {path}: larger than {MAX_SIZE >> 20} MiB")
-    text = data.decode("utf-8", errors="replace")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 65536):
+            size += len(chunk)
+            if size > MAX_SIZE:
+                raise LookupError(f"unable to read {path}: larger than {MAX_SIZE >> 20} MiB")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    text = b"".join(chunks).decode("utf-8", errors="replace")
     return [line.split(":") for line in text.split("\n") if line.strip() and not line.startswith("#")]
 
 

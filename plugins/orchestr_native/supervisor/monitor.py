@@ -481,10 +481,7 @@ def _child_stdio(fds: tuple, tty: bool, report: int) -> None:
         fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
     for target, fd in enumerate(fds):
         os.dup2(null if fd is None else fd, target)  # dup2 clears close-on-exec on the copy
-    keep = {0, 1, 2, report}
-    for name in os.listdir("/proc/self/fd"):
-        if int(name) not in keep:
-            try:
-                os.close(int(name))
-            except OSError:
-                pass
+    # everything but 0, 1, 2 and report, in at most two close_range calls
+    if report > 3:
+        os.closerange(3, report)
+    os.closerange(max(3, report + 1), os.sysconf("SC_OPEN_MAX"))
