@@ -21,6 +21,7 @@ from .records import SOCKET
 
 IDLE_EXIT = 60.0  # seconds without containers or requests before the supervisor exits
 MAX_REQUEST = 1 << 16
+SYNC_AFTER = 0.1  # seconds: the longest a written state.json waits for its fsync while the supervisor is busy
 
 
 class Link:
@@ -71,7 +72,8 @@ class Supervisor:
         self.monitors: dict[str, Monitor] = {}  # by container directory
         self.waiting: list[tuple[Monitor, socket.socket]] = []  # clients whose start is not settled yet
         self.last_request = time.monotonic()
-        self.unsynced: set[str] = set()  # state.json files written this round, fsynced once the replies are out
+        self.unsynced: set[str] = set()  # state.json files written, fsynced once the replies are out (_poll)
+        self.unsynced_since: float | None = None  # when the first of them was written
 
     def adopt(self, runs: dict) -> None:
         """Takes over what a worker that died left: every container whose records say this keeper supervises
@@ -123,7 +125,7 @@ class Supervisor:
             for fd in watched:
                 poller.register(fd, select.POLLIN)
             timeout = self._timeout()
-            for fd, _ in poller.poll(None if timeout is None else int(timeout * 1000) + 1):
+            for fd, _ in self._poll(poller, None if timeout is None else int(timeout * 1000) + 1):
                 if fd == self.listener.fileno():
                     self.last_request = time.monotonic()
                     if self._serve(self.listener.accept()[0]):
@@ -135,9 +137,19 @@ class Supervisor:
             for monitor in list(self.monitors.values()):
                 self._guard(monitor, "tick")
             self._answer()
-            self._sync()
             if not self.monitors and time.monotonic() - self.last_request >= IDLE_EXIT:
                 return
+
+    def _poll(self, poller: select.poll, timeout: int | None) -> list[tuple[int, int]]:
+        """poller's events. The state.json files written meanwhile are fsynced while nothing else is to be done
+        (each takes milliseconds, which the end of a container just started would otherwise wait for), and at
+        the latest SYNC_AFTER seconds after they were written."""
+        if not self.unsynced:
+            return poller.poll(timeout)
+        events = poller.poll(0)
+        if not events or time.monotonic() - self.unsynced_since >= SYNC_AFTER:
+            self._sync()
+        return events or poller.poll(timeout)
 
     def _sync(self) -> None:
         for path in self.unsynced:
@@ -146,6 +158,7 @@ class Supervisor:
             except OSError:
                 pass  # a full disk or a failing one: the record is there to read all the same
         self.unsynced.clear()
+        self.unsynced_since = None
 
     def _timeout(self) -> float | None:
         deadlines = [t for m in self.monitors.values() if (t := m.wake_at()) is not None]

@@ -95,10 +95,12 @@ class Monitor:
     def _save(self) -> None:
         """Writes state.json. When that fails (a full disk), supervision goes on and the write is tried again
         every SAVE_RETRY seconds; the monitor is not dropped before it succeeds. Readers see it at once; its
-        fsync waits until the host has answered its clients (host.py), as it takes milliseconds."""
+        fsync waits until the host has nothing else to do (host.py), as it takes milliseconds."""
         self.state["log_lines_dropped"] = self.log.lost
         try:
             records.write_json(self._state_path(), self.state, durable=False)
+            if not self.host.unsynced:
+                self.host.unsynced_since = time.monotonic()
             self.host.unsynced.add(self._state_path())
         except OSError:
             self.unsaved, self.save_at = True, time.monotonic() + SAVE_RETRY
