@@ -5,8 +5,9 @@
 
 perf_counter is CLOCK_MONOTONIC on Linux, shared by every process, so the parent's spawn time and the child's
 marks are on one clock. The phases, in order: python (interpreter and site up), imports (orchestr's CLI and the
-runtime's modules), cli (arguments, state dir, plugin and runtime set-up, image lookup), create (of which
-network), start, run (the container's life and its output), delete (of which network), exit (to the parent's
+runtime's modules), cli (arguments, state dir, plugin and runtime set-up, image lookup), create, network at
+create (the bridge network's set-up the create begins: its namespace and veth are made in a thread while the
+create ends and the start begins, so this overlaps both and is not part of either's sum), start, run (the container's life and its output), delete (of which network), exit (to the parent's
 wait returning; the parent adds it). The library's (Client.run of `true`, N times after one warm-up) has no
 python, imports or exit, and its cli is the rest of Client.run: the image lookup, the state store's note of
 the namespace, the inspect after the end.

@@ -8,6 +8,7 @@ tests create.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import ipaddress
@@ -28,8 +29,8 @@ import pytest
 from conftest import TEST_IMAGE
 
 from orchestr.config import Config
-from orchestr.errors import Conflict
-from orchestr.model import L_NAMESPACE, L_REPLICA, L_SERVICE, ContainerSpec, Port, RestartPolicy
+from orchestr.errors import Conflict, RuntimeFailure
+from orchestr.model import L_NAMESPACE, L_REPLICA, L_SERVICE, ContainerSpec, Port, RestartPolicy, State
 from orchestr.plugins import open_runtime
 from orchestr_native import containers as containers_module
 from orchestr_native.network import ipam, names, netns, ports
@@ -540,6 +541,41 @@ async def test_a_create_that_dies_half_way_is_swept_by_the_next_create_and_by_re
             while _leftovers(net.state, [], dead):
                 await anyio.sleep(0.05)
         assert _leftovers(net.state, [], dead) == []
+
+
+@pytest.mark.anyio
+async def test_a_network_the_kernel_refuses_after_the_create_fails_the_start_and_the_next_start_makes_it(
+        net, monkeypatch):
+    # The namespace and veth are made while the create ends and the start begins; the init waits for them.
+    ns = net.namespace()
+    from orchestr_native.network import links
+    made = links.connect
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EEXIST, "File exists")  # stands for the kernel refusing the veth pair
+
+    monkeypatch.setattr(links, "connect", refused)
+    c = await net.rt.create(net.spec(ns, "web-0"))
+    with pytest.raises(RuntimeFailure, match="web-0: cannot set up its network: File exists"):
+        await net.rt.start(c.id)
+    assert (await net.rt.inspect(c.id)).state is State.EXITED  # the start failed: nothing runs
+    assert _leftovers(net.state, [], {c.id}) == []  # undone: no namespace, veth, lease or rule of it
+    monkeypatch.setattr(links, "connect", made)
+    await net.rt.start(c.id)
+    done = await net.rt.exec(c.id, ["ip", "-o", "-4", "addr", "show", "eth0"])
+    assert f" inet {c.ip}/" in done.stdout.decode()
+
+
+@pytest.mark.anyio
+async def test_a_container_deleted_before_its_first_start_leaves_no_network(net):
+    ns = net.namespace()
+    for name in ("web-0", "web-1"):
+        c = await net.rt.create(net.spec(ns, name))  # its namespace and veth may still be in the making
+        await net.rt.delete(c.id)
+        with anyio.move_on_after(10):
+            while _leftovers(net.state, [], {c.id}):
+                await anyio.sleep(0.05)
+        assert _leftovers(net.state, [], {c.id}) == []
 
 
 # -- pure parts -----------------------------------------------------------------------------

@@ -11,8 +11,7 @@ import shutil
 import signal as signals
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -26,7 +25,10 @@ from .process import linux
 from .store import ContainerStore, supervised
 from .supervisor import records
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .network import Network
 
 
 def create(store: ContainerStore, spec: ContainerSpec) -> Container:
@@ -51,9 +53,10 @@ def create(store: ContainerStore, spec: ContainerSpec) -> Container:
                 private_dir(store.volumes)
                 os.makedirs(m["source"], 0o755, exist_ok=True)  # as the container sees it; volumes/ keeps others out
         d.mkdir(mode=0o700)
-        # The network's kernel work (a namespace, a veth pair: milliseconds) goes on while the rest is made. It
-        # writes hosts and resolv.conf; it raises before any change on a taken port.
-        attaching = _Meanwhile(store.network.attach, id, spec, d) if spec.network == "bridge" else None
+        # The network goes on while the rest is made: its address is reserved first (hosts and resolv.conf
+        # written, a taken port refused before any change), then the kernel's work (a namespace, a veth pair:
+        # milliseconds), which the start need not wait for (_Attaching).
+        attaching = _Attaching(store.network, id, spec, d) if spec.network == "bridge" else None
         try:
             for sub in ("upper", "work", "rootfs"):  # as the container's / shows them; d keeps others out
                 (d / sub).mkdir(mode=0o755)
@@ -67,45 +70,77 @@ def create(store: ContainerStore, spec: ContainerSpec) -> Container:
             except OSError as e:
                 raise RuntimeFailure(f"container {spec.name}: cannot set up its cgroup: {e}") from None
             if attaching is not None:
-                config["net"] = attaching.outcome()
+                config["net"] = attaching.net()
         except BaseException:
-            if attaching is not None:
-                config["net"] = attaching.outcome(default=None)
+            if attaching is not None:  # a failed attach has undone what it did
+                config["net"] = attaching.record if attaching.finish() is None else None
             store.cgroup(id).remove()
             if config["net"]:
                 store.network.detach(config)
             shutil.rmtree(d)
             raise
-        records.write_json(str(d / records.CONFIG), config)  # no state.json yet: load reads that as created
+        try:
+            records.write_json(str(d / records.CONFIG), config)  # no state.json yet: load reads that as created
+        except BaseException:
+            if attaching is not None:
+                attaching.finish()  # what it made is left as a crash here would leave it: the next create sweeps it
+            raise
+        if attaching is not None:
+            store.attaching[id] = attaching  # finished by the start, the delete, or at this process's exit
     store.event(config, "create", State.CREATED)
     return store.view(config, {"status": "created"})
 
 
-class _Meanwhile:
-    """fn(*args) in a thread of its own, from now on."""
+class _Attaching:
+    """A new container's Network.attach, in a thread of its own from create on. Its record (net()) is there
+    once the address is reserved; the namespace and veth are made after that, while the create ends and the
+    start begins. The thread tells through a pipe when they are: gate, its read end, gives a byte once they
+    are made, and only an end of file if the attach failed (and undid itself). The start hands gate to the
+    container's init, which waits on it before joining the namespace."""
 
-    _failed = object()
-
-    def __init__(self, fn: Callable[..., T], *args: object):
-        self.result: object = None
+    def __init__(self, network: Network, id: str, spec: ContainerSpec, directory: Path):
+        self.record: dict | None = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(fn, args), name="orchestr-meanwhile")
+        self._reserved = threading.Event()
+        self.gate, self._ready = os.pipe2(os.O_CLOEXEC)
+        self.thread = threading.Thread(target=self._run, args=(network, id, spec, directory), name="orchestr-network")
         self.thread.start()
 
-    def _run(self, fn: Callable, args: tuple) -> None:
+    def _run(self, network: Network, id: str, spec: ContainerSpec, directory: Path) -> None:
         try:
-            self.result = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to whoever waits for the outcome
+            network.attach(id, spec, directory, self._reserve)
+            os.write(self._ready, b"1")
+        except BaseException as e:  # noqa: BLE001 - handed to the create, or to the start
             self.error = e
+        finally:
+            os.close(self._ready)
+            self._reserved.set()
 
-    def outcome(self, default: object = _failed) -> object:
-        """fn's result once it has returned; what it raised is raised here, unless a default is given for that."""
+    def _reserve(self, net: dict) -> None:
+        self.record = net
+        self._reserved.set()
+
+    def net(self) -> dict:
+        """The network's record once its address is reserved; what the attach raised before that is raised."""
+        self._reserved.wait()
+        if self.record is None:
+            assert self.error is not None
+            raise self.error
+        return self.record
+
+    def finish(self) -> BaseException | None:
+        """Waits for the attach's end and closes gate; returns what the attach raised, if anything."""
         self.thread.join()
-        if self.error is None:
-            return self.result
-        if default is not self._failed:
-            return default
-        raise self.error
+        if self.gate is not None:
+            os.close(self.gate)
+            self.gate = None
+        return self.error
+
+
+def finish_attach(store: ContainerStore, id: str) -> BaseException | None:
+    """Waits until the network create started for container id in this process is made, or failed (returned)."""
+    attaching = store.attaching.pop(id, None)
+    return attaching.finish() if attaching is not None else None
 
 
 def start_steps(store: ContainerStore, id: str) -> steps.Steps[None]:
@@ -131,16 +166,36 @@ def start_run(store: ContainerStore, config: dict, stdin: int | None = None, att
             cgroup.create(mapping.resources(config))
     except OSError as e:
         raise RuntimeFailure(f"container {config['name']}: cannot set up its cgroup: {e}") from None
-    if config.get("net"):
+    # A network its create is still making here is waited for by the init, on the gate, so the two go on at once
+    attaching = store.attaching.pop(config["id"], None)
+    if config.get("net") and attaching is None:
         store.network.ensure(config)  # a reboot or a hand may have taken the namespace or the bridge
     (d / records.STOP).unlink(missing_ok=True)
-    request = {"op": "start", "dir": str(d), "stdin": stdin is not None, "attach": attach, "winsize": winsize}
-    try:
-        # answered once the start is settled: at worst when the supervisor gives it up, after start_timeout
-        timeout = float(config.get("start_timeout") or 30.0) + 30.0
-        reply = store.supervisor.request(request, timeout, fds=[stdin] if stdin is not None else [])
-    except (OSError, EOFError) as e:
-        raise RuntimeFailure(f"container {config['name']}: the supervisor failed: {e}") from None
+
+    def ask(gate: int | None) -> dict:
+        request = {"op": "start", "dir": str(d), "stdin": stdin is not None, "attach": attach, "winsize": winsize,
+                   "gate": gate is not None}
+        fds = [fd for fd in (stdin, gate) if fd is not None]
+        try:
+            # answered once the start is settled: at worst when the supervisor gives it up, after start_timeout
+            timeout = float(config.get("start_timeout") or 30.0) + 30.0
+            return store.supervisor.request(request, timeout, fds=fds)
+        except (OSError, EOFError) as e:
+            raise RuntimeFailure(f"container {config['name']}: the supervisor failed: {e}") from None
+
+    if attaching is None:
+        reply = ask(None)
+    else:
+        try:
+            reply = ask(attaching.gate)
+        finally:
+            failed = attaching.finish()
+        if failed is not None:
+            raise failed  # why the init found the gate closed
+        if "error" in reply and not reply.get("gate"):
+            # a supervisor from before the gate, still looking after containers an older orchestr started: its
+            # init did not wait for the network, which is there now
+            reply = ask(None)
     if "error" in reply:
         raise RuntimeFailure(f"container {config['name']}: {reply['error']}")
     if (stdin is not None or attach) and not reply.get("io"):
@@ -199,6 +254,7 @@ def delete_steps(store: ContainerStore, id: str, force: bool) -> steps.Steps[Non
 
 
 def _destroy(store: ContainerStore, config: dict) -> None:
+    finish_attach(store, config["id"])
     d = store.dir / config["id"]
     _unmount_under(str(d))
     try:

@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestr.config import Config, private, private_dir
 from orchestr.containers import UNKNOWN_EXIT
@@ -51,6 +51,8 @@ class ContainerStore:
         self.images = images
         self._limits = {"log": {"max_size": log_max_size, "max_files": log_max_files},
                         "start_timeout": start_timeout}  # for a container's first process to exec its command
+        # by container id: the networks this process's creates are still making (lifecycle._Attaching)
+        self.attaching: dict[str, Any] = {}
 
     @functools.cached_property
     def settings(self) -> dict:

@@ -57,16 +57,26 @@ class Network:
 
     # -- create, start, delete ----------------------------------------------------------
 
-    def attach(self, id: str, spec: ContainerSpec, directory: Path) -> dict:
-        """Gives the new container its address, namespace, veth, published ports, and the hosts and resolv.conf
-        files in directory; returns what its config records. Nothing changes when a published port is taken."""
+    def attach(self, id: str, spec: ContainerSpec, directory: Path,
+               reserved: Callable[[dict], None] | None = None) -> dict:
+        """Gives the new container its address, published ports, the hosts and resolv.conf files in directory,
+        then its namespace and veth; returns what its config records. Nothing changes when a published port is
+        taken. reserved, when given, is called with that record before the namespace and veth are made (the
+        kernel's part, milliseconds): the container's start can begin meanwhile. A failure after it has been
+        called undoes everything, then raises."""
         published = ports.published(p for p in spec.ports if not serviced(p))
         owner = str(self.containers / id)
+        bridge = self.bridge(spec.namespace)
         with self._locked():
-            self._sweep()
+            # what crashes left on this bridge, bridges of removed state dirs, and claims on ports that would
+            # shadow ours; the other bridges are swept when runtimes are opened for an apply (sweep) and when a
+            # namespace's bridge is removed
+            if published:
+                self._drop_stale_claims()
+            self._drop_ownerless()
+            self._sweep_bridge(bridge)
             ports.pick_free(published)
             ports.check(published, owner)
-            bridge = self.bridge(spec.namespace)
             record = self._bridge(bridge, spec.namespace)
             subnet = ipaddress.IPv4Network(record["subnet"])
             here = self.dir / bridge
@@ -77,11 +87,13 @@ class Network:
             net = {"ip": ip, "subnet": str(subnet), "gateway": str(ipam.gateway(subnet).ip), "bridge": bridge,
                    "veth": _veth(id), "netns": netns.path(id), "mtu": record["mtu"], "ports": published}
             try:
-                self._connect(net, create=True)
                 self._publish(id, net, owner)
                 (directory / "resolv.conf").write_text(names.resolv_conf())
                 (directory / "hosts").write_text(names.hosts(ip, leases))
                 self._rewrite_hosts(leases, skip=ip)
+                if reserved is not None:
+                    reserved(net)
+                self._connect(net, create=True)
             except BaseException as e:
                 self._remove(id, net, owner)
                 self._settle(bridge)
@@ -262,19 +274,24 @@ class Network:
         self._drop_stale_claims()
         self._drop_ownerless()
         for bridge in self._bridges():
-            here = self.dir / bridge
-            if not (here / ipam.RECORD).exists():  # a crash before the record: no container can be on it
-                self._drop(bridge)
-                continue
-            orphans = {ip: lease for ip, lease in ipam.leases(here).items() if not self._exists(lease.get("id"))}
-            for ip, lease in orphans.items():
-                id = lease.get("id")
-                if id:
-                    self._remove(id, {"ip": ip, "bridge": bridge}, str(self.containers / id))
-                else:  # a lease a crash left unwritten: nothing was set up for it yet
-                    ipam.release(here, ip)
-            if orphans:
-                self._settle(bridge)
+            self._sweep_bridge(bridge)
+
+    def _sweep_bridge(self, bridge: str) -> None:
+        here = self.dir / bridge
+        if not here.exists():
+            return
+        if not (here / ipam.RECORD).exists():  # a crash before the record: no container can be on it
+            self._drop(bridge)
+            return
+        orphans = {ip: lease for ip, lease in ipam.leases(here).items() if not self._exists(lease.get("id"))}
+        for ip, lease in orphans.items():
+            id = lease.get("id")
+            if id:
+                self._remove(id, {"ip": ip, "bridge": bridge}, str(self.containers / id))
+            else:  # a lease a crash left unwritten: nothing was set up for it yet
+                ipam.release(here, ip)
+        if orphans:
+            self._settle(bridge)
 
     def _drop_ownerless(self) -> None:
         """Bridges kept for a state dir that has since been removed (every state dir's, as the iptables chains
@@ -285,10 +302,13 @@ class Network:
             return
         for entry in entries:
             try:
-                with open(entry.path) as f:
-                    owner = f.read()
+                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)  # bare calls: every bridged create does this
             except FileNotFoundError:
                 continue
+            try:
+                owner = os.read(fd, 4096).decode()
+            finally:
+                os.close(fd)
             if not os.path.exists(os.path.join(owner, "network", entry.name, ipam.RECORD)):
                 self._drop(entry.name, Path(owner) / "network" / entry.name)
 

@@ -208,6 +208,8 @@ class Supervisor:
                 continue
             self.waiting.remove((monitor, conn))
             reply = monitor.outcome or {"error": f"supervisor: the start was abandoned; see {self.root}/supervisor.log"}
+            if monitor.gated:
+                reply = {**reply, "gate": True}  # its init waited for the network (lifecycle.start_run)
             terminal = None
             if "pid" in reply:
                 terminal, monitor.terminal = monitor.terminal, None
@@ -266,8 +268,9 @@ class Supervisor:
             if monitor is None:
                 monitor = Monitor(directory, self)
                 stdin = fds[0] if request.get("stdin") and fds else None
+                gate = fds[-1] if request.get("gate") and fds else None  # after stdin, when both come
                 try:
-                    monitor.start(stdin, request.get("attach", False), request.get("winsize"))
+                    monitor.start(stdin, request.get("attach", False), request.get("winsize"), gate)
                 except BaseException:
                     if monitor.phase == "starting":
                         monitor.kill()

@@ -68,6 +68,7 @@ class Monitor:
         self.own_child = True  # False for an init adopted from a worker that died: the keeper reaps it
         self.phase = "new"  # new, starting, running, draining (init exited, output left), backoff, done, closed
         self.restarting = False  # whether the start under way is a restart by policy (no client waits for it)
+        self.gated = False  # whether the client's start had the init wait for its network (a gate)
         self.outcome: dict | None = None  # the reply to the client's start, once settled
         self.failure: str | None = None  # why the start under way failed, once known
         self.report_msg = b""
@@ -112,22 +113,26 @@ class Monitor:
 
     # -- start --------------------------------------------------------------------------
 
-    def start(self, stdin: int | None = None, attach: bool = False, winsize: list[int] | None = None) -> None:
+    def start(self, stdin: int | None = None, attach: bool = False, winsize: list[int] | None = None,
+              gate: int | None = None) -> None:
         """Starts the container for a client: forks its init, with stdin, when given, as its standard input;
         attach hands a tty container's terminal to the client (self.terminal) instead of logging it, with
-        winsize (rows, columns) as its size. self.outcome is the reply once the start is settled."""
+        winsize (rows, columns) as its size. gate, when given, is what the init waits on for its network (a
+        byte once it is made, see lifecycle._Attaching). self.outcome is the reply once the start is settled."""
         self.state.update(restart_count=0, error=None, crash_loop=0, next_restart=None)
         self.restarting = False
-        self._launch(stdin, attach, winsize)
+        self.gated = gate is not None
+        self._launch(stdin, attach, winsize, gate)
 
-    def _launch(self, stdin: int | None = None, attach: bool = False, winsize: list[int] | None = None) -> None:
+    def _launch(self, stdin: int | None = None, attach: bool = False, winsize: list[int] | None = None,
+                gate: int | None = None) -> None:
         self.outcome = self.failure = self.status = None
         self.report_msg = b""
         self.oom_before = self.cgroup.oom_kills()
         self.started = time.monotonic()
         try:
             self.pid, self.pidfd, self.outputs, self.terminal, self.report = _spawn(
-                self.config, self.cgroup, self.host.own_pidns, stdin, attach, winsize)
+                self.config, self.cgroup, self.host.own_pidns, stdin, attach, winsize, gate)
         except Exception as e:  # noqa: BLE001 - any failure to start is this container's, reported as such
             self._start_failed(describe(e))
             return
@@ -432,10 +437,11 @@ def end_run(run: Run, cgroup: cgroups.Manager | None) -> None:
 
 
 def _spawn(config: dict, cgroup, own_pidns: int, stdin: int | None = None, attach: bool = False,
-           winsize: list[int] | None = None) -> tuple[int, int, dict[int, str], int | None, int]:
+           winsize: list[int] | None = None, gate: int | None = None) -> tuple[int, int, dict[int, str], int | None, int]:
     """Forks the container's init as pid 1 of a new pid namespace; returns its pid, a pidfd of it, the fds of its
     output to log, its terminal when attach is set, and the read end of its report pipe (non-blocking): the
-    init writes why it failed there, or its exec closes it."""
+    init writes why it failed there, or its exec closes it. With gate, the init first waits for its network:
+    a byte read from gate, which an end of file instead makes a failure."""
     terminal = None
     if config.get("tty"):
         master, slave = os.openpty()
@@ -457,6 +463,8 @@ def _spawn(config: dict, cgroup, own_pidns: int, stdin: int | None = None, attac
     pid = os.fork()
     if pid == 0:
         try:
+            if gate is not None and os.read(gate, 1) != b"1":
+                raise launch.LaunchError("its network could not be set up")
             _child_stdio(child_fds, bool(config.get("tty")), report_w)
             launch.start(config, cgroup, report_w)
         except BaseException as e:  # noqa: BLE001 - the child reports every failure and exits
