@@ -138,7 +138,8 @@ class _Attaching:
 
 
 def finish_attach(store: ContainerStore, id: str) -> BaseException | None:
-    """Waits until the network create started for container id in this process is made, or failed (returned)."""
+    """Waits for the network this process's create of container id may still be making; returns what its attach
+    raised, if anything."""
     attaching = store.attaching.pop(id, None)
     return attaching.finish() if attaching is not None else None
 
