@@ -878,6 +878,22 @@ async def test_logs_rotate_and_stay_readable_after_exit(native, namespace, state
 
 
 @pytest.mark.anyio
+async def test_a_flood_is_logged_whole_and_in_order_though_its_reads_are_paced(namespace, state_dir, image_layers):
+    # each full read of a stream (8 KiB) makes it wait a millisecond before the next: about 40 such pauses here
+    roomy = Containers(Config(state_dir=state_dir), LocalStore(image_layers), log_max_size=1 << 23)
+    c = await roomy.create(spec(namespace, "flood-0", "sh", "-c", "seq 1 60000; echo done >&2"))
+    try:
+        await roomy.start(c.id)
+        with anyio.fail_after(60):
+            assert await roomy.wait(c.id) == 0
+        logged = [line async for line in roomy.logs(c.id)]
+        assert [x.data for x in logged if x.stream == "stdout"] == [f"{i}\n".encode() for i in range(1, 60001)]
+        assert [x.data for x in logged if x.stream == "stderr"] == [b"done\n"]
+    finally:
+        await roomy.delete(c.id, force=True)
+
+
+@pytest.mark.anyio
 async def test_logs_follow_streams_until_exit(native, namespace):
     c = await native.create(spec(namespace, "follow-0", "sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.1; done"))
     await native.start(c.id)

@@ -39,6 +39,10 @@ MAX_REPORT = 4096
 # bytes of a stream read (and logged) at once: a flood's read takes the loop about 0.6 ms, so another container's
 # line waits no longer; 64 KiB reads took 5 ms each and doubled a quiet neighbour's log delivery beside `yes`
 READ = 8192
+# seconds a stream whose read came back full waits before its next: a flood gets a read a millisecond or two (4-8
+# MB/s, several times what Docker's json-file logs here) and then blocks on its pipe, as under Docker, so the
+# supervisor's loop, and the CPU it would spend on the flood, stay free for the other containers meanwhile
+PACE = 0.001
 RESUMED = (b"orchestr: supervision resumed after a crash; output read just before it (8 KiB per stream at most) "
            b"may be missing\n")
 
@@ -74,6 +78,7 @@ class Monitor:
         self.report_msg = b""
         self.outputs: dict[int, str] = {}  # fd -> stream
         self.pending: dict[int, bytes] = {}  # fd -> bytes after the last newline
+        self.paced: dict[int, float] = {}  # fd -> when a stream that filled its last read is read again (PACE)
         self.held = False  # whether the keeper holds copies of the outputs
         self.deadline: float | None = None  # the end of starting or draining, or the time of the next restart
         self.backoff = dict(BACKOFF, **(self.config.get("restart_backoff") or {}))
@@ -137,7 +142,7 @@ class Monitor:
             self._start_failed(describe(e))
             return
         self.ident, self.own_child = records.identity(self.pid), True
-        self.pending = {fd: b"" for fd in self.outputs}
+        self.pending, self.paced = {fd: b"" for fd in self.outputs}, {}
         self.phase, self.deadline = "starting", self.started + self.start_timeout
         # the keeper keeps the output readable through a crash of this process: one message, no reply
         self.held = self.host.link.send(
@@ -157,7 +162,7 @@ class Monitor:
     def _start_failed(self, error: str) -> None:
         for fd in [*self.pending, *[fd for fd in (self.report, self.terminal, self.pidfd) if fd is not None]]:
             os.close(fd)
-        self.pending, self.report, self.terminal, self.pidfd = {}, None, None, None
+        self.pending, self.paced, self.report, self.terminal, self.pidfd = {}, {}, None, None, None
         self._release()
         self.outcome = {"error": error}
         if self.restarting:
@@ -192,7 +197,7 @@ class Monitor:
         self.started = time.monotonic()
         if run is not None:
             self.outputs, self.held, self.status = dict(zip(run.fds, run.streams)), True, run.status
-            self.pending = {fd: b"" for fd in self.outputs}
+            self.pending, self.paced = {fd: b"" for fd in self.outputs}, {}
             # the pipes kept what was written meanwhile; only what the dead worker had read and not logged is gone
             self.log.write("stderr", RESUMED)
         if self.status is None and records.alive(ident):
@@ -222,7 +227,10 @@ class Monitor:
     # -- while it runs ------------------------------------------------------------------
 
     def fds(self) -> list[int]:
-        watched = list(self.pending)
+        if self.paced:  # those whose pause is over are watched again
+            now = time.monotonic()
+            self.paced = {fd: until for fd, until in self.paced.items() if until > now}
+        watched = [fd for fd in self.pending if fd not in self.paced]
         if self.pidfd is not None:
             watched.append(self.pidfd)
         if self.report is not None:
@@ -300,10 +308,15 @@ class Monitor:
             rest = rest[logs.MAX_LINE:]
         if data:
             self.pending[fd] = rest
+            if len(data) == READ:
+                self.paced[fd] = time.monotonic() + PACE
+            else:
+                self.paced.pop(fd, None)
             return
         if rest:
             self.log.write(stream, rest)
         del self.pending[fd]
+        self.paced.pop(fd, None)
         os.close(fd)
 
     def kill(self) -> None:
@@ -318,6 +331,7 @@ class Monitor:
         times = [] if self.deadline is None else [self.deadline]
         if self.unsaved or self.log.lost != self.state.get("log_lines_dropped", 0):
             times.append(self.save_at)
+        times += self.paced.values()  # the ends of pauses (fds() dropped those over)
         return min(times) if times else None
 
     def tick(self) -> bool:
@@ -347,7 +361,7 @@ class Monitor:
     def _finish_run(self) -> None:
         for fd in self.pending:
             os.close(fd)
-        self.pending = {}
+        self.pending, self.paced = {}, {}
         code = UNKNOWN_EXIT if self.status is None else init.exit_code(self.status)
         oom = self.cgroup.oom_kills() > self.oom_before
         self.state.update(status="exited", exit_code=code, oom_killed=oom, finished_at=logs.now())
@@ -409,7 +423,7 @@ class Monitor:
         self.phase = "closed"
         for fd in [*self.pending, *[fd for fd in (self.pidfd, self.report, self.terminal) if fd is not None]]:
             os.close(fd)
-        self.pending, self.pidfd, self.report, self.terminal = {}, None, None, None
+        self.pending, self.paced, self.pidfd, self.report, self.terminal = {}, {}, None, None, None
         self._release()
         self.log.close()
 
