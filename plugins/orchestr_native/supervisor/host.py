@@ -72,7 +72,7 @@ class Supervisor:
         self.monitors: dict[str, Monitor] = {}  # by container directory
         self.waiting: list[tuple[Monitor, socket.socket]] = []  # clients whose start is not settled yet
         self.last_request = time.monotonic()
-        self.unsynced: set[str] = set()  # state.json files written, fsynced once the replies are out (_poll)
+        self.unsynced: set[str] = set()  # state.json files written, fsynced when nothing else is to be done (_poll)
         self.unsynced_since: float | None = None  # when the first of them was written
 
     def adopt(self, runs: dict) -> None:

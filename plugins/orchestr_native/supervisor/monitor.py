@@ -451,7 +451,8 @@ def end_run(run: Run, cgroup: cgroups.Manager | None) -> None:
 
 
 def _spawn(config: dict, cgroup, own_pidns: int, stdin: int | None = None, attach: bool = False,
-           winsize: list[int] | None = None, gate: int | None = None) -> tuple[int, int, dict[int, str], int | None, int]:
+           winsize: list[int] | None = None,
+           gate: int | None = None) -> tuple[int, int, dict[int, str], int | None, int]:
     """Forks the container's init as pid 1 of a new pid namespace; returns its pid, a pidfd of it, the fds of its
     output to log, its terminal when attach is set, and the read end of its report pipe (non-blocking): the
     init writes why it failed there, or its exec closes it. With gate, the init first waits for its network:
